@@ -1,0 +1,1 @@
+"""memlab: scaling-law experiments on memory architectures for language models."""

@@ -1,0 +1,192 @@
+"""Experiment configs: load `get_config()` files, apply `--set` overrides, validate.
+
+Every experiment is a locked `ml_collections.ConfigDict`, so a misspelt key fails loudly instead of silently
+creating a new field. Errors raised here are `ConfigError`s with one-line messages that the CLI prints
+without a traceback.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+import ml_collections
+
+GROUPS = ("model", "data", "objective", "train", "eval", "mesh", "logging")
+
+
+class ConfigError(ValueError):
+    """A config problem the user can fix; the message names the key and what is accepted."""
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
+    """Import `path`, call its `get_config()`, apply `key=value` overrides, validate, and lock."""
+    config = load_base_config(path)
+    apply_overrides(config, overrides)
+    validate(config)
+    return config
+
+
+def load_base_config(path: str | Path) -> ml_collections.ConfigDict:
+    """Import an experiment file and return its locked config, before overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"experiment file not found: {path} (expected a .py file defining get_config())")
+    spec = importlib.util.spec_from_file_location(f"memlab_experiment_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"{path} defines no get_config(); an experiment file must return a ConfigDict from it")
+    config = module.get_config()
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(f"{path}: get_config() returned {type(config).__name__}, expected ml_collections.ConfigDict")
+    missing = [g for g in GROUPS if g not in config]
+    if missing:
+        raise ConfigError(f"{path}: config lacks the groups {missing}; every experiment has {list(GROUPS)}")
+    config.lock()
+    return config
+
+
+def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    """Dotted names of every leaf of a config (nested groups flattened)."""
+    keys = []
+    for name, value in config.items():
+        dotted = f"{prefix}{name}"
+        if isinstance(value, ml_collections.ConfigDict):
+            keys.extend(flat_keys(value, dotted + "."))
+        else:
+            keys.append(dotted)
+    return keys
+
+
+def _unknown_key(config: ml_collections.ConfigDict, key: str) -> ConfigError:
+    close = difflib.get_close_matches(key, flat_keys(config), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; valid groups are {', '.join(GROUPS)}"
+    return ConfigError(f"unknown config key '{key}'{hint}")
+
+
+def get_value(config: ml_collections.ConfigDict, key: str) -> Any:
+    """Value at a dotted key, with a ConfigError naming close matches if it does not exist."""
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            raise _unknown_key(config, key)
+        node = node[part]
+    return node
+
+
+def parse_value(text: str) -> Any:
+    """Parse an override value as a Python literal, falling back to a bare string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def set_value(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
+    """Set a dotted key, coercing to the field's type; unknown keys and wrong types are ConfigErrors."""
+    parent_key, _, leaf = key.rpartition(".")
+    parent = get_value(config, parent_key) if parent_key else config
+    if not isinstance(parent, ml_collections.ConfigDict) or leaf not in parent:
+        raise _unknown_key(config, key)
+    current = parent[leaf]
+    if isinstance(current, ml_collections.ConfigDict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{key}' is a group of {sorted(current.keys())}; set its members, e.g. {key}.{next(iter(current.keys()), 'x')}=...")
+        unlocked_group = key == "objective"  # objective weights name losses; the set is open
+        for name, item in value.items():
+            if unlocked_group and name not in current:
+                with current.unlocked():
+                    current[name] = float(item)
+            else:
+                set_value(config, f"{key}.{name}", item)
+        return
+    try:
+        parent[leaf] = _coerce(current, value)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(
+            f"'{key}' = {value!r} has the wrong type: expected {type(current).__name__} (current value {current!r})"
+        ) from err
+
+
+def _coerce(current: Any, value: Any) -> Any:
+    if current is None or value is None:
+        return value
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise TypeError
+    if isinstance(current, int) and not isinstance(value, bool):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, int):
+            return value
+        raise TypeError
+    if isinstance(current, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(current, str):
+        return str(value)
+    if isinstance(current, (tuple, list)):
+        if isinstance(value, str):
+            value = tuple(v.strip() for v in value.split(",") if v.strip())
+        if not isinstance(value, (tuple, list)):
+            raise TypeError
+        return type(current)(value)
+    if type(value) is not type(current):
+        raise TypeError
+    return value
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> None:
+    """Apply `key=value` strings in order."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. model.d_model=64)")
+        set_value(config, key.strip(), parse_value(text.strip()))
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Check values across the config before any compute is spent."""
+    from memlab import validation  # late import: validation consults the model and task registries
+
+    validation.check(config)
+
+
+def to_dict(config: ml_collections.ConfigDict) -> dict:
+    """Plain JSON-able dict of a config (field references resolved)."""
+    return json.loads(config.to_json_best_effort())
+
+
+def from_dict(data: dict) -> ml_collections.ConfigDict:
+    """Rebuild a locked config from `to_dict` output (e.g. a run's config.json)."""
+    config = ml_collections.ConfigDict(_tuples_from_lists(data))
+    config.lock()
+    return config
+
+
+def _tuples_from_lists(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _tuples_from_lists(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(_tuples_from_lists(v) for v in value)
+    return value
+
+
+def diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts."""
+    keys = sorted(set(a) | set(b))
+    out = []
+    for k in keys:
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out.extend(diff(va, vb, f"{prefix}{k}."))
+        elif va != vb:
+            out.append(f"{prefix}{k}")
+    return out

@@ -1,0 +1,78 @@
+"""The config every experiment starts from: all groups and keys with their defaults.
+
+Experiment files call `base_config()` and change what they need; keys not here cannot be set (configs are locked).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+
+    c.data = ml_collections.ConfigDict()
+    c.data.task = "mqar"
+    c.data.seed = 0            # seed of the example streams (train and eval are disjoint streams of it)
+    c.data.vocab_size = 256
+    c.data.seq_len = 128
+    c.data.num_kv_pairs = 16
+    c.data.power_a = 0.01      # query gap density ~ gap^(a - 1)
+    c.data.num_workers = 2     # grain reader threads
+    c.data.prefetch = 8        # batches prefetched ahead of the train step
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "lm"
+    c.model.mixers = "attn"    # one mixer for all layers, or a comma list with one per layer
+    c.model.d_model = 64
+    c.model.num_layers = 2
+    c.model.num_heads = 2
+    c.model.mlp_ratio = 4.0
+    c.model.vocab_size = c.data.get_ref("vocab_size")
+    c.model.rope_theta = 10_000.0
+    c.model.tie_embeddings = False
+
+    c.objective = ml_collections.ConfigDict({"answer": 1.0})
+
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = 1000
+    c.train.batch_size = 64    # examples per optimizer step (split into grad_accum micro-batches)
+    c.train.grad_accum = 1
+    c.train.lr = 3e-3
+    c.train.schedule = "cosine"  # cosine | wsd | constant
+    c.train.warmup_steps = 100
+    c.train.decay_fraction = 0.2  # wsd: share of steps spent decaying at the end
+    c.train.min_lr_ratio = 0.1
+    c.train.weight_decay = 0.1
+    c.train.b1 = 0.9
+    c.train.b2 = 0.98
+    c.train.grad_clip = 1.0
+    c.train.seed = 0
+    c.train.precision = "float32"  # compute dtype: float32 | bfloat16 (parameters stay fp32)
+    c.train.checkpoint_every = 200
+    c.train.keep_checkpoints = 3
+    c.train.eval_every = 100
+    c.train.log_every = 10
+
+    c.model.dtype = c.train.get_ref("precision")  # the model computes in the training precision
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.num_examples = 512
+    c.eval.batch_size = 128
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = 1
+    c.mesh.fsdp = 1
+    c.mesh.tensor = 1
+
+    c.logging = ml_collections.ConfigDict()
+    c.logging.wandb_mode = "offline"  # offline | online | disabled (WANDB_MODE, when set, takes precedence)
+    c.logging.project = "memlab"
+    c.logging.entity = ""
+    c.logging.group = ""
+    c.logging.tags = ()
+    c.logging.run_name = ""
+    c.logging.sweep_id = ""
+    c.logging.launch_id = ""
+    c.logging.progress = True
+    return c

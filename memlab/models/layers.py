@@ -1,0 +1,68 @@
+"""Building blocks shared by every model family: projections with logical axis names, RMSNorm, RoPE, SwiGLU.
+
+Parameters are created in fp32 with logical axis names (`embed`, `heads`, `mlp`, `vocab`, ...) as metadata;
+`memlab.parallel` maps those names to mesh axes. Computation runs in the configured compute dtype.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+default_init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
+
+
+def dense(in_features: int, out_features: int, axes: tuple[str | None, str | None], *, rngs: nnx.Rngs,
+          dtype=jnp.float32, use_bias: bool = False, init=default_init) -> nnx.Linear:
+    """A bias-free linear layer whose kernel carries logical axis names `axes` = (input axis, output axis)."""
+    return nnx.Linear(
+        in_features, out_features, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32,
+        kernel_init=nnx.with_partitioning(init, axes),
+        bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), (axes[1],)),
+        rngs=rngs,
+    )
+
+
+def rms_norm(features: int, *, rngs: nnx.Rngs, dtype=jnp.float32, axis_name: str = "embed") -> nnx.RMSNorm:
+    """RMSNorm with a learned scale; statistics are computed in fp32 whatever the compute dtype."""
+    return nnx.RMSNorm(features, epsilon=1e-6, dtype=dtype, param_dtype=jnp.float32,
+                       scale_init=nnx.with_partitioning(nnx.initializers.ones_init(), (axis_name,)), rngs=rngs)
+
+
+def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
+    """Rotary position embedding on the last axis of x [B, T, H, D] at integer `positions` [B, T]."""
+    half = x.shape[-1] // 2
+    freq = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angle = positions[..., None, None].astype(jnp.float32) * freq  # [B, T, 1, half]
+    sin, cos = jnp.sin(angle), jnp.cos(angle)
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x.dtype)
+
+
+class SwiGLU(nnx.Module):
+    """Gated MLP: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, d_model: int, d_ff: int, *, rngs: nnx.Rngs, dtype=jnp.float32):
+        self.gate = dense(d_model, d_ff, ("embed", "mlp"), rngs=rngs, dtype=dtype)
+        self.up = dense(d_model, d_ff, ("embed", "mlp"), rngs=rngs, dtype=dtype)
+        self.down = dense(d_ff, d_model, ("mlp", "embed"), rngs=rngs, dtype=dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.down(jax.nn.silu(self.gate(x)) * self.up(x))
+
+    @staticmethod
+    def forward_flops_per_token(d_model: int, d_ff: int) -> float:
+        return 2.0 * 3 * d_model * d_ff
+
+
+def mlp_width(d_model: int, mlp_ratio: float, multiple_of: int = 16) -> int:
+    """SwiGLU hidden width: `mlp_ratio * d_model` rounded up to a multiple (keeps matmuls aligned)."""
+    width = int(mlp_ratio * d_model)
+    return multiple_of * ((width + multiple_of - 1) // multiple_of)
+
+
+def compute_dtype(name: str):
+    """Map the config's precision name to a dtype."""
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]

@@ -1,0 +1,74 @@
+"""Decoder-only language model: token embedding, pre-norm blocks (mixer + SwiGLU), final norm, logits.
+
+The sequence mixer of each layer comes from `model.mixers` through the mixer registry.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from memlab.models.layers import SwiGLU, compute_dtype, dense, mlp_width, rms_norm
+from memlab.models.mixers import get_mixer, parse_mixers
+from memlab.models.registry import register_model
+
+
+class Block(nnx.Module):
+    def __init__(self, cfg, mixer: str, *, rngs: nnx.Rngs, dtype):
+        self.mixer_norm = rms_norm(cfg.d_model, rngs=rngs, dtype=dtype)
+        self.mixer = get_mixer(mixer)(cfg, rngs=rngs, dtype=dtype)
+        self.mlp_norm = rms_norm(cfg.d_model, rngs=rngs, dtype=dtype)
+        self.mlp = SwiGLU(cfg.d_model, mlp_width(cfg.d_model, cfg.mlp_ratio), rngs=rngs, dtype=dtype)
+
+    def __call__(self, x, *, positions, segment_ids=None):
+        x = x + self.mixer(self.mixer_norm(x), positions=positions, segment_ids=segment_ids)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class LM(nnx.Module):
+    """`model.name = "lm"`. Called on a batch dict with `inputs` [B, T] (and optional `segment_ids`)."""
+
+    def __init__(self, cfg, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        dtype = compute_dtype(cfg.dtype)
+        self.mixer_names = parse_mixers(cfg.mixers, cfg.num_layers)
+        self.embed = nnx.Embed(cfg.vocab_size, cfg.d_model, dtype=dtype, param_dtype=jnp.float32,
+                               embedding_init=nnx.with_partitioning(nnx.initializers.normal(1.0), ("vocab", "embed")),
+                               rngs=rngs)
+        self.blocks = nnx.List([Block(cfg, name, rngs=rngs, dtype=dtype) for name in self.mixer_names])
+        self.final_norm = rms_norm(cfg.d_model, rngs=rngs, dtype=dtype)
+        if not cfg.tie_embeddings:
+            self.unembed = dense(cfg.d_model, cfg.vocab_size, ("embed", "vocab"), rngs=rngs, dtype=dtype)
+
+    def __call__(self, batch: dict) -> dict:
+        tokens = batch["inputs"]
+        segment_ids = batch.get("segment_ids")
+        positions = batch.get("positions")
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+        x = self.embed(tokens)
+        for block in self.blocks:
+            x = block(x, positions=positions, segment_ids=segment_ids)
+        x = self.final_norm(x)
+        logits = self.embed.attend(x) if self.cfg.tie_embeddings else self.unembed(x)
+        return {"logits": logits.astype(jnp.float32)}
+
+    def embedding_params(self) -> int:
+        """Parameters in the token embedding and (untied) unembedding: excluded from `params_non_embedding`."""
+        per_table = self.cfg.vocab_size * self.cfg.d_model
+        return per_table if self.cfg.tie_embeddings else 2 * per_table
+
+    def forward_flops_per_example(self, shapes: dict) -> float:
+        """Analytic forward FLOPs for one example: 2 FLOPs per multiply-accumulate of every matmul."""
+        cfg, seq_len = self.cfg, shapes["inputs"][-1]
+        d_ff = mlp_width(cfg.d_model, cfg.mlp_ratio)
+        per_token = sum(get_mixer(name).forward_flops_per_token(cfg, seq_len) for name in self.mixer_names)
+        per_token += cfg.num_layers * SwiGLU.forward_flops_per_token(cfg.d_model, d_ff)
+        per_token += 2.0 * cfg.d_model * cfg.vocab_size  # logits
+        return per_token * seq_len
+
+
+@register_model("lm")
+def build_lm(cfg, rngs: nnx.Rngs) -> LM:
+    return LM(cfg, rngs=rngs)

@@ -1,0 +1,1 @@
+"""Training: optimizer, jit-compiled steps, the loop, checkpoints, run directory, FLOPs, W&B."""

@@ -1,0 +1,229 @@
+"""`memlab train`: build everything from a resolved config, train, evaluate, log, checkpoint, resume.
+
+The loop never waits on the device for the step it just dispatched: it reads the metrics of step n-1 while step
+n runs (the only host syncs are that read, evals and checkpoints). A workdir that already holds checkpoints is
+resumed from the newest readable one, with the data iterator at the same position, so a killed and resumed run
+ends with exactly the numbers of one that never stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from memlab.config import ConfigError, diff, to_dict
+from memlab.data.pipeline import eval_batches, example_shapes, train_iterator
+from memlab.models import build_model, count_params
+from memlab.train.checkpoint import Checkpointer
+from memlab.train.flops import analytic_flops_per_token, xla_flops_per_token
+from memlab.train.optimizer import make_optimizer
+from memlab.train.progress import TrainProgress
+from memlab.train.run_dir import RunDir
+from memlab.train.stamps import stamps
+from memlab.train.steps import evaluate, make_eval_step, make_loss_fn, make_train_step
+from memlab.train.wandb_logger import WandbLogger
+
+log = logging.getLogger("memlab")
+
+
+class NonFiniteError(RuntimeError):
+    """Loss or gradient norm became NaN/Inf."""
+
+
+class Interrupted(RuntimeError):
+    """SIGTERM/SIGINT: the run checkpoints and stops; relaunching resumes it."""
+
+
+def family(model_config) -> str:
+    return f"{model_config.name}:{model_config.mixers}" if "mixers" in model_config else model_config.name
+
+
+def _check_same_config(run: RunDir, config_dict: dict) -> None:
+    existing = run.read_config()
+    if existing is None:
+        return
+    existing.pop("stamps", None)
+    changed = diff(existing, config_dict)
+    if changed:
+        raise ConfigError(f"{run.path} holds a run with a different config (differs in {', '.join(changed[:8])}); "
+                          "resume with the same config or use a new --workdir")
+
+
+class _Interval:
+    """Host-side accumulation of per-step metrics between two log rows."""
+
+    def __init__(self):
+        self.sums, self.count, self.t0 = {}, 0, time.perf_counter()
+
+    def add(self, metrics: dict) -> None:
+        for k, v in metrics.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        self.count += 1
+
+    def means(self) -> dict:
+        return {k: v / max(self.count, 1) for k, v in self.sums.items()}
+
+
+def train(config, workdir: str | Path) -> dict:
+    """Train (or resume) the run in `workdir`; returns the final summary. Raises on failure after recording it."""
+    run = RunDir(workdir)
+    config_dict = to_dict(config)
+    _check_same_config(run, config_dict)
+    t_start = time.perf_counter()
+    is_main = jax.process_index() == 0
+
+    model = build_model(config.model, config.train.seed)
+    graphdef, params = nnx.split(model, nnx.Param)
+    tx, schedule = make_optimizer(config.train)
+    state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+    shapes = example_shapes(config)
+    tokens_per_example = int(jnp.prod(jnp.array(shapes["inputs"])))
+    tokens_per_step = config.train.batch_size * tokens_per_example
+
+    data = train_iterator(config)
+    checkpointer = Checkpointer(run.checkpoint_dir, keep=config.train.keep_checkpoints)
+    restored = checkpointer.restore_latest(jax.tree.map(jnp.zeros_like, state), data)
+    previous = run.read_summary()
+    if restored is not None:
+        start, state, meta = restored
+        run.trim_metrics(start)
+        wandb_id = meta.get("wandb_run_id")
+        log.info("resuming %s from step %d", run.path, start)
+    else:
+        start, wandb_id, previous = 0, None, {}
+        if is_main:
+            run.write_config(config_dict, stamps())
+            run.metrics_path.unlink(missing_ok=True)
+
+    flops_per_token = analytic_flops_per_token(model, shapes)
+    weights = {k: v for k, v in config.objective.items()}
+    primary = next(k for k, v in weights.items() if v > 0)
+    summary = dict(
+        **{k: v for k, v in previous.items() if k.startswith(("eval/", "train/", "compile", "flops_per_token_xla"))},
+        status="running", error=None, step=start, steps=config.train.steps, family=family(config.model),
+        **count_params(model), flops_per_token=flops_per_token,
+        flops_per_example=flops_per_token * tokens_per_example, tokens_per_example=tokens_per_example)
+    if is_main:
+        run.update_summary(**summary)
+
+    train_step = make_train_step(graphdef, weights, tx, schedule, config.train.grad_accum)
+    eval_step = make_eval_step(graphdef, weights)
+    stop, logger = {"signal": None}, None
+    handlers = {s: signal.signal(s, lambda signum, _: stop.update(signal=signum)) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        evals = eval_batches(config)
+        logger = WandbLogger(config.logging, run.path, config_dict, wandb_id, is_main)
+        summary["wandb_run_id"] = logger.run_id
+        summary.update(_run_loop(config, run, state, start, data, train_step, eval_step, evals, primary, checkpointer,
+                                 logger, tokens_per_step, flops_per_token, graphdef, weights, stop, is_main))
+        summary["status"] = "completed"
+    except (NonFiniteError, Interrupted) as err:
+        summary.update(status="failed" if isinstance(err, NonFiniteError) else "interrupted", error=str(err))
+        raise
+    except Exception as err:
+        summary.update(status="failed", error=f"{type(err).__name__}: {err}")
+        raise
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+        checkpointer.wait()
+        checkpointer.close()
+        summary["wall_seconds"] = previous.get("wall_seconds", 0.0) + time.perf_counter() - t_start
+        if is_main:
+            summary = run.update_summary(**summary)
+        if logger is not None:
+            logger.summary(summary)
+            logger.finish(exit_code=0 if summary["status"] == "completed" else 1)
+    return summary
+
+
+def _run_loop(config, run, state, start, data, train_step, eval_step, evals, primary, checkpointer, logger,
+              tokens_per_step, flops_per_token, graphdef, weights, stop, is_main) -> dict:
+    tc = config.train
+    if start >= tc.steps:
+        return {}
+    first = next(data)
+    t0 = time.perf_counter()
+    compiled = train_step.lower(state, first).compile()
+    compile_seconds = time.perf_counter() - t0
+    micro = jax.tree.map(lambda x: x[: x.shape[0] // tc.grad_accum], first)
+    xla_fpt = xla_flops_per_token(jax.value_and_grad(make_loss_fn(graphdef, weights), has_aux=True),
+                                  state["params"], micro)
+    out = {"compile_seconds": compile_seconds, "flops_per_token_xla": xla_fpt}
+    if is_main:
+        run.update_summary(**out)
+
+    interval, pending, last_good, final_row = _Interval(), None, start, {}
+
+    def settle(step_and_metrics) -> dict:
+        """Read a finished step's metrics (a host sync on that step only) and check them; returns its log row
+        when the step is a logging step, else {}."""
+        nonlocal interval, last_good
+        step, metrics = step_and_metrics
+        metrics = jax.device_get(metrics)
+        if not bool(metrics.pop("finite")):
+            raise NonFiniteError(
+                f"non-finite loss or gradient at step {step} (loss={float(metrics['train/loss'])}, "
+                f"grad_norm={float(metrics['grad_norm'])}); state not updated; last good checkpoint: "
+                f"step {checkpointer.latest_step()}")
+        interval.add(metrics)
+        last_good = step
+        if step % tc.log_every and step != tc.steps:
+            return {}
+        row = _log_row(step, interval, tokens_per_step, flops_per_token)
+        interval = _Interval()
+        return row
+
+    def write_row(row: dict) -> None:
+        final_row.update(row)
+        if is_main:
+            run.append_metrics([row])
+        logger.log(row)
+        progress.update(row["step"], row)
+
+    with TrainProgress(run.path.name, tc.steps, start, config.logging.progress) as progress:
+        batch = first
+        for step in range(start + 1, tc.steps + 1):
+            if batch is None:
+                batch = next(data)
+            state, metrics = compiled(state, batch)
+            batch = None
+            if pending is not None and (row := settle(pending)):
+                write_row(row)
+            pending, row = (step, metrics), {}
+            evaluating = step % tc.eval_every == 0 or step == tc.steps
+            saving = step % tc.checkpoint_every == 0 or step == tc.steps or stop["signal"] is not None
+            if evaluating or saving:
+                row, pending = settle(pending), None
+            if evaluating:
+                row = {"step": step, **_totals(step, tokens_per_step, flops_per_token), **row,
+                       **evaluate(eval_step, state["params"], evals, primary)}
+            if row:
+                write_row(row)
+            if saving:
+                checkpointer.save(step, state, data, {"wandb_run_id": logger.run_id, "step": step})
+            if stop["signal"] is not None:
+                raise Interrupted(f"stopped by signal {stop['signal']} at step {step}; checkpoint saved, "
+                                  "relaunch the same command to resume")
+    out.update({k: v for k, v in final_row.items() if k.startswith(("eval/", "train/"))})
+    out.update(step=last_good, **_totals(last_good, tokens_per_step, flops_per_token))
+    return out
+
+
+def _totals(step: int, tokens_per_step: int, flops_per_token: float) -> dict:
+    tokens = step * tokens_per_step
+    return {"tokens": tokens, "flops": tokens * flops_per_token}
+
+
+def _log_row(step: int, interval: _Interval, tokens_per_step: int, flops_per_token: float) -> dict:
+    means = interval.means()
+    elapsed = time.perf_counter() - interval.t0
+    row = {"step": step, **_totals(step, tokens_per_step, flops_per_token), **means}
+    row["tokens_per_s"] = interval.count * tokens_per_step / elapsed if elapsed > 0 else None
+    return row
