@@ -1,0 +1,23 @@
+"""pallas_kernels: delta-rule family kernels (reference, chunked JAX and Pallas) behind one dispatching API.
+
+Standalone: imports nothing from memlab.
+"""
+
+from . import dispatch
+from .api import delta_rule, linear_attention
+from .chunked import chunked
+from .reference import recurrent_reference
+
+for _op in ("delta_rule", "linear_attention"):
+    dispatch.register(_op, "reference", recurrent_reference)
+    dispatch.register(_op, "chunked", chunked)
+
+try:  # Pallas is part of jax, but keep the pure-JAX backends usable if its import ever fails.
+    from .pallas_delta import pallas_chunked
+
+    for _op in ("delta_rule", "linear_attention"):
+        dispatch.register(_op, "pallas", pallas_chunked)
+except ImportError:  # pragma: no cover
+    pass
+
+__all__ = ["delta_rule", "linear_attention"]

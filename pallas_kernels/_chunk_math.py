@@ -1,0 +1,220 @@
+"""Per-chunk math of the chunked (WY / UT) delta rule, forward and backward, shared by the pure-JAX chunked
+backend (arrays with leading batch dims [..., C, D]) and the Pallas kernels (2-D blocks [C, D]).
+
+Notation for one chunk of C tokens starting from state S0 [K, V] (q already multiplied by ``scale``):
+
+    G_i      chunk-local cumulative log-decay, c_i chunk-local reset count (see _segments.py)
+    Gam_ij   exp(G_i - G_j) if j <= i and c_i == c_j else 0      (decay from token j to token i)
+    a_i      exp(G_i) if c_i == 0 else 0                          (decay from the chunk start to token i)
+    b_j      exp(G_L - G_j) if c_j == c_L else 0                  (decay from token j to the chunk end L)
+    gamma    exp(G_L) if c_L == 0 else 0                          (decay of S0 over the whole chunk)
+
+Delta rule: the update vectors satisfy (I + A) U = diag(beta) V - diag(beta a) K S0 with the strictly lower
+A_ij = beta_i (k_i . k_j) Gam_ij, so with the UT transform T = (I + A)^-1 (never formed on CPU):
+
+    W = T diag(beta a) K,   Ubar = T diag(beta) V,   U = Ubar - W S0           (WY representation)
+    O = diag(a) Q S0 + (Q K^T * Gam) U,             S1 = gamma S0 + (diag(b) K)^T U
+
+Hebbian (linear attention) is the same with U = V and no W. The backward pass below differentiates these
+formulas by hand; only S0 and dS1 cross chunk boundaries, so the per-chunk states are all that must be
+materialised (and they are recomputed, not stored, between forward and backward).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+def dot(a, b, ta: bool = False, tb: bool = False):
+    """Matrix product over the last two dims (leading dims are batch dims): op(a) @ op(b)."""
+    nb = a.ndim - 2
+    batch = tuple(range(nb))
+    ca = a.ndim - 2 if ta else a.ndim - 1
+    cb = b.ndim - 1 if tb else b.ndim - 2
+    return lax.dot_general(a, b, (((ca,), (cb,)), (batch, batch)), preferred_element_type=a.dtype)
+
+
+def _iota(shape, dim):
+    return lax.broadcasted_iota(jnp.int32, shape, dim)
+
+
+def last(x):
+    """x[..., -1:] written as a masked sum (static slicing of register values is not lowerable everywhere)."""
+    C = x.shape[-1]
+    return jnp.sum(jnp.where(_iota((C,), 0) == C - 1, x, jnp.zeros((), x.dtype)), axis=-1, keepdims=True)
+
+
+class Masks(NamedTuple):
+    gam: jax.Array  # [..., C, C] decays j -> i, causal incl. diagonal, same segment
+    strict: jax.Array  # [..., C, C] bool: j < i (within the same segment where gam != 0)
+    a: jax.Array  # [..., C]
+    b: jax.Array  # [..., C]
+    gamma: jax.Array  # [...]
+
+
+def masks(G, c) -> Masks:
+    C = G.shape[-1]
+    zero = jnp.zeros((), G.dtype)
+    row, col = _iota((C, C), 0), _iota((C, C), 1)
+    incl = (col <= row) & (c[..., :, None] == c[..., None, :])
+    diff = G[..., :, None] - G[..., None, :]
+    gam = jnp.where(incl, jnp.exp(jnp.where(incl, diff, zero)), zero)
+    a = jnp.where(c == 0, jnp.exp(G), zero)
+    GL = last(G)
+    cL = last(c)
+    same_end = c == cL
+    b = jnp.where(same_end, jnp.exp(jnp.where(same_end, GL - G, zero)), zero)
+    gamma = jnp.where(cL[..., 0] == 0, jnp.exp(GL[..., 0]), zero)
+    return Masks(gam, col < row, a, b, gamma)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Solvers for the unit lower-triangular system (I + A) X = R.
+
+
+class TriangularSolver:
+    """Batched triangular solves (XLA / LAPACK); the pure-JAX chunked backend uses this."""
+
+    @staticmethod
+    def prepare(A):
+        C = A.shape[-1]
+        return A + jnp.eye(C, dtype=A.dtype)
+
+    @staticmethod
+    def solve(L, r):
+        return lax.linalg.triangular_solve(L, r, left_side=True, lower=True, unit_diagonal=True)
+
+    @staticmethod
+    def solve_t(L, r):
+        return lax.linalg.triangular_solve(L, r, left_side=True, lower=True, unit_diagonal=True,
+                                           transpose_a=True)
+
+
+class InverseSolver:
+    """Forms T = (I + A)^-1 by row-wise forward substitution using only masks, sums and elementwise ops
+    (lowerable inside a Pallas kernel), then applies it with matrix products."""
+
+    @staticmethod
+    def prepare(A):
+        C = A.shape[-1]
+        rows = _iota((C, C), 0)
+        eye = (rows == _iota((C, C), 1)).astype(A.dtype)
+        zero = jnp.zeros((), A.dtype)
+
+        def body(i, Tm):
+            sel = rows == i
+            a_row = jnp.sum(jnp.where(sel, A, zero), axis=-2)  # A[i, :]
+            # Rows >= i of Tm are still identity rows, and A[i, j] = 0 for j >= i.
+            new = jnp.sum(a_row[..., :, None] * Tm, axis=-2)  # A[i, :] @ Tm
+            return jnp.where(sel, Tm - new[..., None, :], Tm)
+
+        Tm = jnp.broadcast_to(eye, A.shape)
+        return lax.fori_loop(1, C, body, Tm)
+
+    @staticmethod
+    def solve(Tm, r):
+        return dot(Tm, r)
+
+    @staticmethod
+    def solve_t(Tm, r):
+        return dot(Tm, r, ta=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Forward pieces.
+
+
+class Intra(NamedTuple):
+    P: jax.Array  # [..., C, C] (Q K^T) * Gam
+    QK: jax.Array  # [..., C, C]
+    KK: jax.Array | None  # [..., C, C] K K^T (delta only)
+    fac: jax.Array | None  # factorisation of I + A (solver specific)
+    W: jax.Array | None  # [..., C, K]
+    Ubar: jax.Array  # [..., C, V]
+
+
+def intra(q, k, v, beta, m: Masks, solver, delta: bool) -> Intra:
+    """Everything inside one chunk that does not depend on the incoming state."""
+    QK = dot(q, k, tb=True)
+    P = QK * m.gam
+    if not delta:
+        return Intra(P, QK, None, None, None, v)
+    KK = dot(k, k, tb=True)
+    A = jnp.where(m.strict, beta[..., :, None] * KK * m.gam, jnp.zeros((), KK.dtype))
+    fac = solver.prepare(A)
+    W = solver.solve(fac, (beta * m.a)[..., :, None] * k)
+    Ubar = solver.solve(fac, beta[..., :, None] * v)
+    return Intra(P, QK, KK, fac, W, Ubar)
+
+
+def chunk_update(S0, x: Intra, delta: bool):
+    """Update vectors U of the chunk given its incoming state S0."""
+    return x.Ubar - dot(x.W, S0) if delta else x.Ubar
+
+
+def chunk_output(S0, q, U, x: Intra, m: Masks):
+    return dot(m.a[..., :, None] * q, S0) + dot(x.P, U)
+
+
+def chunk_state(S0, k, U, m: Masks):
+    return m.gamma[..., None, None] * S0 + dot(m.b[..., :, None] * k, U, ta=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Backward pieces.
+
+
+def chunk_dU(dO, dS1, k, x: Intra, m: Masks):
+    """Cotangent of U given the chunk's output cotangent and the cotangent of its outgoing state."""
+    return dot(x.P, dO, ta=True) + dot(m.b[..., :, None] * k, dS1)
+
+
+def chunk_dS0(dO, dS1, dU, q, x: Intra, m: Masks, delta: bool):
+    """Cotangent of the chunk's incoming state."""
+    dS0 = dot(m.a[..., :, None] * q, dO, ta=True) + m.gamma[..., None, None] * dS1
+    if delta:
+        dS0 = dS0 - dot(x.W, dU, ta=True)
+    return dS0
+
+
+def chunk_grads(q, k, v, beta, S0, dS1, dO, U, dU, x: Intra, m: Masks, solver, delta: bool):
+    """Cotangents (dq, dk, dv, dbeta, dG) of one chunk; dq is w.r.t. the scaled q. dbeta is None for
+    Hebbian. dG is the cotangent of the chunk-local cumulative log-decay G."""
+    zero = jnp.zeros((), q.dtype)
+    dP = dot(dO, U, tb=True)  # [C, C]
+    dM = dP * m.gam
+    dq = dot(dM, k) + m.a[..., :, None] * dot(dO, S0, tb=True)
+    US = dot(U, dS1, tb=True)  # [C, K]
+    dk = dot(dM, q, ta=True) + m.b[..., :, None] * US
+    dGam = dP * x.QK
+    da = jnp.sum(dO * dot(q, S0), axis=-1)
+    db = jnp.sum(k * US, axis=-1)
+    dgamma = jnp.sum(S0 * dS1, axis=(-2, -1))
+    dbeta = None
+    if delta:
+        dW = -dot(dU, S0, tb=True)  # [C, K]
+        dX = solver.solve_t(x.fac, dW)  # cotangent of diag(beta a) K
+        dY = solver.solve_t(x.fac, dU)  # cotangent of diag(beta) V
+        dA = -(dot(dX, x.W, tb=True) + dot(dY, x.Ubar, tb=True))
+        dA = jnp.where(m.strict, dA, zero)
+        dB = dA * m.gam  # cotangent of diag(beta) K K^T
+        bdB = beta[..., :, None] * dB
+        dk = dk + dot(bdB, k) + dot(bdB, k, ta=True)
+        dGam = dGam + dA * beta[..., :, None] * x.KK
+        xk = jnp.sum(dX * k, axis=-1)
+        dk = dk + (beta * m.a)[..., :, None] * dX
+        dbeta = jnp.sum(dB * x.KK, axis=-1) + m.a * xk + jnp.sum(dY * v, axis=-1)
+        da = da + beta * xk
+        dv = beta[..., :, None] * dY
+    else:
+        dv = dU
+    E = dGam * m.gam
+    C = q.shape[-2]
+    is_last = (_iota((C,), 0) == C - 1).astype(q.dtype)
+    tail = jnp.sum(db * m.b, axis=-1, keepdims=True) + (dgamma * m.gamma)[..., None]
+    dG = jnp.sum(E, axis=-1) - jnp.sum(E, axis=-2) + da * m.a - db * m.b + is_last * tail
+    return dq, dk, dv, dbeta, dG

@@ -1,0 +1,108 @@
+"""Chunked (WY / UT) delta rule in pure JAX: a ``lax.scan`` over chunks whose body is the per-chunk math of
+``_chunk_math`` batched over (B, H).
+
+The backward pass is a ``jax.custom_vjp``: it re-runs the cheap state recurrence to recover the per-chunk
+states (O(T/C K V) memory instead of the O(T K V) per-token states plain autodiff of the reference stores),
+then walks the chunks in reverse, recomputing each chunk's intra-chunk quantities and applying the
+hand-derived cotangents.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from . import _chunk_math as cm
+from ._checks import acc_dtype
+from ._chunking import effective_chunk
+from ._prep import prepare
+
+
+def to_chunks(x, C):
+    """[B, Tp, H, *D] -> [N, B, H, C, *D] (scan over the leading chunk axis)."""
+    B, Tp, H = x.shape[:3]
+    x = x.reshape((B, Tp // C, C, H) + x.shape[3:])
+    perm = (1, 0, 3, 2) + tuple(range(4, x.ndim))
+    return x.transpose(perm)
+
+
+def from_chunks(x):
+    """[N, B, H, C, *D] -> [B, N*C, H, *D]."""
+    N, B, H, C = x.shape[:4]
+    perm = (1, 0, 3, 2) + tuple(range(4, x.ndim))
+    return x.transpose(perm).reshape((B, N * C, H) + x.shape[4:])
+
+
+def _load(xs, scale, acc):
+    q, k, v, beta, G, c = xs
+    q = q.astype(acc) * jnp.asarray(scale, acc)
+    beta = None if beta is None else beta.astype(acc)
+    return q, k.astype(acc), v.astype(acc), beta, G, c
+
+
+def _forward(q, k, v, beta, G, c, h0, scale, C, delta, keep_states):
+    acc = acc_dtype(q.dtype)
+    solver = cm.TriangularSolver
+    xs = tuple(None if x is None else to_chunks(x, C) for x in (q, k, v, beta, G, c))
+
+    def step(S, xc):
+        q_, k_, v_, b_, G_, c_ = _load(xc, scale, acc)
+        m = cm.masks(G_, c_)
+        it = cm.intra(q_, k_, v_, b_, m, solver, delta)
+        U = cm.chunk_update(S, it, delta)
+        out = (cm.chunk_output(S, q_, U, it, m).astype(q.dtype), S if keep_states else None)
+        return cm.chunk_state(S, k_, U, m), out
+
+    hT, (o, states) = jax.lax.scan(step, h0, xs)
+    return from_chunks(o), hT, states
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9))
+def chunked_core(q, k, v, beta, G, c, h0, scale, C, delta):
+    o, hT, _ = _forward(q, k, v, beta, G, c, h0, scale, C, delta, keep_states=False)
+    return o, hT
+
+
+def _core_fwd(q, k, v, beta, G, c, h0, scale, C, delta):
+    o, hT, _ = _forward(q, k, v, beta, G, c, h0, scale, C, delta, keep_states=False)
+    return (o, hT), (q, k, v, beta, G, c, h0)
+
+
+def _core_bwd(scale, C, delta, res, cts):
+    q, k, v, beta, G, c, h0 = res
+    do, dhT = cts
+    acc = acc_dtype(q.dtype)
+    solver = cm.TriangularSolver
+    # Recompute the per-chunk incoming states.
+    _, _, states = _forward(q, k, v, beta, G, c, h0, scale, C, delta, keep_states=True)
+    xs = tuple(None if x is None else to_chunks(x, C) for x in (q, k, v, beta, G, c, do))
+
+    def step(dS1, xc):
+        (q_, k_, v_, b_, G_, c_), do_, S0 = _load(xc[0][:6], scale, acc), xc[0][6].astype(acc), xc[1]
+        m = cm.masks(G_, c_)
+        it = cm.intra(q_, k_, v_, b_, m, solver, delta)
+        U = cm.chunk_update(S0, it, delta)
+        dU = cm.chunk_dU(do_, dS1, k_, it, m)
+        dS0 = cm.chunk_dS0(do_, dS1, dU, q_, it, m, delta)
+        dq, dk, dv, db, dG = cm.chunk_grads(q_, k_, v_, b_, S0, dS1, do_, U, dU, it, m, solver, delta)
+        dq = dq * jnp.asarray(scale, acc)
+        return dS0, (dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype),
+                     None if db is None else db.astype(beta.dtype), dG)
+
+    dh0, grads = jax.lax.scan(step, dhT.astype(acc), (xs, states), reverse=True)
+    dq, dk, dv, db, dG = (None if x is None else from_chunks(x) for x in grads)
+    return dq, dk, dv, db, dG.astype(G.dtype), None, dh0.astype(h0.dtype)
+
+
+chunked_core.defvjp(_core_fwd, _core_bwd)
+
+
+def chunked(q, k, v, beta, g, *, scale, initial_state, segment_ids, chunk_size, delta: bool):
+    """Chunked backend entry point; same contract as ``reference.recurrent_reference``."""
+    T = q.shape[1]
+    C = effective_chunk(T, chunk_size)
+    p = prepare(q, k, v, beta, g, initial_state, segment_ids, C)
+    o, hT = chunked_core(p.q, p.k, p.v, p.beta, p.G, p.c, p.h0, float(scale), C, delta)
+    return o[:, :T], hT

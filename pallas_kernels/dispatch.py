@@ -1,0 +1,39 @@
+"""Backend registry and the ``backend="auto"`` policy, shared by every op of the package.
+
+Each op registers one callable per backend. ``auto`` resolves per platform (``jax.default_backend()``):
+
+* cpu: ``chunked``. Measured with ``python -m pallas_kernels.benchmark`` (see BENCHMARKS.md): the pure-JAX
+  chunked form beats the token-serial reference several-fold in time and by far in memory, while Pallas in
+  interpret mode runs the kernel body op by op and is orders of magnitude slower.
+* gpu: ``pallas`` (Triton lowering of the fused chunk kernels).
+* tpu and anything else: ``chunked`` (the kernels have not been validated under Mosaic TPU yet).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+
+_REGISTRY: dict[str, dict[str, Callable]] = {}
+
+AUTO_POLICY = {"cpu": "chunked", "gpu": "pallas", "cuda": "pallas", "rocm": "pallas"}
+AUTO_DEFAULT = "chunked"
+
+
+def register(op: str, backend: str, fn: Callable) -> None:
+    _REGISTRY.setdefault(op, {})[backend] = fn
+
+
+def auto_backend(platform: str | None = None) -> str:
+    platform = platform or jax.default_backend()
+    return AUTO_POLICY.get(platform, AUTO_DEFAULT)
+
+
+def resolve(op: str, backend: str) -> tuple[str, Callable]:
+    """Return (concrete backend name, implementation) for ``op``."""
+    name = auto_backend() if backend == "auto" else backend
+    impls = _REGISTRY.get(op, {})
+    if name not in impls:
+        raise ValueError(f"backend is {backend!r}, but op {op!r} only has {sorted(impls)}")
+    return name, impls[name]
