@@ -90,20 +90,21 @@ def parse_value(text: str) -> Any:
 def set_value(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
     """Set a dotted key, coercing to the field's type; unknown keys and wrong types are ConfigErrors."""
     parent_key, _, leaf = key.rpartition(".")
-    parent = get_value(config, parent_key) if parent_key else config
+    try:
+        parent = get_value(config, parent_key) if parent_key else config
+    except ConfigError:
+        raise _unknown_key(config, key) from None
+    if parent_key == "objective" and leaf not in parent:
+        _add_objective(parent, leaf, value)
+        return
     if not isinstance(parent, ml_collections.ConfigDict) or leaf not in parent:
         raise _unknown_key(config, key)
     current = parent[leaf]
     if isinstance(current, ml_collections.ConfigDict):
         if not isinstance(value, dict):
             raise ConfigError(f"'{key}' is a group of {sorted(current.keys())}; set its members, e.g. {key}.{next(iter(current.keys()), 'x')}=...")
-        unlocked_group = key == "objective"  # objective weights name losses; the set is open
         for name, item in value.items():
-            if unlocked_group and name not in current:
-                with current.unlocked():
-                    current[name] = float(item)
-            else:
-                set_value(config, f"{key}.{name}", item)
+            set_value(config, f"{key}.{name}", item)
         return
     try:
         parent[leaf] = _coerce(current, value)
@@ -111,6 +112,18 @@ def set_value(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
         raise ConfigError(
             f"'{key}' = {value!r} has the wrong type: expected {type(current).__name__} (current value {current!r})"
         ) from err
+
+
+def _add_objective(group: ml_collections.ConfigDict, name: str, weight: Any) -> None:
+    """The objective group maps loss names to weights; any registered objective may be added to the mix."""
+    from memlab.objectives import OBJECTIVES
+
+    if name not in OBJECTIVES:
+        raise ConfigError(f"unknown objective 'objective.{name}'; registered objectives: {', '.join(sorted(OBJECTIVES))}")
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+        raise ConfigError(f"'objective.{name}' = {weight!r} has the wrong type: expected a float weight")
+    with group.unlocked():
+        group[name] = float(weight)
 
 
 def _coerce(current: Any, value: Any) -> Any:

@@ -66,7 +66,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.mesh.tensor = 1
 
     c.logging = ml_collections.ConfigDict()
-    c.logging.wandb_mode = "offline"  # offline | online | disabled (WANDB_MODE, when set, takes precedence)
+    c.logging.wandb_mode = "auto"  # auto (WANDB_MODE if set, else online when logged in, else offline) | offline | online | disabled
     c.logging.project = "memlab"
     c.logging.entity = ""
     c.logging.group = ""

@@ -10,7 +10,7 @@ from memlab.config import ConfigError
 CHOICES = {
     "train.schedule": ("cosine", "wsd", "constant"),
     "train.precision": ("float32", "bfloat16"),
-    "logging.wandb_mode": ("offline", "online", "disabled"),
+    "logging.wandb_mode": ("auto", "offline", "online", "disabled"),
 }
 POSITIVE_INTS = ("model.d_model", "model.num_layers", "model.num_heads", "train.steps", "train.batch_size",
                  "train.grad_accum", "train.checkpoint_every", "train.keep_checkpoints", "train.eval_every",

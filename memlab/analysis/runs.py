@@ -29,8 +29,8 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{name}."))
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))  # an empty group adds no column
         elif isinstance(value, list):
             flat[name] = tuple(_freeze(v) for v in value)
         else:

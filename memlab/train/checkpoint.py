@@ -8,6 +8,7 @@ files) is reported and the next older one is tried.
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import grain
@@ -18,9 +19,11 @@ log = logging.getLogger("memlab")
 
 class Checkpointer:
     def __init__(self, directory: Path, *, keep: int):
+        self.directory = directory.resolve()
+        self.quarantine = self.directory.parent / "corrupt_checkpoints"
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=True)
         self.manager = ocp.CheckpointManager(
-            directory.resolve(), options=options,
+            self.directory, options=options,
             item_handlers={"state": ocp.StandardCheckpointHandler(), "data": grain.checkpoint.CheckpointHandler(),
                            "meta": ocp.JsonCheckpointHandler()})
 
@@ -44,11 +47,20 @@ class Checkpointer:
                     data=grain.checkpoint.CheckpointRestore(data_iterator),
                     meta=ocp.args.JsonRestore()))
             except Exception as err:  # orbax/tensorstore raise many types for damaged files
-                log.warning("checkpoint at step %d is unreadable (%s: %s); trying an older one",
-                            step, type(err).__name__, str(err).splitlines()[0][:200])
+                log.warning("checkpoint at step %d is unreadable (%s: %s); moved to %s, trying an older one",
+                            step, type(err).__name__, str(err).splitlines()[0][:200], self.quarantine)
+                self._quarantine(step)
                 continue
             return step, restored["state"], restored["meta"]
         return None
+
+    def _quarantine(self, step: int) -> None:
+        """Move a damaged checkpoint out of the way (kept for inspection) so training can save that step again."""
+        self.quarantine.mkdir(exist_ok=True)
+        target = self.quarantine / str(step)
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.move(str(self.directory / str(step)), target)
+        self.manager.reload()
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

@@ -44,7 +44,7 @@ def make_train_step(graphdef, weights: dict, tx: optax.GradientTransformation, s
 
     def train_step(state: dict, batch: dict):
         (loss, terms), grads = _accumulated_grads(grad_fn, state["params"], batch, accum)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         new = {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state,

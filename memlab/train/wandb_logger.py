@@ -1,7 +1,8 @@
 """Weights & Biases mirror of metrics.jsonl.
 
 Always on: offline by default (files under <run dir>/wandb), online when the user is logged in (an API key in
-the environment or a W&B entry in netrc) or asks for it with WANDB_MODE / logging.wandb_mode. The key itself is
+the environment or a W&B entry in netrc) or asks for it with WANDB_MODE / logging.wandb_mode; `disabled` turns
+the mirror off (metrics.jsonl is written regardless). The key itself is
 never read or written by memlab. The run id is kept in the checkpoint so a resumed run continues the same W&B run.
 """
 
@@ -25,13 +26,11 @@ def logged_in() -> bool:
 
 
 def resolve_mode(configured: str) -> str:
-    """WANDB_MODE wins; otherwise 'offline' (the default) becomes 'online' only for a logged-in user."""
-    env = os.environ.get("WANDB_MODE")
-    if env:
-        return env
-    if configured == "offline" and logged_in():
-        return "online"
-    return configured
+    """An explicit logging.wandb_mode (offline | online | disabled) is used as set. The default, 'auto', follows
+    WANDB_MODE when it is set, else goes online for a logged-in user and offline otherwise."""
+    if configured != "auto":
+        return configured
+    return os.environ.get("WANDB_MODE") or ("online" if logged_in() else "offline")
 
 
 class WandbLogger:

@@ -1,0 +1,118 @@
+"""Saturating power law L = E + A * x**-alpha, fitted robustly in log space with bootstrap intervals.
+
+Used for one-axis laws (loss against parameters, tokens or compute). The fit mirrors the Chinchilla recipe:
+log L = LSE(a - alpha * log x, e) with a Huber loss on log L, so E = exp(e) >= 0 and a few outlying runs do not
+drag the law; x is centred on its geometric mean so one start grid works for any scale of x.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._bootstrap import resample_counts, summarize
+from ._format import num, param_lines
+from ._lbfgs import multistart_lbfgs, x64
+from ._objectives import HUBER_DELTA, power_law_objective
+from ._validate import check_bootstrap, positive_arrays
+
+PARAMS = ("E", "A", "alpha")
+
+
+@dataclass(frozen=True)
+class PowerLawFit:
+    """Fitted L = E + A * x**-alpha; `se`/`ci` hold bootstrap standard errors and percentile intervals."""
+
+    E: float
+    A: float
+    alpha: float
+    n_points: int
+    objective: float
+    se: dict | None = None
+    ci: dict | None = None
+    ci_level: float | None = None
+    bootstrap: int = 0
+
+    def predict(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        return self.E + self.A * x**-self.alpha
+
+    def params(self) -> dict:
+        return {"E": self.E, "A": self.A, "alpha": self.alpha}
+
+    def formula(self, var: str = "x") -> str:
+        return f"L = {num(self.E)} + {num(self.A)} · {var}^-{num(self.alpha)}"
+
+    def __str__(self) -> str:
+        head = f"{self.formula()}  ({self.n_points} points"
+        head += f", {self.bootstrap} bootstrap resamples)" if self.bootstrap else ")"
+        return "\n".join([head, *param_lines(self.params(), self.se, self.ci, self.ci_level)])
+
+    def to_dict(self) -> dict:
+        out = {"law": "power_law", "formula": self.formula(), **self.params(), "n_points": self.n_points}
+        out["objective"] = self.objective
+        if self.bootstrap:
+            out.update(bootstrap=self.bootstrap, ci_level=self.ci_level, se=dict(self.se))
+            out["ci"] = {k: list(v) for k, v in self.ci.items()}
+        return out
+
+
+def _start_grid(log_y: np.ndarray) -> np.ndarray:
+    """Starts for (a, e, alpha) on centred x: E a fraction of min(y), A around the scale of y."""
+    y_min, y_mid = np.exp(log_y.min()), np.exp(np.median(log_y))
+    e0 = np.log(y_min * np.array([1e-3, 0.3, 0.6, 0.9, 0.99]))
+    a0 = np.log(y_mid) + np.array([-6.0, -3.0, -1.0, 0.0, 1.0])
+    alpha0 = np.array([0.05, 0.2, 0.5, 1.0, 2.0])
+    return np.array(list(itertools.product(a0, e0, alpha0)))
+
+
+def _to_params(raw: np.ndarray, log_x0: float) -> np.ndarray:
+    """(a, e, alpha) on centred x -> (E, A, alpha) in the caller's units, row-wise."""
+    raw = np.atleast_2d(raw)
+    a, e, alpha = raw[:, 0], raw[:, 1], raw[:, 2]
+    return np.stack([np.exp(e), np.exp(a + alpha * log_x0), alpha], axis=1)
+
+
+def fit_power_law(x, y, *, bootstrap: int = 200, seed: int = 0, ci: float = 0.95, huber_delta=HUBER_DELTA):
+    """Fit y = E + A * x**-alpha (E >= 0) from a grid of starts; bootstrap resamples give `se` and `ci`."""
+    x, y = positive_arrays(4, x=x, y=y)
+    check_bootstrap(bootstrap, ci)
+    if np.unique(x).size < 3:
+        raise ValueError("x needs at least 3 distinct values to fit E, A and alpha")
+    log_x0 = float(np.mean(np.log(x)))
+    u, log_y = np.log(x) - log_x0, np.log(y)
+    starts = _start_grid(log_y)
+    with x64():
+        data = (u, log_y, np.ones_like(u), np.float64(huber_delta))
+        grid = multistart_lbfgs(power_law_objective, starts, data)
+        best, objective = grid.best()
+        fit = dict(zip(PARAMS, _to_params(best, log_x0)[0]))
+        se = intervals = None
+        if bootstrap:
+            # Warm-start every resample from the few best distinct grid solutions; keep each resample's best.
+            order = np.argsort(grid.values)
+            warm = np.unique(np.round(grid.params[order[:64]], 6), axis=0)[:4]
+            weights = resample_counts(len(x), bootstrap, seed)
+            k = len(warm)
+            boot_data = (
+                np.broadcast_to(u, (bootstrap * k, len(u))),
+                np.broadcast_to(log_y, (bootstrap * k, len(u))),
+                np.repeat(weights, k, axis=0),
+                np.full(bootstrap * k, huber_delta),
+            )
+            res = multistart_lbfgs(power_law_objective, np.tile(warm, (bootstrap, 1)), boot_data, batched_data=True)
+            values = np.where(np.isfinite(res.values), res.values, np.inf).reshape(bootstrap, k)
+            pick = res.params.reshape(bootstrap, k, -1)[np.arange(bootstrap), values.argmin(axis=1)]
+            samples = _to_params(pick, log_x0)
+            se, intervals = summarize(dict(zip(PARAMS, samples.T)), ci)
+    return PowerLawFit(
+        **{k: float(v) for k, v in fit.items()},
+        n_points=len(x),
+        objective=objective,
+        se=se,
+        ci=intervals,
+        ci_level=ci if bootstrap else None,
+        bootstrap=int(bootstrap),
+    )

@@ -1,0 +1,215 @@
+"""`write_report(sweep_dir)`: the sweep at a glance in `report.md` plus PNG figures beside it.
+
+What a researcher wants after a sweep: which runs finished, how big and how expensive they were, what they
+reached, the scaling laws the runs support (with intervals), and plots against compute and against every
+axis the sweep varied. Anything that cannot be computed is said in the report instead of crashing it.
+"""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .axes import plot_axes, sweep_metas, varied_axes, with_derived_axes
+from .laws import Law, fit_laws, loss_column
+from .plots import draw_vs_axis, draw_vs_compute, draw_vs_params, save_png, slug
+from .runs import load_runs
+from .tables import is_missing, markdown_table, num, sci, si
+
+_PARAMS = {"compute": ("E", "A", "alpha"), "params": ("E", "A", "alpha"), "chinchilla": ("E", "A", "B", "alpha", "beta")}
+
+
+def main_metric(runs: pd.DataFrame) -> str:
+    """eval/accuracy when the task has one (what MQAR-style sweeps are about), else the loss."""
+    if "eval/accuracy" in runs and runs["eval/accuracy"].notna().any():
+        return "eval/accuracy"
+    return loss_column(runs)
+
+
+def higher_is_better(metric: str) -> bool:
+    return any(word in metric for word in ("acc", "exact", "recall", "f1", "score"))
+
+
+def _header(runs: pd.DataFrame, sweep_dir: Path, metric: str, axes: list[str]) -> list[str]:
+    meta = (sweep_metas(sweep_dir) or [{}])[0]
+    counts = runs["status"].value_counts() if "status" in runs else pd.Series(dtype=int)
+    status = ", ".join(f"{n} {s}" for s, n in counts.items())
+    lines = [f"# Sweep report: {meta.get('name') or sweep_dir.name}", ""]
+    lines.append(f"- directory: `{sweep_dir}`")
+    for key in ("sweep_id", "launch_id"):
+        values = sorted({str(v) for v in runs.get(f"logging.{key}", pd.Series(dtype=str)).dropna()} | (
+            {str(meta[key])} if meta.get(key) else set()))
+        if values:
+            lines.append(f"- {key.replace('_', ' ')}: " + ", ".join(f"`{v}`" for v in values))
+    lines.append(f"- runs: {len(runs)}" + (f" ({status})" if status else ""))
+    direction = "higher is better" if higher_is_better(metric) else "lower is better"
+    lines.append(f"- main metric: `{metric}` ({direction})")
+    lines.append("- varied axes: " + (", ".join(f"`{a}`" for a in axes) if axes else "none found"))
+    return lines + [""]
+
+
+def _runs_table(runs: pd.DataFrame, metric: str) -> list[str]:
+    metrics = [m for m in dict.fromkeys([metric, "eval/loss", "eval/accuracy", "train/loss"]) if m in runs]
+    header = ["run", "family", "params", "tokens", "FLOPs", "status", "step"] + metrics + ["wall s"]
+    order = [c for c in ("family", "params", "flops", "run") if c in runs]
+    rows = []
+    for _, r in runs.sort_values(order, na_position="last").iterrows():
+        step = f"{num(r.get('step'))}/{num(r.get('steps'))}" if not is_missing(r.get("steps")) else num(r.get("step"))
+        rows.append([f"`{r['run']}`", r.get("family"), si(r.get("params")), si(r.get("tokens")), sci(r.get("flops")),
+                     r.get("status"), step] + [num(r.get(m)) for m in metrics] + [num(r.get("wall_seconds"), 3)])
+    lines = ["## Runs", "", markdown_table(header, rows), ""]
+    failed = runs[runs["status"].isin(["failed", "interrupted"])] if "status" in runs else runs.iloc[0:0]
+    if len(failed):
+        lines += ["Failed or interrupted runs:", ""]
+        lines += [f"- `{r['run']}`: {r.get('error') or 'no error recorded'}" for _, r in failed.iterrows()]
+        lines.append("")
+    return lines
+
+
+def _best_runs(runs: pd.DataFrame, metric: str) -> list[str]:
+    done = runs[(runs["status"] == "completed") & runs[metric].notna()] if metric in runs else runs.iloc[0:0]
+    if done.empty:
+        return ["## Best run per family", "", f"No completed run has `{metric}` yet.", ""]
+    pick = done.groupby("family")[metric].idxmax() if higher_is_better(metric) else done.groupby("family")[metric].idxmin()
+    rows = [[r["family"], f"`{r['run']}`", num(r[metric]), si(r.get("params")), sci(r.get("flops"))]
+            for _, r in done.loc[pick].iterrows()]
+    return ["## Best run per family", "", markdown_table(["family", "run", metric, "params", "FLOPs"], rows), ""]
+
+
+def _interval(fit: Any, name: str) -> str:
+    ci = getattr(fit, "ci", None)
+    if ci and name in ci and ci[name] is not None:
+        lo, hi = ci[name]
+        return f"[{num(lo)}, {num(hi)}]"
+    se = getattr(fit, "se", None)
+    if isinstance(se, dict) and not is_missing(se.get(name)):
+        return f"± {num(se[name], 3)} (s.e.)"
+    return "–"
+
+
+def _law_lines(law: Law) -> list[str]:
+    lines = [f"**{law.title}**"]
+    if law.fit is None:
+        return lines + ["", f"Skipped: {law.skipped}.", ""]
+    what = {"compute": "runs on the compute frontier (Pareto front of final loss vs FLOPs)",
+            "params": "model sizes (best run of each size)", "chinchilla": "completed runs"}[law.kind]
+    lines += ["", f"Fitted on {len(law.points)} {what}."]
+    formula = getattr(law.fit, "formula", None)
+    if callable(formula):
+        lines += ["", f"`{formula()}`"]
+    rows = [[name, num(getattr(law.fit, name)), _interval(law.fit, name)] for name in _PARAMS[law.kind]]
+    lines += ["", markdown_table(["parameter", "estimate", "interval"], rows)]
+    if law.kind == "chinchilla":
+        lines += _compute_optimal(law)
+    return lines + [""]
+
+
+def _compute_optimal(law: Law) -> list[str]:
+    """N_opt and D_opt at the sweep's largest budget and 10× and 100× beyond it."""
+    budget = float((6 * law.points["params"] * law.points["tokens"]).max())
+    rows = []
+    for c in (budget, 10 * budget, 100 * budget):
+        try:
+            n_opt, d_opt = _pair(law.fit.compute_optimal(c))
+        except Exception as error:  # e.g. an exponent estimate that makes the optimum undefined
+            return ["", f"Compute-optimal allocation unavailable: {type(error).__name__}: {error}."]
+        rows.append([sci(c), si(n_opt), si(d_opt), num(d_opt / n_opt, 3)])
+    return ["", "Compute-optimal allocation (C = 6·N·D):", "",
+            markdown_table(["C (FLOPs)", "N_opt", "D_opt", "tokens per parameter"], rows)]
+
+
+def _pair(result: Any) -> tuple[float, float]:
+    if isinstance(result, dict):
+        return float(result.get("n_opt", result.get("N"))), float(result.get("d_opt", result.get("D")))
+    n_opt, d_opt = result
+    return float(n_opt), float(d_opt)
+
+
+def _laws_section(laws: list[Law], bootstrap: int) -> list[str]:
+    lines = ["## Fitted laws", ""]
+    lines.append(
+        "Saturating power laws `L = E + A·X^-α` fitted on log-loss"
+        + (f"; intervals are {bootstrap}-resample bootstrap 95% intervals over runs." if bootstrap else ".")
+        + " Chinchilla `L(N, D) = E + A/N^α + B/D^β` is Hoffmann et al.'s Approach 3 (Huber on log-loss, "
+        "multi-start L-BFGS), fitted when N and D were varied independently."
+    )
+    lines.append("")
+    if not laws:
+        return lines + ["No completed runs to fit.", ""]
+    for family in dict.fromkeys(law.family for law in laws):
+        lines += [f"### {family}", ""]
+        family_laws = [law for law in laws if law.family == family]
+        for law in family_laws:
+            lines += _law_lines(law)
+        if not any(law.kind == "params" for law in family_laws):
+            lines += ["Laws in N and in (N, D): skipped, model size was not varied in this family.", ""]
+    return lines
+
+
+def _safe_plot(make, name: str, notes: list[str]) -> Path | None:
+    try:
+        return make()
+    except Exception as error:  # one broken figure must not cost the rest of the report
+        notes.append(f"- plot `{name}` failed: {type(error).__name__}: {error}")
+        traceback.print_exc()
+        return None
+
+
+def _plots(runs, laws, loss, metric, axes, out: Path, notes: list[str]) -> list[tuple[str, Path]]:
+    figures: list[tuple[str, Path | None]] = []
+    keys = [k for k in dict.fromkeys([loss, "eval/accuracy", metric]) if k in runs and runs[k].notna().any()]
+    for key in keys:
+        name = f"{slug(key)}_vs_compute.png"
+        figures.append((f"{key} against compute",
+                        _safe_plot(lambda k=key, n=name: save_png(out / n, draw_vs_compute, runs, k, laws), name, notes)))
+    name = f"{slug(loss)}_vs_params.png"
+    figures.append((f"{loss} against parameters", _safe_plot(lambda: save_png(out / name, draw_vs_params, laws), name, notes)))
+    for axis in plot_axes(runs, axes):
+        name = f"{slug(metric)}_vs_{slug(axis)}.png"
+        figures.append((f"{metric} against {axis}",
+                        _safe_plot(lambda a=axis, n=name: save_png(out / n, draw_vs_axis, runs, a, metric, axes), name, notes)))
+    return [(title, path) for title, path in figures if path is not None]
+
+
+def write_report(
+    sweep_dir: str | Path,
+    *,
+    metric: str | None = None,
+    bootstrap: int = 200,
+    chinchilla_bootstrap: int = 0,
+    seed: int = 0,
+) -> Path:
+    """Write `sweep_dir/report.md` and its PNG figures; returns the report's path."""
+    sweep_dir = Path(sweep_dir)
+    runs = load_runs(sweep_dir)
+    if runs.empty:
+        path = sweep_dir / "report.md"
+        path.write_text(f"# Sweep report: {sweep_dir.name}\n\nNo run directories (with a config.json) under `{sweep_dir}`.\n")
+        return path
+    metric = metric or main_metric(runs)
+    if metric not in runs:
+        known = sorted(c for c in runs if "/" in c)
+        raise ValueError(f"metric {metric!r} is not a column of these runs; metrics present: {known}")
+    runs, derived = with_derived_axes(runs)
+    axes = varied_axes(runs, sweep_dir) + derived
+    loss = loss_column(runs)
+    laws = fit_laws(runs, loss=loss, bootstrap=bootstrap, chinchilla_bootstrap=chinchilla_bootstrap, seed=seed)
+    notes: list[str] = []
+    figures = _plots(runs, laws, loss, metric, axes, sweep_dir, notes)
+    lines = _header(runs, sweep_dir, metric, axes)
+    lines += _runs_table(runs, metric) + _best_runs(runs, metric) + _laws_section(laws, bootstrap)
+    lines += ["## Plots", ""]
+    for title, path in figures:
+        lines += [f"### {title}", "", f"![{title}]({path.name})", ""]
+    family_only = [a for a in axes if a not in plot_axes(runs, axes)]
+    if family_only:
+        lines += ["Not plotted on their own (constant within each family, so the family legend shows them, "
+                  "or replicate seeds): " + ", ".join(f"`{a}`" for a in family_only) + ".", ""]
+    if notes:
+        lines += ["Plots not drawn:", ""] + notes + [""]
+    path = sweep_dir / "report.md"
+    path.write_text("\n".join(lines))
+    return path

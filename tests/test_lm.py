@@ -1,0 +1,74 @@
+"""The LM: causality, parameter accounting, analytic FLOPs against XLA's count, compute dtypes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from memlab.data.pipeline import example_shapes
+from memlab.models import build_model, count_params
+from memlab.models.layers import mlp_width
+from memlab.train.flops import analytic_flops_per_token, xla_flops_per_token
+from memlab.train.steps import make_loss_fn
+
+
+def test_future_tokens_never_change_past_logits(tiny_config):
+    cfg = tiny_config()
+    model = build_model(cfg.model, seed=0)
+    tokens = jax.random.randint(jax.random.key(1), (2, 32), 0, cfg.model.vocab_size)
+    base = model({"inputs": tokens})["logits"]
+    for t in (0, 9, 31):
+        changed = tokens.at[:, t].set((tokens[:, t] + 7) % cfg.model.vocab_size)
+        out = model({"inputs": changed})["logits"]
+        np.testing.assert_array_equal(np.asarray(out[:, :t]), np.asarray(base[:, :t]))
+        assert not np.allclose(out[:, t], base[:, t])  # the changed position itself does see it
+
+
+def test_segment_ids_block_attention_across_documents(tiny_config):
+    model = build_model(tiny_config().model, seed=0)
+    tokens = jax.random.randint(jax.random.key(2), (1, 32), 0, 64)
+    seg = jnp.concatenate([jnp.zeros((1, 16), jnp.int32), jnp.ones((1, 16), jnp.int32)], axis=1)
+    positions = jnp.concatenate([jnp.arange(16), jnp.arange(16)])[None]
+    packed = model({"inputs": tokens, "segment_ids": seg, "positions": positions})["logits"]
+    alone = model({"inputs": tokens[:, 16:]})["logits"]
+    np.testing.assert_allclose(np.asarray(packed[:, 16:]), np.asarray(alone), atol=1e-5)
+
+
+def test_param_count_matches_formula(tiny_config):
+    cfg = tiny_config("model.d_model=48", "model.num_layers=3").model
+    d, v, f = 48, cfg.vocab_size, mlp_width(48, cfg.mlp_ratio)
+    per_layer = 4 * d * d + 3 * d * f + 2 * d
+    expected = 3 * per_layer + d + 2 * v * d
+    counts = count_params(build_model(cfg, seed=0))
+    assert counts == {"params": expected, "params_non_embedding": expected - 2 * v * d}
+
+
+@pytest.mark.parametrize("overrides", [
+    (),
+    ("model.d_model=128", "model.num_heads=4", "data.seq_len=64", "data.vocab_size=512"),
+    ("model.num_layers=4", "data.seq_len=128", "data.num_kv_pairs=8", "model.tie_embeddings=True"),
+])
+def test_analytic_flops_match_xla_within_10_percent(tiny_config, overrides):
+    cfg = tiny_config(*overrides)
+    model = build_model(cfg.model, seed=0)
+    graphdef, params = nnx.split(model, nnx.Param)
+    shapes = example_shapes(cfg)
+    batch = {k: jnp.zeros((4, *s), jnp.float32 if k == "loss_mask" else jnp.int32) for k, s in shapes.items()}
+    grad_fn = jax.value_and_grad(make_loss_fn(graphdef, dict(cfg.objective)), has_aux=True)
+    analytic = analytic_flops_per_token(model, shapes)
+    xla = xla_flops_per_token(grad_fn, params, batch)
+    assert xla is not None
+    assert abs(analytic - xla) / xla < 0.10, (analytic, xla)
+
+
+def test_bfloat16_compute_keeps_fp32_params(tiny_config):
+    cfg = tiny_config("train.precision=bfloat16")
+    assert cfg.model.dtype == "bfloat16"
+    model = build_model(cfg.model, seed=0)
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    tokens = jnp.zeros((2, 32), jnp.int32)
+    out = model({"inputs": tokens})["logits"]
+    assert out.dtype == jnp.float32 and bool(jnp.isfinite(out).all())
+    ref = build_model(tiny_config().model, seed=0)({"inputs": tokens})["logits"]
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=0.1)

@@ -1,0 +1,168 @@
+"""Training end to end: run directory contents, determinism, resume after SIGKILL, corrupt-checkpoint fallback,
+NaN stop, gradient accumulation, schedules, W&B offline files and no leaked secrets."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from memlab.data.tasks import TASKS
+from memlab.data.tasks.mqar import MQAR
+from memlab.train.loop import NonFiniteError, train
+from memlab.train.optimizer import learning_rate_schedule
+from tests.conftest import ROOT, TINY, memlab_cmd
+
+
+def rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    return {r["step"]: r["train/loss"] for r in rows(run_dir) if "train/loss" in r}
+
+
+def test_run_directory_contract(tiny_config, tmp_path):
+    summary = train(tiny_config(), tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model"]["d_model"] == 32
+    assert {"git_commit", "packages", "device_kind", "created"} <= set(config["stamps"])
+    assert config["stamps"]["packages"]["jax"]
+    metrics = rows(tmp_path)
+    assert [r["step"] for r in metrics] == [5, 10, 15, 20]
+    for r in metrics:
+        assert {"step", "tokens", "flops", "train/loss", "lr", "grad_norm", "tokens_per_s"} <= set(r)
+        assert r["tokens"] == r["step"] * 8 * 32
+    assert {"eval/loss", "eval/accuracy"} <= set(metrics[1]) and {"eval/loss", "eval/accuracy"} <= set(metrics[3])
+    assert np.all(np.diff([r["flops"] for r in metrics]) > 0)
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk["status"] == "completed" and on_disk["error"] is None and on_disk["step"] == 20
+    for key in ("params", "params_non_embedding", "flops_per_token", "flops_per_token_xla", "eval/loss",
+                "eval/accuracy", "wall_seconds", "compile_seconds", "flops"):
+        assert on_disk[key] is not None, key
+    assert on_disk["eval/loss"] == metrics[-1]["eval/loss"] == summary["eval/loss"]
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [10, 20]
+
+
+def test_same_config_same_numbers(tiny_config, tmp_path):
+    train(tiny_config(), tmp_path / "a")
+    train(tiny_config(), tmp_path / "b")
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+
+
+def test_resume_refuses_a_different_config(tiny_config, tmp_path):
+    from memlab.config import ConfigError
+
+    train(tiny_config(), tmp_path)
+    with pytest.raises(ConfigError, match="differs in model.d_model"):
+        train(tiny_config("model.d_model=64"), tmp_path)
+
+
+def test_grad_accumulation_matches_full_batch(tiny_config, tmp_path):
+    train(tiny_config(), tmp_path / "full")
+    train(tiny_config("train.grad_accum=2"), tmp_path / "accum")
+    full, accum = losses(tmp_path / "full"), losses(tmp_path / "accum")
+    np.testing.assert_allclose(list(accum.values()), list(full.values()), rtol=1e-4)
+
+
+def test_sigkill_and_resume_gives_identical_final_loss(tmp_path):
+    args = [*TINY, "train.steps=300", "train.checkpoint_every=50", "train.eval_every=100", "model.d_model=64",
+            "train.batch_size=16"]
+    cmd = lambda wd: memlab_cmd("train", str(ROOT / "experiments" / "mqar.py"), "--workdir", str(wd),
+                                *sum((["--set", a] for a in args), []))
+    subprocess.run(cmd(tmp_path / "ref"), check=True, cwd=ROOT, capture_output=True)
+
+    victim = subprocess.Popen(cmd(tmp_path / "killed"), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "killed" / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (ckpt.exists() and any(p.name in ("50", "100") for p in ckpt.iterdir())):
+        time.sleep(0.02)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
+    assert summary["status"] == "running" and summary["step"] < 300  # really died mid-run
+    wandb_id = summary["wandb_run_id"]
+
+    subprocess.run(cmd(tmp_path / "killed"), check=True, cwd=ROOT, capture_output=True)
+    ref, resumed = rows(tmp_path / "ref"), rows(tmp_path / "killed")
+    assert [r["step"] for r in resumed] == [r["step"] for r in ref]  # no duplicated or missing rows
+    ref_final = json.loads((tmp_path / "ref" / "summary.json").read_text())
+    res_final = json.loads((tmp_path / "killed" / "summary.json").read_text())
+    assert res_final["status"] == "completed"
+    assert res_final["wandb_run_id"] == wandb_id  # the resumed run continues the same W&B run
+    assert abs(res_final["train/loss"] - ref_final["train/loss"]) <= 1e-6
+    assert abs(res_final["eval/loss"] - ref_final["eval/loss"]) <= 1e-6
+    np.testing.assert_allclose([r["train/loss"] for r in resumed], [r["train/loss"] for r in ref], atol=1e-6)
+
+
+def test_corrupt_latest_checkpoint_falls_back(tiny_config, tmp_path, caplog):
+    reference = train(tiny_config(), tmp_path / "ref")
+    train(tiny_config(), tmp_path / "run")
+    damaged = [f for f in (tmp_path / "run" / "checkpoints" / "20" / "state").rglob("*") if f.is_file()]
+    assert damaged
+    for f in damaged:
+        f.write_bytes(b"\x00garbage" * 4)
+    (tmp_path / "run" / "summary.json").unlink()
+    with caplog.at_level("WARNING", logger="memlab"):
+        summary = train(tiny_config(), tmp_path / "run")
+    assert "checkpoint at step 20 is unreadable" in caplog.text
+    assert (tmp_path / "run" / "corrupt_checkpoints" / "20").is_dir()
+    assert summary["status"] == "completed" and summary["step"] == 20
+    assert abs(summary["train/loss"] - reference["train/loss"]) <= 1e-6  # retrained 10..20 from step 10
+
+
+@pytest.fixture
+def nan_task():
+    """MQAR whose loss mask turns NaN from example 120 on (the 16th step at batch 8): a NaN in the loss."""
+    class NaNAfter(MQAR):
+        def __getitem__(self, index):
+            ex = super().__getitem__(index)
+            if index >= 120:
+                ex["loss_mask"] = ex["loss_mask"] * np.float32("nan")
+            return ex
+    TASKS["mqar_nan_test"] = NaNAfter
+    yield "mqar_nan_test"
+    del TASKS["mqar_nan_test"]
+
+
+def test_nan_stops_run_and_keeps_last_good_checkpoint(tiny_config, tmp_path, nan_task):
+    with pytest.raises(NonFiniteError, match="non-finite loss or gradient at step 16"):
+        train(tiny_config(f"data.task={nan_task}"), tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "failed" and "non-finite" in summary["error"]
+    steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps == [10]
+    assert all(r["step"] <= 15 for r in rows(tmp_path))
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "wsd", "constant"])
+def test_schedules_warm_up_and_end_where_expected(tiny_config, schedule):
+    tc = tiny_config(f"train.schedule={schedule}", "train.steps=100", "train.warmup_steps=10", "train.lr=1.0").train
+    lr = learning_rate_schedule(tc)
+    assert float(lr(0)) == 0.0 and abs(float(lr(10)) - 1.0) < 1e-6
+    end = {"cosine": 0.1, "wsd": 0.1, "constant": 1.0}[schedule]
+    assert abs(float(lr(100)) - end) < 1e-6
+    if schedule == "wsd":
+        assert float(lr(79)) == 1.0 and float(lr(90)) < 1.0
+
+
+def test_wandb_offline_files_and_no_secret_written(tmp_path):
+    secret = "memlab-test-secret-0123456789abcdef0123456789"
+    env = {**os.environ, "WANDB_API_KEY": secret}
+    env.pop("WANDB_MODE", None)
+    args = [a for a in TINY if not a.startswith("logging.wandb_mode")] + ["logging.wandb_mode=offline",
+                                                                          "logging.group=g1", "logging.tags=x,y"]
+    cmd = memlab_cmd("train", str(ROOT / "experiments" / "mqar.py"), "--workdir", str(tmp_path),
+                     *sum((["--set", a] for a in args), []))
+    subprocess.run(cmd, check=True, cwd=ROOT, env=env, capture_output=True)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and runs[0].name.endswith(summary["wandb_run_id"])
+    assert (runs[0] / f"run-{summary['wandb_run_id']}.wandb").stat().st_size > 0
+    for f in tmp_path.rglob("*"):
+        if f.is_file():
+            assert secret.encode() not in f.read_bytes(), f"API key leaked into {f}"
