@@ -7,12 +7,10 @@ from memlab.defaults import base_config
 
 
 def get_config():
-    c = base_config()
-    c.data.task = "mqar"
+    c = base_config(task="mqar", model="lm")
     c.data.vocab_size = 256
     c.data.seq_len = 128
     c.data.num_kv_pairs = 16
-    c.model.name = "lm"
     c.model.mixers = "attn"
     c.model.d_model = 64
     c.model.num_layers = 2

@@ -1,6 +1,8 @@
 """The config every experiment starts from: all groups and keys with their defaults.
 
-Experiment files call `base_config()` and change what they need; keys not here cannot be set (configs are locked).
+`base_config(task, model)` takes the common keys below plus the task's `data.*` knobs and the model family's
+`model.*` knobs from their registries. Experiment files change what they need; keys not declared here cannot be
+set (configs are locked).
 """
 
 from __future__ import annotations
@@ -8,29 +10,26 @@ from __future__ import annotations
 import ml_collections
 
 
-def base_config() -> ml_collections.ConfigDict:
+def base_config(task: str = "mqar", model: str = "lm") -> ml_collections.ConfigDict:
+    from memlab.data.tasks import get_task
+    from memlab.models import MODEL_DEFAULTS
+
     c = ml_collections.ConfigDict()
 
     c.data = ml_collections.ConfigDict()
-    c.data.task = "mqar"
+    c.data.task = task
     c.data.seed = 0            # seed of the example streams (train and eval are disjoint streams of it)
-    c.data.vocab_size = 256
-    c.data.seq_len = 128
-    c.data.num_kv_pairs = 16
-    c.data.power_a = 0.01      # query gap density ~ gap^(a - 1)
     c.data.num_workers = 2     # grain reader threads
     c.data.prefetch = 8        # batches prefetched ahead of the train step
+    c.data.update(get_task(task).defaults())
 
     c.model = ml_collections.ConfigDict()
-    c.model.name = "lm"
-    c.model.mixers = "attn"    # one mixer for all layers, or a comma list with one per layer
-    c.model.d_model = 64
-    c.model.num_layers = 2
-    c.model.num_heads = 2
-    c.model.mlp_ratio = 4.0
-    c.model.vocab_size = c.data.get_ref("vocab_size")
-    c.model.rope_theta = 10_000.0
-    c.model.tie_embeddings = False
+    c.model.name = model
+    if model not in MODEL_DEFAULTS:
+        raise KeyError(f"unknown model '{model}'; registered models: {', '.join(sorted(MODEL_DEFAULTS))}")
+    c.model.update(MODEL_DEFAULTS[model])
+    if "vocab_size" in c.data:
+        c.model.vocab_size = c.data.get_ref("vocab_size")  # the model's vocabulary is the task's
 
     c.objective = ml_collections.ConfigDict({"answer": 1.0})
 
@@ -53,7 +52,6 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.keep_checkpoints = 3
     c.train.eval_every = 100
     c.train.log_every = 10
-
     c.model.dtype = c.train.get_ref("precision")  # the model computes in the training precision
 
     c.eval = ml_collections.ConfigDict()

@@ -10,7 +10,7 @@ import flax
 import jax
 from flax import nnx
 
-from memlab.models.registry import MODELS, register_model
+from memlab.models.registry import MODEL_DEFAULTS, MODELS, register_model
 from memlab.models import lm  # noqa: F401  (registers "lm")
 
 flax.config.update("flax_always_shard_variable", False)
@@ -28,4 +28,4 @@ def count_params(model: nnx.Module) -> dict[str, int]:
     return {"params": int(total), "params_non_embedding": int(total - model.embedding_params())}
 
 
-__all__ = ["build_model", "count_params", "register_model", "MODELS"]
+__all__ = ["build_model", "count_params", "register_model", "MODELS", "MODEL_DEFAULTS"]

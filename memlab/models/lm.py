@@ -69,6 +69,17 @@ class LM(nnx.Module):
         return per_token * seq_len
 
 
-@register_model("lm")
+LM_DEFAULTS = {
+    "mixers": "attn",      # one mixer for all layers, or a comma list with one per layer
+    "d_model": 64,
+    "num_layers": 2,
+    "num_heads": 2,
+    "mlp_ratio": 4.0,
+    "rope_theta": 10_000.0,
+    "tie_embeddings": False,
+}
+
+
+@register_model("lm", LM_DEFAULTS)
 def build_lm(cfg, rngs: nnx.Rngs) -> LM:
     return LM(cfg, rngs=rngs)

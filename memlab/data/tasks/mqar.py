@@ -27,6 +27,12 @@ class MQAR:
         self.slot_probs = weights / weights.sum()
 
     @staticmethod
+    def defaults() -> dict:
+        """The task's `data.*` knobs with their defaults."""
+        return {"vocab_size": 256, "seq_len": 128, "num_kv_pairs": 16,
+                "power_a": 0.01}  # query gap density ~ gap^(a - 1)
+
+    @staticmethod
     def check(cfg) -> None:
         if cfg.vocab_size < 8 or cfg.vocab_size % 2:
             raise ValueError(f"data.vocab_size must be an even number >= 8, got {cfg.vocab_size}")
