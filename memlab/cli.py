@@ -11,6 +11,7 @@ import sys
 COMMAND_MODULES = (
     "memlab.train.commands",      # train
     "memlab.analysis.commands",   # report
+    "memlab.data.commands",       # data prepare, data verify
 )
 
 
