@@ -6,6 +6,8 @@ the batches it would have seen. The eval set is a fixed list of batches from the
 
 from __future__ import annotations
 
+from typing import Callable
+
 import grain
 import jax
 import numpy as np
@@ -40,6 +42,12 @@ def eval_batches(config) -> list[dict[str, np.ndarray]]:
     """The fixed evaluation set: `eval.num_examples` examples of the eval stream, in `eval.batch_size` batches."""
     ds = _host_batches(config, "eval", config.eval.num_examples, config.eval.batch_size)
     return [ds[i] for i in range(len(ds))]
+
+
+def derived_eval_metrics(config) -> Callable[[dict], dict]:
+    """The task's metrics computed from the averaged eval metrics (text: `eval/bits_per_byte`), or none:
+    a task opts in by defining `derived_eval_metrics(eval_metrics) -> dict` on its source."""
+    return getattr(_source(config, "eval"), "derived_eval_metrics", lambda metrics: {})
 
 
 def example_shapes(config) -> dict[str, tuple[int, ...]]:

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from memlab.config import ConfigError, diff, to_dict
-from memlab.data.pipeline import eval_batches, example_shapes, train_iterator
+from memlab.data.pipeline import derived_eval_metrics, eval_batches, example_shapes, train_iterator
 from memlab.models import build_model, count_params
 from memlab.train.checkpoint import Checkpointer
 from memlab.train.flops import analytic_flops_per_token, xla_flops_per_token
@@ -117,11 +117,11 @@ def train(config, workdir: str | Path) -> dict:
     stop, logger = {"signal": None}, None
     handlers = {s: signal.signal(s, lambda signum, _: stop.update(signal=signum)) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        evals = eval_batches(config)
+        evals, derive = eval_batches(config), derived_eval_metrics(config)
         logger = WandbLogger(config.logging, run.path, config_dict, wandb_id, is_main)
         summary["wandb_run_id"] = logger.run_id
         summary.update(_run_loop(config, run, state, start, data, train_step, eval_step, evals, primary, checkpointer,
-                                 logger, tokens_per_step, flops_per_token, graphdef, weights, stop, is_main))
+                                 logger, tokens_per_step, flops_per_token, graphdef, weights, stop, is_main, derive))
         summary["status"] = "completed"
     except (NonFiniteError, Interrupted) as err:
         summary.update(status="failed" if isinstance(err, NonFiniteError) else "interrupted", error=str(err))
@@ -144,7 +144,7 @@ def train(config, workdir: str | Path) -> dict:
 
 
 def _run_loop(config, run, state, start, data, train_step, eval_step, evals, primary, checkpointer, logger,
-              tokens_per_step, flops_per_token, graphdef, weights, stop, is_main) -> dict:
+              tokens_per_step, flops_per_token, graphdef, weights, stop, is_main, derive) -> dict:
     tc = config.train
     if start >= tc.steps:
         return {}
@@ -202,8 +202,9 @@ def _run_loop(config, run, state, start, data, train_step, eval_step, evals, pri
             if evaluating or saving:
                 row, pending = settle(pending), None
             if evaluating:
-                row = {"step": step, **_totals(step, tokens_per_step, flops_per_token), **row,
-                       **evaluate(eval_step, state["params"], evals, primary)}
+                scores = evaluate(eval_step, state["params"], evals, primary)
+                row = {"step": step, **_totals(step, tokens_per_step, flops_per_token), **row, **scores,
+                       **derive(scores)}
             if row:
                 write_row(row)
             if saving:
