@@ -97,9 +97,8 @@ def _law_lines(law: Law) -> list[str]:
     what = {"compute": "runs on the compute frontier (Pareto front of final loss vs FLOPs)",
             "params": "model sizes (best run of each size)", "chinchilla": "completed runs"}[law.kind]
     lines += ["", f"Fitted on {len(law.points)} {what}."]
-    formula = getattr(law.fit, "formula", None)
-    if callable(formula):
-        lines += ["", f"`{formula()}`"]
+    formula = law.fit.formula("C" if law.kind == "compute" else "N") if law.kind != "chinchilla" else law.fit.formula()
+    lines += ["", f"`{formula}`"]
     rows = [[name, num(getattr(law.fit, name)), _interval(law.fit, name)] for name in _PARAMS[law.kind]]
     lines += ["", markdown_table(["parameter", "estimate", "interval"], rows)]
     if law.kind == "chinchilla":
@@ -128,13 +127,19 @@ def _pair(result: Any) -> tuple[float, float]:
     return float(n_opt), float(d_opt)
 
 
-def _laws_section(laws: list[Law], bootstrap: int) -> list[str]:
+def _intervals_note(bootstrap: int) -> str:
+    if bootstrap:
+        return f"intervals are 95% percentile intervals over {bootstrap} bootstrap resamples of the runs"
+    return "no bootstrap was run, so there are no intervals"
+
+
+def _laws_section(laws: list[Law], bootstrap: int, chinchilla_bootstrap: int) -> list[str]:
     lines = ["## Fitted laws", ""]
     lines.append(
-        "Saturating power laws `L = E + A·X^-α` fitted on log-loss"
-        + (f"; intervals are {bootstrap}-resample bootstrap 95% intervals over runs." if bootstrap else ".")
-        + " Chinchilla `L(N, D) = E + A/N^α + B/D^β` is Hoffmann et al.'s Approach 3 (Huber on log-loss, "
-        "multi-start L-BFGS), fitted when N and D were varied independently."
+        f"Saturating power laws `L = E + A·X^-α`, fitted on log-loss; {_intervals_note(bootstrap)}. "
+        "Chinchilla `L(N, D) = E + A/N^α + B/D^β` is Hoffmann et al.'s Approach 3 (Huber on log-loss, "
+        "multi-start L-BFGS), fitted when N and D were varied independently; "
+        f"{_intervals_note(chinchilla_bootstrap)}."
     )
     lines.append("")
     if not laws:
@@ -179,10 +184,11 @@ def write_report(
     *,
     metric: str | None = None,
     bootstrap: int = 200,
-    chinchilla_bootstrap: int = 0,
+    chinchilla_bootstrap: int = 100,
     seed: int = 0,
 ) -> Path:
-    """Write `sweep_dir/report.md` and its PNG figures; returns the report's path."""
+    """Write `sweep_dir/report.md` and its PNG figures; returns the report's path. `bootstrap` and
+    `chinchilla_bootstrap` are the resample counts behind the laws' intervals (0: point estimates only)."""
     sweep_dir = Path(sweep_dir)
     runs = load_runs(sweep_dir)
     if runs.empty:
@@ -200,7 +206,7 @@ def write_report(
     notes: list[str] = []
     figures = _plots(runs, laws, loss, metric, axes, sweep_dir, notes)
     lines = _header(runs, sweep_dir, metric, axes)
-    lines += _runs_table(runs, metric) + _best_runs(runs, metric) + _laws_section(laws, bootstrap)
+    lines += _runs_table(runs, metric) + _best_runs(runs, metric) + _laws_section(laws, bootstrap, chinchilla_bootstrap)
     lines += ["## Plots", ""]
     for title, path in figures:
         lines += [f"### {title}", "", f"![{title}]({path.name})", ""]
