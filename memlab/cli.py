@@ -12,6 +12,7 @@ COMMAND_MODULES = (
     "memlab.train.commands",      # train
     "memlab.analysis.commands",   # report
     "memlab.data.commands",       # data prepare, data verify
+    "memlab.sweep.commands",      # sweep, sweep-point, agent, status
 )
 
 

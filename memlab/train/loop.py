@@ -40,6 +40,10 @@ class Interrupted(RuntimeError):
     """SIGTERM/SIGINT: the run checkpoints and stops; relaunching resumes it."""
 
 
+# Provenance and display keys: a relaunch of the same sweep gets a new launch id but resumes the same run.
+RESUME_MAY_DIFFER = ("logging.launch_id", "logging.progress")
+
+
 def family(model_config) -> str:
     return f"{model_config.name}:{model_config.mixers}" if "mixers" in model_config else model_config.name
 
@@ -49,7 +53,7 @@ def _check_same_config(run: RunDir, config_dict: dict) -> None:
     if existing is None:
         return
     existing.pop("stamps", None)
-    changed = diff(existing, config_dict)
+    changed = [k for k in diff(existing, config_dict) if k not in RESUME_MAY_DIFFER]
     if changed:
         raise ConfigError(f"{run.path} holds a run with a different config (differs in {', '.join(changed[:8])}); "
                           "resume with the same config or use a new --workdir")

@@ -38,7 +38,7 @@ class WandbLogger:
         import wandb
 
         self.run = None
-        self.run_id = run_id or secrets.token_hex(6)
+        self.run_id = run_id or os.environ.get("WANDB_RUN_ID") or secrets.token_hex(6)  # a W&B agent sets it
         self.mode = resolve_mode(logging_config.wandb_mode)
         if not is_main or self.mode == "disabled":
             return

@@ -1,0 +1,150 @@
+"""`memlab sweep`, `memlab sweep-point`, `memlab agent`, `memlab status`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+LAUNCHERS = ("local", "slurm", "submitit-local", "wandb")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sweep", help="expand a sweep file and run its points (idempotent)")
+    p.add_argument("file", help="sweep file defining get_sweep(), e.g. sweeps/quickstart.py")
+    p.add_argument("--workdir", help="sweep directory (default runs/<sweep name>)")
+    p.add_argument("--dry-run", action="store_true", help="print the points with parameters and FLOPs; run nothing")
+    p.add_argument("--launcher", choices=LAUNCHERS, default="local")
+    p.add_argument("--parallel", type=int, default=1, help="local launcher: runs at a time")
+    p.add_argument("--report", action="store_true", help="write the report when the runs are done")
+    p.add_argument("--wandb-export", metavar="PATH", help="write the W&B sweep config as JSON and stop")
+    p.add_argument("--project", default=None, help="W&B project (default: the config's logging.project)")
+    p.add_argument("--entity", default=None)
+    p.add_argument("--timeout-min", type=int, default=60, help="SLURM: time limit per run")
+    p.add_argument("--partition", default=None, help="SLURM partition")
+    p.add_argument("--gpus-per-node", type=int, default=None)
+    p.add_argument("--array-parallelism", type=int, default=None, help="SLURM: array jobs running at once")
+    p.set_defaults(func=run_sweep)
+
+    p = sub.add_parser("sweep-point", help="train one point of a sweep by name (used by W&B agents)")
+    p.add_argument("file")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--point", required=True)
+    p.set_defaults(func=run_point)
+
+    p = sub.add_parser("agent", help="run points handed out by a W&B sweep")
+    p.add_argument("sweep_id")
+    p.add_argument("--project", default=None)
+    p.add_argument("--entity", default=None)
+    p.add_argument("--count", type=int, default=None)
+    p.set_defaults(func=run_agent)
+
+    p = sub.add_parser("status", help="table of the runs in a sweep directory")
+    p.add_argument("dir")
+    p.set_defaults(func=run_status)
+
+
+def run_sweep(args) -> int:
+    from memlab.sweep import launch
+    from memlab.sweep.spec import load_sweep
+
+    sweep = load_sweep(args.file)
+    workdir = Path(args.workdir or Path("runs") / sweep.name)
+    launch_id = launch.new_launch_id()
+    todo, done = launch.plan(sweep, workdir, launch_id)
+    if args.dry_run:
+        _print_dry_run(todo + done, done)
+        return 0
+    if args.wandb_export or args.launcher == "wandb":
+        return _wandb(sweep, todo + done, workdir, args)
+    workdir.mkdir(parents=True, exist_ok=True)
+    launch.record(sweep, todo + done, workdir, launch_id)
+    print(f"memlab: sweep {sweep.name}: {len(todo)} to run, {len(done)} already completed (launch {launch_id})")
+    failed = []
+    if todo and args.launcher == "local":
+        codes = launch.launch_local(todo, workdir, parallel=args.parallel)
+        failed = [name for name, code in codes.items() if code != 0]
+    elif todo:
+        cluster = "local" if args.launcher == "submitit-local" else "slurm"
+        params = {k: v for k, v in {"timeout_min": args.timeout_min, "slurm_partition": args.partition,
+                                    "gpus_per_node": args.gpus_per_node,
+                                    "slurm_array_parallelism": args.array_parallelism}.items() if v is not None}
+        if cluster == "local":
+            params = {"timeout_min": args.timeout_min}
+        jobs = launch.launch_submitit(todo, workdir, cluster=cluster, **params)
+        print(f"memlab: submitted {len(jobs)} jobs ({jobs[0].job_id.split('_')[0]}); `memlab status {workdir}` "
+              "shows progress")
+        if cluster == "local":
+            failed = [p.name for p, job in zip(todo, jobs) if job.exception() is not None]
+    if args.report:
+        from memlab.analysis import write_report
+
+        print(f"memlab: wrote {write_report(workdir)}")
+    if failed:
+        print(f"memlab: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_dry_run(points, done) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from memlab.sweep.estimate import estimate
+
+    table = Table(title=f"{len(points)} points ({len(done)} already completed)")
+    for column in ("run", "params", "non-emb params", "tokens", "train FLOPs", "state"):
+        table.add_column(column, justify="right" if column != "run" else "left")
+    for p in points:
+        e = estimate(p.config)
+        table.add_row(p.name, f"{e['params']:,}", f"{e['params_non_embedding']:,}", f"{e['tokens']:.3g}",
+                      f"{e['flops']:.3g}", "completed" if p in done else "to run")
+    Console().print(table)
+
+
+def _wandb(sweep, points, workdir: Path, args) -> int:
+    from memlab.sweep.wandb_sweep import create_wandb_sweep, wandb_sweep_config
+
+    config = wandb_sweep_config(sweep, points, workdir)
+    if args.wandb_export:
+        Path(args.wandb_export).write_text(json.dumps(config, indent=2))
+        print(f"memlab: wrote W&B sweep config with {len(points)} points to {args.wandb_export}")
+        return 0
+    project = args.project or points[0].config.logging.project
+    sweep_id = create_wandb_sweep(config, project=project, entity=args.entity)
+    print(f"memlab: created W&B sweep {sweep_id}; run agents with: memlab agent {sweep_id} --project {project}")
+    return 0
+
+
+def run_point(args) -> int:
+    from memlab.config import ConfigError
+    from memlab.sweep import launch
+    from memlab.sweep.spec import expand, load_sweep
+
+    sweep = load_sweep(args.file)
+    workdir = Path(args.workdir)
+    points = {p.name: p for p in expand(sweep, launch_id=launch.new_launch_id())}
+    if args.point not in points:
+        raise ConfigError(f"sweep {sweep.name!r} has no point {args.point!r}; points: {', '.join(points)}")
+    if launch.run_status(workdir / args.point) == "completed":
+        print(f"memlab: {args.point} already completed")
+        return 0
+    from memlab.cli import main
+
+    return main(launch.train_argv(points[args.point], workdir / args.point))
+
+
+def run_agent(args) -> int:
+    from memlab.sweep.wandb_sweep import run_agent as agent
+
+    agent(args.sweep_id, project=args.project, entity=args.entity, count=args.count)
+    return 0
+
+
+def run_status(args) -> int:
+    from memlab.sweep.status import print_status
+
+    if not Path(args.dir).is_dir():
+        raise FileNotFoundError(f"no sweep directory {args.dir}")
+    print_status(Path(args.dir))
+    return 0

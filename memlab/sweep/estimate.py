@@ -1,0 +1,21 @@
+"""Size and compute of a config without allocating parameters (for `memlab sweep --dry-run`)."""
+
+from __future__ import annotations
+
+import math
+
+from flax import nnx
+
+from memlab.data.pipeline import example_shapes
+from memlab.models import build_model, count_params
+from memlab.train.flops import analytic_flops_per_token
+
+
+def estimate(config) -> dict:
+    """Parameter counts, training tokens and analytic training FLOPs of a config (abstract model: no memory)."""
+    model = nnx.eval_shape(lambda: build_model(config.model, config.train.seed))
+    shapes = example_shapes(config)
+    tokens = config.train.steps * config.train.batch_size * math.prod(shapes["inputs"])
+    flops_per_token = analytic_flops_per_token(model, shapes)
+    return {**count_params(model), "tokens": tokens, "flops_per_token": flops_per_token,
+            "flops": flops_per_token * tokens}

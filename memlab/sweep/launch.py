@@ -1,0 +1,95 @@
+"""Launch a sweep's points as `memlab train` runs under DIR/<run name>/: locally (sequential or N processes)
+or as a SLURM job array through submitit. Relaunching is idempotent: completed runs are skipped, the others
+resume from their checkpoints (that is what `memlab train` does on an existing workdir)."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import secrets
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from memlab.sweep.spec import Point, Sweep, describe, expand
+from memlab.train.run_dir import read_json, write_json
+
+
+def new_launch_id() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+def run_status(run_dir: Path) -> str:
+    summary = run_dir / "summary.json"
+    return read_json(summary).get("status", "pending") if summary.exists() else "pending"
+
+
+def train_argv(point: Point, run_dir: Path) -> list[str]:
+    """The `memlab train` command line of a point: values as Python literals so they parse back exactly."""
+    sets = [f"{key}={value!r}" for key, value in point.overrides.items()]
+    for key in ("logging.sweep_id", "logging.launch_id", "logging.run_name", "logging.group"):
+        sets.append(f"{key}={point.config.logging[key.split('.')[1]]!r}")
+    return ["train", point.experiment, *[a for s in sets for a in ("--set", s)], "--workdir", str(run_dir)]
+
+
+def run_cli(argv: list[str]) -> int:
+    """Entry point of one job (also what submitit pickles): run `memlab <argv>` in this process."""
+    from memlab.cli import main
+
+    code = main(argv)
+    if code != 0:
+        raise RuntimeError(f"memlab {' '.join(argv[:2])} ... exited with {code}")
+    return code
+
+
+def record(sweep: Sweep, points: list[Point], workdir: Path, launch_id: str) -> None:
+    """Write DIR/sweep.json (latest launch, plus the history of launch ids)."""
+    path = workdir / "sweep.json"
+    launches = read_json(path).get("launches", []) if path.exists() else []
+    write_json(path, {**describe(sweep, points, launch_id), "launches": [*launches, launch_id]})
+
+
+def plan(sweep: Sweep, workdir: Path, launch_id: str) -> tuple[list[Point], list[Point]]:
+    """(points to run, points already completed)."""
+    points = expand(sweep, launch_id=launch_id)
+    todo = [p for p in points if run_status(workdir / p.name) != "completed"]
+    done = [p for p in points if p not in todo]
+    return todo, done
+
+
+def launch_local(points: list[Point], workdir: Path, *, parallel: int = 1, echo=print) -> dict[str, int]:
+    """Run points as subprocesses, `parallel` at a time; each run's output goes to DIR/<run>/train.log."""
+
+    def run_one(point: Point) -> tuple[str, int]:
+        run_dir = workdir / point.name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        echo(f"[sweep] start {point.name}")
+        with (run_dir / "train.log").open("a") as log:
+            code = subprocess.run([sys.executable, "-m", "memlab.cli", *train_argv(point, run_dir)],
+                                  stdout=log, stderr=subprocess.STDOUT, env=_child_env()).returncode
+        echo(f"[sweep] {'done ' if code == 0 else f'FAILED (exit {code}, see {run_dir}/train.log)'} {point.name}")
+        return point.name, code
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        return dict(pool.map(run_one, points))
+
+
+def launch_submitit(points: list[Point], workdir: Path, *, cluster: str | None = None, **parameters):
+    """Submit the points as one job array (SLURM through submitit; cluster='local' runs them on this machine).
+
+    `parameters` go to `executor.update_parameters` (e.g. timeout_min, slurm_partition, gpus_per_node,
+    slurm_array_parallelism). Returns the submitit jobs.
+    """
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=workdir / ".submitit" / "%j", cluster=cluster)
+    executor.update_parameters(**{"timeout_min": 60, **parameters})
+    argvs = [train_argv(p, workdir / p.name) for p in points]
+    return executor.map_array(run_cli, argvs)
+
+
+def _child_env() -> dict:
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env

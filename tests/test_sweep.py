@@ -1,0 +1,152 @@
+"""Sweeps: expansion and naming, derived values and ladders, bad axes, idempotent relaunch, resume of an
+interrupted run, the submitit local executor, the W&B export, and `memlab status`."""
+
+import json
+import subprocess
+import textwrap
+
+import pytest
+
+from memlab.config import ConfigError
+from memlab.sweep import Sweep, chain, grid, ladder, points, product, zipped
+from memlab.sweep.launch import launch_local, launch_submitit, plan, run_status, train_argv
+from memlab.sweep.spec import expand, load_sweep, sweep_id
+from tests.conftest import ROOT, TINY, memlab_cmd
+
+EXPERIMENT = str(ROOT / "experiments" / "mqar.py")
+BASE = {t.split("=")[0]: eval(t.split("=")[1]) if t.split("=")[1][0].isdigit() or t.split("=")[1] in ("False", "True")
+        else t.split("=")[1] for t in TINY}
+
+
+def test_axis_builders():
+    assert grid({"a": [1, 2], "b": ["x", "y"]}) == [{"a": 1, "b": "x"}, {"a": 1, "b": "y"},
+                                                     {"a": 2, "b": "x"}, {"a": 2, "b": "y"}]
+    assert zipped({"a": [1, 2], "b": [3, 4]}) == [{"a": 1, "b": 3}, {"a": 2, "b": 4}]
+    with pytest.raises(ValueError, match="equal lengths"):
+        zipped({"a": [1, 2], "b": [3]})
+    assert product(points({"a": 1}), grid({"b": [1, 2]})) == [{"a": 1, "b": 1}, {"a": 1, "b": 2}]
+    assert len(chain(grid({"a": [1, 2]}), points({"b": 3}))) == 3
+    assert ladder([(32, 2), (64, 4)], [1e5, 2e5])[3] == {"model.d_model": 64, "model.num_layers": 4, "@tokens": 2e5}
+
+
+def test_expansion_names_ids_and_derived_values():
+    sweep = Sweep(name="t", experiment=EXPERIMENT, base=BASE,
+                  points=product(grid({"model.d_model": [32, 64]}), grid({"@ratio": [2, 4]})),
+                  derive=lambda p: {"data.num_kv_pairs": p["@ratio"] * 2})
+    pts = expand(sweep, launch_id="L1")
+    assert [p.name for p in pts] == ["d_model=32-ratio=2", "d_model=32-ratio=4", "d_model=64-ratio=2",
+                                     "d_model=64-ratio=4"]
+    assert [p.config.data.num_kv_pairs for p in pts] == [4, 8, 4, 8]
+    for p in pts:
+        assert p.config.logging.sweep_id == sweep_id(sweep) and p.config.logging.launch_id == "L1"
+        assert p.config.logging.run_name == p.name and p.config.logging.group == "t"
+        with pytest.raises(AttributeError):
+            p.config.model.oops = 1  # locked
+    assert sweep_id(sweep) == sweep_id(Sweep(name="t", experiment=EXPERIMENT, base=BASE, points=sweep.points))
+
+
+def test_ladder_turns_token_budget_into_steps():
+    sweep = Sweep(name="lad", experiment=EXPERIMENT, base=BASE, points=ladder([(32, 2), (64, 2)], [2560, 5120]))
+    pts = expand(sweep)
+    # 8 examples x 32 tokens = 256 tokens per step
+    assert [p.config.train.steps for p in pts] == [10, 20, 10, 20]
+    assert pts[1].name == "d_model=32-tokens=5120"
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"model.d_modle": [32, 64]}, r"axis 'model.d_modle': unknown config key .*did you mean model.d_model"),
+    ({"model.mixers": ["attn", "nope"]}, r"point 'mixers=nope'.*unknown mixer"),
+])
+def test_bad_axis_fails_before_anything_runs(bad, match, tmp_path):
+    sweep = Sweep(name="bad", experiment=EXPERIMENT, base=BASE, points=grid(bad))
+    with pytest.raises(ConfigError, match=match):
+        plan(sweep, tmp_path, "L")
+    assert not any(tmp_path.iterdir())
+
+
+def test_duplicate_names_rejected():
+    sweep = Sweep(name="dup", experiment=EXPERIMENT, base=BASE, points=points({"model.d_model": 32},
+                                                                               {"model.d_model": 32}))
+    with pytest.raises(ConfigError):
+        expand(sweep)
+
+
+@pytest.fixture
+def sweep_file(tmp_path):
+    path = tmp_path / "tiny_sweep.py"
+    path.write_text(textwrap.dedent(f"""
+        from memlab.sweep import Sweep, grid
+        def get_sweep():
+            return Sweep(name="tiny", experiment={EXPERIMENT!r}, base={BASE!r},
+                         points=grid({{"model.d_model": [16, 32]}}))
+    """))
+    return path
+
+
+def test_launch_is_idempotent_and_resumes_interrupted(sweep_file, tmp_path):
+    workdir = tmp_path / "runs"
+    out = subprocess.run(memlab_cmd("sweep", str(sweep_file), "--workdir", str(workdir), "--parallel", "2"),
+                         cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "2 to run, 0 already completed" in out.stdout
+    assert all(run_status(workdir / n) == "completed" for n in ("d_model=16", "d_model=32"))
+    meta = json.loads((workdir / "sweep.json").read_text())
+    assert meta["axes"] == {"model.d_model": [16, 32]} and meta["runs"] == ["d_model=16", "d_model=32"]
+
+    # interrupt one run: roll it back to its step-10 checkpoint as if it died there
+    victim = workdir / "d_model=32"
+    for step_dir in (victim / "checkpoints").iterdir():
+        if step_dir.name == "20":
+            import shutil
+            shutil.rmtree(step_dir)
+    summary = json.loads((victim / "summary.json").read_text())
+    (victim / "summary.json").write_text(json.dumps({**summary, "status": "running", "step": 10}))
+    final_before = summary["train/loss"]
+
+    again = subprocess.run(memlab_cmd("sweep", str(sweep_file), "--workdir", str(workdir)), cwd=ROOT,
+                           capture_output=True, text=True)
+    assert "1 to run, 1 already completed" in again.stdout
+    resumed = json.loads((victim / "summary.json").read_text())
+    assert resumed["status"] == "completed" and abs(resumed["train/loss"] - final_before) < 1e-6
+    log = (victim / "train.log").read_text()
+    assert "resuming" in log and "from step 10" in log
+
+    third = subprocess.run(memlab_cmd("sweep", str(sweep_file), "--workdir", str(workdir)), cwd=ROOT,
+                           capture_output=True, text=True)
+    assert "0 to run, 2 already completed" in third.stdout  # a second launch starts nothing
+    assert len(json.loads((workdir / "sweep.json").read_text())["launches"]) == 3
+
+    status = subprocess.run(memlab_cmd("status", str(workdir)), cwd=ROOT, capture_output=True, text=True)
+    assert "2 completed" in status.stdout and "d_model=16" in status.stdout
+
+
+def test_submitit_local_executor(sweep_file, tmp_path):
+    sweep = load_sweep(sweep_file)
+    todo, done = plan(sweep, tmp_path, "L")
+    jobs = launch_submitit(todo[:1], tmp_path, cluster="local", timeout_min=10)
+    assert jobs[0].result() == 0
+    assert run_status(tmp_path / todo[0].name) == "completed"
+
+
+def test_wandb_export_and_point_command(sweep_file, tmp_path):
+    export = tmp_path / "wandb_sweep.json"
+    out = subprocess.run(memlab_cmd("sweep", str(sweep_file), "--workdir", str(tmp_path / "w"), "--wandb-export",
+                                    str(export)), cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    config = json.loads(export.read_text())
+    assert config["method"] == "grid" and config["parameters"]["point"]["values"] == ["d_model=16", "d_model=32"]
+    assert config["command"][-1] == "${args}" and "sweep-point" in config["command"]
+    # what a W&B agent runs for one point: the command with --point=NAME
+    cmd = [c for c in config["command"][2:-1]]
+    run = subprocess.run(memlab_cmd(*cmd[2:], "--point=d_model=16"), cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run_status(tmp_path / "w" / "d_model=16") == "completed"
+
+
+def test_train_argv_round_trips_values(sweep_file):
+    from memlab.config import load_config
+
+    point = expand(load_sweep(sweep_file), launch_id="L")[1]
+    argv = train_argv(point, ROOT / "x")
+    sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+    assert load_config(point.experiment, sets).to_dict() == point.config.to_dict()
