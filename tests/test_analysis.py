@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-from fake_sweep import TRUTH, n_params, write_run, write_slot_sweep, write_sweep  # noqa: E402
+from fake_sweep import (  # noqa: E402
+    TRUTH, compute_optimal_n, n_params, write_isoflop_sweep, write_run, write_slot_sweep, write_sweep)
 
 from memlab.analysis import load_curves, load_runs, load_wandb_runs, varied_axes, write_report  # noqa: E402
 from memlab.analysis import laws as laws_module  # noqa: E402
@@ -226,7 +227,7 @@ def test_laws_skip_with_reasons_when_points_are_too_few(runs):
     few = runs[runs["model.d_model"].isin([32, 64, 96]) | (runs["status"] != "completed")]
     laws = fit_laws(few, bootstrap=0)
     assert {(law.family, law.kind) for law in laws} == {
-        (f, k) for f in ("lm:attn", "lm:gdn") for k in ("compute", "params", "chinchilla")}
+        (f, k) for f in ("lm:attn", "lm:gdn") for k in ("compute", "params", "chinchilla", "isoflop")}
     for law in laws:
         assert law.fit is None and law.skipped
     compute = next(law for law in laws if law.kind == "compute")
@@ -250,6 +251,18 @@ def test_law_in_params_recovers_the_generating_exponent(runs):
         assert compute.fit is not None and compute.fit.alpha > 0
         chinchilla = next(law for law in laws if law.kind == "chinchilla" and law.family == family)
         assert chinchilla.skipped == "needs 8 completed runs, has 5"
+
+
+def test_isoflop_valleys_find_the_compute_optimal_size(tmp_path):
+    runs = load_runs(write_isoflop_sweep(tmp_path))
+    (law,) = fit_laws(runs, kinds=("isoflop",))
+    assert law.fit is not None, law.skipped
+    table = law.fit.table
+    assert table["n_runs"].tolist() == [6, 6] and not table["extrapolated"].any()
+    for flops, n_opt in zip(table["flops"], table["n_opt"]):
+        assert abs(n_opt / compute_optimal_n(TRUTH["attn"], flops) - 1) < 0.15
+    with pytest.raises(ValueError, match="unknown law kinds"):
+        fit_laws(runs, kinds=("isoflops",))
 
 
 def test_chinchilla_fitted_and_reported_when_n_and_d_vary_independently(tmp_path):
@@ -298,6 +311,12 @@ def test_report_on_a_model_size_sweep(sweep):
     assert text.count("| alpha |") == 4  # compute and params laws, both families
     assert "Skipped: needs 8 completed runs, has 5." in text  # Chinchilla: one token budget per size
     assert "`model.mixers`" in text.split("## Plots")[1]  # only tells families apart: said, not plotted
+    laws = json.loads((sweep / "laws.json").read_text())
+    assert len(laws) == 8 and sum(law["fit"] is not None for law in laws) == 4
+    assert {law["kind"] for law in laws if law["fit"] is None} == {"chinchilla", "isoflop"}
+    fitted = next(law for law in laws if law["kind"] == "params" and law["family"] == "lm:attn")
+    assert fitted["runs"] == ["attn-d32", "attn-d64", "attn-d96", "attn-d128", "attn-d192"]
+    assert fitted["fit"]["ci"]["alpha"][0] < fitted["fit"]["alpha"] < fitted["fit"]["ci"]["alpha"][1]
     names = _pngs_ok(report)
     assert names == ["eval_loss_vs_compute.png", "eval_accuracy_vs_compute.png", "eval_loss_vs_params.png",
                      "eval_accuracy_vs_model_d_model.png"]

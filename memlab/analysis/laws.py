@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .fits import fit_chinchilla, fit_power_law
+from .fits import fit_chinchilla, fit_isoflop, fit_power_law
 
 # Fewest distinct x values for a 3-parameter saturating power law to leave a residual degree of freedom.
 MIN_POWER_LAW_POINTS = 4
@@ -26,12 +26,18 @@ class Law:
     """One fitted (or skipped) law for one family; `fit` is None exactly when `skipped` says why."""
 
     family: str
-    kind: str  # "compute" | "params" | "chinchilla"
+    kind: str  # "compute" | "params" | "chinchilla" | "isoflop"
     x: str  # the column(s) on the x side, for labels
     y: str  # the loss column
     points: pd.DataFrame  # the runs the law was fitted on (or would have been)
     fit: Any = None
     skipped: str | None = None
+
+    def to_dict(self) -> dict:
+        """JSON-ready record (laws.json beside the report) for scripts that compare sweeps."""
+        return {"family": self.family, "kind": self.kind, "x": self.x, "y": self.y, "runs": list(self.points["run"])
+                if "run" in self.points else [], "fit": self.fit.to_dict() if self.fit is not None else None,
+                "skipped": self.skipped}
 
     @property
     def title(self) -> str:
@@ -39,6 +45,7 @@ class Law:
             "compute": f"{self.y} vs compute C (FLOPs)",
             "params": f"{self.y} vs parameters N",
             "chinchilla": f"{self.y} vs parameters N and tokens D (Chinchilla)",
+            "isoflop": "compute-optimal N and D from IsoFLOP valleys (Approach 2)",
         }[self.kind]
 
 
@@ -123,6 +130,20 @@ def _chinchilla(family, y, points, bootstrap, seed) -> Law:
     return law
 
 
+def _isoflop(family, y, points) -> Law:
+    """Approach 2 needs runs sharing FLOP budgets at several sizes (an IsoFLOP sweep); other grids are skipped
+    with the reason fit_isoflop gives."""
+    law = Law(family, "isoflop", "params, tokens, flops", y, points)
+    try:
+        law.fit = fit_isoflop(*(points[c].to_numpy(float) for c in ("params", "tokens", y, "flops")))
+    except Exception as error:
+        law.skipped = str(error) if isinstance(error, ValueError) else f"fit failed: {type(error).__name__}: {error}"
+    return law
+
+
+KINDS = ("compute", "params", "chinchilla", "isoflop")
+
+
 def fit_laws(
     runs: pd.DataFrame,
     *,
@@ -130,20 +151,32 @@ def fit_laws(
     bootstrap: int = 200,
     chinchilla_bootstrap: int = 0,
     seed: int = 0,
+    kinds: tuple[str, ...] = KINDS,
 ) -> list[Law]:
     """Per family: loss vs compute (on the Pareto front), loss vs params (when model size varied; each
-    size's best run), and Chinchilla L(N, D) (when N and D varied independently)."""
+    size's best run), Chinchilla L(N, D) (when N and D varied independently) and IsoFLOP (when runs share
+    FLOP budgets across sizes). `kinds` picks a subset (Chinchilla's 4,500-start fit is the costly one)."""
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown:
+        raise ValueError(f"unknown law kinds {unknown}; choose from {list(KINDS)}")
     loss = loss or loss_column(runs)
     laws: list[Law] = []
     if runs.empty or "family" not in runs:
         return laws
     for family, group in runs.groupby(runs["family"].fillna("?").astype(str), sort=True):
-        compute = usable(group, ["flops", loss])
-        front = pareto_front(compute, "flops", loss) if len(compute) else compute
-        laws.append(_power_law(family, "compute", "flops", loss, front, bootstrap, seed, "on the compute frontier of completed runs"))
-        if "params" in group and group["params"].dropna().nunique() > 1:
+        if "compute" in kinds:
+            compute = usable(group, ["flops", loss])
+            front = pareto_front(compute, "flops", loss) if len(compute) else compute
+            laws.append(_power_law(family, "compute", "flops", loss, front, bootstrap, seed,
+                                   "on the compute frontier of completed runs"))
+        if "params" not in group or group["params"].dropna().nunique() < 2:
+            continue  # model size fixed: no law in N (the report says so)
+        if "params" in kinds:
             sized = usable(group, ["params", loss])
             best = best_per_value(sized, "params", loss) if len(sized) else sized
             laws.append(_power_law(family, "params", "params", loss, best, bootstrap, seed, "among completed runs"))
+        if "chinchilla" in kinds:
             laws.append(_chinchilla(family, loss, usable(group, ["params", "tokens", loss]), chinchilla_bootstrap, seed))
+        if "isoflop" in kinds:
+            laws.append(_isoflop(family, loss, usable(group, ["params", "tokens", "flops", loss])))
     return laws

@@ -7,6 +7,7 @@ axis the sweep varied. Anything that cannot be computed is said in the report in
 
 from __future__ import annotations
 
+import json
 import traceback
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ from .plots import draw_vs_axis, draw_vs_compute, draw_vs_params, save_png, slug
 from .runs import load_runs
 from .tables import is_missing, markdown_table, num, sci, si
 
-_PARAMS = {"compute": ("E", "A", "alpha"), "params": ("E", "A", "alpha"), "chinchilla": ("E", "A", "B", "alpha", "beta")}
+_PARAMS = {"compute": ("E", "A", "alpha"), "params": ("E", "A", "alpha"), "chinchilla": ("E", "A", "B", "alpha", "beta"),
+           "isoflop": ("a", "b")}
 
 
 def main_metric(runs: pd.DataFrame) -> str:
@@ -40,8 +42,8 @@ def _header(runs: pd.DataFrame, sweep_dir: Path, metric: str, axes: list[str]) -
     lines = [f"# Sweep report: {meta.get('name') or sweep_dir.name}", ""]
     lines.append(f"- directory: `{sweep_dir}`")
     for key in ("sweep_id", "launch_id"):
-        values = sorted({str(v) for v in runs.get(f"logging.{key}", pd.Series(dtype=str)).dropna()} | (
-            {str(meta[key])} if meta.get(key) else set()))
+        values = {str(v) for v in runs.get(f"logging.{key}", pd.Series(dtype=str)).dropna()} | {str(meta.get(key))}
+        values = sorted(v for v in values if v not in ("", "None"))
         if values:
             lines.append(f"- {key.replace('_', ' ')}: " + ", ".join(f"`{v}`" for v in values))
     lines.append(f"- runs: {len(runs)}" + (f" ({status})" if status else ""))
@@ -95,14 +97,20 @@ def _law_lines(law: Law) -> list[str]:
     if law.fit is None:
         return lines + ["", f"Skipped: {law.skipped}.", ""]
     what = {"compute": "runs on the compute frontier (Pareto front of final loss vs FLOPs)",
-            "params": "model sizes (best run of each size)", "chinchilla": "completed runs"}[law.kind]
+            "params": "model sizes (best run of each size)", "chinchilla": "completed runs",
+            "isoflop": "completed runs"}[law.kind]
     lines += ["", f"Fitted on {len(law.points)} {what}."]
-    formula = law.fit.formula("C" if law.kind == "compute" else "N") if law.kind != "chinchilla" else law.fit.formula()
+    formula = law.fit.formula("C" if law.kind == "compute" else "N") if law.kind in ("compute", "params") else law.fit.formula()
     lines += ["", f"`{formula}`"]
     rows = [[name, num(getattr(law.fit, name)), _interval(law.fit, name)] for name in _PARAMS[law.kind]]
     lines += ["", markdown_table(["parameter", "estimate", "interval"], rows)]
     if law.kind == "chinchilla":
         lines += _compute_optimal(law)
+    if law.kind == "isoflop":
+        rows = [[sci(r.flops), int(r.n_runs), si(r.n_opt), si(r.d_opt), num(r.loss_opt), "yes" if r.extrapolated else ""]
+                for r in law.fit.table.itertuples()]
+        lines += ["", "Per budget (parabola in log N):", "",
+                  markdown_table(["C (FLOPs)", "runs", "N_opt", "D_opt", "loss at N_opt", "extrapolated"], rows)]
     return lines + [""]
 
 
@@ -151,7 +159,7 @@ def _laws_section(laws: list[Law], bootstrap: int, chinchilla_bootstrap: int) ->
             lines += _law_lines(law)
         if not any(law.kind == "params" for law in family_laws):
             lines += ["Laws in N and in (N, D): skipped, model size was not varied in this family.", ""]
-    return lines
+    return lines + ["The same laws in machine-readable form: [laws.json](laws.json).", ""]
 
 
 def _safe_plot(make, name: str, notes: list[str]) -> Path | None:
@@ -216,6 +224,7 @@ def write_report(
                   "or replicate seeds): " + ", ".join(f"`{a}`" for a in family_only) + ".", ""]
     if notes:
         lines += ["Plots not drawn:", ""] + notes + [""]
+    (sweep_dir / "laws.json").write_text(json.dumps([law.to_dict() for law in laws], indent=1, default=float))
     path = sweep_dir / "report.md"
     path.write_text("\n".join(lines))
     return path
