@@ -76,22 +76,48 @@ def masks(G, c) -> Masks:
 # Solvers for the unit lower-triangular system (I + A) X = R.
 
 
-class TriangularSolver:
-    """Batched triangular solves (XLA / LAPACK); the pure-JAX chunked backend uses this."""
+class BlockedSolver:
+    """T = (I + A)^-1 by block forward substitution, using only batched matrix products: the diagonal
+    ``base`` x ``base`` blocks are inverted row by row (InverseSolver), then neighbouring blocks are merged,
+    [[L11, 0], [L21, L22]]^-1 = [[T11, 0], [-T22 L21 T11, T22]], doubling the block size each round. Same
+    numerics as substitution (no power series, so no overflow from cancelling terms with unnormalised keys).
+    Used by the pure-JAX chunked backend: XLA's batched triangular_solve on CPU calls a threaded BLAS trsm that
+    was seen to stall for hundreds of milliseconds on a loaded machine."""
 
-    @staticmethod
-    def prepare(A):
+    base = 16
+
+    @classmethod
+    def prepare(cls, A):
         C = A.shape[-1]
-        return A + jnp.eye(C, dtype=A.dtype)
+        s = min(cls.base, C)
+        P = s
+        while P < C:
+            P *= 2
+        if P != C:  # extend with identity rows/cols: inverse of blockdiag(L, I) is blockdiag(L^-1, I)
+            pad = [(0, 0)] * (A.ndim - 2) + [(0, P - C), (0, P - C)]
+            A = jnp.pad(A, pad)
+        blocks = [InverseSolver.prepare(A[..., i:i + s, i:i + s]) for i in range(0, P, s)]
+        while s < P:
+            merged = []
+            for j in range(0, len(blocks), 2):
+                i0 = j * s
+                T11, T22 = blocks[j], blocks[j + 1]
+                L21 = A[..., i0 + s:i0 + 2 * s, i0:i0 + s]
+                T21 = -dot(dot(T22, L21), T11)
+                top = jnp.concatenate([T11, jnp.zeros_like(T11)], axis=-1)
+                bottom = jnp.concatenate([T21, T22], axis=-1)
+                merged.append(jnp.concatenate([top, bottom], axis=-2))
+            blocks, s = merged, 2 * s
+        Tm = blocks[0]
+        return Tm[..., :C, :C]
 
     @staticmethod
-    def solve(L, r):
-        return lax.linalg.triangular_solve(L, r, left_side=True, lower=True, unit_diagonal=True)
+    def solve(Tm, r):
+        return dot(Tm, r)
 
     @staticmethod
-    def solve_t(L, r):
-        return lax.linalg.triangular_solve(L, r, left_side=True, lower=True, unit_diagonal=True,
-                                           transpose_a=True)
+    def solve_t(Tm, r):
+        return dot(Tm, r, ta=True)
 
 
 class InverseSolver:
@@ -168,46 +194,54 @@ def chunk_state(S0, k, U, m: Masks):
 # Backward pieces.
 
 
-def chunk_dU(dO, dS1, k, x: Intra, m: Masks):
-    """Cotangent of U given the chunk's output cotangent and the cotangent of its outgoing state."""
-    return dot(x.P, dO, ta=True) + dot(m.b[..., :, None] * k, dS1)
+def gram(q, k, delta: bool):
+    """(Q K^T, K K^T or None): the state-independent products the backward pass recomputes per chunk."""
+    return dot(q, k, tb=True), (dot(k, k, tb=True) if delta else None)
 
 
-def chunk_dS0(dO, dS1, dU, q, x: Intra, m: Masks, delta: bool):
-    """Cotangent of the chunk's incoming state."""
-    dS0 = dot(m.a[..., :, None] * q, dO, ta=True) + m.gamma[..., None, None] * dS1
-    if delta:
-        dS0 = dS0 - dot(x.W, dU, ta=True)
-    return dS0
+def chunk_backward(q, k, v, beta, S0, dS1, dO, U, fac, QK, KK, m: Masks, solver, delta: bool):
+    """Cotangents of one chunk.
 
+    Inputs: the chunk's (scaled) q, k, v, beta, its incoming state S0, the cotangent dS1 of its outgoing
+    state, the output cotangent dO, the update vectors U and the factorisation ``fac`` of I + A from the
+    forward recurrence, and the Gram matrices from :func:`gram`.
 
-def chunk_grads(q, k, v, beta, S0, dS1, dO, U, dU, x: Intra, m: Masks, solver, delta: bool):
-    """Cotangents (dq, dk, dv, dbeta, dG) of one chunk; dq is w.r.t. the scaled q. dbeta is None for
-    Hebbian. dG is the cotangent of the chunk-local cumulative log-decay G."""
+    Returns (dS0, dq, dk, dv, dbeta, dG): dq is w.r.t. the scaled q, dbeta is None for Hebbian and dG is the
+    cotangent of the chunk-local cumulative log-decay G.
+
+    Identities that keep this cheap (T = (I + A)^-1, dY = T^T dU the cotangent of diag(beta) V):
+      dW = -dU S0^T  =>  dX = T^T dW = -dY S0^T          (cotangent of diag(beta a) K)
+      dA = -(dX W^T + dY Ubar^T) = -dY (Ubar - W S0)^T = -dY U^T
+      W^T dU = (diag(beta a) K)^T dY
+    so neither W nor Ubar is needed here.
+    """
     zero = jnp.zeros((), q.dtype)
+    bk = m.b[..., :, None] * k
+    dU = dot(QK * m.gam, dO, ta=True) + dot(bk, dS1)
+    dS0 = dot(m.a[..., :, None] * q, dO, ta=True) + m.gamma[..., None, None] * dS1
     dP = dot(dO, U, tb=True)  # [C, C]
     dM = dP * m.gam
-    dq = dot(dM, k) + m.a[..., :, None] * dot(dO, S0, tb=True)
+    dOS = dot(dO, S0, tb=True)  # [C, K]
+    dq = dot(dM, k) + m.a[..., :, None] * dOS
     US = dot(U, dS1, tb=True)  # [C, K]
     dk = dot(dM, q, ta=True) + m.b[..., :, None] * US
-    dGam = dP * x.QK
-    da = jnp.sum(dO * dot(q, S0), axis=-1)
+    dGam = dP * QK
+    da = jnp.sum(q * dOS, axis=-1)
     db = jnp.sum(k * US, axis=-1)
     dgamma = jnp.sum(S0 * dS1, axis=(-2, -1))
     dbeta = None
     if delta:
-        dW = -dot(dU, S0, tb=True)  # [C, K]
-        dX = solver.solve_t(x.fac, dW)  # cotangent of diag(beta a) K
-        dY = solver.solve_t(x.fac, dU)  # cotangent of diag(beta) V
-        dA = -(dot(dX, x.W, tb=True) + dot(dY, x.Ubar, tb=True))
-        dA = jnp.where(m.strict, dA, zero)
+        dY = solver.solve_t(fac, dU)
+        bak = (beta * m.a)[..., :, None] * k
+        dS0 = dS0 - dot(bak, dY, ta=True)
+        dX = -dot(dY, S0, tb=True)
+        dA = jnp.where(m.strict, -dot(dY, U, tb=True), zero)
         dB = dA * m.gam  # cotangent of diag(beta) K K^T
         bdB = beta[..., :, None] * dB
-        dk = dk + dot(bdB, k) + dot(bdB, k, ta=True)
-        dGam = dGam + dA * beta[..., :, None] * x.KK
+        dk = dk + dot(bdB + jnp.swapaxes(bdB, -1, -2), k) + (beta * m.a)[..., :, None] * dX
+        dGam = dGam + dA * beta[..., :, None] * KK
         xk = jnp.sum(dX * k, axis=-1)
-        dk = dk + (beta * m.a)[..., :, None] * dX
-        dbeta = jnp.sum(dB * x.KK, axis=-1) + m.a * xk + jnp.sum(dY * v, axis=-1)
+        dbeta = jnp.sum(dB * KK, axis=-1) + m.a * xk + jnp.sum(dY * v, axis=-1)
         da = da + beta * xk
         dv = beta[..., :, None] * dY
     else:
@@ -217,4 +251,4 @@ def chunk_grads(q, k, v, beta, S0, dS1, dO, U, dU, x: Intra, m: Masks, solver, d
     is_last = (_iota((C,), 0) == C - 1).astype(q.dtype)
     tail = jnp.sum(db * m.b, axis=-1, keepdims=True) + (dgamma * m.gamma)[..., None]
     dG = jnp.sum(E, axis=-1) - jnp.sum(E, axis=-2) + da * m.a - db * m.b + is_last * tail
-    return dq, dk, dv, dbeta, dG
+    return dS0, dq, dk, dv, dbeta, dG

@@ -42,9 +42,11 @@ def _load(xs, scale, acc):
     return q, k.astype(acc), v.astype(acc), beta, G, c
 
 
-def _forward(q, k, v, beta, G, c, h0, scale, C, delta, keep_states):
+def _forward(q, k, v, beta, G, c, h0, scale, C, delta, for_backward):
+    """Scan over chunks. Returns (o, final state, per-chunk residuals). With ``for_backward`` the output is
+    skipped and the residuals are (incoming state, U, factorisation of I + A) per chunk."""
     acc = acc_dtype(q.dtype)
-    solver = cm.TriangularSolver
+    solver = cm.BlockedSolver
     xs = tuple(None if x is None else to_chunks(x, C) for x in (q, k, v, beta, G, c))
 
     def step(S, xc):
@@ -52,46 +54,49 @@ def _forward(q, k, v, beta, G, c, h0, scale, C, delta, keep_states):
         m = cm.masks(G_, c_)
         it = cm.intra(q_, k_, v_, b_, m, solver, delta)
         U = cm.chunk_update(S, it, delta)
-        out = (cm.chunk_output(S, q_, U, it, m).astype(q.dtype), S if keep_states else None)
+        if for_backward:
+            out = (None, (S, U if delta else None, it.fac))
+        else:
+            out = (cm.chunk_output(S, q_, U, it, m).astype(q.dtype), None)
         return cm.chunk_state(S, k_, U, m), out
 
-    hT, (o, states) = jax.lax.scan(step, h0, xs)
-    return from_chunks(o), hT, states
+    hT, (o, res) = jax.lax.scan(step, h0, xs)
+    return (None if o is None else from_chunks(o)), hT, res
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9))
 def chunked_core(q, k, v, beta, G, c, h0, scale, C, delta):
-    o, hT, _ = _forward(q, k, v, beta, G, c, h0, scale, C, delta, keep_states=False)
+    o, hT, _ = _forward(q, k, v, beta, G, c, h0, scale, C, delta, for_backward=False)
     return o, hT
 
 
 def _core_fwd(q, k, v, beta, G, c, h0, scale, C, delta):
-    o, hT, _ = _forward(q, k, v, beta, G, c, h0, scale, C, delta, keep_states=False)
-    return (o, hT), (q, k, v, beta, G, c, h0)
+    return chunked_core(q, k, v, beta, G, c, h0, scale, C, delta), (q, k, v, beta, G, c, h0)
 
 
 def _core_bwd(scale, C, delta, res, cts):
     q, k, v, beta, G, c, h0 = res
     do, dhT = cts
     acc = acc_dtype(q.dtype)
-    solver = cm.TriangularSolver
-    # Recompute the per-chunk incoming states.
-    _, _, states = _forward(q, k, v, beta, G, c, h0, scale, C, delta, keep_states=True)
+    solver = cm.BlockedSolver
+    # Recompute the per-chunk incoming states (and U, (I + A)^-1, which the reverse sweep reuses).
+    _, _, per_chunk = _forward(q, k, v, beta, G, c, h0, scale, C, delta, for_backward=True)
     xs = tuple(None if x is None else to_chunks(x, C) for x in (q, k, v, beta, G, c, do))
 
     def step(dS1, xc):
-        (q_, k_, v_, b_, G_, c_), do_, S0 = _load(xc[0][:6], scale, acc), xc[0][6].astype(acc), xc[1]
+        (q_, k_, v_, b_, G_, c_), do_ = _load(xc[0][:6], scale, acc), xc[0][6].astype(acc)
+        S0, U, fac = xc[1]
+        if not delta:
+            U = v_
         m = cm.masks(G_, c_)
-        it = cm.intra(q_, k_, v_, b_, m, solver, delta)
-        U = cm.chunk_update(S0, it, delta)
-        dU = cm.chunk_dU(do_, dS1, k_, it, m)
-        dS0 = cm.chunk_dS0(do_, dS1, dU, q_, it, m, delta)
-        dq, dk, dv, db, dG = cm.chunk_grads(q_, k_, v_, b_, S0, dS1, do_, U, dU, it, m, solver, delta)
+        QK, KK = cm.gram(q_, k_, delta)
+        dS0, dq, dk, dv, db, dG = cm.chunk_backward(q_, k_, v_, b_, S0, dS1, do_, U, fac, QK, KK, m, solver,
+                                                    delta)
         dq = dq * jnp.asarray(scale, acc)
         return dS0, (dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype),
                      None if db is None else db.astype(beta.dtype), dG)
 
-    dh0, grads = jax.lax.scan(step, dhT.astype(acc), (xs, states), reverse=True)
+    dh0, grads = jax.lax.scan(step, dhT.astype(acc), (xs, per_chunk), reverse=True)
     dq, dk, dv, db, dG = (None if x is None else from_chunks(x) for x in grads)
     return dq, dk, dv, db, dG.astype(G.dtype), None, dh0.astype(h0.dtype)
 
