@@ -259,6 +259,10 @@ def test_local_directory_with_text_and_json_lines(tmp_path):
     assert len(docs) == 32 and src.skipped == Counter({"not UTF-8": 1})
     with pytest.raises(DataError, match="has no field 'text'"):
         list(open_source(str(corpus)).documents())
+    assert [k for k, _ in open_source(str(corpus / "**" / "*.md")).documents()] == ["b.md"]
+    (corpus / "rows.jsonl").write_bytes(b'{"body": "\xff"}\n')
+    with pytest.raises(DataError, match="rows.jsonl:1 is not valid UTF-8 JSON"):
+        list(open_source(str(corpus), text_field="body").documents())
 
 
 def test_config_checks_name_the_fix(stdlib_dir):

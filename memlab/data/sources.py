@@ -59,7 +59,7 @@ def open_source(spec: str, *, max_docs: int | None = None, text_field: str = "te
     return _local(spec, text_field, max_docs)
 
 
-def _decode(data: bytes, key: str, source: Source) -> str | None:
+def _decode(data: bytes, source: Source) -> str | None:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -85,7 +85,7 @@ def _stdlib(max_docs: int | None) -> Source:
 
     def documents(source: Source):
         for r in rel:
-            text = _decode((root / r).read_bytes(), r, source)
+            text = _decode((root / r).read_bytes(), source)
             if text is not None:
                 yield f"stdlib/{r}", text
 
@@ -121,7 +121,7 @@ def _local(spec: str, text_field: str, max_docs: int | None) -> Source:
             if path.suffix in JSON_LINES:
                 docs = _json_lines(path, rel, text_field, source)
             else:
-                text = _decode(path.read_bytes(), rel, source)
+                text = _decode(path.read_bytes(), source)
                 docs = [] if text is None else [(rel, text)]
             for doc in docs:
                 if max_docs is not None and count >= max_docs:
@@ -139,9 +139,9 @@ def _json_lines(path: Path, rel: str, text_field: str, source: Source) -> Iterat
                 continue
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{line_no} is not valid JSON ({err.msg}); .jsonl/.json sources hold one "
-                                "JSON object per line") from None
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise DataError(f"{path}:{line_no} is not valid UTF-8 JSON ({err}); .jsonl/.json sources hold "
+                                "one JSON object per line") from None
             if not isinstance(row, dict) or text_field not in row:
                 keys = sorted(row) if isinstance(row, dict) else type(row).__name__
                 raise DataError(f"{path}:{line_no} has no field {text_field!r} (has {keys}); set --text-field")
@@ -168,8 +168,9 @@ def _huggingface(name: str, split: str, text_field: str, max_docs: int | None) -
         try:
             stream = datasets.load_dataset(name, config or None, split=split, streaming=True)
         except Exception as err:  # hub, network and builder errors come in many types
+            first_line = str(err).splitlines()[0] if str(err) else ""
             raise DataError(f"cannot stream Hugging Face dataset {name!r} (config {config or None!r}, split "
-                            f"{split!r}): {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+                            f"{split!r}): {type(err).__name__}: {first_line}") from None
         for index, row in enumerate(stream):
             if max_docs is not None and index >= max_docs:
                 return

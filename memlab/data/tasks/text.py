@@ -4,7 +4,8 @@ Train index i is window perm_e(i mod n) of epoch e = i div n, where n is the num
 seeded permutation that differs per epoch (grain's index_shuffle: O(1) memory, so corpora of any size). The
 stream is endless, each window is seen once per epoch, and an index always gives the same example, so the
 grain iterator position alone resumes it mid-epoch and host shards (every H-th index) are disjoint. The eval
-split reads the validation shards in its own fixed order, spread over the whole validation text.
+split reads the validation shards in its own fixed order, spread over the whole validation text (an
+`eval.num_examples` larger than the validation windows wraps around into a second, differently ordered pass).
 """
 
 from __future__ import annotations
@@ -85,7 +86,9 @@ class Text:
 
     @staticmethod
     def example_shapes(cfg) -> dict[str, tuple[int, ...]]:
-        keys = ("inputs", "targets") + (("segment_ids", "positions", "token_mask") if cfg.packing == "segments" else ())
+        keys = ("inputs", "targets")
+        if cfg.packing == "segments":
+            keys += ("segment_ids", "positions", "token_mask")
         return {k: (cfg.seq_len,) for k in keys}
 
     def __len__(self) -> int:
