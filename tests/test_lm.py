@@ -56,8 +56,8 @@ def test_analytic_flops_match_xla_within_10_percent(tiny_config, overrides):
     shapes = example_shapes(cfg)
     batch = {k: jnp.zeros((4, *s), jnp.float32 if k == "loss_mask" else jnp.int32) for k, s in shapes.items()}
     grad_fn = jax.value_and_grad(make_loss_fn(graphdef, dict(cfg.objective)), has_aux=True)
-    analytic = analytic_flops_per_token(model, shapes)
-    xla = xla_flops_per_token(grad_fn, params, batch)
+    analytic = analytic_flops_per_token(model, shapes, shapes["inputs"][0])
+    xla = xla_flops_per_token(grad_fn, params, batch, shapes["inputs"][0])
     assert xla is not None
     assert abs(analytic - xla) / xla < 0.10, (analytic, xla)
 

@@ -50,5 +50,14 @@ def derived_eval_metrics(config) -> Callable[[dict], dict]:
     return getattr(_source(config, "eval"), "derived_eval_metrics", lambda metrics: {})
 
 
+def tokens_per_example(config) -> int:
+    """Tokens one example feeds the model: the task's own count if it defines `tokens_per_example(cfg)`
+    (e.g. context + question + answer), else the size of its `inputs`."""
+    task = get_task(config.data.task)
+    if hasattr(task, "tokens_per_example"):
+        return int(task.tokens_per_example(config.data))
+    return int(np.prod(task.example_shapes(config.data)["inputs"]))
+
+
 def example_shapes(config) -> dict[str, tuple[int, ...]]:
     return get_task(config.data.task).example_shapes(config.data)

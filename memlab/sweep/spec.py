@@ -13,7 +13,7 @@ from typing import Any, Callable
 import ml_collections
 
 from memlab.config import ConfigError, load_base_config, set_value, to_dict, validate
-from memlab.data.pipeline import example_shapes
+from memlab.data.pipeline import tokens_per_example
 
 
 @dataclasses.dataclass
@@ -121,7 +121,7 @@ def expand(sweep: Sweep, *, launch_id: str = "") -> list[Point]:
             except ConfigError as err:
                 raise ConfigError(f"sweep '{sweep.name}', axis '{key}': {err}") from None
         if "@tokens" in merged:
-            per_step = config.train.batch_size * math.prod(example_shapes(config)["inputs"])
+            per_step = config.train.batch_size * tokens_per_example(config)
             set_value(config, "train.steps", max(1, math.ceil(merged["@tokens"] / per_step)))
             overrides["train.steps"] = config.train.steps
         name = run_name(values, varied) or sweep.name

@@ -27,7 +27,7 @@ def run(args) -> int:
     except Interrupted as err:
         print(f"memlab: {err}", file=sys.stderr)
         return 130
-    shown = {k: summary[k] for k in ("step", "eval/loss", "eval/accuracy", "wall_seconds") if k in summary}
+    shown = {k: summary[k] for k in ("step", "eval/loss", "eval/accuracy", "eval/bits_per_byte", "wall_seconds") if k in summary}
     print(f"memlab: {summary['status']} {args.workdir} "
           + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
     return 0

@@ -9,26 +9,17 @@ from __future__ import annotations
 import jax
 
 
-def analytic_flops_per_token(model, example_shapes: dict) -> float:
-    tokens = _tokens_per_example(example_shapes)
-    return 3.0 * model.forward_flops_per_example(example_shapes) / tokens
+def analytic_flops_per_token(model, example_shapes: dict, tokens_per_example: int) -> float:
+    return 3.0 * model.forward_flops_per_example(example_shapes) / tokens_per_example
 
 
-def _tokens_per_example(example_shapes: dict) -> int:
-    shape = example_shapes.get("inputs") or next(iter(example_shapes.values()))
-    size = 1
-    for dim in shape:
-        size *= dim
-    return size
-
-
-def xla_flops_per_token(grad_fn, params, micro_batch: dict) -> float | None:
-    """FLOPs XLA counts for value_and_grad on one micro-batch, per input token (None if unavailable)."""
+def xla_flops_per_token(grad_fn, params, micro_batch: dict, tokens_per_example: int) -> float | None:
+    """FLOPs XLA counts for value_and_grad on one micro-batch, per token (None if the backend reports none)."""
     compiled = jax.jit(grad_fn).lower(params, micro_batch).compile()
     analysis = compiled.cost_analysis()
     if isinstance(analysis, (list, tuple)):
         analysis = analysis[0] if analysis else None
     if not analysis or "flops" not in analysis:
         return None
-    tokens = micro_batch["inputs"].size
-    return float(analysis["flops"]) / tokens
+    examples = len(next(iter(jax.tree.leaves(micro_batch))))
+    return float(analysis["flops"]) / (examples * tokens_per_example)

@@ -8,17 +8,19 @@ ends with exactly the numbers of one that never stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from memlab.config import ConfigError, diff, to_dict
-from memlab.data.pipeline import derived_eval_metrics, eval_batches, example_shapes, train_iterator
+from memlab.data.pipeline import derived_eval_metrics, eval_batches, example_shapes, tokens_per_example, train_iterator
 from memlab.models import build_model, count_params
 from memlab.train.checkpoint import Checkpointer
 from memlab.train.flops import analytic_flops_per_token, xla_flops_per_token
@@ -73,6 +75,35 @@ class _Interval:
     def means(self) -> dict:
         return {k: v / max(self.count, 1) for k, v in self.sums.items()}
 
+    def rate(self, tokens_per_step: int) -> float | None:
+        elapsed = time.perf_counter() - self.t0
+        return self.count * tokens_per_step / elapsed if elapsed > 0 else None
+
+
+@dataclasses.dataclass
+class Session:
+    """Everything one training session works with, built once by `train` and used by the step loop."""
+
+    config: Any
+    run: RunDir
+    checkpointer: Checkpointer
+    logger: WandbLogger
+    data: Any                       # checkpointable grain iterator of training batches
+    train_step: Callable
+    eval_step: Callable
+    loss_and_grad: Callable         # for XLA's FLOP count of one micro-batch
+    evals: list
+    derive: Callable[[dict], dict]  # task-specific metrics computed from the eval means
+    primary: str                    # the objective whose accuracy is `eval/accuracy`
+    tokens_per_step: int
+    flops_per_token: float
+    stop: dict                      # {"signal": None | signum}, set by the signal handlers
+    is_main: bool
+
+    def totals(self, step: int) -> dict:
+        tokens = step * self.tokens_per_step
+        return {"tokens": tokens, "flops": tokens * self.flops_per_token}
+
 
 def train(config, workdir: str | Path) -> dict:
     """Train (or resume) the run in `workdir`; returns the final summary. Raises on failure after recording it."""
@@ -87,8 +118,7 @@ def train(config, workdir: str | Path) -> dict:
     tx, schedule = make_optimizer(config.train)
     state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
     shapes = example_shapes(config)
-    tokens_per_example = int(jnp.prod(jnp.array(shapes["inputs"])))
-    tokens_per_step = config.train.batch_size * tokens_per_example
+    per_example = tokens_per_example(config)
 
     data = train_iterator(config)
     checkpointer = Checkpointer(run.checkpoint_dir, keep=config.train.keep_checkpoints)
@@ -105,27 +135,31 @@ def train(config, workdir: str | Path) -> dict:
             run.write_config(config_dict, stamps())
             run.metrics_path.unlink(missing_ok=True)
 
-    flops_per_token = analytic_flops_per_token(model, shapes)
+    flops_per_token = analytic_flops_per_token(model, shapes, per_example)
     weights = {k: v for k, v in config.objective.items()}
-    primary = next(k for k, v in weights.items() if v > 0)
     summary = dict(
         **{k: v for k, v in previous.items() if k.startswith(("eval/", "train/", "compile", "flops_per_token_xla"))},
         status="running", error=None, step=start, steps=config.train.steps, family=family(config.model),
         **count_params(model), flops_per_token=flops_per_token,
-        flops_per_example=flops_per_token * tokens_per_example, tokens_per_example=tokens_per_example)
+        flops_per_example=flops_per_token * per_example, tokens_per_example=per_example)
     if is_main:
         run.update_summary(**summary)
 
-    train_step = make_train_step(graphdef, weights, tx, schedule, config.train.grad_accum)
-    eval_step = make_eval_step(graphdef, weights)
     stop, logger = {"signal": None}, None
     handlers = {s: signal.signal(s, lambda signum, _: stop.update(signal=signum)) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        evals, derive = eval_batches(config), derived_eval_metrics(config)
         logger = WandbLogger(config.logging, run.path, config_dict, wandb_id, is_main)
         summary["wandb_run_id"] = logger.run_id
-        summary.update(_run_loop(config, run, state, start, data, train_step, eval_step, evals, primary, checkpointer,
-                                 logger, tokens_per_step, flops_per_token, graphdef, weights, stop, is_main, derive))
+        session = Session(
+            config=config, run=run, checkpointer=checkpointer, logger=logger, data=data,
+            train_step=make_train_step(graphdef, weights, tx, schedule, config.train.grad_accum),
+            eval_step=make_eval_step(graphdef, weights),
+            loss_and_grad=jax.value_and_grad(make_loss_fn(graphdef, weights), has_aux=True),
+            evals=eval_batches(config), derive=derived_eval_metrics(config),
+            primary=next(k for k, v in weights.items() if v > 0),
+            tokens_per_step=config.train.batch_size * per_example, flops_per_token=flops_per_token,
+            stop=stop, is_main=is_main)
+        summary.update(_run_loop(session, state, start))
         summary["status"] = "completed"
     except (NonFiniteError, Interrupted) as err:
         summary.update(status="failed" if isinstance(err, NonFiniteError) else "interrupted", error=str(err))
@@ -147,21 +181,24 @@ def train(config, workdir: str | Path) -> dict:
     return summary
 
 
-def _run_loop(config, run, state, start, data, train_step, eval_step, evals, primary, checkpointer, logger,
-              tokens_per_step, flops_per_token, graphdef, weights, stop, is_main, derive) -> dict:
-    tc = config.train
+def _compile(s: Session, state, first_batch) -> tuple[Callable, dict]:
+    """AOT-compile the train step (timed) and count one micro-batch's FLOPs with XLA."""
+    t0 = time.perf_counter()
+    compiled = s.train_step.lower(state, first_batch).compile()
+    compile_seconds = time.perf_counter() - t0
+    micro = jax.tree.map(lambda x: x[: x.shape[0] // s.config.train.grad_accum], first_batch)
+    xla = xla_flops_per_token(s.loss_and_grad, state["params"], micro, s.tokens_per_step // s.config.train.batch_size)
+    return compiled, {"compile_seconds": compile_seconds, "flops_per_token_xla": xla}
+
+
+def _run_loop(s: Session, state, start: int) -> dict:
+    tc = s.config.train
     if start >= tc.steps:
         return {}
-    first = next(data)
-    t0 = time.perf_counter()
-    compiled = train_step.lower(state, first).compile()
-    compile_seconds = time.perf_counter() - t0
-    micro = jax.tree.map(lambda x: x[: x.shape[0] // tc.grad_accum], first)
-    xla_fpt = xla_flops_per_token(jax.value_and_grad(make_loss_fn(graphdef, weights), has_aux=True),
-                                  state["params"], micro)
-    out = {"compile_seconds": compile_seconds, "flops_per_token_xla": xla_fpt}
-    if is_main:
-        run.update_summary(**out)
+    first = next(s.data)
+    compiled, out = _compile(s, state, first)
+    if s.is_main:
+        s.run.update_summary(**out)
 
     interval, pending, last_good, final_row = _Interval(), None, start, {}
 
@@ -175,60 +212,46 @@ def _run_loop(config, run, state, start, data, train_step, eval_step, evals, pri
             raise NonFiniteError(
                 f"non-finite loss or gradient at step {step} (loss={float(metrics['train/loss'])}, "
                 f"grad_norm={float(metrics['grad_norm'])}); state not updated; last good checkpoint: "
-                f"step {checkpointer.latest_step()}")
+                f"step {s.checkpointer.latest_step()}")
         interval.add(metrics)
         last_good = step
         if step % tc.log_every and step != tc.steps:
             return {}
-        row = _log_row(step, interval, tokens_per_step, flops_per_token)
+        row = {"step": step, **s.totals(step), **interval.means(), "tokens_per_s": interval.rate(s.tokens_per_step)}
         interval = _Interval()
         return row
 
     def write_row(row: dict) -> None:
         final_row.update(row)
-        if is_main:
-            run.append_metrics([row])
-        logger.log(row)
+        if s.is_main:
+            s.run.append_metrics([row])
+        s.logger.log(row)
         progress.update(row["step"], row)
 
-    with TrainProgress(run.path.name, tc.steps, start, config.logging.progress) as progress:
+    with TrainProgress(s.run.path.name, tc.steps, start, s.config.logging.progress) as progress:
         batch = first
         for step in range(start + 1, tc.steps + 1):
             if batch is None:
-                batch = next(data)
+                batch = next(s.data)
             state, metrics = compiled(state, batch)
             batch = None
             if pending is not None and (row := settle(pending)):
                 write_row(row)
             pending, row = (step, metrics), {}
             evaluating = step % tc.eval_every == 0 or step == tc.steps
-            saving = step % tc.checkpoint_every == 0 or step == tc.steps or stop["signal"] is not None
+            saving = step % tc.checkpoint_every == 0 or step == tc.steps or s.stop["signal"] is not None
             if evaluating or saving:
                 row, pending = settle(pending), None
             if evaluating:
-                scores = evaluate(eval_step, state["params"], evals, primary)
-                row = {"step": step, **_totals(step, tokens_per_step, flops_per_token), **row, **scores,
-                       **derive(scores)}
+                scores = evaluate(s.eval_step, state["params"], s.evals, s.primary)
+                row = {"step": step, **s.totals(step), **row, **scores, **s.derive(scores)}
             if row:
                 write_row(row)
             if saving:
-                checkpointer.save(step, state, data, {"wandb_run_id": logger.run_id, "step": step})
-            if stop["signal"] is not None:
-                raise Interrupted(f"stopped by signal {stop['signal']} at step {step}; checkpoint saved, "
+                s.checkpointer.save(step, state, s.data, {"wandb_run_id": s.logger.run_id, "step": step})
+            if s.stop["signal"] is not None:
+                raise Interrupted(f"stopped by signal {s.stop['signal']} at step {step}; checkpoint saved, "
                                   "relaunch the same command to resume")
     out.update({k: v for k, v in final_row.items() if k.startswith(("eval/", "train/"))})
-    out.update(step=last_good, **_totals(last_good, tokens_per_step, flops_per_token))
+    out.update(step=last_good, **s.totals(last_good))
     return out
-
-
-def _totals(step: int, tokens_per_step: int, flops_per_token: float) -> dict:
-    tokens = step * tokens_per_step
-    return {"tokens": tokens, "flops": tokens * flops_per_token}
-
-
-def _log_row(step: int, interval: _Interval, tokens_per_step: int, flops_per_token: float) -> dict:
-    means = interval.means()
-    elapsed = time.perf_counter() - interval.t0
-    row = {"step": step, **_totals(step, tokens_per_step, flops_per_token), **means}
-    row["tokens_per_s"] = interval.count * tokens_per_step / elapsed if elapsed > 0 else None
-    return row
