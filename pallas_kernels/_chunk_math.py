@@ -156,30 +156,25 @@ class InverseSolver:
 
 class Intra(NamedTuple):
     P: jax.Array  # [..., C, C] (Q K^T) * Gam
-    QK: jax.Array  # [..., C, C]
-    KK: jax.Array | None  # [..., C, C] K K^T (delta only)
-    fac: jax.Array | None  # factorisation of I + A (solver specific)
-    W: jax.Array | None  # [..., C, K]
-    Ubar: jax.Array  # [..., C, V]
+    fac: jax.Array | None  # factorisation of I + A (solver specific; delta only)
 
 
-def intra(q, k, v, beta, m: Masks, solver, delta: bool) -> Intra:
+def intra(q, k, beta, m: Masks, solver, delta: bool, need_output: bool = True) -> Intra:
     """Everything inside one chunk that does not depend on the incoming state."""
-    QK = dot(q, k, tb=True)
-    P = QK * m.gam
+    P = dot(q, k, tb=True) * m.gam if need_output else None
     if not delta:
-        return Intra(P, QK, None, None, None, v)
+        return Intra(P, None)
     KK = dot(k, k, tb=True)
     A = jnp.where(m.strict, beta[..., :, None] * KK * m.gam, jnp.zeros((), KK.dtype))
-    fac = solver.prepare(A)
-    W = solver.solve(fac, (beta * m.a)[..., :, None] * k)
-    Ubar = solver.solve(fac, beta[..., :, None] * v)
-    return Intra(P, QK, KK, fac, W, Ubar)
+    return Intra(P, solver.prepare(A))
 
 
-def chunk_update(S0, x: Intra, delta: bool):
-    """Update vectors U of the chunk given its incoming state S0."""
-    return x.Ubar - dot(x.W, S0) if delta else x.Ubar
+def chunk_update(S0, k, v, beta, x: Intra, m: Masks, solver, delta: bool):
+    """Update vectors U of the chunk given its incoming state S0. For the delta rule
+    U = T diag(beta) (V - diag(a) K S0), i.e. Ubar - W S0 without forming W or Ubar."""
+    if not delta:
+        return v
+    return solver.solve(x.fac, beta[..., :, None] * (v - m.a[..., :, None] * dot(k, S0)))
 
 
 def chunk_output(S0, q, U, x: Intra, m: Masks):

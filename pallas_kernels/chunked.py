@@ -52,8 +52,8 @@ def _forward(q, k, v, beta, G, c, h0, scale, C, delta, for_backward):
     def step(S, xc):
         q_, k_, v_, b_, G_, c_ = _load(xc, scale, acc)
         m = cm.masks(G_, c_)
-        it = cm.intra(q_, k_, v_, b_, m, solver, delta)
-        U = cm.chunk_update(S, it, delta)
+        it = cm.intra(q_, k_, b_, m, solver, delta, need_output=not for_backward)
+        U = cm.chunk_update(S, k_, v_, b_, it, m, solver, delta)
         if for_backward:
             out = (None, (S, U if delta else None, it.fac))
         else:
