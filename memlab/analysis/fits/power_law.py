@@ -19,6 +19,8 @@ from ._objectives import HUBER_DELTA, power_law_objective
 from ._validate import check_bootstrap, positive_arrays
 
 PARAMS = ("E", "A", "alpha")
+# Few starts, so converge well past scipy's defaults; the longer linesearch helps warm-started bootstrap refits.
+_TOLS = dict(max_iter=1000, gtol=1e-10, ftol=1e-13, max_linesearch_steps=10)
 
 
 @dataclass(frozen=True)
@@ -86,27 +88,30 @@ def fit_power_law(x, y, *, bootstrap: int = 200, seed: int = 0, ci: float = 0.95
     starts = _start_grid(log_y)
     with x64():
         data = (u, log_y, np.ones_like(u), np.float64(huber_delta))
-        grid = multistart_lbfgs(power_law_objective, starts, data)
+        grid = multistart_lbfgs(power_law_objective, starts, data, **_TOLS)
         best, objective = grid.best()
         fit = dict(zip(PARAMS, _to_params(best, log_x0)[0]))
         se = intervals = None
         if bootstrap:
-            # Warm-start every resample from the few best distinct grid solutions; keep each resample's best.
-            order = np.argsort(grid.values)
-            warm = np.unique(np.round(grid.params[order[:64]], 6), axis=0)[:4]
-            weights = resample_counts(len(x), bootstrap, seed)
-            k = len(warm)
+            # Warm-start every resample from the few best distinct minima; keep each resample's best.
+            warm = grid.distinct_best(4)
+            k, n = len(warm), len(u)
             boot_data = (
-                np.broadcast_to(u, (bootstrap * k, len(u))),
-                np.broadcast_to(log_y, (bootstrap * k, len(u))),
-                np.repeat(weights, k, axis=0),
-                np.full(bootstrap * k, huber_delta),
+                np.broadcast_to(u, (bootstrap, n)),
+                np.broadcast_to(log_y, (bootstrap, n)),
+                resample_counts(n, bootstrap, seed),
+                np.full(bootstrap, huber_delta),
             )
-            res = multistart_lbfgs(power_law_objective, np.tile(warm, (bootstrap, 1)), boot_data, batched_data=True)
+            res = multistart_lbfgs(
+                power_law_objective,
+                np.tile(warm, (bootstrap, 1)),
+                boot_data,
+                data_index=np.repeat(np.arange(bootstrap), k),
+                **_TOLS,
+            )
             values = np.where(np.isfinite(res.values), res.values, np.inf).reshape(bootstrap, k)
             pick = res.params.reshape(bootstrap, k, -1)[np.arange(bootstrap), values.argmin(axis=1)]
-            samples = _to_params(pick, log_x0)
-            se, intervals = summarize(dict(zip(PARAMS, samples.T)), ci)
+            se, intervals = summarize(dict(zip(PARAMS, _to_params(pick, log_x0).T)), ci)
     return PowerLawFit(
         **{k: float(v) for k, v in fit.items()},
         n_points=len(x),
