@@ -40,8 +40,11 @@ def next_token(outputs: dict, batch: dict):
 
 @register_objective("answer")
 def answer(outputs: dict, batch: dict):
-    """Loss only where the task marks an answer (`loss_mask`): MQAR values, QA answers."""
-    return masked_cross_entropy(outputs["logits"], batch["targets"], batch["loss_mask"])
+    """Loss only where the task marks an answer (`loss_mask`): MQAR values, QA answers. A model whose logits cover
+    only part of the example (an encoder-decoder scoring just the answer) returns the matching `targets` and
+    `loss_mask` with its logits; those take the place of the batch's."""
+    targets, mask = outputs.get("targets", batch["targets"]), outputs.get("loss_mask", batch["loss_mask"])
+    return masked_cross_entropy(outputs["logits"], targets, mask)
 
 
 def check(weights: dict) -> None:

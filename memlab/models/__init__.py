@@ -12,6 +12,7 @@ from flax import nnx
 
 from memlab.models.registry import MODEL_DEFAULTS, MODELS, register_model
 from memlab.models import lm  # noqa: F401  (registers "lm")
+from memlab.models import encdec, slot_memory  # noqa: F401  (register "encdec", "slot_memory")
 
 flax.config.update("flax_always_shard_variable", False)
 

@@ -29,3 +29,4 @@ def get_task(name: str) -> type:
 
 from memlab.data.tasks import mqar  # noqa: E402,F401
 from memlab.data.tasks import text  # noqa: E402,F401
+from memlab.data.tasks import context_qa  # noqa: E402,F401

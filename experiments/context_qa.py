@@ -1,0 +1,46 @@
+"""Context QA (512-token contexts, 8 facts) with the slot memory (k = 32 slots, L/k = 16) and its baselines.
+
+    memlab train experiments/context_qa.py --workdir runs/cqa_slot
+    memlab train experiments/context_qa.py --set model.name=encdec --set model.num_layers=2 --workdir runs/cqa_encdec
+    memlab train experiments/context_qa.py --set model.name=lm --set model.num_layers=5 --workdir runs/cqa_lm
+
+The model group holds the knobs of all three families, so one sweep can vary `model.name`; each family reads
+its own: slot_memory (num_slots, slot_layers, question_layers, num_layers = decoder layers), encdec
+(encoder_layers, num_layers = decoder layers), lm (mixers, num_layers). `DEPTH` gives the layer counts that match
+parameter counts at equal d_model (SwiGLU at ratio 4: a layer is ~20 d^2 with cross-attention, ~16 d^2 without):
+slot 2 + 1 + 1 layers = 80 d^2, lm 5 layers = 80 d^2, encdec 3 + 2 layers = 88 d^2.
+"""
+
+from memlab.defaults import base_config
+from memlab.models import MODEL_DEFAULTS
+
+DEPTH = {"slot_memory": 1, "encdec": 2, "lm": 5}  # model.num_layers per family at matched parameters
+
+
+def get_config(family: str = "slot_memory"):
+    c = base_config(task="context_qa", model=family)
+    for name in ("slot_memory", "encdec", "lm"):
+        for key, value in MODEL_DEFAULTS[name].items():
+            if key not in c.model:
+                c.model[key] = value
+    c.model.num_layers = DEPTH[family]
+    c.data.vocab_size = 128
+    c.data.context_len = 512
+    c.data.num_facts = 8
+    c.data.key_len = 1
+    c.data.value_len = 2
+    c.data.questions_per_context = 1
+    c.model.d_model = 64
+    c.model.num_heads = 2
+    c.model.num_slots = 32
+    c.objective = {"answer": 1.0}
+    c.train.steps = 1500
+    c.train.batch_size = 32
+    c.train.lr = 3e-3
+    c.train.warmup_steps = 100
+    c.train.eval_every = 100
+    c.train.checkpoint_every = 500
+    c.eval.num_examples = 256
+    c.eval.batch_size = 128
+    c.logging.group = "context_qa"
+    return c

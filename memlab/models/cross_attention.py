@@ -1,0 +1,125 @@
+"""Attention between two sequences and the pre-norm blocks built from it, shared by the encoder-decoder families
+(slot memory, full encoder-decoder).
+
+`Attention` maps queries x [B, T, d] over a memory m [B, S, d] (self-attention when m is x). RoPE is applied only
+to self-attention over token sequences (`positions` given); learned slots and cross-attention carry no positions.
+Scores are computed explicitly (einsum + fp32 softmax) so probes can read the attention weights.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from memlab.models.layers import ShortConv, SwiGLU, dense, rms_norm, rope
+
+PARTS = ("self", "causal", "cross", "mlp")  # self: bidirectional self-attention; causal: masked to the past
+
+
+class Attention(nnx.Module):
+    def __init__(self, d_model: int, num_heads: int, *, rngs: nnx.Rngs, dtype=jnp.float32, rope_theta: float = 1e4):
+        self.num_heads, self.head_dim, self.rope_theta, self.dtype = num_heads, d_model // num_heads, rope_theta, dtype
+        self.q = dense(d_model, d_model, ("embed", "heads"), rngs=rngs, dtype=dtype)
+        self.k = dense(d_model, d_model, ("embed", "heads"), rngs=rngs, dtype=dtype)
+        self.v = dense(d_model, d_model, ("embed", "heads"), rngs=rngs, dtype=dtype)
+        self.o = dense(d_model, d_model, ("heads", "embed"), rngs=rngs, dtype=dtype)
+
+    def weights_and_values(self, x, memory, *, causal: bool = False, positions=None):
+        """Attention probabilities [B, H, T, S] (fp32) and the projected values [B, S, H, Dh]."""
+        split = lambda y: y.reshape(*y.shape[:2], self.num_heads, self.head_dim)
+        q, k, v = split(self.q(x)), split(self.k(memory)), split(self.v(memory))
+        if positions is not None:
+            q, k = rope(q, positions, self.rope_theta), rope(k, positions, self.rope_theta)
+        logits = jnp.einsum("bthd,bshd->bhts", q, k).astype(jnp.float32) / jnp.sqrt(self.head_dim)
+        if causal:
+            t, s = logits.shape[-2:]
+            logits = jnp.where(jnp.tril(jnp.ones((t, s), bool)), logits, -1e30)
+        return jax.nn.softmax(logits, axis=-1), v
+
+    def __call__(self, x, memory=None, *, causal: bool = False, positions=None):
+        memory = x if memory is None else memory
+        probs, v = self.weights_and_values(x, memory, causal=causal, positions=positions)
+        out = jnp.einsum("bhts,bshd->bthd", probs.astype(v.dtype), v)
+        return self.o(out.reshape(*x.shape[:2], -1))
+
+    @staticmethod
+    def forward_flops(d_model: int, queries: int, keys: int) -> float:
+        """q and o projections on the queries, k and v on the memory, scores and weighted sum (dense, unmasked:
+        a causal mask is applied to the full product, so that is what runs)."""
+        return 2.0 * (2 * queries + 2 * keys) * d_model * d_model + 2.0 * 2 * queries * keys * d_model
+
+
+class Block(nnx.Module):
+    """Pre-norm residual block running `parts` in order, e.g. ("cross", "self", "mlp") for a slot layer or
+    ("causal", "cross", "mlp") for a decoder layer. The memory is normalised by the caller."""
+
+    def __init__(self, cfg, parts: tuple[str, ...], *, rngs: nnx.Rngs, dtype, d_ff: int):
+        unknown = [p for p in parts if p not in PARTS]
+        if unknown:
+            raise ValueError(f"unknown block parts {unknown}; accepted: {', '.join(PARTS)}")
+        self.parts = tuple(parts)
+        self.norms = nnx.List([rms_norm(cfg.d_model, rngs=rngs, dtype=dtype) for _ in parts])
+        self.layers = nnx.List([
+            SwiGLU(cfg.d_model, d_ff, rngs=rngs, dtype=dtype) if p == "mlp"
+            else Attention(cfg.d_model, cfg.num_heads, rngs=rngs, dtype=dtype, rope_theta=cfg.rope_theta)
+            for p in parts])
+
+    def __call__(self, x, memory=None, *, positions=None):
+        for part, norm, layer in zip(self.parts, self.norms, self.layers):
+            h = norm(x)
+            if part == "mlp":
+                x = x + layer(h)
+            elif part == "cross":
+                x = x + layer(h, memory)
+            else:
+                x = x + layer(h, causal=part == "causal", positions=positions)
+        return x
+
+    @staticmethod
+    def forward_flops(parts: tuple[str, ...], d_model: int, d_ff: int, queries: int, memory: int) -> float:
+        """Forward FLOPs of one block for `queries` tokens over a memory of `memory` vectors."""
+        total = 0.0
+        for part in parts:
+            if part == "mlp":
+                total += queries * SwiGLU.forward_flops_per_token(d_model, d_ff)
+            else:
+                total += Attention.forward_flops(d_model, queries, memory if part == "cross" else queries)
+        return total
+
+
+class TokenIO(nnx.Module):
+    """Token embedding (shared by context, question and answer), the context front end and the output head.
+
+    The front end adds a short causal convolution to the context embeddings: without it a cross-attention read
+    of the context sees a bag of tokens and cannot tell which value follows which key.
+    """
+
+    def __init__(self, cfg, *, rngs: nnx.Rngs, dtype):
+        self.cfg = cfg
+        self.embed = nnx.Embed(cfg.vocab_size, cfg.d_model, dtype=dtype, param_dtype=jnp.float32,
+                               embedding_init=nnx.with_partitioning(nnx.initializers.normal(1.0), ("vocab", "embed")),
+                               rngs=rngs)
+        self.context_conv = ShortConv(cfg.d_model, cfg.conv_kernel, rngs=rngs, dtype=dtype)
+        self.final_norm = rms_norm(cfg.d_model, rngs=rngs, dtype=dtype)
+        if not cfg.tie_embeddings:
+            self.unembed = dense(cfg.d_model, cfg.vocab_size, ("embed", "vocab"), rngs=rngs, dtype=dtype)
+
+    def context(self, tokens):
+        x = self.embed(tokens)
+        return x + self.context_conv(x)
+
+    def logits(self, x):
+        x = self.final_norm(x)
+        out = self.embed.attend(x) if self.cfg.tie_embeddings else self.unembed(x)
+        return out.astype(jnp.float32)
+
+    def embedding_params(self) -> int:
+        per_table = self.cfg.vocab_size * self.cfg.d_model
+        return per_table if self.cfg.tie_embeddings else 2 * per_table
+
+    def context_flops(self, context_len: int) -> float:
+        return context_len * ShortConv.forward_flops_per_token(self.cfg.d_model, self.cfg.conv_kernel)
+
+    def logits_flops(self, tokens: int) -> float:
+        return 2.0 * tokens * self.cfg.d_model * self.cfg.vocab_size

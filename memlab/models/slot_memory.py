@@ -1,0 +1,119 @@
+"""Slot memory (`model.name = "slot_memory"`): a context of L tokens is compressed into k learned slots.
+
+    slot encoder     k learned queries; per layer: cross-attention to the context, slot self-attention, MLP
+                     -> M_ctx [B, k, d]      (never sees a question: encode once, answer many)
+    question encoder self-attention over the question, cross-attention to M_ctx, MLP -> M_q [B, Lq, d]
+    decoder          causal self-attention over the answer, cross-attention to [M_ctx; M_q], MLP -> logits
+
+Perceiver / Q-Former style. Compute grows as L*k*d (plus L*d^2 for the context keys and values) instead of the
+L^2*d of self-attention over the context. Called on a context-QA batch (`context`, `question`,
+`answer_inputs`); returns answer logits [B, Q, A, V] with the matching `targets` and `loss_mask`.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from flax import nnx
+
+from memlab.models.cross_attention import Block, TokenIO
+from memlab.models.layers import compute_dtype, mlp_width, rms_norm
+from memlab.models.registry import register_model
+from memlab.parallel import constrain
+
+SLOT_PARTS = ("cross", "self", "mlp")
+QUESTION_PARTS = ("self", "cross", "mlp")
+DECODER_PARTS = ("causal", "cross", "mlp")
+
+
+class SlotMemory(nnx.Module):
+    def __init__(self, cfg, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        dtype = compute_dtype(cfg.dtype)
+        self.d_ff = d_ff = mlp_width(cfg.d_model, cfg.mlp_ratio)
+        self.io = TokenIO(cfg, rngs=rngs, dtype=dtype)
+        init = nnx.initializers.normal(1.0)
+        self.slots = nnx.Param(init(rngs.params(), (cfg.num_slots, cfg.d_model)), out_sharding=("slots", "embed"))
+        self.context_norm = rms_norm(cfg.d_model, rngs=rngs, dtype=dtype)
+        self.slot_blocks = nnx.List([Block(cfg, SLOT_PARTS, rngs=rngs, dtype=dtype, d_ff=d_ff)
+                                     for _ in range(cfg.slot_layers)])
+        self.slot_norm = rms_norm(cfg.d_model, rngs=rngs, dtype=dtype)
+        self.question_blocks = nnx.List([Block(cfg, QUESTION_PARTS, rngs=rngs, dtype=dtype, d_ff=d_ff)
+                                         for _ in range(cfg.question_layers)])
+        self.question_norm = rms_norm(cfg.d_model, rngs=rngs, dtype=dtype)
+        self.decoder_blocks = nnx.List([Block(cfg, DECODER_PARTS, rngs=rngs, dtype=dtype, d_ff=d_ff)
+                                        for _ in range(cfg.num_layers)])
+
+    def context_memory(self, context):
+        """The normalised context token vectors the slots read [B, L, d]."""
+        return self.context_norm(self.io.context(context))
+
+    def encode_context(self, context):
+        """M_ctx [B, k, d] from the context tokens [B, L] alone."""
+        memory = self.context_memory(context)
+        slots = jnp.broadcast_to(self.slots[...].astype(memory.dtype), (context.shape[0], *self.slots.shape))
+        for block in self.slot_blocks:
+            slots = constrain(block(slots, memory), ("batch", "slots", "embed"))
+        return self.slot_norm(slots)
+
+    def answer(self, m_ctx, question, answer_inputs):
+        """Answer logits [B, A, V] for one question per row, from a cached M_ctx [B, k, d]."""
+        positions = lambda t: jnp.broadcast_to(jnp.arange(t.shape[1]), t.shape)
+        q = self.io.embed(question)
+        for block in self.question_blocks:
+            q = block(q, m_ctx, positions=positions(question))
+        memory = jnp.concatenate([m_ctx, self.question_norm(q)], axis=1)  # [M_ctx; M_q]
+        x = self.io.embed(answer_inputs)
+        for block in self.decoder_blocks:
+            x = block(x, memory, positions=positions(answer_inputs))
+        return self.io.logits(x)
+
+    def __call__(self, batch: dict) -> dict:
+        m_ctx = self.encode_context(batch["context"])
+        return answer_all(self, m_ctx, batch)
+
+    def embedding_params(self) -> int:
+        return self.io.embedding_params()
+
+    def forward_flops_per_example(self, shapes: dict) -> float:
+        """Context encoding once per example, then question encoding and decoding once per question."""
+        cfg, d = self.cfg, self.cfg.d_model
+        length, (num_q, lq), la, k = shapes["context"][0], shapes["question"], shapes["answer_inputs"][1], cfg.num_slots
+        total = self.io.context_flops(length)
+        total += cfg.slot_layers * Block.forward_flops(SLOT_PARTS, d, self.d_ff, k, length)
+        per_q = cfg.question_layers * Block.forward_flops(QUESTION_PARTS, d, self.d_ff, lq, k)
+        per_q += cfg.num_layers * Block.forward_flops(DECODER_PARTS, d, self.d_ff, la, k + lq)
+        per_q += self.io.logits_flops(la)
+        return total + num_q * per_q
+
+
+def answer_all(model, memory, batch: dict) -> dict:
+    """Answer every question of the batch ([B, Q, ...]) from one encoding of each context: the memory is repeated
+    per question, never recomputed. Returns logits [B, Q, A, V] with the answer targets and mask to score them."""
+    question, answer_inputs = batch["question"], batch["answer_inputs"]
+    b, num_q = question.shape[:2]
+    flat = lambda t: t.reshape(b * num_q, *t.shape[2:])
+    logits = model.answer(jnp.repeat(memory, num_q, axis=0), flat(question), flat(answer_inputs))
+    return {"logits": logits.reshape(b, num_q, *logits.shape[1:]),
+            "targets": batch["answer_targets"], "loss_mask": batch["answer_mask"]}
+
+
+SLOT_MEMORY_DEFAULTS = {
+    "d_model": 64,
+    "num_heads": 2,
+    "num_layers": 1,        # decoder layers
+    "num_slots": 32,        # k: learned memory slots
+    "slot_layers": 2,       # slot-encoder layers (cross-attention to the context, slot self-attention, MLP)
+    "question_layers": 1,   # question-encoder layers (self-attention, cross-attention to M_ctx, MLP)
+    "mlp_ratio": 4.0,
+    "rope_theta": 10_000.0,
+    "conv_kernel": 4,       # taps of the causal convolution on the context embeddings
+    "tie_embeddings": False,
+}
+
+
+@register_model("slot_memory", SLOT_MEMORY_DEFAULTS)
+def build_slot_memory(cfg, rngs: nnx.Rngs) -> SlotMemory:
+    for key in ("num_slots", "slot_layers", "question_layers", "conv_kernel"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ValueError(f"model.{key}={cfg[key]!r} must be a positive integer")
+    return SlotMemory(cfg, rngs=rngs)
