@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ._vma import match_vma
+
 
 def dot(a, b, ta: bool = False, tb: bool = False):
     """Matrix product over the last two dims (leading dims are batch dims): op(a) @ op(b)."""
@@ -138,7 +140,7 @@ class InverseSolver:
             new = jnp.sum(a_row[..., :, None] * Tm, axis=-2)  # A[i, :] @ Tm
             return jnp.where(sel, Tm - new[..., None, :], Tm)
 
-        Tm = jnp.broadcast_to(eye, A.shape)
+        Tm = match_vma(jnp.broadcast_to(eye, A.shape), A)
         return lax.fori_loop(1, C, body, Tm)
 
     @staticmethod

@@ -18,6 +18,7 @@ from . import _chunk_math as cm
 from ._checks import acc_dtype
 from ._chunking import effective_chunk
 from ._prep import prepare
+from ._vma import match_vma
 
 
 def to_chunks(x, C):
@@ -60,7 +61,7 @@ def _forward(q, k, v, beta, G, c, h0, scale, C, delta, for_backward):
             out = (cm.chunk_output(S, q_, U, it, m).astype(q.dtype), None)
         return cm.chunk_state(S, k_, U, m), out
 
-    hT, (o, res) = jax.lax.scan(step, h0, xs)
+    hT, (o, res) = jax.lax.scan(step, match_vma(h0, *jax.tree.leaves(xs)), xs)
     return (None if o is None else from_chunks(o)), hT, res
 
 
@@ -96,7 +97,8 @@ def _core_bwd(scale, C, delta, res, cts):
         return dS0, (dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype),
                      None if db is None else db.astype(beta.dtype), dG)
 
-    dh0, grads = jax.lax.scan(step, dhT.astype(acc), (xs, per_chunk), reverse=True)
+    dS_init = match_vma(dhT.astype(acc), *jax.tree.leaves((xs, per_chunk)))
+    dh0, grads = jax.lax.scan(step, dS_init, (xs, per_chunk), reverse=True)
     dq, dk, dv, db, dG = (None if x is None else from_chunks(x) for x in grads)
     return dq, dk, dv, db, dG.astype(G.dtype), None, dh0.astype(h0.dtype)
 

@@ -25,6 +25,7 @@ from . import _chunk_math as cm
 from ._checks import acc_dtype
 from ._chunking import effective_chunk
 from ._prep import prepare
+from ._vma import match_vma, out_struct
 
 SOLVER = cm.InverseSolver
 
@@ -93,15 +94,16 @@ def _fwd_call(q, k, v, beta, G, c, h0, *, scale, C, delta, interpret, emit_out, 
     acc = acc_dtype(q.dtype)
     tok, scal, state, states = _specs(B, Tp, H, K, V, NC)
     ins = [q, k, v] + ([beta] if delta else []) + [G, c, h0]
+    ins = [match_vma(x, *ins) for x in ins]
     in_specs = [tok(K), tok(K), tok(V)] + ([scal] if delta else []) + [scal, scal, state]
     out_shape, out_specs = [], []
     if emit_out:
-        out_shape.append(jax.ShapeDtypeStruct((B, Tp, H, V), q.dtype))
+        out_shape.append(out_struct((B, Tp, H, V), q.dtype, ins[0]))
         out_specs.append(tok(V))
-    out_shape.append(jax.ShapeDtypeStruct((B, H, K, V), acc))
+    out_shape.append(out_struct((B, H, K, V), acc, ins[0]))
     out_specs.append(state)
     if emit_states:
-        out_shape.append(jax.ShapeDtypeStruct((B, H, NC, K, V), acc))
+        out_shape.append(out_struct((B, H, NC, K, V), acc, ins[0]))
         out_specs.append(states)
     kernel = partial(_fwd_kernel, scale=scale, C=C, NC=NC, delta=delta, acc=acc, emit_out=emit_out,
                      emit_states=emit_states)
@@ -155,14 +157,15 @@ def _bwd_call(q, k, v, beta, G, c, states, do, dhT, *, scale, C, delta, interpre
     acc = acc_dtype(q.dtype)
     tok, scal, state, st = _specs(B, Tp, H, K, V, NC)
     ins = [q, k, v] + ([beta] if delta else []) + [G, c, states, do, dhT]
+    ins = [match_vma(x, *ins) for x in ins]
     in_specs = [tok(K), tok(K), tok(V)] + ([scal] if delta else []) + [scal, scal, st, tok(V), state]
-    out_shape = [jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct(k.shape, k.dtype),
-                 jax.ShapeDtypeStruct(v.shape, v.dtype)]
+    out_shape = [out_struct(q.shape, q.dtype, ins[0]), out_struct(k.shape, k.dtype, ins[0]),
+                 out_struct(v.shape, v.dtype, ins[0])]
     out_specs = [tok(K), tok(K), tok(V)]
     if delta:
-        out_shape.append(jax.ShapeDtypeStruct(beta.shape, beta.dtype))
+        out_shape.append(out_struct(beta.shape, beta.dtype, ins[0]))
         out_specs.append(scal)
-    out_shape += [jax.ShapeDtypeStruct(G.shape, G.dtype), jax.ShapeDtypeStruct((B, H, K, V), acc)]
+    out_shape += [out_struct(G.shape, G.dtype, ins[0]), out_struct((B, H, K, V), acc, ins[0])]
     out_specs += [scal, state]
     kernel = partial(_bwd_kernel, scale=scale, C=C, NC=NC, delta=delta, acc=acc)
     return pl.pallas_call(
