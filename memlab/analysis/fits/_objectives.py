@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 HUBER_DELTA = 1e-3
 _EXP_CAP = 700.0  # exp overflows float64 near 709.8; beyond the cap the fit is hopeless anyway
@@ -88,3 +89,15 @@ def _power_law_value_and_grad(params, data):
 
 power_law_objective = _with_fused_grad(_power_law_value_and_grad)
 power_law_objective.__doc__ = "Weighted SUM of Huber(delta) on log y; data = (log x, log y, w, delta)."
+
+
+def pad_points(*columns, weights):
+    """Pad per-point columns to a power-of-two length (>= 64) with zero-weight dummy points.
+
+    Zero weight removes a point from value and gradient, and fits of any size up to the bucket then reuse
+    the same compiled programs instead of paying XLA's several-second compile again for every run count.
+    """
+    n = len(weights)
+    size = max(64, 1 << (n - 1).bit_length())
+    pad = lambda v: np.concatenate([np.asarray(v, dtype=np.float64), np.zeros(size - n)])  # noqa: E731
+    return (*(pad(c) for c in columns), pad(weights))

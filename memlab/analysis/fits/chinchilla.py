@@ -16,7 +16,7 @@ import numpy as np
 from ._bootstrap import resample_counts, summarize
 from ._format import num, param_lines
 from ._lbfgs import multistart_lbfgs, x64
-from ._objectives import chinchilla_objective
+from ._objectives import chinchilla_objective, pad_points
 from ._validate import check_bootstrap, positive_arrays
 
 PARAMS = ("E", "A", "B", "alpha", "beta")
@@ -102,10 +102,11 @@ _REFIT = dict(max_iter=1000, gtol=1e-9, ftol=1e-12, max_linesearch_steps=10)
 
 def _bootstrap(data, warm: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     """Refit `n_boot` resamples, each from every `warm` start; rows of (E, A, B, alpha, beta), best per resample."""
-    log_n, log_d, log_l, _ = data
-    k, n = len(warm), len(log_n)
-    weights = resample_counts(n, n_boot, seed)
-    shared = [np.broadcast_to(v, (n_boot, n)) for v in (log_n, log_d, log_l)]
+    log_n, log_d, log_l, w = data
+    k, n, size = len(warm), int(w.sum()), len(w)
+    weights = np.zeros((n_boot, size))
+    weights[:, :n] = resample_counts(n, n_boot, seed)  # real points first, padding keeps weight 0
+    shared = [np.broadcast_to(v, (n_boot, size)) for v in (log_n, log_d, log_l)]
     res = multistart_lbfgs(
         chinchilla_objective,
         np.tile(warm, (n_boot, 1)),
@@ -123,7 +124,7 @@ def fit_chinchilla(n_params, n_tokens, loss, *, bootstrap: int = 0, seed: int = 
     n, d, loss = positive_arrays(5, n_params=n_params, n_tokens=n_tokens, loss=loss)
     check_bootstrap(bootstrap, ci)
     starts = hoffmann_grid()
-    data = (np.log(n), np.log(d), np.log(loss), np.ones_like(n))
+    data = pad_points(np.log(n), np.log(d), np.log(loss), weights=np.ones_like(n))
     with x64():
         # scipy L-BFGS-B's default tolerances, as in Epoch's replication (see multistart_lbfgs).
         grid = multistart_lbfgs(chinchilla_objective, starts, data)

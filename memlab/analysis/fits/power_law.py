@@ -15,7 +15,7 @@ import numpy as np
 from ._bootstrap import resample_counts, summarize
 from ._format import num, param_lines
 from ._lbfgs import multistart_lbfgs, x64
-from ._objectives import HUBER_DELTA, power_law_objective
+from ._objectives import HUBER_DELTA, pad_points, power_law_objective
 from ._validate import check_bootstrap, positive_arrays
 
 PARAMS = ("E", "A", "alpha")
@@ -87,7 +87,8 @@ def fit_power_law(x, y, *, bootstrap: int = 200, seed: int = 0, ci: float = 0.95
     u, log_y = np.log(x) - log_x0, np.log(y)
     starts = _start_grid(log_y)
     with x64():
-        data = (u, log_y, np.ones_like(u), np.float64(huber_delta))
+        u, log_y, w = pad_points(u, log_y, weights=np.ones_like(u))
+        data = (u, log_y, w, np.float64(huber_delta))
         grid = multistart_lbfgs(power_law_objective, starts, data, **_TOLS)
         best, objective = grid.best()
         fit = dict(zip(PARAMS, _to_params(best, log_x0)[0]))
@@ -95,11 +96,13 @@ def fit_power_law(x, y, *, bootstrap: int = 200, seed: int = 0, ci: float = 0.95
         if bootstrap:
             # Warm-start every resample from the few best distinct minima; keep each resample's best.
             warm = grid.distinct_best(4)
-            k, n = len(warm), len(u)
+            k, n, size = len(warm), len(x), len(u)
+            weights = np.zeros((bootstrap, size))
+            weights[:, :n] = resample_counts(n, bootstrap, seed)  # real points first, padding keeps weight 0
             boot_data = (
-                np.broadcast_to(u, (bootstrap, n)),
-                np.broadcast_to(log_y, (bootstrap, n)),
-                resample_counts(n, bootstrap, seed),
+                np.broadcast_to(u, (bootstrap, size)),
+                np.broadcast_to(log_y, (bootstrap, size)),
+                weights,
                 np.full(bootstrap, huber_delta),
             )
             res = multistart_lbfgs(
