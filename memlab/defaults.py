@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from memlab.parallel import DEFAULT_RULES
+
 
 def base_config(task: str = "mqar", model: str = "lm") -> ml_collections.ConfigDict:
     from memlab.data.tasks import get_task
@@ -59,9 +61,14 @@ def base_config(task: str = "mqar", model: str = "lm") -> ml_collections.ConfigD
     c.eval.batch_size = 128
 
     c.mesh = ml_collections.ConfigDict()
-    c.mesh.data = 1
+    c.mesh.data = 1            # sizes of the mesh axes; one may be -1 (the devices the others leave)
     c.mesh.fsdp = 1
     c.mesh.tensor = 1
+    c.mesh.dcn_data = 1        # multi-slice / multi-node: how many slices the data axis spans
+    c.mesh.rules = DEFAULT_RULES  # logical axis name -> mesh axes ("a,b"; "" = replicated)
+    c.mesh.coordinator_address = ""  # explicit multi-process setup (else SLURM / TPU pods are detected)
+    c.mesh.num_processes = 1
+    c.mesh.process_id = 0
 
     c.logging = ml_collections.ConfigDict()
     c.logging.wandb_mode = "auto"  # auto (WANDB_MODE if set, else online when logged in, else offline) | offline | online | disabled

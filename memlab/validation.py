@@ -51,6 +51,12 @@ def check(config) -> None:
         size = config.mesh[axis]
         if not (size == -1 or size >= 1):
             raise ConfigError(f"mesh.{axis}={size} must be a positive size or -1 (fill with the remaining devices)")
+    from memlab.parallel import MeshError, parse_rules
+
+    try:
+        parse_rules(config.mesh.rules)
+    except MeshError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _check_model(model) -> None:

@@ -66,3 +66,32 @@ def mlp_width(d_model: int, mlp_ratio: float, multiple_of: int = 16) -> int:
 def compute_dtype(name: str):
     """Map the config's precision name to a dtype."""
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+
+
+class ShortConv(nnx.Module):
+    """Causal depthwise convolution over time (kernel a few tokens): y_t = sum_j w_j * x_{t-j}.
+
+    Gives a layer cheap access to the previous few tokens (Zoology's BaseConv, Hyena/Mamba short convs, the conv4 in
+    xLSTM and Gated DeltaNet). With `segment_ids`, taps never reach across a document boundary.
+    """
+
+    def __init__(self, features: int, kernel_size: int, *, rngs: nnx.Rngs, dtype=jnp.float32):
+        init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=0, out_axis=1)
+        self.kernel = nnx.Param(init(rngs.params(), (kernel_size, features)), out_sharding=(None, "embed"))
+        self.bias = nnx.Param(jnp.zeros((features,)), out_sharding=("embed",))
+        self.kernel_size, self.dtype = kernel_size, dtype
+
+    def __call__(self, x: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
+        w = self.kernel[...].astype(self.dtype)
+        out = x * w[0]
+        for j in range(1, self.kernel_size):  # a handful of static taps, unrolled by XLA
+            shifted = jnp.pad(x, ((0, 0), (j, 0), (0, 0)))[:, : x.shape[1]]
+            if segment_ids is not None:
+                same = jnp.pad(segment_ids, ((0, 0), (j, 0)), constant_values=-1)[:, : x.shape[1]] == segment_ids
+                shifted = shifted * same[..., None].astype(x.dtype)
+            out = out + shifted * w[j]
+        return out + self.bias[...].astype(self.dtype)
+
+    @staticmethod
+    def forward_flops_per_token(features: int, kernel_size: int) -> float:
+        return 2.0 * kernel_size * features

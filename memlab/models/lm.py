@@ -12,6 +12,9 @@ from flax import nnx
 from memlab.models.layers import SwiGLU, compute_dtype, dense, mlp_width, rms_norm
 from memlab.models.mixers import get_mixer, parse_mixers
 from memlab.models.registry import register_model
+from memlab.parallel import constrain
+
+ACTIVATION = ("batch", "seq", "embed")  # logical names of the residual stream, constrained at block boundaries
 
 
 class Block(nnx.Module):
@@ -47,12 +50,12 @@ class LM(nnx.Module):
         positions = batch.get("positions")
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-        x = self.embed(tokens)
+        x = constrain(self.embed(tokens), ACTIVATION)
         for block in self.blocks:
-            x = block(x, positions=positions, segment_ids=segment_ids)
+            x = constrain(block(x, positions=positions, segment_ids=segment_ids), ACTIVATION)
         x = self.final_norm(x)
         logits = self.embed.attend(x) if self.cfg.tie_embeddings else self.unembed(x)
-        return {"logits": logits.astype(jnp.float32)}
+        return {"logits": constrain(logits.astype(jnp.float32), ("batch", "seq", "vocab"))}
 
     def embedding_params(self) -> int:
         """Parameters in the token embedding and (untied) unembedding: excluded from `params_non_embedding`."""
@@ -76,6 +79,7 @@ LM_DEFAULTS = {
     "num_heads": 2,
     "mlp_ratio": 4.0,
     "rope_theta": 10_000.0,
+    "conv_kernel": 4,      # taps of the short causal convolutions (conv mixer, conv paths of recurrent mixers)
     "tie_embeddings": False,
 }
 

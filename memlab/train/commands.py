@@ -18,7 +18,10 @@ def run(args) -> int:
     from memlab.config import load_config
     from memlab.train.loop import Interrupted, NonFiniteError, train
 
+    from memlab.parallel import maybe_initialize_distributed
+
     config = load_config(args.config, args.set)
+    maybe_initialize_distributed(config.mesh)
     try:
         summary = train(config, args.workdir)
     except NonFiniteError as err:

@@ -22,6 +22,8 @@ from flax import nnx
 from memlab.config import ConfigError, diff, to_dict
 from memlab.data.pipeline import derived_eval_metrics, eval_batches, example_shapes, tokens_per_example, train_iterator
 from memlab.models import build_model, count_params
+from memlab.parallel import (create_sharded, logical_rules, make_mesh, param_shardings, parse_rules, replicated,
+                             shard_batch)
 from memlab.train.checkpoint import Checkpointer
 from memlab.train.flops import analytic_flops_per_token, xla_flops_per_token
 from memlab.train.optimizer import make_optimizer
@@ -42,8 +44,9 @@ class Interrupted(RuntimeError):
     """SIGTERM/SIGINT: the run checkpoints and stops; relaunching resumes it."""
 
 
-# Provenance and display keys: a relaunch of the same sweep gets a new launch id but resumes the same run.
-RESUME_MAY_DIFFER = ("logging.launch_id", "logging.progress")
+# Keys a resume may change: provenance and display (a relaunched sweep has a new launch id), and the mesh (a
+# checkpoint restores onto any mesh; the numbers do not depend on it beyond float reduction order).
+RESUME_MAY_DIFFER = ("logging.launch_id", "logging.progress", "mesh.")
 
 
 def family(model_config) -> str:
@@ -55,7 +58,7 @@ def _check_same_config(run: RunDir, config_dict: dict) -> None:
     if existing is None:
         return
     existing.pop("stamps", None)
-    changed = [k for k in diff(existing, config_dict) if k not in RESUME_MAY_DIFFER]
+    changed = [k for k in diff(existing, config_dict) if not k.startswith(RESUME_MAY_DIFFER)]
     if changed:
         raise ConfigError(f"{run.path} holds a run with a different config (differs in {', '.join(changed[:8])}); "
                           "resume with the same config or use a new --workdir")
@@ -88,7 +91,9 @@ class Session:
     run: RunDir
     checkpointer: Checkpointer
     logger: WandbLogger
-    data: Any                       # checkpointable grain iterator of training batches
+    data: Any                       # checkpointable grain iterator of training batches (this host's share)
+    mesh: Any
+    rules: dict                     # logical axis name -> mesh axes
     train_step: Callable
     eval_step: Callable
     loss_and_grad: Callable         # for XLA's FLOP count of one micro-batch
@@ -99,6 +104,10 @@ class Session:
     flops_per_token: float
     stop: dict                      # {"signal": None | signum}, set by the signal handlers
     is_main: bool
+
+    def next_batch(self) -> dict:
+        """This host's next batch, placed on the mesh (the transfer is asynchronous)."""
+        return shard_batch(next(self.data), self.mesh)
 
     def totals(self, step: int) -> dict:
         tokens = step * self.tokens_per_step
@@ -113,16 +122,24 @@ def train(config, workdir: str | Path) -> dict:
     t_start = time.perf_counter()
     is_main = jax.process_index() == 0
 
-    model = build_model(config.model, config.train.seed)
-    graphdef, params = nnx.split(model, nnx.Param)
+    mesh, rules = make_mesh(config.mesh), parse_rules(config.mesh.rules)
+    build = lambda: build_model(config.model, config.train.seed)
+    model = nnx.eval_shape(build)  # abstract: shapes and logical axis names, no memory
+    graphdef, abstract_params = nnx.split(model, nnx.Param)
     tx, schedule = make_optimizer(config.train)
-    state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+    with jax.set_mesh(mesh):
+        params = create_sharded(lambda: nnx.split(build(), nnx.Param)[1],
+                                param_shardings(abstract_params, mesh, rules))
+        state = {"params": params, "opt_state": jax.jit(tx.init)(params),
+                 "step": jax.device_put(jnp.zeros((), jnp.int32), replicated(mesh))}
+    shardings = jax.tree.map(lambda x: x.sharding, state)
     shapes = example_shapes(config)
     per_example = tokens_per_example(config)
 
     data = train_iterator(config)
     checkpointer = Checkpointer(run.checkpoint_dir, keep=config.train.keep_checkpoints)
-    restored = checkpointer.restore_latest(jax.tree.map(jnp.zeros_like, state), data)
+    abstract_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+    restored = checkpointer.restore_latest(abstract_state, data)  # lands in this mesh's shardings
     previous = run.read_summary()
     if restored is not None:
         start, state, meta = restored
@@ -150,12 +167,13 @@ def train(config, workdir: str | Path) -> dict:
     try:
         logger = WandbLogger(config.logging, run.path, config_dict, wandb_id, is_main)
         summary["wandb_run_id"] = logger.run_id
+        jit_step = jax.jit(make_train_step(graphdef, weights, tx, schedule, config.train.grad_accum),
+                           donate_argnums=0, out_shardings=(shardings, replicated(mesh)))
         session = Session(
-            config=config, run=run, checkpointer=checkpointer, logger=logger, data=data,
-            train_step=make_train_step(graphdef, weights, tx, schedule, config.train.grad_accum),
-            eval_step=make_eval_step(graphdef, weights),
+            config=config, run=run, checkpointer=checkpointer, logger=logger, data=data, mesh=mesh, rules=rules,
+            train_step=jit_step, eval_step=jax.jit(make_eval_step(graphdef, weights)),
             loss_and_grad=jax.value_and_grad(make_loss_fn(graphdef, weights), has_aux=True),
-            evals=eval_batches(config), derive=derived_eval_metrics(config),
+            evals=[shard_batch(b, mesh) for b in eval_batches(config)], derive=derived_eval_metrics(config),
             primary=next(k for k, v in weights.items() if v > 0),
             tokens_per_step=config.train.batch_size * per_example, flops_per_token=flops_per_token,
             stop=stop, is_main=is_main)
@@ -182,12 +200,20 @@ def train(config, workdir: str | Path) -> dict:
 
 
 def _compile(s: Session, state, first_batch) -> tuple[Callable, dict]:
-    """AOT-compile the train step (timed) and count one micro-batch's FLOPs with XLA."""
+    """AOT-compile the train step (timed) and count one micro-batch's FLOPs with XLA.
+
+    The FLOP count compiles the unpartitioned forward+backward (abstract, single-device shapes), so it is the
+    global figure whatever the mesh.
+    """
     t0 = time.perf_counter()
-    compiled = s.train_step.lower(state, first_batch).compile()
+    with jax.set_mesh(s.mesh), logical_rules(s.rules):
+        compiled = s.train_step.lower(state, first_batch).compile()
     compile_seconds = time.perf_counter() - t0
-    micro = jax.tree.map(lambda x: x[: x.shape[0] // s.config.train.grad_accum], first_batch)
-    xla = xla_flops_per_token(s.loss_and_grad, state["params"], micro, s.tokens_per_step // s.config.train.batch_size)
+    accum = s.config.train.grad_accum
+    plain = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)
+    micro = jax.tree.map(lambda x: jax.ShapeDtypeStruct((x.shape[0] // accum, *x.shape[1:]), x.dtype), first_batch)
+    xla = xla_flops_per_token(s.loss_and_grad, jax.tree.map(plain, state["params"]), micro,
+                              s.tokens_per_step // s.config.train.batch_size)
     return compiled, {"compile_seconds": compile_seconds, "flops_per_token_xla": xla}
 
 
@@ -195,7 +221,7 @@ def _run_loop(s: Session, state, start: int) -> dict:
     tc = s.config.train
     if start >= tc.steps:
         return {}
-    first = next(s.data)
+    first = s.next_batch()
     compiled, out = _compile(s, state, first)
     if s.is_main:
         s.run.update_summary(**out)
@@ -232,18 +258,21 @@ def _run_loop(s: Session, state, start: int) -> dict:
         batch = first
         for step in range(start + 1, tc.steps + 1):
             if batch is None:
-                batch = next(s.data)
+                batch = s.next_batch()
             state, metrics = compiled(state, batch)
-            batch = None
+            evaluating = step % tc.eval_every == 0 or step == tc.steps
+            saving = step % tc.checkpoint_every == 0 or step == tc.steps or s.stop["signal"] is not None
+            # Stage the next batch while this step runs, except before a checkpoint: the saved iterator position
+            # must be exactly `step` batches in.
+            batch = s.next_batch() if not saving and step < tc.steps else None
             if pending is not None and (row := settle(pending)):
                 write_row(row)
             pending, row = (step, metrics), {}
-            evaluating = step % tc.eval_every == 0 or step == tc.steps
-            saving = step % tc.checkpoint_every == 0 or step == tc.steps or s.stop["signal"] is not None
             if evaluating or saving:
                 row, pending = settle(pending), None
             if evaluating:
-                scores = evaluate(s.eval_step, state["params"], s.evals, s.primary)
+                with jax.set_mesh(s.mesh), logical_rules(s.rules):
+                    scores = evaluate(s.eval_step, state["params"], s.evals, s.primary)
                 row = {"step": step, **s.totals(step), **row, **scores, **s.derive(scores)}
             if row:
                 write_row(row)

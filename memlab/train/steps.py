@@ -1,7 +1,7 @@
 """The jit-compiled train and eval steps, as pure functions of (state, batch).
 
-The model is rebuilt from its graph definition and parameter state inside the step (nnx.merge), so the
-compiled step is an ordinary JAX function of pytrees. Gradient accumulation scans over micro-batches inside
+The model is rebuilt from its graph definition and parameter state inside the step (nnx.merge), so a step is an
+ordinary JAX function of pytrees; the loop jits it with the mesh's shardings. Gradient accumulation scans over micro-batches inside
 the step. A non-finite loss or gradient leaves the state untouched and is flagged in the metrics, so the
 state the loop checkpoints is always the last good one.
 """
@@ -55,7 +55,7 @@ def make_train_step(graphdef, weights: dict, tx: optax.GradientTransformation, s
                    **{f"train/{k}": v for k, v in terms.items()}}
         return new, metrics
 
-    return jax.jit(train_step, donate_argnums=0)
+    return train_step
 
 
 def make_eval_step(graphdef, weights: dict) -> Callable:
@@ -65,7 +65,7 @@ def make_eval_step(graphdef, weights: dict) -> Callable:
         loss, terms = loss_fn(params, batch)
         return {"eval/loss": loss, **{f"eval/{k}": v for k, v in terms.items()}}
 
-    return jax.jit(eval_step)
+    return eval_step
 
 
 def evaluate(eval_step: Callable, params, batches: list[dict], primary: str) -> dict[str, float]:

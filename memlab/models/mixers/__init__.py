@@ -38,4 +38,4 @@ def parse_mixers(spec: str, num_layers: int) -> list[str]:
     return names
 
 
-from memlab.models.mixers import attention  # noqa: E402,F401  (registers "attn")
+from memlab.models.mixers import attention, conv  # noqa: E402,F401  (registers "attn", "conv")

@@ -1,0 +1,30 @@
+"""Gated short convolution (Zoology's BaseConv): y = W_o( conv(x) * W_g x ).
+
+Placed before an attention layer it supplies the previous-token features that associative recall needs, the
+architecture Zoology uses for its MQAR baselines ("conv,attn").
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from memlab.models.layers import ShortConv, dense
+from memlab.models.mixers import register_mixer
+
+
+@register_mixer("conv")
+class GatedShortConv(nnx.Module):
+    def __init__(self, cfg, *, rngs: nnx.Rngs, dtype=jnp.float32):
+        d = cfg.d_model
+        self.conv = ShortConv(d, cfg.conv_kernel, rngs=rngs, dtype=dtype)
+        self.gate = dense(d, d, ("embed", "mlp"), rngs=rngs, dtype=dtype)
+        self.out = dense(d, d, ("mlp", "embed"), rngs=rngs, dtype=dtype)
+
+    def __call__(self, x: jax.Array, *, positions: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
+        return self.out(self.conv(x, segment_ids) * self.gate(x))
+
+    @staticmethod
+    def forward_flops_per_token(cfg, seq_len: int) -> float:
+        return 2.0 * 2 * cfg.d_model * cfg.d_model + ShortConv.forward_flops_per_token(cfg.d_model, cfg.conv_kernel)

@@ -1,0 +1,65 @@
+"""Run by tests/test_sharding.py in a fresh process with 8 fake CPU devices (XLA_FLAGS must be set before jax
+is imported, so this cannot run inside the pytest process). Prints one JSON object on the last line."""
+
+import json
+import sys
+from pathlib import Path
+
+import jax
+
+from memlab.config import load_config
+from memlab.train.loop import train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["data.vocab_size=64", "data.seq_len=32", "data.num_kv_pairs=4", "model.d_model=32", "model.num_heads=2",
+        "train.steps=20", "train.warmup_steps=2", "train.batch_size=8", "train.eval_every=10",
+        "train.checkpoint_every=10", "train.log_every=1", "eval.num_examples=32", "eval.batch_size=16",
+        "logging.wandb_mode=disabled", "logging.progress=False"]
+
+
+def losses(run_dir: Path) -> list[float]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["train/loss"] for r in rows if "train/loss" in r]
+
+
+def run(workdir: Path, mesh: tuple[int, int, int], *extra: str) -> dict:
+    from memlab.parallel import maybe_initialize_distributed
+
+    overrides = [*TINY, f"mesh.data={mesh[0]}", f"mesh.fsdp={mesh[1]}", f"mesh.tensor={mesh[2]}", *extra]
+    config = load_config(ROOT / "experiments" / "mqar.py", overrides)
+    maybe_initialize_distributed(config.mesh)
+    train(config, workdir)
+    curve = losses(workdir) if jax.process_index() == 0 else None  # only process 0 writes metrics
+    return {"losses": curve, "processes": jax.process_count(), "devices": jax.device_count()}
+
+
+def shardings(mesh: tuple[int, int, int], *extra: str) -> dict:
+    """Shardings of parameters created the way the trainer creates them: {param path: PartitionSpec string}."""
+    from flax import nnx
+
+    from memlab.models import build_model
+    from memlab.parallel import create_sharded, make_mesh, param_shardings, parse_rules
+
+    config = load_config(ROOT / "experiments" / "mqar.py",
+                         [*TINY, f"mesh.data={mesh[0]}", f"mesh.fsdp={mesh[1]}", f"mesh.tensor={mesh[2]}", *extra])
+    m = make_mesh(config.mesh)
+    build = lambda: build_model(config.model, 0)
+    _, abstract = nnx.split(nnx.eval_shape(build), nnx.Param)
+    params = create_sharded(lambda: nnx.split(build(), nnx.Param)[1],
+                            param_shardings(abstract, m, parse_rules(config.mesh.rules)))
+    out = {}
+    for path, array in jax.tree_util.tree_flatten_with_path(params)[0]:
+        name = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+        out[name] = [list(a) if isinstance(a, tuple) else a for a in array.sharding.spec]
+    return out
+
+
+if __name__ == "__main__":
+    command, workdir = sys.argv[1], Path(sys.argv[2])
+    mesh = tuple(int(x) for x in sys.argv[3].split(","))
+    extra = sys.argv[4:]
+    if command == "train":
+        result = run(workdir, mesh, *extra)
+    else:
+        result = {"specs": shardings(mesh, *extra)}
+    print(json.dumps(result))
