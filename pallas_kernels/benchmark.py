@@ -7,8 +7,9 @@ the minimum over ``--reps`` runs after one warm-up run (the minimum is the least
 a shared machine). Prints a table and writes JSON (default bench_results/kernels.json).
 
 Points that would take unreasonably long are skipped and listed as such in the table and the JSON:
-the token-serial reference beyond ``--max-reference-tokens`` (B*T) and, off GPU, Pallas in interpret mode
-beyond ``--max-interpret-tokens``.
+the token-serial reference when its per-token states (B*T*H*K*V*4 bytes, which its autodiff backward keeps,
+about 3.4x that in compiled temp memory) exceed ``--max-reference-state-gb``, and, off GPU, Pallas in
+interpret mode beyond ``--max-interpret-tokens`` (B*T).
 
 ``--fla`` (GPU only) also times flash-linear-attention's Triton ``chunk_gated_delta_rule`` (PyTorch) at
 B=4, T=4096, H=16, K=V=128, bf16, next to this package's pallas backend and the reference at the same point,
@@ -154,8 +155,9 @@ def main(argv=None):
     p.add_argument("--no-gate", action="store_true", help="benchmark without the log-decay g")
     p.add_argument("--chunk-size", default=64, type=int)
     p.add_argument("--reps", default=3, type=int)
-    p.add_argument("--max-reference-tokens", default=16384, type=int,
-                   help="skip the token-serial reference when B*T exceeds this (slow, O(T K V) memory)")
+    p.add_argument("--max-reference-state-gb", default=2.2, type=float,
+                   help="skip the token-serial reference when its per-token states B*T*H*K*V*4 bytes exceed "
+                        "this many GB (its backward keeps them all; compiled temp is ~3.4x that)")
     p.add_argument("--max-interpret-tokens", default=512, type=int,
                    help="skip Pallas in interpret mode (non-GPU) when B*T exceeds this")
     p.add_argument("--fla", action="store_true",
@@ -188,8 +190,10 @@ def main(argv=None):
                 for backend in args.backends.split(","):
                     r = dict(backend=backend, B=B, T=T, H=args.H, K=K, V=K, dtype=dtype.name)
                     concrete = dispatch.auto_backend() if backend == "auto" else backend
-                    if concrete == "reference" and B * T > args.max_reference_tokens:
-                        r["skipped"] = f"reference with B*T={B * T} > --max-reference-tokens"
+                    state_gb = B * T * args.H * K * K * 4 / 1e9
+                    if concrete == "reference" and state_gb > args.max_reference_state_gb:
+                        r["skipped"] = (f"reference per-token states {state_gb:.1f} GB > "
+                                        f"--max-reference-state-gb={args.max_reference_state_gb}")
                     elif concrete == "pallas" and not on_gpu and B * T > args.max_interpret_tokens:
                         r["skipped"] = f"pallas interpret mode with B*T={B * T} > --max-interpret-tokens"
                     else:
