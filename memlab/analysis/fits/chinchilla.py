@@ -129,6 +129,12 @@ def fit_chinchilla(n_params, n_tokens, loss, *, bootstrap: int = 0, seed: int = 
         # scipy L-BFGS-B's default tolerances, as in Epoch's replication (see multistart_lbfgs).
         grid = multistart_lbfgs(chinchilla_objective, starts, data)
         best, objective = grid.best()
+        # scipy's defaults can stop a start early on small, low-noise data sets; polishing the few best
+        # distinct solutions with a longer linesearch only ever lowers the objective.
+        polished = multistart_lbfgs(chinchilla_objective, grid.distinct_best(4), data, **_REFIT)
+        p_best, p_objective = polished.best()
+        if p_objective < objective:
+            best, objective = p_best, p_objective
         se = intervals = None
         if bootstrap:
             samples = _bootstrap(data, grid.distinct_best(4), bootstrap, seed)
