@@ -1,6 +1,9 @@
-"""memlab's main job on a laptop CPU: softmax attention at three sizes on MQAR, then a report.
+"""memlab's main job on a laptop CPU: two model families at four sizes on MQAR, then a report with fitted laws.
 
     memlab sweep sweeps/quickstart.py --workdir runs/quickstart --parallel 2 --report
+
+Families: softmax attention, and Zoology's MQAR architecture (a gated short convolution before attention,
+"conv,attn"). Sizes d_model in {16, 32, 64, 128}: enough points per family for a loss-vs-compute law.
 """
 
 from memlab.sweep import Sweep, grid
@@ -10,7 +13,9 @@ def get_sweep():
     return Sweep(
         name="quickstart",
         experiment="experiments/mqar.py",
-        base={"train.steps": 300, "train.eval_every": 50, "train.checkpoint_every": 100,
-              "data.num_kv_pairs": 8, "logging.wandb_mode": "offline"},
-        points=grid({"model.mixers": ["attn"], "model.d_model": [32, 64, 128]}),
+        base={"data.vocab_size": 64, "data.seq_len": 64, "data.num_kv_pairs": 8,
+              "train.steps": 400, "train.batch_size": 32, "train.warmup_steps": 40,
+              "train.eval_every": 50, "train.checkpoint_every": 200, "eval.num_examples": 256,
+              "logging.progress": False},
+        points=grid({"model.mixers": ["attn", "conv,attn"], "model.d_model": [16, 32, 64, 128]}),
     )
