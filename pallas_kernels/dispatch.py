@@ -2,9 +2,9 @@
 
 Each op registers one callable per backend. ``auto`` resolves per platform (``jax.default_backend()``):
 
-* cpu: ``chunked``. Measured with ``python -m pallas_kernels.benchmark`` (see BENCHMARKS.md): the pure-JAX
-  chunked form beats the token-serial reference several-fold in time and by far in memory, while Pallas in
-  interpret mode runs the kernel body op by op and is orders of magnitude slower.
+* cpu: ``chunked``. Measured with ``python -m pallas_kernels.benchmark`` (see BENCHMARKS.md, 2-core CPU):
+  forward+backward of the pure-JAX chunked form is 3.9-24x faster than the token-serial reference with
+  13-50x less temp memory, and 1.5-2x faster than Pallas in interpret mode.
 * gpu: ``pallas`` (Triton lowering of the fused chunk kernels).
 * tpu and anything else: ``chunked`` (the kernels have not been validated under Mosaic TPU yet).
 """
