@@ -31,19 +31,25 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ml_collectio
     return config
 
 
-def load_base_config(path: str | Path) -> ml_collections.ConfigDict:
-    """Import an experiment file and return its locked config, before overrides."""
+def call_file_function(path: str | Path, function: str, expected: type, kind: str) -> Any:
+    """Import a user's Python file (an experiment or a sweep) and return `function()`, checking its type."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"experiment file not found: {path} (expected a .py file defining get_config())")
-    spec = importlib.util.spec_from_file_location(f"memlab_experiment_{path.stem}", path)
+        raise ConfigError(f"{kind} file not found: {path} (expected a .py file defining {function}())")
+    spec = importlib.util.spec_from_file_location(f"memlab_{kind}_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise ConfigError(f"{path} defines no get_config(); an experiment file must return a ConfigDict from it")
-    config = module.get_config()
-    if not isinstance(config, ml_collections.ConfigDict):
-        raise ConfigError(f"{path}: get_config() returned {type(config).__name__}, expected ml_collections.ConfigDict")
+    if not hasattr(module, function):
+        raise ConfigError(f"{path} defines no {function}(); a {kind} file returns a {expected.__name__} from it")
+    value = getattr(module, function)()
+    if not isinstance(value, expected):
+        raise ConfigError(f"{path}: {function}() returned {type(value).__name__}, expected {expected.__name__}")
+    return value
+
+
+def load_base_config(path: str | Path) -> ml_collections.ConfigDict:
+    """Import an experiment file and return its locked config, before overrides."""
+    config = call_file_function(path, "get_config", ml_collections.ConfigDict, "experiment")
     missing = [g for g in GROUPS if g not in config]
     if missing:
         raise ConfigError(f"{path}: config lacks the groups {missing}; every experiment has {list(GROUPS)}")

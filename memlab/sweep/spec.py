@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any, Callable
 
 import ml_collections
 
-from memlab.config import ConfigError, load_base_config, set_value, to_dict, validate
+from memlab.config import ConfigError, call_file_function, load_base_config, set_value, to_dict, validate
 from memlab.data.pipeline import tokens_per_example
 
 
@@ -45,18 +44,8 @@ class Point:
 
 
 def load_sweep(path: str | Path) -> Sweep:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep file not found: {path} (expected a .py file defining get_sweep())")
-    spec = importlib.util.spec_from_file_location(f"memlab_sweep_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_sweep"):
-        raise ConfigError(f"{path} defines no get_sweep(); a sweep file returns a memlab.sweep.Sweep from it")
-    sweep = module.get_sweep()
-    if not isinstance(sweep, Sweep):
-        raise ConfigError(f"{path}: get_sweep() returned {type(sweep).__name__}, expected memlab.sweep.Sweep")
-    sweep.source = path.resolve()
+    sweep = call_file_function(path, "get_sweep", Sweep, "sweep")
+    sweep.source = Path(path).resolve()
     return sweep
 
 
