@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from memlab.models.layers import SwiGLU, compute_dtype, dense, mlp_width, rms_norm
-from memlab.models.mixers import get_mixer, parse_mixers
+from memlab.models.mixers import get_mixer, parse_mixers, steps
 from memlab.models.registry import register_model
 from memlab.parallel import constrain
 
@@ -57,6 +57,24 @@ class LM(nnx.Module):
         logits = self.embed.attend(x) if self.cfg.tie_embeddings else self.unembed(x)
         return {"logits": constrain(logits.astype(jnp.float32), ("batch", "seq", "vocab"))}
 
+    def init_cache(self, batch_size: int, max_len: int) -> dict:
+        """Decoding cache for up to `max_len` tokens: one entry per layer plus the next position."""
+        return {"pos": jnp.zeros((), jnp.int32),
+                "layers": [steps.init_cache(b.mixer, batch_size, max_len) for b in self.blocks]}
+
+    def decode_step(self, tokens: jax.Array, cache: dict) -> tuple[jax.Array, dict]:
+        """One token per sequence, tokens [B] -> (fp32 logits [B, vocab], cache); equals the parallel forward."""
+        x = self.embed(tokens)
+        layers = []
+        for block, layer_cache in zip(self.blocks, cache["layers"]):
+            y, layer_cache = steps.step(block.mixer, block.mixer_norm(x), layer_cache, cache["pos"])
+            x = x + y
+            x = x + block.mlp(block.mlp_norm(x))
+            layers.append(layer_cache)
+        x = self.final_norm(x)
+        logits = self.embed.attend(x) if self.cfg.tie_embeddings else self.unembed(x)
+        return logits.astype(jnp.float32), {"pos": cache["pos"] + 1, "layers": layers}
+
     def embedding_params(self) -> int:
         """Parameters in the token embedding and (untied) unembedding: excluded from `params_non_embedding`."""
         per_table = self.cfg.vocab_size * self.cfg.d_model
@@ -81,6 +99,12 @@ LM_DEFAULTS = {
     "rope_theta": 10_000.0,
     "conv_kernel": 4,      # taps of the short causal convolutions (conv mixer, conv paths of recurrent mixers)
     "tie_embeddings": False,
+    # matrix-memory mixers (gdn, deltanet, hebbian): per-head [K, V] state, K = matrix_head_dim, V = K * expand_v
+    "matrix_head_dim": 0,         # key dim per head; 0 = d_model // num_heads
+    "matrix_expand_v": 1.0,       # value dim / key dim (Gated DeltaNet uses 2)
+    "matrix_chunk_size": 64,      # chunk length of the chunked / Pallas kernels
+    "matrix_backend": "auto",     # pallas_kernels backend: auto | reference | chunked | pallas
+    "hebbian_decay": False,       # hebbian: learned data-dependent decay alpha (gated linear attention)
 }
 
 

@@ -1,0 +1,176 @@
+"""Matrix-memory mixers: a per-head [K, V] state written token by token through pallas_kernels.
+
+`gdn` (Gated DeltaNet: decay alpha and delta write beta), `deltanet` (delta write, no decay) and `hebbian`
+(outer-product write, linear attention, optional decay) share one block so that they differ only in the write
+rule: q/k/v projections -> short causal conv + SiLU -> L2-normalised q, k -> kernel -> per-head RMSNorm(o) *
+SiLU(W_g x) -> output projection. Each also has a one-token `step` on an O(1) cache (conv taps + state).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+import pallas_kernels
+from memlab.models.layers import ShortConv, dense, rms_norm
+from memlab.models.mixers import register_mixer
+from memlab.models.mixers.steps import conv_step, init_conv_cache
+
+
+def head_dims(cfg) -> tuple[int, int, int]:
+    """(heads H, key dim K, value dim V): K = model.matrix_head_dim (0: d_model // heads), V = K * expand_v."""
+    h = cfg.num_heads
+    k = cfg.matrix_head_dim or cfg.d_model // h
+    return h, k, int(k * cfg.matrix_expand_v)
+
+
+def _l2norm(x: jax.Array) -> jax.Array:
+    x32 = x.astype(jnp.float32)
+    return (x32 * jax.lax.rsqrt(jnp.sum(x32 * x32, axis=-1, keepdims=True) + 1e-6)).astype(x.dtype)
+
+
+def _inv_softplus(y: jax.Array) -> jax.Array:
+    return y + jnp.log(-jnp.expm1(-y))
+
+
+def kernel_flops_per_token(h: int, k: int, v: int, chunk: int, delta: bool) -> float:
+    """Forward FLOPs per token of the chunked (WY/UT) kernel for H heads with chunk length C.
+
+    Per head and token: state read, state write (and, delta rule, the W S0 correction) cost K*V MACs each;
+    intra-chunk scores Q K^T and the weighted sum over the chunk cost C*K and C*V; the delta rule adds the
+    K K^T Gram matrix, W = T K and Ubar = T V (C*K + C*K + C*V) and the inverse T = (I + A)^-1 (~C^2/3).
+    """
+    macs = 2 * k * v + chunk * k + chunk * v
+    if delta:
+        macs += k * v + 2 * chunk * k + chunk * v + chunk * chunk / 3
+    return 2.0 * h * macs
+
+
+class MatrixMixer(nnx.Module):
+    """Shared block; subclasses set `delta` (error-correcting write) and `decay` (data-dependent alpha)."""
+
+    delta = True
+    decay = True
+
+    def __init__(self, cfg, *, rngs: nnx.Rngs, dtype=jnp.float32):
+        d = cfg.d_model
+        h, k, v = head_dims(cfg)
+        self.heads, self.dk, self.dv, self.dtype = h, k, v, dtype
+        self.backend, self.chunk_size = cfg.matrix_backend, cfg.matrix_chunk_size
+        self.q = dense(d, h * k, ("embed", "heads"), rngs=rngs, dtype=dtype)
+        self.k = dense(d, h * k, ("embed", "heads"), rngs=rngs, dtype=dtype)
+        self.v = dense(d, h * v, ("embed", "heads"), rngs=rngs, dtype=dtype)
+        self.q_conv = ShortConv(h * k, cfg.conv_kernel, rngs=rngs, dtype=dtype)
+        self.k_conv = ShortConv(h * k, cfg.conv_kernel, rngs=rngs, dtype=dtype)
+        self.v_conv = ShortConv(h * v, cfg.conv_kernel, rngs=rngs, dtype=dtype)
+        if self.delta:
+            self.b = dense(d, h, ("embed", "heads"), rngs=rngs, dtype=dtype)
+        if self.decay:  # Mamba-2 / Gated DeltaNet parametrisation and initialisation of alpha
+            self.a = dense(d, h, ("embed", "heads"), rngs=rngs, dtype=dtype)
+            A = jax.random.uniform(rngs.params(), (h,), minval=1.0, maxval=16.0)
+            self.A_log = nnx.Param(jnp.log(A), out_sharding=("heads",))
+            log_dt = jax.random.uniform(rngs.params(), (h,), minval=math.log(1e-3), maxval=math.log(1e-1))
+            dt = jnp.maximum(jnp.exp(log_dt), 1e-4)
+            self.dt_bias = nnx.Param(_inv_softplus(dt), out_sharding=("heads",))
+        self.o_norm = rms_norm(v, rngs=rngs, dtype=dtype, axis_name=None)
+        self.g = dense(d, h * v, ("embed", "heads"), rngs=rngs, dtype=dtype)
+        self.o = dense(h * v, d, ("heads", "embed"), rngs=rngs, dtype=dtype)
+
+    def _gates(self, x):
+        """beta [.., H] (or None) and log-decay g [.., H] (or None), in fp32."""
+        beta = jax.nn.sigmoid(self.b(x).astype(jnp.float32)) if self.delta else None
+        g = None
+        if self.decay:
+            dt = jax.nn.softplus(self.a(x).astype(jnp.float32) + self.dt_bias[...])
+            g = -jnp.exp(self.A_log[...]) * dt
+        return beta, g
+
+    def _qkv(self, q, k, v):
+        split = lambda y, n: y.reshape(*y.shape[:-1], self.heads, n)
+        q, k, v = (jax.nn.silu(y) for y in (q, k, v))
+        return _l2norm(split(q, self.dk)), _l2norm(split(k, self.dk)), split(v, self.dv)
+
+    def _out(self, x, o):
+        o = self.o_norm(o) * jax.nn.silu(self.g(x)).reshape(o.shape)
+        return self.o(o.reshape(*o.shape[:-2], -1))
+
+    def __call__(self, x: jax.Array, *, positions: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
+        q, k, v = self._qkv(self.q_conv(self.q(x), segment_ids), self.k_conv(self.k(x), segment_ids),
+                            self.v_conv(self.v(x), segment_ids))
+        beta, g = self._gates(x)
+        common = dict(g=g, segment_ids=segment_ids, chunk_size=self.chunk_size, backend=self.backend)
+        if self.delta:
+            o, _ = pallas_kernels.delta_rule(q, k, v, beta.astype(q.dtype), **common)
+        else:
+            o, _ = pallas_kernels.linear_attention(q, k, v, **common)
+        return self._out(x, o)
+
+    def init_cache(self, batch_size: int, max_len: int) -> dict:
+        """O(1) decoding state: the last conv_kernel-1 inputs of each conv and the [B, H, K, V] fp32 memory."""
+        convs = {n: init_conv_cache(c, batch_size, self.dtype)
+                 for n, c in (("q", self.q_conv), ("k", self.k_conv), ("v", self.v_conv))}
+        return {"conv": convs, "state": jnp.zeros((batch_size, self.heads, self.dk, self.dv), jnp.float32)}
+
+    def step(self, x: jax.Array, cache: dict, *, position: jax.Array) -> tuple[jax.Array, dict]:
+        """One token x [B, d] -> (y [B, d], cache): the recurrence S <- a S (+ delta correction) + b k v^T."""
+        conv = {}
+        outs = []
+        for name, proj, c in (("q", self.q, self.q_conv), ("k", self.k, self.k_conv), ("v", self.v, self.v_conv)):
+            y, conv[name] = conv_step(c, proj(x), cache["conv"][name])
+            outs.append(y)
+        q, k, v = (y.astype(jnp.float32) for y in self._qkv(*outs))
+        beta, g = self._gates(x)
+        S = cache["state"]
+        if g is not None:
+            S = S * jnp.exp(g)[..., None, None]
+        if self.delta:
+            u = beta[..., None] * (v - jnp.einsum("bhkv,bhk->bhv", S, k))
+        else:
+            u = v
+        S = S + k[..., :, None] * u[..., None, :]
+        o = jnp.einsum("bhkv,bhk->bhv", S, q * self.dk ** -0.5).astype(x.dtype)
+        return self._out(x, o), {"conv": conv, "state": S}
+
+    @classmethod
+    def forward_flops_per_token(cls, cfg, seq_len: int) -> float:
+        d = cfg.d_model
+        h, k, v = head_dims(cfg)
+        proj_out = 2 * h * k + 2 * h * v + h * (cls.delta + cls.decay)  # q, k, v, output gate, beta, alpha
+        flops = 2.0 * d * proj_out + 2.0 * h * v * d
+        flops += ShortConv.forward_flops_per_token(2 * h * k + h * v, cfg.conv_kernel)
+        chunk = min(cfg.matrix_chunk_size, seq_len)
+        return flops + kernel_flops_per_token(h, k, v, chunk, cls.delta)
+
+    @staticmethod
+    def state_size(cfg) -> int:
+        """Recurrent state per sequence, in numbers: the H x K x V memory (conv taps excluded)."""
+        h, k, v = head_dims(cfg)
+        return h * k * v
+
+
+@register_mixer("gdn")
+class GatedDeltaNet(MatrixMixer):
+    delta, decay = True, True
+
+
+@register_mixer("deltanet")
+class DeltaNet(MatrixMixer):
+    delta, decay = True, False
+
+
+@register_mixer("hebbian")
+class Hebbian(MatrixMixer):
+    """Linear attention; with model.hebbian_decay the same learned decay alpha as gdn."""
+
+    delta, decay = False, False
+
+    def __init__(self, cfg, *, rngs: nnx.Rngs, dtype=jnp.float32):
+        self.decay = bool(cfg.hebbian_decay)
+        super().__init__(cfg, rngs=rngs, dtype=dtype)
+
+    @staticmethod
+    def forward_flops_per_token(cfg, seq_len: int) -> float:
+        return MatrixMixer.forward_flops_per_token.__func__(Hebbian, cfg, seq_len) + (2.0 * cfg.d_model * cfg.num_heads if cfg.hebbian_decay else 0.0)
