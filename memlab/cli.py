@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "memlab.analysis.commands",   # report
     "memlab.data.commands",       # data prepare, data verify
     "memlab.sweep.commands",      # sweep, sweep-point, agent, status
+    "memlab.probes.commands",     # efficiency, slots
 )
 
 

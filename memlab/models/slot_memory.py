@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from memlab.models.cross_attention import Block, TokenIO
-from memlab.models.layers import compute_dtype, mlp_width, rms_norm
+from memlab.models.layers import compute_dtype, dense, mlp_width, rms_norm
 from memlab.models.registry import register_model
 from memlab.parallel import constrain
 
@@ -31,9 +31,16 @@ class SlotMemory(nnx.Module):
         dtype = compute_dtype(cfg.dtype)
         self.d_ff = d_ff = mlp_width(cfg.d_model, cfg.mlp_ratio)
         self.io = TokenIO(cfg, rngs=rngs, dtype=dtype)
-        init = nnx.initializers.normal(1.0)
-        self.slots = nnx.Param(init(rngs.params(), (cfg.num_slots, cfg.d_model)), out_sharding=("slots", "embed"))
+        # Slot queries = a shared mean + per-slot offsets: the mean's gradient is the sum over slots, so "what is
+        # worth reading" (facts, not distractors) is learnt at once by all slots; the offsets break the symmetry.
+        self.slot_mean = nnx.Param(jnp.zeros((cfg.d_model,)), out_sharding=("embed",))
+        self.slot_offsets = nnx.Param(nnx.initializers.normal(1.0)(rngs.params(), (cfg.num_slots, cfg.d_model)),
+                                      out_sharding=("slots", "embed"))
         self.context_norm = rms_norm(cfg.d_model, rngs=rngs, dtype=dtype)
+        # A salience score per context position and head, added to every slot's attention score there: lets the
+        # slots agree to skip distractors without each query having to learn it separately.
+        self.salience = dense(cfg.d_model, cfg.num_heads, ("embed", "heads"), rngs=rngs, dtype=dtype,
+                              init=nnx.initializers.zeros_init())
         self.slot_blocks = nnx.List([Block(cfg, SLOT_PARTS, rngs=rngs, dtype=dtype, d_ff=d_ff)
                                      for _ in range(cfg.slot_layers)])
         self.slot_norm = rms_norm(cfg.d_model, rngs=rngs, dtype=dtype)
@@ -47,12 +54,18 @@ class SlotMemory(nnx.Module):
         """The normalised context token vectors the slots read [B, L, d]."""
         return self.context_norm(self.io.context(context))
 
+    def slot_queries(self):
+        return self.slot_mean[...] + self.slot_offsets[...]
+
     def encode_context(self, context):
         """M_ctx [B, k, d] from the context tokens [B, L] alone."""
         memory = self.context_memory(context)
-        slots = jnp.broadcast_to(self.slots[...].astype(memory.dtype), (context.shape[0], *self.slots.shape))
+        bias = self.salience(memory)
+        queries = self.slot_queries().astype(memory.dtype)
+        slots = jnp.broadcast_to(queries, (context.shape[0], *queries.shape))
         for block in self.slot_blocks:
-            slots = constrain(block(slots, memory), ("batch", "slots", "embed"))
+            slots = block(slots, memory, memory_bias=bias, compete=self.cfg.slot_competition)
+            slots = constrain(slots, ("batch", "slots", "embed"))
         return self.slot_norm(slots)
 
     def answer(self, m_ctx, question, answer_inputs):
@@ -78,7 +91,7 @@ class SlotMemory(nnx.Module):
         """Context encoding once per example, then question encoding and decoding once per question."""
         cfg, d = self.cfg, self.cfg.d_model
         length, (num_q, lq), la, k = shapes["context"][0], shapes["question"], shapes["answer_inputs"][1], cfg.num_slots
-        total = self.io.context_flops(length)
+        total = self.io.context_flops(length) + 2.0 * length * d * cfg.num_heads  # front end, salience
         total += cfg.slot_layers * Block.forward_flops(SLOT_PARTS, d, self.d_ff, k, length)
         per_q = cfg.question_layers * Block.forward_flops(QUESTION_PARTS, d, self.d_ff, lq, k)
         per_q += cfg.num_layers * Block.forward_flops(DECODER_PARTS, d, self.d_ff, la, k + lq)
@@ -107,6 +120,8 @@ SLOT_MEMORY_DEFAULTS = {
     "mlp_ratio": 4.0,
     "rope_theta": 10_000.0,
     "conv_kernel": 4,       # taps of the causal convolution on the context embeddings
+    "slot_competition": True,  # slots compete for context positions (softmax over slots) instead of all
+                               # reading the same ones; a per-position salience gates what is read
     "tie_embeddings": False,
 }
 

@@ -1,0 +1,179 @@
+"""Compute efficiency from run curves: training FLOPs to reach a target answer accuracy, and accuracy at equal
+compute, for the slot memory against its baselines (full encoder-decoder, decoder-only LM).
+
+Reads only run directories. A run's family is its `model.name`; slot runs are placed by k (`model.num_slots`)
+and L (`data.context_len`). `write_efficiency_report(dir)` writes efficiency.md (table and ratios) and PNGs:
+accuracy vs FLOPs per family, compute-to-target vs L/k.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .plots import family_colors
+from .runs import load_runs
+from .tables import markdown_table, num, sci
+
+SLOT, BASELINES = "slot_memory", ("encdec", "lm")
+
+
+def _evals(curve: pd.DataFrame, metric: str) -> pd.DataFrame:
+    if metric not in curve or "flops" not in curve:
+        return pd.DataFrame(columns=["flops", metric])
+    return curve[["flops", metric]].dropna().sort_values("flops")
+
+
+def compute_to_target(curve: pd.DataFrame, target: float, metric: str = "eval/accuracy") -> float:
+    """Training FLOPs at which `metric` first reaches `target`, interpolated in log-FLOPs between the eval before
+    and the eval at the crossing (NaN if never reached)."""
+    points = _evals(curve, metric)
+    flops, values = points["flops"].to_numpy(float), points[metric].to_numpy(float)
+    hits = np.flatnonzero(values >= target)
+    if not len(hits):
+        return math.nan
+    i = hits[0]
+    if i == 0 or values[i] == values[i - 1]:
+        return float(flops[i])
+    frac = (target - values[i - 1]) / (values[i] - values[i - 1])
+    return float(np.exp(np.log(flops[i - 1]) + frac * (np.log(flops[i]) - np.log(flops[i - 1]))))
+
+
+def accuracy_at_compute(curve: pd.DataFrame, budget: float, metric: str = "eval/accuracy") -> float:
+    """Best `metric` among evals done within `budget` training FLOPs (NaN if the first eval came later)."""
+    points = _evals(curve, metric)
+    within = points[points["flops"] <= budget * (1 + 1e-9)]
+    return float(within[metric].max()) if len(within) else math.nan
+
+
+def efficiency_table(runs: pd.DataFrame, target: float, metric: str = "eval/accuracy") -> pd.DataFrame:
+    """One row per run: family, k, L, L/k, parameters, FLOPs per example, best accuracy, FLOPs to target."""
+    rows = []
+    for _, row in runs.iterrows():
+        curve = runs.curves.of(row)
+        family = row.get("model.name")
+        slots = row.get("model.num_slots") if family == SLOT else math.nan
+        length = row.get("data.context_len")
+        evals = _evals(curve, metric)
+        rows.append({"run": row["run"], "family": family, "k": slots, "L": length,
+                     "L/k": length / slots if family == SLOT else math.nan, "params": row.get("params"),
+                     "flops_per_example": row.get("flops_per_example"), "flops": row.get("flops"),
+                     "best_accuracy": float(evals[metric].max()) if len(evals) else math.nan,
+                     "flops_to_target": compute_to_target(curve, target, metric)})
+    return pd.DataFrame(rows)
+
+
+def efficiency_ratios(table: pd.DataFrame, runs: pd.DataFrame, metric: str = "eval/accuracy") -> pd.DataFrame:
+    """For each slot run and each baseline run at the same L: compute-to-target ratio (baseline / slot; > 1 means
+    the slots need less compute), FLOPs-per-example ratio, and both accuracies at the compute the cheaper of
+    the two runs spent in total (accuracy at equal compute)."""
+    curves = {row["run"]: runs.curves.of(row) for _, row in runs.iterrows()}
+    out = []
+    for _, slot in table[table["family"] == SLOT].iterrows():
+        for _, base in table[(table["family"].isin(BASELINES)) & (table["L"] == slot["L"])].iterrows():
+            budget = min(slot["flops"], base["flops"])
+            out.append({"L": slot["L"], "k": slot["k"], "baseline": base["family"], "slot_run": slot["run"],
+                        "baseline_run": base["run"],
+                        "compute_to_target_ratio": base["flops_to_target"] / slot["flops_to_target"],
+                        "flops_per_example_ratio": base["flops_per_example"] / slot["flops_per_example"],
+                        "equal_compute_flops": budget,
+                        "slot_accuracy": accuracy_at_compute(curves[slot["run"]], budget, metric),
+                        "baseline_accuracy": accuracy_at_compute(curves[base["run"]], budget, metric)})
+    return pd.DataFrame(out)
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    """FLOP-like columns in scientific notation, the rest with 4 significant digits."""
+    fmt = lambda col, v: sci(v) if "flops" in col or col == "params" else num(v)
+    return markdown_table(list(frame.columns), ([fmt(c, v) for c, v in row.items()] for _, row in frame.iterrows()))
+
+
+def _plot_accuracy_vs_flops(path: Path, runs: pd.DataFrame, metric: str) -> Path:
+    fig = Figure(figsize=(7.5, 4.8))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    colors = family_colors(runs["model.name"])
+    seen = set()
+    for _, row in runs.iterrows():
+        family, points = row["model.name"], _evals(runs.curves.of(row), metric)
+        if len(points):
+            ax.plot(points["flops"], points[metric], marker=".", color=colors[family], alpha=0.8,
+                    label=None if family in seen else family)
+            seen.add(family)
+    ax.set(xscale="log", xlabel="training FLOPs", ylabel=metric, title=f"{metric} vs compute, per family")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def _plot_compute_to_target(path: Path, table: pd.DataFrame, target: float) -> Path:
+    fig = Figure(figsize=(7.5, 4.8))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    slots = table[table["family"] == SLOT].dropna(subset=["flops_to_target"])
+    for k, group in slots.groupby("k"):
+        group = group.sort_values("L/k")
+        ax.plot(group["L/k"], group["flops_to_target"], marker="o", label=f"slot_memory k={k:g}")
+    for family in BASELINES:  # a baseline has no k: drawn at L / k for each slot k run at the same L
+        base = table[table["family"] == family].dropna(subset=["flops_to_target"])
+        xs, ys = [], []
+        for _, b in base.iterrows():
+            for k in slots[slots["L"] == b["L"]]["k"]:
+                xs.append(b["L"] / k)
+                ys.append(b["flops_to_target"])
+        if xs:
+            ax.scatter(xs, ys, marker="x", label=f"{family} (same L)")
+    ax.set(xscale="log", yscale="log", xlabel="L / k", ylabel=f"FLOPs to accuracy {target:g}",
+           title="compute to target vs context/slot ratio")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def write_efficiency_report(path: str | Path, *, target: float = 0.9, metric: str = "eval/accuracy",
+                            headline: tuple[int, int] = (512, 32)) -> Path:
+    """efficiency.md with the per-run table, slot-vs-baseline ratios and the headline ratio at (L, k), plus
+    accuracy_vs_flops.png and compute_to_target_vs_ratio.png, all in `path`."""
+    root = Path(path)
+    runs = load_runs(root)
+    if runs.empty or "model.name" not in runs:
+        raise FileNotFoundError(f"no runs under {root}")
+    table = efficiency_table(runs, target, metric)
+    ratios = efficiency_ratios(table, runs, metric)
+    plots = [_plot_accuracy_vs_flops(root / "accuracy_vs_flops.png", runs, metric),
+             _plot_compute_to_target(root / "compute_to_target_vs_ratio.png", table, target)]
+    length, k = headline
+    lines = [f"# Slot-memory efficiency ({len(table)} runs, target {metric} >= {target:g})", "",
+             "Compute counts training FLOPs (3x forward, context encoding included). `compute_to_target_ratio` ="
+             " baseline FLOPs to target / slot FLOPs to target (> 1: slots cheaper); NaN where a run never reached"
+             " the target. Accuracy at equal compute compares both runs at the smaller of their total budgets.", "",
+             "## Headline", "", _headline(ratios, length, k), "", "## Runs", "", _markdown(table), "",
+             "## Slot vs baselines", "", _markdown(ratios) if len(ratios) else "(no slot/baseline pair at equal L)",
+             "", *(f"![{p.stem}]({p.name})" for p in plots), ""]
+    out = root / "efficiency.md"
+    out.write_text("\n".join(lines))
+    return out
+
+
+def _headline(ratios: pd.DataFrame, length: int, k: int) -> str:
+    if ratios.empty:
+        return f"No slot run with a baseline at L={length}."
+    at = ratios[(ratios["L"] == length) & (ratios["k"] == k)]
+    if at.empty:
+        return f"No slot run at L={length}, k={k} with a baseline at the same L."
+    parts = []
+    for _, r in at.iterrows():
+        parts.append(f"- L={length}, k={k} vs {r['baseline']}: compute-to-target ratio "
+                     f"{r['compute_to_target_ratio']:.3g}, FLOPs-per-example ratio {r['flops_per_example_ratio']:.3g}; "
+                     f"at {r['equal_compute_flops']:.3g} FLOPs: slot {r['slot_accuracy']:.3f} vs "
+                     f"{r['baseline']} {r['baseline_accuracy']:.3f}")
+    return "\n".join(parts)

@@ -1,0 +1,1 @@
+"""Probes of trained models (they load checkpoints, so they live outside memlab.analysis)."""

@@ -1,0 +1,39 @@
+"""Slot-memory efficiency on context QA: k in {4, 8, 16, 32, 64} x L/k in {4, 8, 16, 32} (L = ratio * k), and
+the two baselines (full encoder-decoder, decoder-only LM over [context; question; answer]) at every L the grid
+reaches, all at matched parameter counts (experiments/context_qa.py DEPTH), then the efficiency report:
+
+    memlab sweep sweeps/slot_efficiency.py --workdir runs/slot_efficiency
+    memlab efficiency runs/slot_efficiency --target 0.9
+
+Small scale (d_model 64, 600 steps of 32 examples) so points run on a laptop CPU; the largest L (2048) are the
+slowest, so `--parallel` or a subset (edit K / RATIOS) is the way to a first look.
+"""
+
+from memlab.sweep import Sweep, chain, grid
+
+K = [4, 8, 16, 32, 64]
+RATIOS = [4, 8, 16, 32]
+DEPTH = {"slot_memory": 1, "encdec": 2, "lm": 5}  # as experiments/context_qa.py: matched parameter counts
+LENGTHS = sorted({k * r for k in K for r in RATIOS})
+
+
+def derive(point: dict) -> dict:
+    """L from the point (ratio * k for slots), slots from k, facts that fit L, layers that match parameters."""
+    length = point["@L"] if "@L" in point else point["@ratio"] * point["@k"]
+    out = {"data.context_len": length, "data.num_facts": min(8, length // 4),
+           "model.num_layers": DEPTH[point["model.name"]]}
+    if point["model.name"] == "slot_memory":
+        out["model.num_slots"] = point["@k"]
+    return out
+
+
+def get_sweep():
+    return Sweep(
+        name="slot_efficiency",
+        experiment="experiments/context_qa.py",
+        base={"train.steps": 600, "train.eval_every": 50, "train.checkpoint_every": 300, "train.warmup_steps": 50,
+              "eval.num_examples": 256, "logging.wandb_mode": "offline"},
+        points=chain(grid({"model.name": ["slot_memory"], "@k": K, "@ratio": RATIOS}),
+                     grid({"model.name": ["encdec", "lm"], "@L": LENGTHS})),
+        derive=derive,
+    )

@@ -1,0 +1,83 @@
+"""Context-QA task: determinism, facts where the layout says, answers that are the named facts' values, the flat
+LM form agreeing with the split form, and clear errors for bad knobs."""
+
+import numpy as np
+import pytest
+
+from memlab.config import ConfigError, load_config
+from memlab.data.pipeline import example_shapes, tokens_per_example
+from memlab.data.tasks.context_qa import ANSWER, PAD, QUERY, ContextQA, token_ranges
+from tests.conftest import ROOT
+
+SMALL = ["data.context_len=40", "data.num_facts=4", "data.key_len=2", "data.value_len=2",
+         "data.questions_per_context=3", "data.compose_fraction=0.5", "logging.wandb_mode=disabled"]
+
+
+def config(*overrides):
+    return load_config(ROOT / "experiments" / "context_qa.py", [*SMALL, *overrides])
+
+
+def test_examples_are_pure_in_seed_split_index():
+    cfg = config()
+    a, b = ContextQA(cfg.data, "train", 0), ContextQA(cfg.data, "train", 0)
+    for key, value in a[7].items():
+        np.testing.assert_array_equal(value, b[7][key])
+    assert not np.array_equal(a[7]["context"], ContextQA(cfg.data, "eval", 0)[7]["context"])
+    assert not np.array_equal(a[7]["context"], a[8]["context"])
+
+
+def test_answers_are_the_values_of_the_named_keys():
+    cfg = config()
+    task, ranges = ContextQA(cfg.data, "train", 3), token_ranges(cfg.data.vocab_size)
+    kinds = set()
+    for index in range(20):
+        ex, lay = task[index], task.layout(index)
+        ctx = ex["context"]
+        for start, key, value in zip(lay["starts"], lay["keys"], lay["values"]):
+            np.testing.assert_array_equal(ctx[start:start + 2], key)
+            np.testing.assert_array_equal(ctx[start + 2:start + 4], value)
+        keys_in_ctx = [tuple(ctx[i:i + 2]) for i in range(len(ctx) - 1)
+                       if all(ranges["key"][0] <= t < ranges["key"][1] for t in ctx[i:i + 2])]
+        assert len(keys_in_ctx) == len(set(keys_in_ctx)) == 4  # keys distinct, and only at fact positions
+        for j, facts in enumerate(lay["questions"]):
+            kinds.add(len(facts))
+            question, targets, mask = ex["question"][j], ex["answer_targets"][j], ex["answer_mask"][j]
+            assert question[0] == QUERY
+            want = np.concatenate([lay["values"][i] for i in facts])
+            np.testing.assert_array_equal(targets[mask > 0], want)
+            assert mask.sum() == 2 * len(facts) and (targets[mask == 0] == PAD).all()
+            assert ex["answer_inputs"][j, 0] == ANSWER
+            np.testing.assert_array_equal(ex["answer_inputs"][j, 1:], targets[:-1])
+    assert kinds == {1, 2}  # both single-fact and composed questions occur
+
+
+def test_flat_form_scores_the_same_answers():
+    cfg = config()
+    ex = ContextQA(cfg.data, "train", 0)[5]
+    shapes, total = example_shapes(cfg), tokens_per_example(cfg)
+    assert {k: v.shape for k, v in ex.items()} == shapes and shapes["inputs"] == (total,)
+    np.testing.assert_array_equal(ex["inputs"][:40], ex["context"])
+    np.testing.assert_array_equal(ex["targets"][ex["loss_mask"] > 0], ex["answer_targets"][ex["answer_mask"] > 0])
+    lq, la = shapes["question"][1], shapes["answer_inputs"][1]
+    for j in range(3):  # question then answer-decoder inputs, block after block
+        start = 40 + j * (lq + la)
+        np.testing.assert_array_equal(ex["inputs"][start:start + lq], ex["question"][j])
+        np.testing.assert_array_equal(ex["inputs"][start + lq:start + lq + la], ex["answer_inputs"][j])
+
+
+def test_filler_distractors_leave_only_facts():
+    cfg = config("data.distractors=filler")
+    ex, lay = ContextQA(cfg.data, "train", 0)[0], ContextQA(cfg.data, "train", 0).layout(0)
+    assert (ex["context"] != PAD).sum() == 4 * 4 and set(lay["starts"]) == set(np.flatnonzero(ex["context"])[::4])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.context_len=10", "cannot hold 4 facts"),
+    ("data.distractors=noise", "distractors='noise' is not accepted"),
+    ("data.compose_fraction=1.5", "compose_fraction=1.5 must be in"),
+    ("data.num_facts=0", "num_facts=0 must be a positive integer"),
+    ("data.vocab_size=6", "vocab_size must be >= 9"),
+])
+def test_bad_knobs_fail_with_a_clear_error(override, message):
+    with pytest.raises(ConfigError, match=message):
+        config(override)
