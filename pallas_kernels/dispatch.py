@@ -5,8 +5,8 @@ Each op registers one callable per backend. ``auto`` resolves per platform (``ja
 * cpu: ``chunked``. Measured with ``python -m pallas_kernels.benchmark`` (see BENCHMARKS.md, 2-core CPU):
   forward+backward of the pure-JAX chunked form is 3.9-24x faster than the token-serial reference with
   13-50x less temp memory, and 1.5-2x faster than Pallas in interpret mode.
-* gpu: ``pallas`` (Triton lowering of the fused chunk kernels).
-* tpu and anything else: ``chunked`` (the kernels have not been validated under Mosaic TPU yet).
+* gpu, tpu and anything else: ``chunked`` until the Pallas kernels have been measured and validated there (the
+  Triton/Mosaic lowering has not run on real hardware yet; ``backend="pallas"`` selects it explicitly).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import jax
 
 _REGISTRY: dict[str, dict[str, Callable]] = {}
 
-AUTO_POLICY = {"cpu": "chunked", "gpu": "pallas", "cuda": "pallas", "rocm": "pallas"}
+AUTO_POLICY = {"cpu": "chunked"}
 AUTO_DEFAULT = "chunked"
 
 

@@ -253,6 +253,6 @@ def test_auto_is_chunked_on_cpu():
     from pallas_kernels import dispatch
 
     assert dispatch.auto_backend("cpu") == "chunked"
-    assert dispatch.auto_backend("gpu") == "pallas"
+    assert dispatch.auto_backend("gpu") == "chunked"  # until Pallas is measured on GPU
     if jax.default_backend() == "cpu":
         assert dispatch.resolve("delta_rule", "auto")[0] == "chunked"
