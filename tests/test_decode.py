@@ -20,3 +20,13 @@ def test_step_by_step_logits_equal_parallel_forward(tiny_config, mixers):
         logits, cache = step(model, tokens[:, t], cache)
         np.testing.assert_allclose(np.asarray(logits), parallel[:, t], atol=2e-5, rtol=1e-5)
     assert int(cache["pos"]) == tokens.shape[1]
+
+
+def test_generate_is_greedy_under_the_parallel_forward(tiny_config):
+    model = build_model(tiny_config("model.mixers=gdn,attn").model, seed=0)
+    prompt = jax.random.randint(jax.random.key(4), (2, 5), 0, 64)
+    out = model.generate(prompt, 4)
+    assert out.shape == (2, 9)
+    np.testing.assert_array_equal(np.asarray(out[:, :5]), np.asarray(prompt))
+    logits = model({"inputs": out})["logits"]
+    np.testing.assert_array_equal(np.asarray(out[:, 5:]), np.asarray(logits[:, 4:-1].argmax(-1)))

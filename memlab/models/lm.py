@@ -75,6 +75,18 @@ class LM(nnx.Module):
         logits = self.embed.attend(x) if self.cfg.tie_embeddings else self.unembed(x)
         return logits.astype(jnp.float32), {"pos": cache["pos"] + 1, "layers": layers}
 
+    def generate(self, prompt: jax.Array, num_tokens: int) -> jax.Array:
+        """Greedy continuation of `prompt` [B, P] by `num_tokens` tokens through the one-token step (O(1) state
+        per token for matrix mixers, a KV cache for attention) -> [B, P + num_tokens]."""
+        step = nnx.jit(type(self).decode_step)
+        cache = self.init_cache(prompt.shape[0], prompt.shape[1] + num_tokens)
+        tokens = [prompt[:, t] for t in range(prompt.shape[1])]
+        for t in range(prompt.shape[1] + num_tokens - 1):
+            logits, cache = step(self, tokens[t], cache)
+            if t + 1 >= prompt.shape[1]:
+                tokens.append(jnp.argmax(logits, axis=-1).astype(prompt.dtype))
+        return jnp.stack(tokens, axis=1)
+
     def embedding_params(self) -> int:
         """Parameters in the token embedding and (untied) unembedding: excluded from `params_non_embedding`."""
         per_table = self.cfg.vocab_size * self.cfg.d_model
