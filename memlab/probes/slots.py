@@ -125,7 +125,7 @@ def _heatmap(path: Path, reads: np.ndarray, mask: np.ndarray, title: str) -> Non
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     image = ax.imshow(reads, aspect="auto", cmap="viridis", interpolation="nearest")
-    for start in np.flatnonzero(np.diff(np.concatenate([[0], mask.max(0)])) > 0):
+    for start in mask.argmax(-1):  # first position of each fact's span
         ax.axvline(start - 0.5, color="white", lw=0.6, alpha=0.7)
     ax.set(xlabel="context position (white lines: fact starts)", ylabel="slot", title=title)
     fig.colorbar(image, ax=ax, label="attention")
