@@ -1,4 +1,4 @@
-"""Context QA (512-token contexts, 8 facts) with the slot memory (k = 32 slots, L/k = 16) and its baselines.
+"""Context QA (512-token contexts, 8 facts, 8 single-fact questions per context) with the slot memory (k = 32 slots, L/k = 16) and its baselines.
 
     memlab train experiments/context_qa.py --workdir runs/cqa_slot
     memlab train experiments/context_qa.py --set model.name=encdec --set model.num_layers=2 --workdir runs/cqa_encdec
