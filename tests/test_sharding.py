@@ -1,4 +1,4 @@
-"""Sharding on 8 fake CPU devices (each case runs tests/sharding_driver.py in a fresh process, since the device
+"""Sharding on 8 fake CPU devices (transformer and Gated DeltaNet LMs) (each case runs tests/sharding_driver.py in a fresh process, since the device
 count is fixed when jax starts): loss curves equal the single-device run, parameter shardings follow the rules,
 checkpoints restore across meshes, and a two-process jax.distributed run trains, checkpoints and resumes."""
 
@@ -40,11 +40,22 @@ def single_device(tmp_path_factory):
     return drive("train", str(tmp_path_factory.mktemp("single")), "1,1,1")["losses"]
 
 
+@pytest.fixture(scope="module")
+def single_device_gdn(tmp_path_factory):
+    return drive("train", str(tmp_path_factory.mktemp("single_gdn")), "1,1,1", "model.mixers=gdn")["losses"]
+
+
 @pytest.mark.parametrize("mesh", ["8,1,1", "2,4,1", "2,2,2"])
 def test_sharded_training_matches_one_device(single_device, mesh, tmp_path):
     result = drive("train", str(tmp_path), mesh)
     assert result["devices"] == 8 and len(result["losses"]) == len(single_device) == 20
     np.testing.assert_allclose(result["losses"], single_device, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mesh", ["8,1,1", "2,4,1", "2,2,2"])
+def test_sharded_gdn_matches_one_device(single_device_gdn, mesh, tmp_path):
+    result = drive("train", str(tmp_path), mesh, "model.mixers=gdn")
+    np.testing.assert_allclose(result["losses"], single_device_gdn, rtol=1e-5)
 
 
 def test_parameter_shardings_follow_the_rules():
