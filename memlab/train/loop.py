@@ -167,6 +167,8 @@ def train(config, workdir: str | Path) -> dict:
     try:
         logger = WandbLogger(config.logging, run.path, config_dict, wandb_id, is_main)
         summary["wandb_run_id"] = logger.run_id
+        if is_main:
+            run.update_summary(wandb_run_id=logger.run_id)
         jit_step = jax.jit(make_train_step(graphdef, weights, tx, schedule, config.train.grad_accum),
                            donate_argnums=0, out_shardings=(shardings, replicated(mesh)))
         session = Session(
