@@ -3,7 +3,7 @@
     memlab sweep sweeps/quickstart.py --workdir runs/quickstart --parallel 2 --report
 
 Families: softmax attention, and Zoology's MQAR architecture (a gated short convolution before attention,
-"conv,attn"). Sizes d_model in {16, 32, 64, 128}: enough points per family for a loss-vs-compute law.
+"conv,attn"). Sizes d_model in {16, 32, 48, 64}: enough points per family for a loss-vs-compute law.
 """
 
 from memlab.sweep import Sweep, grid
@@ -14,8 +14,8 @@ def get_sweep():
         name="quickstart",
         experiment="experiments/mqar.py",
         base={"data.vocab_size": 64, "data.seq_len": 64, "data.num_kv_pairs": 8,
-              "train.steps": 400, "train.batch_size": 32, "train.warmup_steps": 40,
+              "train.steps": 300, "train.batch_size": 32, "train.warmup_steps": 30,
               "train.eval_every": 50, "train.checkpoint_every": 200, "eval.num_examples": 256,
               "logging.progress": False},
-        points=grid({"model.mixers": ["attn", "conv,attn"], "model.d_model": [16, 32, 64, 128]}),
+        points=grid({"model.mixers": ["attn", "conv,attn"], "model.d_model": [16, 32, 48, 64]}),
     )
