@@ -49,7 +49,8 @@ def shardings(mesh: tuple[int, int, int], *extra: str) -> dict:
                             param_shardings(abstract, m, parse_rules(config.mesh.rules)))
     out = {}
     for path, array in jax.tree_util.tree_flatten_with_path(params)[0]:
-        name = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+        keys = [getattr(k, "key", getattr(k, "idx", None)) for k in path]  # the Variable's own `.value` has neither
+        name = "/".join(str(k) for k in keys if k is not None)
         out[name] = [list(a) if isinstance(a, tuple) else a for a in array.sharding.spec]
     return out
 

@@ -67,7 +67,7 @@ def test_parameter_shardings_follow_the_rules():
     assert specs["final_norm/scale"] == ["fsdp"]
     replicated = drive("shardings", "-", "8,1,1")["specs"]             # pure data parallel: fsdp/tensor size 1
     assert replicated["blocks/0/mixer/q/kernel"] == ["fsdp", "tensor"]
-    custom = drive("shardings", "-", "2,2,2", "mesh.rules=(('embed', ''), ('heads', 'tensor'), ('mlp', 'fsdp,tensor'))")
+    custom = drive("shardings", "-", "2,2,2", "mesh.rules=(('embed', ''), ('heads', 'tensor'), ('mlp', 'fsdp,tensor'))")["specs"]
     assert custom["blocks/0/mixer/q/kernel"] == [None, "tensor"]
     assert custom["blocks/0/mlp/up/kernel"] == [None, ["fsdp", "tensor"]]
 
