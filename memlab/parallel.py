@@ -161,6 +161,27 @@ def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, spec_for(names, x.shape, mesh, rules))
 
 
+def map_shards(fn: Callable, args: Sequence[jax.Array], names: Sequence[Sequence[str | None]],
+               out_names: Any) -> Any:
+    """Run `fn(*args)` per shard under `jax.shard_map`, each array split by its logical axis names.
+
+    For ops that are independent along the named axes (a kernel over batch and heads): every device runs the op on
+    its own block, with no gathering. `out_names` mirrors fn's output pytree with a tuple of names per array. A dim
+    that a rule maps to no mesh axis, or that does not divide, is whole on every device. Outside a mesh with
+    rules (or on one device) this is plain `fn(*args)`. Variance checking is off: `fn` runs no collectives, and
+    Pallas in interpret mode (the CPU path) trips JAX's check inside its own grid loop.
+    """
+    rules, mesh = _RULES.get(), jax.sharding.get_abstract_mesh()
+    if rules is None or mesh.empty or math.prod(mesh.shape.values()) == 1:
+        return fn(*args)
+    in_specs = tuple(spec_for(n, a.shape, mesh, rules) for n, a in zip(names, args, strict=True))
+    out_shapes = jax.eval_shape(fn, *args)
+    is_names = lambda x: isinstance(x, tuple) and all(n is None or isinstance(n, str) for n in x)
+    out_specs = jax.tree.map(lambda n, s: spec_for(n, s.shape, mesh, rules), out_names, out_shapes,
+                             is_leaf=is_names)
+    return jax.shard_map(fn, in_specs=in_specs, out_specs=out_specs, check_vma=False)(*args)
+
+
 def maybe_initialize_distributed(mesh_config) -> None:
     """Join a multi-process job: explicit coordinator settings, or detected SLURM / TPU pod environments.
 

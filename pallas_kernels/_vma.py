@@ -28,6 +28,21 @@ def match_vma(x, *likes):
     return jax.lax.pcast(x, missing, to="varying") if missing else x
 
 
+def cotangents_like(cts, primals):
+    """Give each cotangent the variance of its primal, as a custom_vjp backward rule must.
+
+    A primal that is the same on every device of an axis (say a zero initial state) while its cotangent varies
+    over that axis gets the sum over the axis: the transpose of the implicit broadcast that made it vary.
+    """
+    def one(ct, primal):
+        if ct is None or primal is None:
+            return ct
+        extra = tuple(sorted(_vma(ct) - _vma(primal)))
+        return jax.lax.psum(ct, extra) if extra else ct
+
+    return tuple(one(ct, p) for ct, p in zip(cts, primals, strict=True))
+
+
 def out_struct(shape, dtype, like) -> jax.ShapeDtypeStruct:
     """ShapeDtypeStruct for a pallas_call output that varies like ``like`` (required under shard_map)."""
     mat = getattr(jax.typeof(like), "manual_axis_type", None)

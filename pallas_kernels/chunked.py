@@ -18,7 +18,7 @@ from . import _chunk_math as cm
 from ._checks import acc_dtype
 from ._chunking import effective_chunk
 from ._prep import prepare
-from ._vma import match_vma
+from ._vma import cotangents_like, match_vma
 
 
 def to_chunks(x, C):
@@ -100,7 +100,7 @@ def _core_bwd(scale, C, delta, res, cts):
     dS_init = match_vma(dhT.astype(acc), *jax.tree.leaves((xs, per_chunk)))
     dh0, grads = jax.lax.scan(step, dS_init, (xs, per_chunk), reverse=True)
     dq, dk, dv, db, dG = (None if x is None else from_chunks(x) for x in grads)
-    return dq, dk, dv, db, dG.astype(G.dtype), None, dh0.astype(h0.dtype)
+    return cotangents_like((dq, dk, dv, db, dG.astype(G.dtype), None, dh0.astype(h0.dtype)), res)
 
 
 chunked_core.defvjp(_core_fwd, _core_bwd)

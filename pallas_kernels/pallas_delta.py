@@ -25,7 +25,7 @@ from . import _chunk_math as cm
 from ._checks import acc_dtype
 from ._chunking import effective_chunk
 from ._prep import prepare
-from ._vma import match_vma, out_struct
+from ._vma import cotangents_like, match_vma, out_struct
 
 SOLVER = cm.InverseSolver
 
@@ -199,7 +199,7 @@ def _core_bwd(scale, C, delta, interpret, res, cts):
     dq, dk, dv = outs[:3]
     db = outs[3] if delta else None
     dG, dh0 = outs[3 + delta:]
-    return dq, dk, dv, db, dG, None, dh0
+    return cotangents_like((dq, dk, dv, db, dG, None, dh0), res)
 
 
 pallas_core.defvjp(_core_fwd, _core_bwd)

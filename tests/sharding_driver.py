@@ -55,12 +55,50 @@ def shardings(mesh: tuple[int, int, int], *extra: str) -> dict:
     return out
 
 
+def kernels(mesh: tuple[int, int, int], backend: str) -> dict:
+    """delta_rule through `map_shards` (batch over data x fsdp, heads over tensor) against the same op on one
+    device: forward output and the gradients of every input; also the sharding the output comes back with."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    import pallas_kernels
+    from memlab.parallel import DEFAULT_RULES, logical_rules, make_mesh, map_shards, parse_rules
+
+    rng = np.random.default_rng(0)
+    B, T, H, K = 4, 24, 4, 8
+    x = lambda *s: jnp.asarray(rng.standard_normal(s), jnp.float32)
+    q, k, v = x(B, T, H, K), 0.4 * x(B, T, H, K), x(B, T, H, K)
+    beta, g = jax.nn.sigmoid(x(B, T, H)), -jax.nn.softplus(x(B, T, H))
+    seg = jnp.asarray(np.cumsum(rng.random((B, T)) < 0.2, axis=1), jnp.int32)
+    heads, gates = ("batch", "seq", "heads", None), ("batch", "seq", "heads")
+
+    def op(q, k, v, beta, g, seg):
+        return pallas_kernels.delta_rule(q, k, v, beta, g=g, segment_ids=seg, chunk_size=8, backend=backend)[0]
+
+    def loss(args, sharded):
+        o = map_shards(op, [*args, seg], [heads, heads, heads, gates, gates, ("batch", "seq")], heads) if sharded \
+            else op(*args, seg)
+        return jnp.sum(jnp.cos(jnp.arange(o.size, dtype=o.dtype)).reshape(o.shape) * o), o
+
+    args = (q, k, v, beta, g)
+    (_, o1), g1 = jax.value_and_grad(lambda a: loss(a, False), has_aux=True)(args)
+    config = load_config(ROOT / "experiments" / "mqar.py", [f"mesh.data={mesh[0]}", f"mesh.fsdp={mesh[1]}",
+                                                           f"mesh.tensor={mesh[2]}"])
+    with jax.set_mesh(make_mesh(config.mesh)), logical_rules(parse_rules(DEFAULT_RULES)):
+        (_, o8), g8 = jax.jit(jax.value_and_grad(lambda a: loss(a, True), has_aux=True))(args)
+    diff = lambda a, b: float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-12))
+    return {"output": diff(o8, o1), "grads": [diff(a, b) for a, b in zip(g8, g1)],
+            "spec": [list(a) if isinstance(a, tuple) else a for a in o8.sharding.spec]}
+
+
 if __name__ == "__main__":
     command, workdir = sys.argv[1], Path(sys.argv[2])
     mesh = tuple(int(x) for x in sys.argv[3].split(","))
     extra = sys.argv[4:]
     if command == "train":
         result = run(workdir, mesh, *extra)
+    elif command == "kernels":
+        result = kernels(mesh, *extra)
     else:
         result = {"specs": shardings(mesh, *extra)}
     print(json.dumps(result))

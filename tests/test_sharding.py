@@ -58,6 +58,16 @@ def test_sharded_gdn_matches_one_device(single_device_gdn, mesh, tmp_path):
     np.testing.assert_allclose(result["losses"], single_device_gdn, rtol=1e-5)
 
 
+@pytest.mark.parametrize("backend", ["chunked", "pallas"])
+def test_kernels_under_shard_map_match_one_device(backend, tmp_path):
+    """Heads over "tensor", batch over ("data", "fsdp"): each device runs the kernel on its block; forward and all
+    gradients equal the single-device op."""
+    out = drive("kernels", str(tmp_path), "2,2,2", backend)
+    assert out["spec"][:3] == [["data", "fsdp"], None, "tensor"]
+    assert out["output"] < 1e-5
+    assert max(out["grads"]) < 1e-5, out["grads"]
+
+
 def test_parameter_shardings_follow_the_rules():
     specs = drive("shardings", "-", "2,2,2")["specs"]
     assert specs["blocks/0/mixer/q/kernel"] == ["fsdp", "tensor"]      # (embed, heads)

@@ -228,6 +228,14 @@ SHARD_SCRIPT = textwrap.dedent("""
     o2, s2, g2 = local(*args)
     for a, b in zip(jax.tree.leaves((o1, s1, g1)), jax.tree.leaves((o2, s2, g2))):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    # Without an initial state the kernel's zero state is the same on every device while its cotangent is not.
+    def loss_no_state(q, k, v, beta, g, seg):
+        return jnp.sum(delta_rule(q, k, v, beta, g=g, segment_ids=seg, chunk_size=8)[0] ** 2)
+    grad_no_state = jax.grad(loss_no_state, argnums=(0, 1, 2, 3, 4))
+    g0 = jax.jit(jax.shard_map(grad_no_state, mesh=mesh, in_specs=(tok, tok, tok, scal, scal, P("data", None)),
+                               out_specs=(tok, tok, tok, scal, scal)))(*args[:5], seg)
+    for a, b in zip(g0, grad_no_state(*args[:5], seg)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     def pallas_fwd(q, k, v, beta, g, h0, seg):
         return delta_rule(q, k, v, beta, g=g, initial_state=h0, segment_ids=seg, return_final_state=True,
                           chunk_size=8, backend="pallas")

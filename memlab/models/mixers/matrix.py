@@ -18,6 +18,7 @@ import pallas_kernels
 from memlab.models.layers import ShortConv, dense, rms_norm
 from memlab.models.mixers import register_mixer
 from memlab.models.mixers.steps import conv_step, init_conv_cache
+from memlab.parallel import map_shards
 
 
 def head_dims(cfg) -> tuple[int, int, int]:
@@ -101,12 +102,24 @@ class MatrixMixer(nnx.Module):
         q, k, v = self._qkv(self.q_conv(self.q(x), segment_ids), self.k_conv(self.k(x), segment_ids),
                             self.v_conv(self.v(x), segment_ids))
         beta, g = self._gates(x)
-        common = dict(g=g, segment_ids=segment_ids, chunk_size=self.chunk_size, backend=self.backend)
-        if self.delta:
-            o, _ = pallas_kernels.delta_rule(q, k, v, beta.astype(q.dtype), **common)
-        else:
-            o, _ = pallas_kernels.linear_attention(q, k, v, **common)
-        return self._out(x, o)
+        return self._out(x, self._memory(q, k, v, beta, g, segment_ids))
+
+    def _memory(self, q, k, v, beta, g, segment_ids):
+        """The kernel over the whole sequence, run per (batch, heads) shard of the mesh (see `map_shards`)."""
+        heads, tokens = ("batch", "seq", "heads", None), ("batch", "seq")
+        named = {"q": (q, heads), "k": (k, heads), "v": (v, heads), "beta": (beta, heads[:3]), "g": (g, heads[:3]),
+                 "segment_ids": (segment_ids, tokens)}
+        named = {n: a for n, a in named.items() if a[0] is not None}
+
+        def kernel(*arrays):
+            a = dict(zip(named, arrays))
+            common = dict(g=a.get("g"), segment_ids=a.get("segment_ids"), chunk_size=self.chunk_size,
+                          backend=self.backend)
+            if self.delta:
+                return pallas_kernels.delta_rule(a["q"], a["k"], a["v"], a["beta"].astype(q.dtype), **common)[0]
+            return pallas_kernels.linear_attention(a["q"], a["k"], a["v"], **common)[0]
+
+        return map_shards(kernel, [a for a, _ in named.values()], [n for _, n in named.values()], heads)
 
     def init_cache(self, batch_size: int, max_len: int) -> dict:
         """O(1) decoding state: the last conv_kernel-1 inputs of each conv and the [B, H, K, V] fp32 memory."""
