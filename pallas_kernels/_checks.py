@@ -73,6 +73,25 @@ def check_qkv(q: Any, k: Any, v: Any) -> tuple[int, int, int, int, int]:
     return B, T, H, K, int(np.shape(v)[3])
 
 
+def check_state(name: str, x: Any, names: tuple[str, ...], sizes: tuple[int, ...], q: Any) -> None:
+    """A state tensor: exactly ``sizes`` and the accumulation dtype of q's dtype."""
+    check_shape(name, x, names, sizes)
+    want = acc_dtype(jnp.result_type(q))
+    if np.dtype(jnp.result_type(x)) != want:
+        raise ValueError(f"{name} has dtype {jnp.result_type(x)} (shape {tuple(np.shape(x))}), expected {want.name}")
+
+
+def check_options(segment_ids: Any, chunk_size: Any, backend: Any, B: int, T: int) -> None:
+    """segment_ids [B, T] ints or None, a positive int chunk_size and a known backend name."""
+    if segment_ids is not None:
+        check_shape("segment_ids", segment_ids, ("B", "T"), (B, T))
+        check_int("segment_ids", segment_ids)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ValueError(f"chunk_size is {chunk_size!r}, expected a positive int")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend is {backend!r}, expected one of {BACKENDS}")
+
+
 def check_common(
     q: Any, k: Any, v: Any, beta: Any, g: Any, initial_state: Any, segment_ids: Any,
     chunk_size: Any, backend: Any, scale: Any,
@@ -86,20 +105,30 @@ def check_common(
         check_shape("g", g, ("B", "T", "H"), (B, T, H))
         check_float("g", g)
     if initial_state is not None:
-        check_shape("initial_state", initial_state, ("B", "H", "K", "V"), (B, H, K, V))
-        want = acc_dtype(jnp.result_type(q))
-        if np.dtype(jnp.result_type(initial_state)) != want:
-            raise ValueError(
-                f"initial_state has dtype {jnp.result_type(initial_state)} (shape "
-                f"{tuple(np.shape(initial_state))}), expected {want.name}"
-            )
-    if segment_ids is not None:
-        check_shape("segment_ids", segment_ids, ("B", "T"), (B, T))
-        check_int("segment_ids", segment_ids)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ValueError(f"chunk_size is {chunk_size!r}, expected a positive int")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend is {backend!r}, expected one of {BACKENDS}")
+        check_state("initial_state", initial_state, ("B", "H", "K", "V"), (B, H, K, V), q)
+    check_options(segment_ids, chunk_size, backend, B, T)
     if scale is not None and not isinstance(scale, (int, float, np.floating, np.integer)):
         raise ValueError(f"scale is {type(scale).__name__}, expected a Python float (static) or None")
+    return B, T, H, K, V
+
+
+def check_mlstm(
+    q: Any, k: Any, v: Any, i: Any, f: Any, initial_state: Any, segment_ids: Any, chunk_size: Any,
+    backend: Any, eps: Any,
+) -> tuple[int, int, int, int, int]:
+    """Validate the arguments of :func:`pallas_kernels.mlstm`."""
+    B, T, H, K, V = check_qkv(q, k, v)
+    for name, gate in (("i", i), ("f", f)):
+        check_shape(name, gate, ("B", "T", "H"), (B, T, H))
+        check_float(name, gate)
+    if initial_state is not None:
+        if not isinstance(initial_state, (tuple, list)) or len(initial_state) != 3:
+            raise ValueError(f"initial_state is {type(initial_state).__name__}, expected a tuple (C, n, m) of "
+                             f"shapes ({B}, {H}, {K}, {V}), ({B}, {H}, {K}), ({B}, {H})")
+        for name, x, names in zip(("C", "n", "m"), initial_state,
+                                  (("B", "H", "K", "V"), ("B", "H", "K"), ("B", "H"))):
+            check_state(f"initial_state {name}", x, names, (B, H, K, V)[:len(names)], q)
+    check_options(segment_ids, chunk_size, backend, B, T)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.integer, np.floating)) or not eps >= 0:
+        raise ValueError(f"eps is {eps!r}, expected a non-negative Python float (static)")
     return B, T, H, K, V

@@ -1,8 +1,8 @@
 """Benchmark of the delta-rule kernels: ``python -m pallas_kernels.benchmark [--help]``.
 
-For every (backend, B, T, K) point it measures, for the gated delta rule (g given unless --no-gate):
-forward time, forward+backward time (gradient of a scalar loss w.r.t. q, k, v, beta and g), tokens/s and the
-compiled temporary memory (``compiled.memory_analysis().temp_size_in_bytes``) of both programs. Times are
+For every (backend, B, T, K) point it measures, for the gated delta rule (g given unless --no-gate) or, with
+``--op mlstm``, the mLSTM: forward time, forward+backward time (gradient of a scalar loss w.r.t. every input:
+q, k, v, beta and g, or q, k, v, i and f), tokens/s and the compiled temporary memory (``compiled.memory_analysis().temp_size_in_bytes``) of both programs. Times are
 the minimum over ``--reps`` runs after one warm-up run (the minimum is the least disturbed by other load on
 a shared machine). Prints a table and writes JSON (default bench_results/kernels.json).
 
@@ -32,24 +32,31 @@ import numpy as np
 
 from . import dispatch
 from .api import delta_rule
+from .mlstm_api import mlstm
 
 
 def _ints(s: str) -> list[int]:
     return [int(x) for x in s.split(",") if x]
 
 
-def _inputs(B, T, H, K, V, dtype, gated, seed=0):
+def _inputs(op, B, T, H, K, V, dtype, gated, seed=0):
     rng = np.random.default_rng(seed)
     f = lambda *s: rng.standard_normal(s, dtype=np.float32)
     k = f(B, T, H, K)
     k /= np.linalg.norm(k, axis=-1, keepdims=True)  # L2-normalised keys, as a layer would pass them
-    args = dict(
-        q=jnp.asarray(f(B, T, H, K), dtype), k=jnp.asarray(k, dtype), v=jnp.asarray(f(B, T, H, V), dtype),
-        beta=jnp.asarray(1 / (1 + np.exp(-f(B, T, H))), dtype),
-    )
+    args = dict(q=jnp.asarray(f(B, T, H, K), dtype), k=jnp.asarray(k, dtype), v=jnp.asarray(f(B, T, H, V), dtype))
+    if op == "mlstm":  # gate pre-activations: input gates around 0, forget gates around sigmoid(3)
+        return dict(args, i=jnp.asarray(f(B, T, H), dtype), f=jnp.asarray(f(B, T, H) + 3.0, dtype))
+    args["beta"] = jnp.asarray(1 / (1 + np.exp(-f(B, T, H))), dtype)
     if gated:
         args["g"] = jnp.asarray(-np.log1p(np.exp(f(B, T, H) - 2.0)), dtype)  # log-sigmoid-like decays
     return args
+
+
+def _apply(op, x, chunk_size, backend):
+    if op == "mlstm":
+        return mlstm(x["q"], x["k"], x["v"], x["i"], x["f"], chunk_size=chunk_size, backend=backend)[0]
+    return delta_rule(x["q"], x["k"], x["v"], x["beta"], g=x.get("g"), chunk_size=chunk_size, backend=backend)[0]
 
 
 def _timed(fn, args, reps):
@@ -65,15 +72,12 @@ def _timed(fn, args, reps):
     return min(ts), temp
 
 
-def bench_point(backend, B, T, H, K, dtype, gated, chunk_size, reps):
-    a = _inputs(B, T, H, K, K, dtype, gated)
+def bench_point(backend, B, T, H, K, dtype, gated, chunk_size, reps, op="delta_rule"):
+    a = _inputs(op, B, T, H, K, K, dtype, gated)
     names = list(a)
 
     def fwd(*xs):
-        x = dict(zip(names, xs))
-        o, _ = delta_rule(x["q"], x["k"], x["v"], x["beta"], g=x.get("g"), chunk_size=chunk_size,
-                          backend=backend)
-        return o
+        return _apply(op, dict(zip(names, xs)), chunk_size, backend)
 
     def loss(*xs):
         return jnp.sum(fwd(*xs).astype(jnp.float32) ** 2)
@@ -146,6 +150,7 @@ HEADER = (f"{'backend':<10} {'B':>2} {'T':>5} {'H':>2} {'K=V':>4} {'dtype':<8} {
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m pallas_kernels.benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--op", default="delta_rule", choices=["delta_rule", "mlstm"])
     p.add_argument("--backends", default="reference,chunked,pallas,auto")
     p.add_argument("--B", default="1,8", type=_ints)
     p.add_argument("--T", default="512,2048,8192", type=_ints)
@@ -172,10 +177,10 @@ def main(argv=None):
         command="python -m pallas_kernels.benchmark " + " ".join(sys.argv[1:] if argv is None else argv),
         jax=jax.__version__, platform=platform_name, device=str(jax.devices()[0].device_kind),
         cpu_count=os.cpu_count(), machine=platform.machine(), processor=platform.processor(),
-        auto_backend=dispatch.auto_backend(), gated=not args.no_gate, chunk_size=args.chunk_size,
+        op=args.op, auto_backend=dispatch.auto_backend(), gated=not args.no_gate, chunk_size=args.chunk_size,
         reps=args.reps, time="min over reps after one warm-up", date=time.strftime("%Y-%m-%d %H:%M:%S"),
     )
-    print(f"# jax {meta['jax']} on {platform_name} ({meta['device']}, {meta['cpu_count']} CPUs); "
+    print(f"# {args.op}; jax {meta['jax']} on {platform_name} ({meta['device']}, {meta['cpu_count']} CPUs); "
           f"auto -> {meta['auto_backend']}; gated={meta['gated']}; chunk={args.chunk_size}")
     print(HEADER)
     results = []
@@ -198,7 +203,7 @@ def main(argv=None):
                         r["skipped"] = f"pallas interpret mode with B*T={B * T} > --max-interpret-tokens"
                     else:
                         r.update(bench_point(backend, B, T, args.H, K, dtype, not args.no_gate,
-                                             args.chunk_size, args.reps))
+                                             args.chunk_size, args.reps, args.op))
                     record(r)
 
     if args.fla:
