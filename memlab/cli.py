@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "memlab.data.commands",       # data prepare, data verify
     "memlab.sweep.commands",      # sweep, sweep-point, agent, status
     "memlab.probes.commands",     # efficiency, slots
+    "memlab.memory.commands",     # memory-capacity
 )
 
 
