@@ -17,7 +17,7 @@ from . import _mlstm_math as mm
 from ._checks import acc_dtype
 from ._chunking import effective_chunk
 from ._mlstm_prep import prepare
-from ._vma import match_vma
+from ._vma import cotangents_like, match_vma
 from .chunked import from_chunks, to_chunks
 
 
@@ -67,7 +67,7 @@ def _core_bwd(scale, C, eps, res, cts):
     ds_init = mm.State(*(match_vma(x.astype(acc), *jax.tree.leaves((xs, per_chunk))) for x in dsT))
     ds0, grads = jax.lax.scan(step, ds_init, (xs, per_chunk), reverse=True)
     dq, dk, dv, dig, dG = (from_chunks(x) for x in grads)
-    return dq, dk, dv, dig, dG, None, ds0
+    return *cotangents_like((dq, dk, dv, dig, dG, None), res[:6]), mm.State(*cotangents_like(ds0, s0))
 
 
 mlstm_chunked_core.defvjp(_core_fwd, _core_bwd)

@@ -21,7 +21,7 @@ from . import _mlstm_math as mm
 from ._checks import acc_dtype
 from ._chunking import effective_chunk
 from ._mlstm_prep import prepare
-from ._vma import match_vma, out_struct
+from ._vma import cotangents_like, match_vma, out_struct
 from .pallas_delta import _compiler_params, _load_chunk, _on_gpu, _specs
 
 
@@ -170,7 +170,7 @@ def _core_bwd(scale, C, eps, interpret, res, cts):
     dsT = mm.State(*(x.astype(y.dtype) for x, y in zip(dsT, s0)))
     dq, dk, dv, dig, dG, ds0 = _bwd_call(q, k, v, ig, G, c, states, dh, dsT, scale=scale, C=C, eps=eps,
                                          interpret=interpret)
-    return dq, dk, dv, dig, dG, None, ds0
+    return *cotangents_like((dq, dk, dv, dig, dG, None), res[:6]), mm.State(*cotangents_like(ds0, s0))
 
 
 mlstm_pallas_core.defvjp(_core_fwd, _core_bwd)
