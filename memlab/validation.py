@@ -74,6 +74,12 @@ def _check_model(model) -> None:
         if unknown:
             raise ConfigError(f"model.mixers={model.mixers!r}: unknown mixer(s) {unknown}; "
                               f"registered mixers: {', '.join(sorted(MIXERS))}")
+        if "mlstm" in names:
+            width = int(model.mlstm_proj_factor * model.d_model)
+            if width < model.num_heads or width % model.num_heads:
+                raise ConfigError(f"model.mlstm_proj_factor={model.mlstm_proj_factor} gives the mlstm width "
+                                  f"{width} = factor x model.d_model={model.d_model}, which must be a positive "
+                                  f"multiple of model.num_heads={model.num_heads}")
     if model.d_model % model.num_heads or (model.d_model // model.num_heads) % 2:
         raise ConfigError(f"model.d_model={model.d_model} must split into model.num_heads={model.num_heads} "
                           "heads of even width (RoPE rotates pairs)")

@@ -8,7 +8,7 @@ from flax import nnx
 from memlab.models import build_model
 
 
-@pytest.mark.parametrize("mixers", ["attn", "conv", "gdn", "deltanet", "hebbian", "conv,gdn", "gdn,attn"])
+@pytest.mark.parametrize("mixers", ["attn", "conv", "gdn", "deltanet", "hebbian", "mlstm", "conv,gdn", "gdn,attn"])
 def test_step_by_step_logits_equal_parallel_forward(tiny_config, mixers):
     cfg = tiny_config(f"model.mixers={mixers}", "model.matrix_chunk_size=4", "model.hebbian_decay=True").model
     model = build_model(cfg, seed=0)

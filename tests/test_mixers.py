@@ -1,4 +1,5 @@
-"""Matrix-memory mixers (gdn, deltanet, hebbian): causality, packing, initialisation, parameter/FLOP/state accounting."""
+"""Matrix-memory mixers (gdn, deltanet, hebbian, mlstm): causality, packing, initialisation, parameter/FLOP/state
+accounting."""
 
 import math
 
@@ -12,13 +13,15 @@ from memlab.data.pipeline import example_shapes
 from memlab.models import build_model, count_params
 from memlab.models.layers import mlp_width
 from memlab.models.mixers import get_mixer
+from memlab.config import ConfigError
 from memlab.models.mixers.matrix import GatedDeltaNet
+from memlab.models.mixers.mlstm import MLSTM
 from memlab.train.flops import analytic_flops_per_token, xla_flops_per_token
 from memlab.train.steps import make_loss_fn
 
 MIXER_CASES = [("model.mixers=gdn",), ("model.mixers=deltanet",), ("model.mixers=hebbian",),
                ("model.mixers=hebbian", "model.hebbian_decay=True"), ("model.mixers=conv,gdn",),
-               ("model.mixers=gdn,attn", "model.matrix_expand_v=2")]
+               ("model.mixers=gdn,attn", "model.matrix_expand_v=2"), ("model.mixers=mlstm",)]
 
 
 @pytest.mark.parametrize("overrides", MIXER_CASES, ids=lambda o: "-".join(s.split("=")[1] for s in o))
@@ -34,8 +37,9 @@ def test_future_tokens_never_change_past_logits(tiny_config, overrides):
         assert not np.allclose(out[:, t:], base[:, t:], atol=1e-4)  # the changed position and later ones see it
 
 
-def test_packed_documents_do_not_leak_state(tiny_config):
-    model = build_model(tiny_config("model.mixers=gdn", "model.matrix_chunk_size=8").model, seed=0)
+@pytest.mark.parametrize("name", ["gdn", "mlstm"])
+def test_packed_documents_do_not_leak_state(tiny_config, name):
+    model = build_model(tiny_config(f"model.mixers={name}", "model.matrix_chunk_size=8").model, seed=0)
     tokens = jax.random.randint(jax.random.key(2), (1, 24), 0, 64)
     seg = jnp.concatenate([jnp.zeros((1, 11), jnp.int32), jnp.ones((1, 13), jnp.int32)], axis=1)
     positions = jnp.concatenate([jnp.arange(11), jnp.arange(13)])[None]
@@ -52,6 +56,33 @@ def test_gdn_initialisation_follows_gated_deltanet(tiny_config):
     assert A.min() >= 1.0 and A.max() <= 16.0 and A.std() > 2.0
     assert dt.min() >= 1e-3 * 0.999 and dt.max() <= 1e-1 * 1.001
     assert np.log(dt).max() - np.log(dt).min() > 0.5 * math.log(100)  # spread log-uniformly, not constant
+
+
+def test_mlstm_initialisation_follows_xlstm(tiny_config):
+    cfg = tiny_config("model.mixers=mlstm", "model.num_heads=8", "model.d_model=64").model
+    mixer = MLSTM(cfg, rngs=nnx.Rngs(0))
+    assert not np.any(np.asarray(mixer.igate.kernel[...])) and not np.any(np.asarray(mixer.fgate.kernel[...]))
+    np.testing.assert_allclose(mixer.fgate.bias[...], np.linspace(3.0, 6.0, 8), rtol=1e-6)
+    i_bias = np.asarray(mixer.igate.bias[...])
+    assert 0 < i_bias.std() < 0.3 and abs(i_bias.mean()) < 0.15
+    np.testing.assert_array_equal(mixer.skip[...], np.ones(128))
+
+
+def test_mlstm_param_count_and_state_size(tiny_config):
+    cfg = tiny_config("model.mixers=mlstm", "model.conv_kernel=3").model
+    d, v, h, inner, dh = 32, cfg.vocab_size, 2, 64, 32
+    f = mlp_width(d, cfg.mlp_ratio)
+    # up (x_m, z) and down projections; conv (kernel 3 + bias); head-wise q, k, v; input and forget gates (weights
+    # on [q; k; v] + bias); the per-head norm scale; the skip
+    mixer = 3 * d * inner + 4 * inner + 3 * h * dh * dh + 2 * (3 * inner * h + h) + dh + inner
+    per_layer = mixer + 3 * d * f + 2 * d
+    assert count_params(build_model(cfg, seed=0))["params"] == 2 * per_layer + d + 2 * v * d
+    assert get_mixer("mlstm").state_size(cfg) == h * dh * dh + h * dh + h
+
+
+def test_mlstm_width_must_split_into_heads(tiny_config):
+    with pytest.raises(ConfigError, match=r"mlstm_proj_factor=1.1 gives the mlstm width 35 .* model.num_heads=2"):
+        tiny_config("model.mixers=mlstm,attn", "model.mlstm_proj_factor=1.1")
 
 
 @pytest.mark.parametrize("name", ["gdn", "deltanet", "hebbian"])
@@ -77,6 +108,7 @@ def test_param_count_and_state_size(tiny_config, name):
     ("model.mixers=gdn,attn", "model.matrix_expand_v=2"),
     ("model.mixers=hebbian", "model.d_model=64", "data.seq_len=64", "data.vocab_size=256"),
     ("model.mixers=hebbian", "model.hebbian_decay=True", "model.d_model=64", "data.seq_len=64"),
+    ("model.mixers=mlstm",),
 ], ids=lambda o: "-".join(s.split("=")[1] for s in o))
 def test_analytic_flops_match_xla_within_10_percent(tiny_config, overrides):
     cfg = tiny_config(*overrides)

@@ -114,9 +114,10 @@ LM_DEFAULTS = {
     # matrix-memory mixers (gdn, deltanet, hebbian): per-head [K, V] state, K = matrix_head_dim, V = K * expand_v
     "matrix_head_dim": 0,         # key dim per head; 0 = d_model // num_heads
     "matrix_expand_v": 1.0,       # value dim / key dim (Gated DeltaNet uses 2)
-    "matrix_chunk_size": 64,      # chunk length of the chunked / Pallas kernels
-    "matrix_backend": "auto",     # pallas_kernels backend: auto | reference | chunked | pallas
+    "matrix_chunk_size": 64,      # chunk length of the chunked / Pallas kernels (mlstm too)
+    "matrix_backend": "auto",     # pallas_kernels backend: auto | reference | chunked | pallas (mlstm too)
     "hebbian_decay": False,       # hebbian: learned data-dependent decay alpha (gated linear attention)
+    "mlstm_proj_factor": 2.0,     # mlstm: up-projection width / d_model (xLSTM uses 2); head dim = width / heads
 }
 
 

@@ -40,3 +40,4 @@ def parse_mixers(spec: str, num_layers: int) -> list[str]:
 
 from memlab.models.mixers import attention, conv  # noqa: E402,F401  (registers "attn", "conv")
 from memlab.models.mixers import matrix  # noqa: E402,F401  (registers "gdn", "deltanet", "hebbian")
+from memlab.models.mixers import mlstm  # noqa: E402,F401  (registers "mlstm")
