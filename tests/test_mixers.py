@@ -77,7 +77,7 @@ def test_mlstm_param_count_and_state_size(tiny_config):
     mixer = 3 * d * inner + 4 * inner + 3 * h * dh * dh + 2 * (3 * inner * h + h) + dh + inner
     per_layer = mixer + 3 * d * f + 2 * d
     assert count_params(build_model(cfg, seed=0))["params"] == 2 * per_layer + d + 2 * v * d
-    assert get_mixer("mlstm").state_size(cfg) == h * dh * dh + h * dh + h
+    assert get_mixer("mlstm").state_size(cfg, 4096) == h * dh * dh + h * dh + h
 
 
 def test_mlstm_width_must_split_into_heads(tiny_config):
@@ -96,7 +96,7 @@ def test_param_count_and_state_size(tiny_config, name):
     per_layer = mixer + 3 * d * f + 2 * d
     expected = 2 * per_layer + d + 2 * v * d
     assert count_params(build_model(cfg, seed=0))["params"] == expected
-    assert get_mixer(name).state_size(cfg) == h * dk * dv
+    assert get_mixer(name).state_size(cfg, 4096) == h * dk * dv
 
 
 # XLA's cost analysis counts a while-loop body once, not once per iteration, so the cross-check keeps every

@@ -45,6 +45,7 @@ def test_run_directory_contract(tiny_config, tmp_path):
                 "eval/accuracy", "wall_seconds", "compile_seconds", "flops"):
         assert on_disk[key] is not None, key
     assert on_disk["eval/loss"] == metrics[-1]["eval/loss"] == summary["eval/loss"]
+    assert on_disk["state_size"] == 2 * (2 * 32 * 32)  # two attention layers' key and value caches, T=32, d=32
     assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [10, 20]
 
 

@@ -87,6 +87,10 @@ class LM(nnx.Module):
                 tokens.append(jnp.argmax(logits, axis=-1).astype(prompt.dtype))
         return jnp.stack(tokens, axis=1)
 
+    def state_size(self, seq_len: int) -> int:
+        """Numbers one sequence carries when decoding after seq_len tokens, summed over the layers' mixers."""
+        return sum(get_mixer(name).state_size(self.cfg, seq_len) for name in self.mixer_names)
+
     def embedding_params(self) -> int:
         """Parameters in the token embedding and (untied) unembedding: excluded from `params_non_embedding`."""
         per_table = self.cfg.vocab_size * self.cfg.d_model

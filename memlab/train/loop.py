@@ -159,6 +159,8 @@ def train(config, workdir: str | Path) -> dict:
         status="running", error=None, step=start, steps=config.train.steps, family=family(config.model),
         **count_params(model), flops_per_token=flops_per_token,
         flops_per_example=flops_per_token * per_example, tokens_per_example=per_example)
+    if hasattr(model, "state_size"):  # decoding memory per sequence, the x axis of Zoology's recall plots
+        summary["state_size"] = model.state_size(shapes["inputs"][-1])
     if is_main:
         run.update_summary(**summary)
 

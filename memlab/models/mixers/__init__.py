@@ -2,7 +2,8 @@
 
 A mixer maps [B, T, d_model] -> [B, T, d_model] causally. Each registers itself under a name with
 `register_mixer`; the LM looks names up here, so a new mixer plugs in without touching the LM. A mixer class
-provides `forward_flops_per_token(cfg, seq_len)` (analytic, forward only) for compute accounting.
+provides `forward_flops_per_token(cfg, seq_len)` (analytic, forward only) for compute accounting and
+`state_size(cfg, seq_len)` (numbers a sequence carries when decoding) for memory accounting.
 """
 
 from __future__ import annotations

@@ -33,6 +33,11 @@ class CausalSelfAttention(nnx.Module):
         return self.o(out.reshape(b, t, -1))
 
     @staticmethod
+    def state_size(cfg, seq_len: int) -> int:
+        """Decoding state per sequence after seq_len tokens, in numbers: the key and value cache."""
+        return 2 * seq_len * cfg.d_model
+
+    @staticmethod
     def forward_flops_per_token(cfg, seq_len: int) -> float:
         """Projections (4 d^2 MACs) plus scores and weighted sum over all T keys (dense kernels compute the
         full T x T product and mask it, so that is what is counted)."""

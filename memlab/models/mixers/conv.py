@@ -26,5 +26,10 @@ class GatedShortConv(nnx.Module):
         return self.out(self.conv(x, segment_ids) * self.gate(x))
 
     @staticmethod
+    def state_size(cfg, seq_len: int) -> int:
+        """Decoding state per sequence, in numbers: the last conv_kernel - 1 inputs."""
+        return (cfg.conv_kernel - 1) * cfg.d_model
+
+    @staticmethod
     def forward_flops_per_token(cfg, seq_len: int) -> float:
         return 2.0 * 2 * cfg.d_model * cfg.d_model + ShortConv.forward_flops_per_token(cfg.d_model, cfg.conv_kernel)

@@ -158,8 +158,8 @@ class MatrixMixer(nnx.Module):
         return flops + kernel_flops_per_token(h, k, v, chunk, cls.delta)
 
     @staticmethod
-    def state_size(cfg) -> int:
-        """Recurrent state per sequence, in numbers: the H x K x V memory (conv taps excluded)."""
+    def state_size(cfg, seq_len: int) -> int:
+        """Recurrent state per sequence, in numbers: the H x K x V memory (conv taps excluded), whatever seq_len."""
         h, k, v = head_dims(cfg)
         return h * k * v
 

@@ -130,7 +130,7 @@ class MLSTM(nnx.Module):
         return flops + mlstm_kernel_flops_per_token(h, dh, min(cfg.matrix_chunk_size, seq_len))
 
     @staticmethod
-    def state_size(cfg) -> int:
+    def state_size(cfg, seq_len: int) -> int:
         """Recurrent state per sequence, in numbers: C (H x dh x dh), n (H x dh) and m (H); conv taps excluded."""
         h, _, dh = mlstm_dims(cfg)
         return h * dh * dh + h * dh + h
