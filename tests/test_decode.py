@@ -30,3 +30,26 @@ def test_generate_is_greedy_under_the_parallel_forward(tiny_config):
     np.testing.assert_array_equal(np.asarray(out[:, :5]), np.asarray(prompt))
     logits = model({"inputs": out})["logits"]
     np.testing.assert_array_equal(np.asarray(out[:, 5:]), np.asarray(logits[:, 4:-1].argmax(-1)))
+
+
+def test_model_loaded_from_a_checkpoint_scores_like_the_run_and_generates(tiny_config, tmp_path, capsys):
+    """load_model restores the trained parameters (its eval loss is the run's), and `memlab generate` decodes."""
+    from memlab.cli import main
+    from memlab.data.pipeline import eval_batches
+    from memlab.train.loop import train
+    from memlab.train.restore import load_model
+    from memlab.train.steps import evaluate, make_eval_step
+
+    config = tiny_config("model.mixers=gdn,attn")
+    summary = train(config, tmp_path)
+    model, loaded_config, step = load_model(tmp_path)
+    assert step == config.train.steps and loaded_config.model.mixers == "gdn,attn"
+    graphdef, params = nnx.split(model, nnx.Param)
+    metrics = evaluate(jax.jit(make_eval_step(graphdef, dict(config.objective))), params, eval_batches(config),
+                       "answer")
+    np.testing.assert_allclose(metrics["eval/loss"], summary["eval/loss"], rtol=1e-6)
+
+    assert main(["generate", str(tmp_path), "--prompt", "3 40 5 41", "--tokens", "3", "--step", "10"]) == 0
+    printed = capsys.readouterr().out.split(":")
+    assert printed[0] == "step 10" and len(printed[1].split()) == 3
+    assert main(["generate", str(tmp_path), "--prompt", "3 999"]) == 2  # outside the vocabulary: one-line error

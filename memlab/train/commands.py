@@ -1,4 +1,4 @@
-"""`memlab train CONFIG --set k=v ... --workdir DIR`."""
+"""`memlab train CONFIG --set k=v ... --workdir DIR` and `memlab generate RUN_DIR --prompt "ids"`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,12 @@ def register(sub) -> None:
                    help="override a config value, e.g. --set model.d_model=64 (repeatable)")
     p.add_argument("--workdir", required=True, help="run directory (config.json, metrics.jsonl, checkpoints/ ...)")
     p.set_defaults(func=run)
+    g = sub.add_parser("generate", help="greedy decoding from a run's checkpoint through the one-token step")
+    g.add_argument("run_dir", help="a run directory with checkpoints/")
+    g.add_argument("--prompt", required=True, help='token ids separated by spaces, e.g. "3 40 5 41"')
+    g.add_argument("--tokens", type=int, default=16, help="how many tokens to generate (default 16)")
+    g.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
+    g.set_defaults(func=generate)
 
 
 def run(args) -> int:
@@ -33,4 +39,26 @@ def run(args) -> int:
     shown = {k: summary[k] for k in ("step", "eval/loss", "eval/accuracy", "eval/bits_per_byte", "wall_seconds") if k in summary}
     print(f"memlab: {summary['status']} {args.workdir} "
           + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
+    return 0
+
+
+def generate(args) -> int:
+    import jax.numpy as jnp
+
+    from memlab.config import ConfigError
+    from memlab.train.restore import load_model
+
+    try:
+        prompt = [int(t) for t in args.prompt.split()]
+    except ValueError:
+        raise ConfigError(f"--prompt {args.prompt!r} must be token ids separated by spaces, e.g. \"3 40 5 41\"")
+    model, config, step = load_model(args.run_dir, args.step)
+    if not hasattr(model, "generate"):
+        raise ConfigError(f"model.name={config.model.name!r} has no decoder-only generation; only 'lm' runs decode")
+    vocab = config.data.vocab_size
+    if not prompt or args.tokens < 1 or any(not 0 <= t < vocab for t in prompt):
+        raise ConfigError(f"--prompt needs >= 1 token id in [0, {vocab}) and --tokens >= 1 "
+                          f"(got {len(prompt)} ids, --tokens {args.tokens})")
+    out = model.generate(jnp.asarray([prompt], jnp.int32), args.tokens)
+    print(f"step {step}: " + " ".join(str(int(t)) for t in out[0, len(prompt):]))
     return 0
