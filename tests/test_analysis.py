@@ -152,6 +152,14 @@ def test_derived_compression_ratio_and_family_only_axes(tmp_path):
     assert plot_axes(runs, axes) == ["model.num_slots", "data.context_len", "L/k"]  # seed: averaged over
 
 
+def test_state_size_is_an_axis_when_it_varies():
+    import pandas as pd
+
+    varied = pd.DataFrame({"family": ["lm:attn", "lm:gdn"], "state_size": [8192, 2048]})
+    assert with_derived_axes(varied)[1] == ["state_size"]
+    assert with_derived_axes(varied.assign(state_size=[2048, 2048]))[1] == []
+
+
 # ---------------------------------------------------------------- W&B
 
 

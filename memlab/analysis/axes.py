@@ -56,11 +56,14 @@ def varied_axes(runs: pd.DataFrame, sweep_dir: str | Path | None = None) -> list
 
 # Derived axes the design cares about but configs store as two keys: the slot-memory compression ratio L/k.
 DERIVED = {"L/k": ("data.context_len", "model.num_slots")}
+# Summary quantities that describe the architecture and are worth plotting against (Zoology's recall against
+# decoding state size): axes whenever they vary.
+SUMMARY_AXES = ("state_size",)
 
 
 def with_derived_axes(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Add derived ratio columns (e.g. "L/k" = data.context_len / model.num_slots) where both keys exist;
-    returns the frame and the derived columns that vary."""
+    returns the frame and the derived columns (and summary axes such as state_size) that vary."""
     added = []
     for name, (top, bottom) in DERIVED.items():
         if name in runs or top not in runs or bottom not in runs:
@@ -70,6 +73,7 @@ def with_derived_axes(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
             runs = runs.assign(**{name: ratio})
             if ratio.dropna().nunique() > 1:
                 added.append(name)
+    added += [name for name in SUMMARY_AXES if name in runs and runs[name].dropna().nunique() > 1]
     return runs, added
 
 
