@@ -40,9 +40,3 @@ def test_pallas_gpu_matches_reference(op, dtype, tol):
         a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
         assert np.all(np.isfinite(a))
         np.testing.assert_allclose(a, b, atol=tol * float(np.max(np.abs(b))), rtol=0)
-
-
-def test_auto_is_pallas_on_gpu():
-    from pallas_kernels import dispatch
-
-    assert dispatch.resolve("delta_rule", "auto")[0] == "pallas"
