@@ -202,11 +202,19 @@ def _grouping(runs: pd.DataFrame, axis: str, others: list[str]) -> list[str]:
 
 
 def _numeric_ticks(ax, values: np.ndarray) -> None:
-    """Log x for axes spanning a decade or more (k, L/k, sizes); ticks at the swept values, printed plainly."""
-    if (values > 0).all() and values.max() / values.min() >= 8:
+    """Log x for axes spanning a decade or more (k, L/k, sizes); ticks at the swept values, printed plainly,
+    leaving out any that would sit on top of the previous one (e.g. state sizes 4096 and 4192)."""
+    log = (values > 0).all() and values.max() / values.min() >= 8
+    if log:
         ax.set_xscale("log")
     if len(values) <= 12:
-        ax.set_xticks(values, [_plain(v) for v in values])
+        where = np.log10(values) if log else values
+        gap = 0.04 * (where.max() - where.min())
+        kept = []
+        for value, x in sorted(zip(values, where)):
+            if not kept or x - kept[-1][1] >= gap:
+                kept.append((value, x))
+        ax.set_xticks([v for v, _ in kept], [_plain(v) for v, _ in kept])
         ax.xaxis.set_minor_formatter(NullFormatter())
 
 
