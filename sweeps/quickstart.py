@@ -2,8 +2,9 @@
 
     memlab sweep sweeps/quickstart.py --workdir runs/quickstart --parallel 2 --report
 
-Families: softmax attention, and Zoology's MQAR architecture (a gated short convolution before attention,
-"conv,attn"). Sizes d_model in {16, 32, 48, 64}: enough points per family for a loss-vs-compute law.
+Families: softmax attention (a KV cache that grows with the sequence) and Gated DeltaNet (a fixed matrix memory
+per head), the contrast memlab is built to measure. Sizes d_model in {16, 32, 48, 64}: enough points per family
+for a loss-vs-compute law, plotted also against decoding state size.
 """
 
 from memlab.sweep import Sweep, grid
@@ -17,5 +18,5 @@ def get_sweep():
               "train.steps": 300, "train.batch_size": 32, "train.warmup_steps": 30,
               "train.eval_every": 50, "train.checkpoint_every": 200, "eval.num_examples": 256,
               "logging.progress": False},
-        points=grid({"model.mixers": ["attn", "conv,attn"], "model.d_model": [16, 32, 48, 64]}),
+        points=grid({"model.mixers": ["attn", "gdn"], "model.d_model": [16, 32, 48, 64]}),
     )

@@ -64,6 +64,13 @@ def test_bad_axis_fails_before_anything_runs(bad, match, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_chained_groups_name_only_their_own_axes():
+    sweep = Sweep(name="ch", experiment=EXPERIMENT, base=BASE,
+                  points=chain(grid({"model.mixers": ["attn"]}),
+                               grid({"model.mixers": ["gdn"], "model.matrix_expand_v": [2.0]})))
+    assert [p.name for p in expand(sweep)] == ["mixers=attn", "mixers=gdn-matrix_expand_v=2"]
+
+
 def test_duplicate_names_rejected():
     sweep = Sweep(name="dup", experiment=EXPERIMENT, base=BASE, points=points({"model.d_model": 32},
                                                                                {"model.d_model": 32}))

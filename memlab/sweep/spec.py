@@ -79,6 +79,8 @@ def run_name(values: dict, varied: list[str]) -> str:
     leaves = [k.lstrip("@").rsplit(".", 1)[-1] for k in varied]
     parts = []
     for key, leaf in zip(varied, leaves):
+        if key not in values:  # an axis of another group of a chained sweep
+            continue
         label = leaf if leaves.count(leaf) == 1 else key.lstrip("@")
         parts.append(f"{label}={_fmt(values.get(key))}")
     return "-".join(parts)
