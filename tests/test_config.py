@@ -50,7 +50,7 @@ def test_wrong_type_names_expected():
     ("model.mixers=attn,attn,attn", "lists 3 mixers"),
     ("model.num_heads=3", "must split into"),
     ("train.steps=0", "must be a positive integer"),
-    ("data.num_kv_pairs=200", r"data.num_kv_pairs must be in \[1, 127\]"),
+    ("data.num_kv_pairs=200", r"data.num_kv_pairs must be in \[1, 31\] for data.vocab_size=64"),
     ("objective.answr=1.0", "unknown objective 'objective.answr'; registered objectives: answer, next_token"),
     ("objective.answer=-1.0", "weights must be >= 0"),
     ("train.batch_size=10", None),
