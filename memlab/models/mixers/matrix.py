@@ -37,6 +37,21 @@ def _inv_softplus(y: jax.Array) -> jax.Array:
     return y + jnp.log(-jnp.expm1(-y))
 
 
+def map_head_blocks(kernel, *arrays):
+    """`kernel(*arrays)` run on each (batch, heads) block of the mesh (see `map_shards`) -> its [B, T, H, V] output.
+
+    Arrays are [B, T, H, ...] (q, k, v), [B, T, H] (gates) or [B, T] (segment ids); None passes through as None.
+    """
+    layout = ("batch", "seq", "heads", None)
+    present = [a for a in arrays if a is not None]
+
+    def call(*blocks):
+        it = iter(blocks)
+        return kernel(*(None if a is None else next(it) for a in arrays))
+
+    return map_shards(call, present, [layout[:a.ndim] for a in present], layout)
+
+
 def kernel_flops_per_token(h: int, k: int, v: int, chunk: int, delta: bool) -> float:
     """Forward FLOPs per token of the chunked (WY/UT) kernel for H heads with chunk length C.
 
@@ -105,21 +120,14 @@ class MatrixMixer(nnx.Module):
         return self._out(x, self._memory(q, k, v, beta, g, segment_ids))
 
     def _memory(self, q, k, v, beta, g, segment_ids):
-        """The kernel over the whole sequence, run per (batch, heads) shard of the mesh (see `map_shards`)."""
-        heads, tokens = ("batch", "seq", "heads", None), ("batch", "seq")
-        named = {"q": (q, heads), "k": (k, heads), "v": (v, heads), "beta": (beta, heads[:3]), "g": (g, heads[:3]),
-                 "segment_ids": (segment_ids, tokens)}
-        named = {n: a for n, a in named.items() if a[0] is not None}
-
-        def kernel(*arrays):
-            a = dict(zip(named, arrays))
-            common = dict(g=a.get("g"), segment_ids=a.get("segment_ids"), chunk_size=self.chunk_size,
-                          backend=self.backend)
+        """The kernel over the whole sequence, on each (batch, heads) block of the mesh."""
+        def kernel(q, k, v, beta, g, segment_ids):
+            common = dict(g=g, segment_ids=segment_ids, chunk_size=self.chunk_size, backend=self.backend)
             if self.delta:
-                return pallas_kernels.delta_rule(a["q"], a["k"], a["v"], a["beta"].astype(q.dtype), **common)[0]
-            return pallas_kernels.linear_attention(a["q"], a["k"], a["v"], **common)[0]
+                return pallas_kernels.delta_rule(q, k, v, beta.astype(q.dtype), **common)[0]
+            return pallas_kernels.linear_attention(q, k, v, **common)[0]
 
-        return map_shards(kernel, [a for a, _ in named.values()], [n for _, n in named.values()], heads)
+        return map_head_blocks(kernel, q, k, v, beta, g, segment_ids)
 
     def init_cache(self, batch_size: int, max_len: int) -> dict:
         """O(1) decoding state: the last conv_kernel-1 inputs of each conv and the [B, H, K, V] fp32 memory."""

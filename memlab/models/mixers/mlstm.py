@@ -17,9 +17,8 @@ from flax import nnx
 import pallas_kernels
 from memlab.models.layers import ShortConv, dense, rms_norm
 from memlab.models.mixers import register_mixer
-from memlab.models.mixers.matrix import kernel_flops_per_token
+from memlab.models.mixers.matrix import kernel_flops_per_token, map_head_blocks
 from memlab.models.mixers.steps import conv_step, init_conv_cache
-from memlab.parallel import map_shards
 
 EPS = 1e-6  # denominator guard of h (xLSTM's value)
 
@@ -89,18 +88,12 @@ class MLSTM(nnx.Module):
         return self._out(self._memory(q, k, v, i, f, segment_ids), xc, self.up_z(x))
 
     def _memory(self, q, k, v, i, f, segment_ids):
-        """The kernel over the whole sequence, run per (batch, heads) shard of the mesh (see `map_shards`)."""
-        heads, gates = ("batch", "seq", "heads", None), ("batch", "seq", "heads")
-        args, names = [q, k, v, i, f], [heads, heads, heads, gates, gates]
-        if segment_ids is not None:
-            args.append(segment_ids)
-            names.append(("batch", "seq"))
-
-        def kernel(q, k, v, i, f, segment_ids=None):
+        """The kernel over the whole sequence, on each (batch, heads) block of the mesh."""
+        def kernel(q, k, v, i, f, segment_ids):
             return pallas_kernels.mlstm(q, k, v, i, f, segment_ids=segment_ids, chunk_size=self.chunk_size,
                                         eps=EPS, backend=self.backend)[0]
 
-        return map_shards(kernel, args, names, heads)
+        return map_head_blocks(kernel, q, k, v, i, f, segment_ids)
 
     def init_cache(self, batch_size: int, max_len: int) -> dict:
         """O(1) decoding state: the conv taps and the empty mLSTM state (C, n, m) = (0, 0, -inf) in fp32."""
