@@ -18,11 +18,10 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from . import _mlstm_math as mm
-from ._checks import acc_dtype
 from ._chunking import effective_chunk
 from ._mlstm_prep import prepare
 from ._vma import cotangents_like, match_vma, out_struct
-from .pallas_delta import _compiler_params, _load_chunk, _on_gpu, _specs
+from .pallas_delta import _compiler_params, _geometry, _load_chunk, _on_gpu, _specs
 
 
 def _state_specs(K, NC):
@@ -70,10 +69,7 @@ def _fwd_kernel(q_ref, k_ref, v_ref, i_ref, G_ref, c_ref, C0_ref, n0_ref, m0_ref
 
 
 def _fwd_call(q, k, v, ig, G, c, s0, *, scale, C, eps, interpret, emit_out, emit_states):
-    B, Tp, H, K = q.shape
-    V = v.shape[-1]
-    NC = Tp // C
-    acc = acc_dtype(q.dtype)
+    B, Tp, H, K, V, NC, acc = _geometry(q, v, C)
     tok, scal, st, sts = _specs(B, Tp, H, K, V, NC)
     stn, stm, stns, stms = _state_specs(K, NC)
     ins = [q, k, v, ig, G, c, s0.C, s0.n, s0.m[..., None]]
@@ -125,10 +121,7 @@ def _bwd_kernel(q_ref, k_ref, v_ref, i_ref, G_ref, c_ref, stC_ref, stn_ref, stm_
 
 
 def _bwd_call(q, k, v, ig, G, c, states, dh, dsT, *, scale, C, eps, interpret):
-    B, Tp, H, K = q.shape
-    V = v.shape[-1]
-    NC = Tp // C
-    acc = acc_dtype(q.dtype)
+    B, Tp, H, K, V, NC, acc = _geometry(q, v, C)
     tok, scal, st, sts = _specs(B, Tp, H, K, V, NC)
     stn, stm, stns, stms = _state_specs(K, NC)
     ins = [q, k, v, ig, G, c, *states, dh, dsT.C, dsT.n, dsT.m[..., None]]

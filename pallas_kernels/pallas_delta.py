@@ -42,6 +42,12 @@ def _compiler_params(interpret: bool):
     return plgpu.CompilerParams(num_warps=4, num_stages=1)
 
 
+def _geometry(q, v, C):
+    """(B, padded T, H, K, V, number of chunks, accumulation dtype) of a call's inputs."""
+    B, Tp, H, K = q.shape
+    return B, Tp, H, K, v.shape[-1], Tp // C, acc_dtype(q.dtype)
+
+
 def _specs(B, Tp, H, K, V, NC):
     tok = lambda D: pl.BlockSpec((None, Tp, None, D), lambda b, h: (b, 0, h, 0))
     scal = pl.BlockSpec((None, Tp, None), lambda b, h: (b, 0, h))
@@ -88,10 +94,7 @@ def _fwd_kernel(*refs, scale, C, NC, delta, acc, emit_out, emit_states):
 
 
 def _fwd_call(q, k, v, beta, G, c, h0, *, scale, C, delta, interpret, emit_out, emit_states):
-    B, Tp, H, K = q.shape
-    V = v.shape[-1]
-    NC = Tp // C
-    acc = acc_dtype(q.dtype)
+    B, Tp, H, K, V, NC, acc = _geometry(q, v, C)
     tok, scal, state, states = _specs(B, Tp, H, K, V, NC)
     ins = [q, k, v] + ([beta] if delta else []) + [G, c, h0]
     ins = [match_vma(x, *ins) for x in ins]
@@ -151,10 +154,7 @@ def _bwd_kernel(*refs, scale, C, NC, delta, acc):
 
 
 def _bwd_call(q, k, v, beta, G, c, states, do, dhT, *, scale, C, delta, interpret):
-    B, Tp, H, K = q.shape
-    V = v.shape[-1]
-    NC = Tp // C
-    acc = acc_dtype(q.dtype)
+    B, Tp, H, K, V, NC, acc = _geometry(q, v, C)
     tok, scal, state, st = _specs(B, Tp, H, K, V, NC)
     ins = [q, k, v] + ([beta] if delta else []) + [G, c, states, do, dhT]
     ins = [match_vma(x, *ins) for x in ins]
