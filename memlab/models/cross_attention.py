@@ -25,10 +25,11 @@ class Attention(nnx.Module):
         self.v = dense(d_model, d_model, ("embed", "heads"), rngs=rngs, dtype=dtype)
         self.o = dense(d_model, d_model, ("heads", "embed"), rngs=rngs, dtype=dtype)
 
-    def weights_and_values(self, x, memory, *, causal: bool = False, positions=None, bias=None,
+    def weights_and_values(self, x, memory, *, causal: bool = False, positions=None, bias=None, prior=None,
                            compete: bool = False):
         """Attention weights [B, H, T, S] (fp32; each query's sum to 1) and the projected values [B, S, H, Dh].
 
+        `prior` [T, S] is a fixed log-prior of each query for each memory position, added to the scores.
         `bias` [B, S, H] is a per-position salience. Plain attention adds it to every query's score. With
         `compete` (Slot Attention, Locatello et al. 2020) the softmax runs over the queries, so queries compete
         for each memory position instead of all reading the same one; the salience then gates how much of each
@@ -38,6 +39,8 @@ class Attention(nnx.Module):
         if positions is not None:
             q, k = rope(q, positions, self.rope_theta), rope(k, positions, self.rope_theta)
         logits = jnp.einsum("bthd,bshd->bhts", q, k).astype(jnp.float32) / jnp.sqrt(self.head_dim)
+        if prior is not None:
+            logits = logits + prior.astype(jnp.float32)
         bias = None if bias is None else jnp.transpose(bias, (0, 2, 1))[:, :, None, :].astype(jnp.float32)
         if compete:
             weights = jax.nn.softmax(logits, axis=-2)
@@ -51,9 +54,11 @@ class Attention(nnx.Module):
             logits = jnp.where(jnp.tril(jnp.ones((t, s), bool)), logits, -1e30)
         return jax.nn.softmax(logits, axis=-1), v
 
-    def __call__(self, x, memory=None, *, causal: bool = False, positions=None, bias=None, compete: bool = False):
+    def __call__(self, x, memory=None, *, causal: bool = False, positions=None, bias=None, prior=None,
+                 compete: bool = False):
         memory = x if memory is None else memory
-        probs, v = self.weights_and_values(x, memory, causal=causal, positions=positions, bias=bias, compete=compete)
+        probs, v = self.weights_and_values(x, memory, causal=causal, positions=positions, bias=bias, prior=prior,
+                                           compete=compete)
         out = jnp.einsum("bhts,bshd->bthd", probs.astype(v.dtype), v)
         return self.o(out.reshape(*x.shape[:2], -1))
 
@@ -79,13 +84,14 @@ class Block(nnx.Module):
             else Attention(cfg.d_model, cfg.num_heads, rngs=rngs, dtype=dtype, rope_theta=cfg.rope_theta)
             for p in parts])
 
-    def __call__(self, x, memory=None, *, positions=None, memory_bias=None, compete: bool = False):
+    def __call__(self, x, memory=None, *, positions=None, read: dict | None = None):
+        """`read`: extra arguments of the cross-attention (`bias`, `prior`, `compete`; see Attention)."""
         for part, norm, layer in zip(self.parts, self.norms, self.layers):
             h = norm(x)
             if part == "mlp":
                 x = x + layer(h)
             elif part == "cross":
-                x = x + layer(h, memory, bias=memory_bias, compete=compete)
+                x = x + layer(h, memory, **(read or {}))
             else:
                 x = x + layer(h, causal=part == "causal", positions=positions)
         return x

@@ -12,6 +12,7 @@ L^2*d of self-attention over the context. Called on a context-QA batch (`context
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -57,14 +58,22 @@ class SlotMemory(nnx.Module):
     def slot_queries(self):
         return self.slot_mean[...] + self.slot_offsets[...]
 
+    def read_args(self, memory) -> dict:
+        """How the slots read the context memory [B, L, d]: per-position salience, the locality prior (if on) and
+        whether slots compete; the cross-attention arguments of every slot layer."""
+        prior = None
+        if self.cfg.slot_window_std > 0:
+            prior = locality_prior(self.cfg.num_slots, memory.shape[1], self.cfg.slot_window_std)
+        return {"bias": self.salience(memory), "prior": prior, "compete": self.cfg.slot_competition}
+
     def encode_context(self, context):
         """M_ctx [B, k, d] from the context tokens [B, L] alone."""
         memory = self.context_memory(context)
-        bias = self.salience(memory)
+        read = self.read_args(memory)
         queries = self.slot_queries().astype(memory.dtype)
         slots = jnp.broadcast_to(queries, (context.shape[0], *queries.shape))
         for block in self.slot_blocks:
-            slots = block(slots, memory, memory_bias=bias, compete=self.cfg.slot_competition)
+            slots = block(slots, memory, read=read)
             slots = constrain(slots, ("batch", "slots", "embed"))
         return self.slot_norm(slots)
 
@@ -99,6 +108,16 @@ class SlotMemory(nnx.Module):
         return total + num_q * per_q
 
 
+def locality_prior(num_slots: int, length: int, std: float) -> jax.Array:
+    """[k, L] log-prior over context positions for each slot: slot i prefers the i-th of k equal windows of the
+    context, a Gaussian in window units with standard deviation `std`. Gives every slot its own region to
+    summarise from the first step, so slots need not first break their symmetry to divide the context; the
+    learned scores can still reach past it."""
+    centers = jnp.arange(num_slots) + 0.5
+    where = (jnp.arange(length) + 0.5) * num_slots / length
+    return -0.5 * ((where[None, :] - centers[:, None]) / std) ** 2
+
+
 def answer_all(model, memory, batch: dict) -> dict:
     """Answer every question of the batch ([B, Q, ...]) from one encoding of each context: the memory is repeated
     per question, never recomputed. Returns logits [B, Q, A, V] with the answer targets and mask to score them."""
@@ -122,6 +141,8 @@ SLOT_MEMORY_DEFAULTS = {
     "conv_kernel": 4,       # taps of the causal convolution on the context embeddings
     "slot_competition": True,  # slots compete for context positions (softmax over slots) instead of all
                                # reading the same ones; a per-position salience gates what is read
+    "slot_window_std": 0.0,    # > 0: slot i prefers the i-th of k context windows (Gaussian log-prior, std in
+                               # windows); 0: slots place themselves by content alone
     "tie_embeddings": False,
 }
 
@@ -131,4 +152,6 @@ def build_slot_memory(cfg, rngs: nnx.Rngs) -> SlotMemory:
     for key in ("num_slots", "slot_layers", "question_layers", "conv_kernel"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise ValueError(f"model.{key}={cfg[key]!r} must be a positive integer")
+    if not cfg.slot_window_std >= 0:
+        raise ValueError(f"model.slot_window_std={cfg.slot_window_std!r} must be >= 0 (0 turns the locality prior off)")
     return SlotMemory(cfg, rngs=rngs)

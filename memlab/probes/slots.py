@@ -58,17 +58,16 @@ def slot_reads(model, context) -> tuple[np.ndarray, np.ndarray]:
     """Attention of every slot over the context in each slot layer [layers, B, k, L] (mean over heads) and the
     final slot vectors M_ctx [B, k, d]; the same computation as `encode_context`, keeping the weights."""
     memory = model.context_memory(context)
-    bias = model.salience(memory)
+    read = model.read_args(memory)
     x = jnp.broadcast_to(model.slot_queries(), (context.shape[0], model.cfg.num_slots, model.cfg.d_model))
     reads = []
     for block in model.slot_blocks:
         for part, norm, layer in zip(block.parts, block.norms, block.layers):
             h = norm(x)
             if part == "cross":
-                compete = model.cfg.slot_competition
-                probs, _ = layer.weights_and_values(h, memory, bias=bias, compete=compete)
+                probs, _ = layer.weights_and_values(h, memory, **read)
                 reads.append(probs.mean(axis=1))
-                x = x + layer(h, memory, bias=bias, compete=compete)
+                x = x + layer(h, memory, **read)
             else:  # slot self-attention or MLP
                 x = x + layer(h)
     return np.asarray(jnp.stack(reads)), np.asarray(model.slot_norm(x))
