@@ -8,9 +8,12 @@ from flax import nnx
 from memlab.models import build_model
 
 
-@pytest.mark.parametrize("mixers", ["attn", "conv", "gdn", "deltanet", "hebbian", "mlstm", "conv,gdn", "gdn,attn"])
+@pytest.mark.parametrize("mixers", ["attn", "attn+qkv_conv", "conv", "gdn", "deltanet", "hebbian", "mlstm", "conv,gdn",
+                                    "gdn,attn"])
 def test_step_by_step_logits_equal_parallel_forward(tiny_config, mixers):
-    cfg = tiny_config(f"model.mixers={mixers}", "model.matrix_chunk_size=4", "model.hebbian_decay=True").model
+    mixers, _, conv = mixers.partition("+")
+    cfg = tiny_config(f"model.mixers={mixers}", f"model.qkv_conv={bool(conv)}", "model.matrix_chunk_size=4",
+                      "model.hebbian_decay=True").model
     model = build_model(cfg, seed=0)
     tokens = jax.random.randint(jax.random.key(3), (2, 10), 0, cfg.vocab_size)
     parallel = np.asarray(model({"inputs": tokens})["logits"])

@@ -21,7 +21,8 @@ from memlab.train.steps import make_loss_fn
 
 MIXER_CASES = [("model.mixers=gdn",), ("model.mixers=deltanet",), ("model.mixers=hebbian",),
                ("model.mixers=hebbian", "model.hebbian_decay=True"), ("model.mixers=conv,gdn",),
-               ("model.mixers=gdn,attn", "model.matrix_expand_v=2"), ("model.mixers=mlstm",)]
+               ("model.mixers=gdn,attn", "model.matrix_expand_v=2"), ("model.mixers=mlstm",),
+               ("model.mixers=attn", "model.qkv_conv=True")]
 
 
 @pytest.mark.parametrize("overrides", MIXER_CASES, ids=lambda o: "-".join(s.split("=")[1] for s in o))
@@ -108,7 +109,7 @@ def test_param_count_and_state_size(tiny_config, name):
     ("model.mixers=gdn,attn", "model.matrix_expand_v=2"),
     ("model.mixers=hebbian", "model.d_model=64", "data.seq_len=64", "data.vocab_size=256"),
     ("model.mixers=hebbian", "model.hebbian_decay=True", "model.d_model=64", "data.seq_len=64"),
-    ("model.mixers=mlstm",),
+    ("model.mixers=mlstm",), ("model.mixers=attn", "model.qkv_conv=True"),
 ], ids=lambda o: "-".join(s.split("=")[1] for s in o))
 def test_analytic_flops_match_xla_within_10_percent(tiny_config, overrides):
     cfg = tiny_config(*overrides)

@@ -113,6 +113,7 @@ LM_DEFAULTS = {
     "num_heads": 2,
     "mlp_ratio": 4.0,
     "rope_theta": 10_000.0,
+    "qkv_conv": False,     # attn: short causal convolutions on queries, keys and values
     "conv_kernel": 4,      # taps of the short causal convolutions (conv mixer, conv paths of recurrent mixers)
     "tie_embeddings": False,
     # matrix-memory mixers (gdn, deltanet, hebbian): per-head [K, V] state, K = matrix_head_dim, V = K * expand_v

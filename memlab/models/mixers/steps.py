@@ -49,7 +49,8 @@ def _lookup(mixer):
 
 def _attn_cache(m, batch_size, max_len):
     shape = (batch_size, max_len, m.num_heads, m.head_dim)
-    return {"k": jnp.zeros(shape, m.q.dtype), "v": jnp.zeros(shape, m.q.dtype)}
+    convs = [init_conv_cache(conv, batch_size, m.q.dtype) for conv in m.convs]
+    return {"k": jnp.zeros(shape, m.q.dtype), "v": jnp.zeros(shape, m.q.dtype), "convs": convs}
 
 
 def _attn_step(m, x, cache, position):
@@ -57,13 +58,17 @@ def _attn_step(m, x, cache, position):
     b = x.shape[0]
     pos = jnp.broadcast_to(position, (b, 1))
     split = lambda y: y.reshape(b, 1, m.num_heads, m.head_dim)
-    q = rope(split(m.q(x)), pos, m.rope_theta)
-    k = rope(split(m.k(x)), pos, m.rope_theta)
+    q, k, v = m.q(x), m.k(x), m.v(x)
+    convs = []
+    if m.convs:
+        stepped = [conv_step(conv, y, buf) for conv, y, buf in zip(m.convs, (q, k, v), cache["convs"])]
+        (q, k, v), convs = zip(*stepped)
+    q, k = rope(split(q), pos, m.rope_theta), rope(split(k), pos, m.rope_theta)
     ks = jax.lax.dynamic_update_slice_in_dim(cache["k"], k.astype(cache["k"].dtype), position, axis=1)
-    vs = jax.lax.dynamic_update_slice_in_dim(cache["v"], split(m.v(x)).astype(cache["v"].dtype), position, axis=1)
+    vs = jax.lax.dynamic_update_slice_in_dim(cache["v"], split(v).astype(cache["v"].dtype), position, axis=1)
     mask = (jnp.arange(ks.shape[1]) <= position)[None, None, None, :]
     out = jax.nn.dot_product_attention(q, ks, vs, mask=mask)
-    return m.o(out.reshape(b, -1)), {"k": ks, "v": vs}
+    return m.o(out.reshape(b, -1)), {"k": ks, "v": vs, "convs": list(convs)}
 
 
 def _conv_cache(m, batch_size, max_len):
