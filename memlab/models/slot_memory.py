@@ -5,7 +5,8 @@
     question encoder self-attention over the question, cross-attention to M_ctx, MLP -> M_q [B, Lq, d]
     decoder          causal self-attention over the answer, cross-attention to [M_ctx; M_q], MLP -> logits
 
-Perceiver / Q-Former style. Compute grows as L*k*d (plus L*d^2 for the context keys and values) instead of the
+Perceiver / Q-Former style, plus a locality prior (`model.slot_window_std`): slot i starts out reading the i-th
+of k context windows, which lets training take off at L=512 where content-only slots stayed at chance. Compute grows as L*k*d (plus L*d^2 for the context keys and values) instead of the
 L^2*d of self-attention over the context. Called on a context-QA batch (`context`, `question`,
 `answer_inputs`); returns answer logits [B, Q, A, V] with the matching `targets` and `loss_mask`.
 """
@@ -139,10 +140,10 @@ SLOT_MEMORY_DEFAULTS = {
     "mlp_ratio": 4.0,
     "rope_theta": 10_000.0,
     "conv_kernel": 4,       # taps of the causal convolution on the context embeddings
-    "slot_competition": True,  # slots compete for context positions (softmax over slots) instead of all
-                               # reading the same ones; a per-position salience gates what is read
-    "slot_window_std": 0.0,    # > 0: slot i prefers the i-th of k context windows (Gaussian log-prior, std in
+    "slot_window_std": 0.5,    # > 0: slot i prefers the i-th of k context windows (Gaussian log-prior, std in
                                # windows); 0: slots place themselves by content alone
+    "slot_competition": False,  # True: slots compete for context positions (softmax over slots, Slot Attention)
+                                # with the salience as a sigmoid gate; False: each slot's softmax over positions
     "tie_embeddings": False,
 }
 
