@@ -143,7 +143,8 @@ def train(config, workdir: str | Path) -> dict:
     previous = run.read_summary()
     if restored is not None:
         start, state, meta = restored
-        run.trim_metrics(start)
+        if is_main:  # every process sees the same workdir; two rewriting metrics.jsonl race on its temp file
+            run.trim_metrics(start)
         wandb_id = meta.get("wandb_run_id")
         log.info("resuming %s from step %d", run.path, start)
     else:
