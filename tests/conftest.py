@@ -15,7 +15,7 @@ os.environ.pop("WANDB_API_KEY", None)
 
 TINY = [
     "data.vocab_size=64", "data.seq_len=32", "data.num_kv_pairs=4",
-    "model.d_model=32", "model.num_heads=2", "model.num_layers=2",
+    "model.d_model=32", "model.num_heads=2", "model.num_layers=2", "model.qkv_conv=False",  # plain transformer
     "train.steps=20", "train.warmup_steps=2", "train.batch_size=8", "train.eval_every=10",
     "train.checkpoint_every=10", "train.log_every=5", "eval.num_examples=32", "eval.batch_size=16",
     "logging.wandb_mode=disabled", "logging.progress=False",
