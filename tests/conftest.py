@@ -1,9 +1,19 @@
-"""Shared fixtures: W&B stays offline and never sees a key; tiny configs keep training tests to seconds."""
+"""Shared fixtures: W&B stays offline and never sees a key; tiny configs keep training tests to seconds.
+
+XLA compilation is most of a tiny training run's cost on the CPU, and many tests (and the `memlab train` and
+tests/sharding_driver.py processes they start) compile exactly the same computations. One JAX persistent
+compilation cache per test session, shared by the xdist workers and every subprocess through the environment,
+compiles each of them once: a hit returns the executable XLA built for the identical program, options and
+devices (XLA_FLAGS are part of the key), so no test sees different code. The directory is fresh for each session
+(nothing carries over between runs) and removed at the end; a JAX_COMPILATION_CACHE_DIR you set is used instead.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +22,24 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
 os.environ.pop("WANDB_API_KEY", None)
+
+# The xdist controller imports this file before it starts the workers, which inherit the variables. Small
+# programs are cached too (a sharded checkpoint alone compiles ~100 slices, each a fresh process compiles again).
+_OWN_JAX_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _OWN_JAX_CACHE = tempfile.mkdtemp(prefix="memlab-test-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_JAX_CACHE
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+if "jax" in sys.modules:  # imported before this file (by a plugin): it read the environment already
+    sys.modules["jax"].config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    sys.modules["jax"].config.update("jax_persistent_cache_min_compile_time_secs",
+                                     float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+
+
+def pytest_unconfigure(config):
+    if _OWN_JAX_CACHE is not None:
+        shutil.rmtree(_OWN_JAX_CACHE, ignore_errors=True)
+
 
 TINY = [
     "data.vocab_size=64", "data.seq_len=32", "data.num_kv_pairs=4",
