@@ -3,6 +3,7 @@ NaN stop, gradient accumulation, schedules, W&B offline files and no leaked secr
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -26,8 +27,23 @@ def losses(run_dir: Path) -> dict[int, float]:
     return {r["step"]: r["train/loss"] for r in rows(run_dir) if "train/loss" in r}
 
 
-def test_run_directory_contract(tiny_config, tmp_path):
-    summary = train(tiny_config(), tmp_path)
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[Path, dict]:
+    """One tiny run (20 steps, checkpoints at 10 and 20) and its summary, shared by the tests that need a
+    finished run of the default tiny config; they read it, or copy it before changing it."""
+    from memlab.config import load_config
+
+    run_dir = tmp_path_factory.mktemp("reference")
+    return run_dir, train(load_config(ROOT / "experiments" / "mqar.py", TINY), run_dir)
+
+
+def copy_run(run_dir: Path, to: Path) -> Path:
+    shutil.copytree(run_dir, to)
+    return to
+
+
+def test_run_directory_contract(reference):
+    tmp_path, summary = reference
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["model"]["d_model"] == 32
     assert {"git_commit", "packages", "device_kind", "created"} <= set(config["stamps"])
@@ -49,24 +65,22 @@ def test_run_directory_contract(tiny_config, tmp_path):
     assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [10, 20]
 
 
-def test_same_config_same_numbers(tiny_config, tmp_path):
-    train(tiny_config(), tmp_path / "a")
+def test_same_config_same_numbers(reference, tiny_config, tmp_path):
     train(tiny_config(), tmp_path / "b")
-    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+    assert losses(reference[0]) == losses(tmp_path / "b")
 
 
-def test_resume_refuses_a_different_config(tiny_config, tmp_path):
+def test_resume_refuses_a_different_config(reference, tiny_config, tmp_path):
     from memlab.config import ConfigError
 
-    train(tiny_config(), tmp_path)
+    run = copy_run(reference[0], tmp_path / "run")
     with pytest.raises(ConfigError, match="differs in model.d_model"):
-        train(tiny_config("model.d_model=64"), tmp_path)
+        train(tiny_config("model.d_model=64"), run)
 
 
-def test_grad_accumulation_matches_full_batch(tiny_config, tmp_path):
-    train(tiny_config(), tmp_path / "full")
+def test_grad_accumulation_matches_full_batch(reference, tiny_config, tmp_path):
     train(tiny_config("train.grad_accum=2"), tmp_path / "accum")
-    full, accum = losses(tmp_path / "full"), losses(tmp_path / "accum")
+    full, accum = losses(reference[0]), losses(tmp_path / "accum")
     np.testing.assert_allclose(list(accum.values()), list(full.values()), rtol=1e-4)
 
 
@@ -100,9 +114,9 @@ def test_sigkill_and_resume_gives_identical_final_loss(tmp_path):
     np.testing.assert_allclose([r["train/loss"] for r in resumed], [r["train/loss"] for r in ref], atol=1e-6)
 
 
-def test_corrupt_latest_checkpoint_falls_back(tiny_config, tmp_path, caplog):
-    reference = train(tiny_config(), tmp_path / "ref")
-    train(tiny_config(), tmp_path / "run")
+def test_corrupt_latest_checkpoint_falls_back(reference, tiny_config, tmp_path, caplog):
+    reference_dir, reference = reference
+    copy_run(reference_dir, tmp_path / "run")  # a finished run; test_same_config_same_numbers: = a fresh one
     damaged = [f for f in (tmp_path / "run" / "checkpoints" / "20" / "state").rglob("*") if f.is_file()]
     assert damaged
     for f in damaged:
