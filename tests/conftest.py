@@ -10,8 +10,10 @@ devices (XLA_FLAGS are part of the key), so no test sees different code. The dir
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -62,3 +64,36 @@ def tiny_config():
 
 def memlab_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "memlab.cli", *args]
+
+
+SHARDING_DRIVER = str(ROOT / "tests" / "sharding_driver.py")
+
+
+def fake_devices_env(devices: int) -> dict:
+    """Environment of a tests/sharding_driver.py process: `devices` fake CPU devices."""
+    return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
+
+
+def drive(*args: str, devices: int = 8, extra_env: dict | None = None) -> dict:
+    """Run tests/sharding_driver.py with `devices` fake CPU devices; its JSON result."""
+    env = {**fake_devices_env(devices), **(extra_env or {})}
+    out = subprocess.run([sys.executable, SHARDING_DRIVER, *args], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def rollback(run_dir, step: int) -> None:
+    """Make a finished run look like it died right after its checkpoint at `step`."""
+    for d in (run_dir / "checkpoints").iterdir():
+        if d.name.isdigit() and int(d.name) > step:
+            shutil.rmtree(d)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    (run_dir / "summary.json").write_text(json.dumps({**summary, "status": "running", "step": step}))
+
+
+@pytest.fixture(scope="session")
+def single_device(tmp_path_factory):
+    """Loss curve of the sharding driver's tiny run on a (1,1,1) mesh: the reference of tests/test_sharding*.py
+    (session-scoped: computed once per xdist worker however the two files are distributed)."""
+    return drive("train", str(tmp_path_factory.mktemp("single")), "1,1,1")["losses"]

@@ -1,4 +1,4 @@
-"""Run by tests/test_sharding.py in a fresh process with 8 fake CPU devices (XLA_FLAGS must be set before jax
+"""Run by tests/test_sharding*.py in a fresh process with 8 fake CPU devices (XLA_FLAGS must be set before jax
 is imported, so this cannot run inside the pytest process). Prints one JSON object on the last line."""
 
 import json
