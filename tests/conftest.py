@@ -70,8 +70,16 @@ SHARDING_DRIVER = str(ROOT / "tests" / "sharding_driver.py")
 
 
 def fake_devices_env(devices: int) -> dict:
-    """Environment of a tests/sharding_driver.py process: `devices` fake CPU devices."""
-    return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
+    """Environment of a tests/sharding_driver.py process: `devices` fake CPU devices.
+
+    Every sharded case compiles its own programs (the mesh is part of them), and LLVM's optimisation of the
+    generated CPU code is ~3/4 of XLA's compile time for them, so these processes compile at LLVM -O0
+    (--xla_backend_optimization_level=0, 3-4x faster to build). What the sharding tests compare is settled before
+    that stage (SPMD partitioning, collectives and shard_map are HLO passes); both sides of every comparison (the
+    single-device reference is a driver process too) are built the same way; the in-process tests run the
+    optimised code."""
+    flags = f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0"
+    return {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
 
 
 def drive(*args: str, devices: int = 8, extra_env: dict | None = None) -> dict:
