@@ -7,6 +7,10 @@ from flax import nnx
 
 from memlab.models import build_model
 
+# The model's forward as training runs it: one compiled program (op-by-op dispatch would compile every primitive
+# of the model separately, several times the cost of the test).
+logits_of = nnx.jit(lambda model, batch: model(batch)["logits"])
+
 
 @pytest.mark.parametrize("mixers", ["attn", "attn+qkv_conv", "conv", "gdn", "deltanet", "hebbian", "mlstm", "conv,gdn",
                                     "gdn,attn"])
@@ -16,7 +20,7 @@ def test_step_by_step_logits_equal_parallel_forward(tiny_config, mixers):
                       "model.hebbian_decay=True").model
     model = build_model(cfg, seed=0)
     tokens = jax.random.randint(jax.random.key(3), (2, 10), 0, cfg.vocab_size)
-    parallel = np.asarray(model({"inputs": tokens})["logits"])
+    parallel = np.asarray(logits_of(model, {"inputs": tokens}))
     step = nnx.jit(lambda m, tok, cache: m.decode_step(tok, cache))
     cache = model.init_cache(2, 12)  # room to spare: unused KV slots must stay masked
     for t in range(tokens.shape[1]):
@@ -31,7 +35,7 @@ def test_generate_is_greedy_under_the_parallel_forward(tiny_config):
     out = model.generate(prompt, 4)
     assert out.shape == (2, 9)
     np.testing.assert_array_equal(np.asarray(out[:, :5]), np.asarray(prompt))
-    logits = model({"inputs": out})["logits"]
+    logits = logits_of(model, {"inputs": out})
     np.testing.assert_array_equal(np.asarray(out[:, 5:]), np.asarray(logits[:, 4:-1].argmax(-1)))
 
 

@@ -12,15 +12,19 @@ from memlab.models.layers import mlp_width
 from memlab.train.flops import analytic_flops_per_token, xla_flops_per_token
 from memlab.train.steps import make_loss_fn
 
+# The model's forward as training runs it: one compiled program (op-by-op dispatch would compile every primitive
+# of the model separately, several times the cost of the test).
+logits_of = nnx.jit(lambda model, batch: model(batch)["logits"])
+
 
 def test_future_tokens_never_change_past_logits(tiny_config):
     cfg = tiny_config()
     model = build_model(cfg.model, seed=0)
     tokens = jax.random.randint(jax.random.key(1), (2, 32), 0, cfg.model.vocab_size)
-    base = model({"inputs": tokens})["logits"]
+    base = logits_of(model, {"inputs": tokens})
     for t in (0, 9, 31):
         changed = tokens.at[:, t].set((tokens[:, t] + 7) % cfg.model.vocab_size)
-        out = model({"inputs": changed})["logits"]
+        out = logits_of(model, {"inputs": changed})
         np.testing.assert_array_equal(np.asarray(out[:, :t]), np.asarray(base[:, :t]))
         assert not np.allclose(out[:, t], base[:, t])  # the changed position itself does see it
 
@@ -30,8 +34,8 @@ def test_segment_ids_block_attention_across_documents(tiny_config):
     tokens = jax.random.randint(jax.random.key(2), (1, 32), 0, 64)
     seg = jnp.concatenate([jnp.zeros((1, 16), jnp.int32), jnp.ones((1, 16), jnp.int32)], axis=1)
     positions = jnp.concatenate([jnp.arange(16), jnp.arange(16)])[None]
-    packed = model({"inputs": tokens, "segment_ids": seg, "positions": positions})["logits"]
-    alone = model({"inputs": tokens[:, 16:]})["logits"]
+    packed = logits_of(model, {"inputs": tokens, "segment_ids": seg, "positions": positions})
+    alone = logits_of(model, {"inputs": tokens[:, 16:]})
     np.testing.assert_allclose(np.asarray(packed[:, 16:]), np.asarray(alone), atol=1e-5)
 
 
@@ -68,7 +72,7 @@ def test_bfloat16_compute_keeps_fp32_params(tiny_config):
     model = build_model(cfg.model, seed=0)
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
     tokens = jnp.zeros((2, 32), jnp.int32)
-    out = model({"inputs": tokens})["logits"]
+    out = logits_of(model, {"inputs": tokens})
     assert out.dtype == jnp.float32 and bool(jnp.isfinite(out).all())
-    ref = build_model(tiny_config().model, seed=0)({"inputs": tokens})["logits"]
+    ref = logits_of(build_model(tiny_config().model, seed=0), {"inputs": tokens})
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=0.1)

@@ -19,6 +19,10 @@ from memlab.models.mixers.mlstm import MLSTM
 from memlab.train.flops import analytic_flops_per_token, xla_flops_per_token
 from memlab.train.steps import make_loss_fn
 
+# The model's forward as training runs it: one compiled program (op-by-op dispatch would compile every primitive
+# of the model separately, several times the cost of the test).
+logits_of = nnx.jit(lambda model, batch: model(batch)["logits"])
+
 MIXER_CASES = [("model.mixers=gdn",), ("model.mixers=deltanet",), ("model.mixers=hebbian",),
                ("model.mixers=hebbian", "model.hebbian_decay=True"), ("model.mixers=conv,gdn",),
                ("model.mixers=gdn,attn", "model.matrix_expand_v=2"), ("model.mixers=mlstm",),
@@ -30,10 +34,10 @@ def test_future_tokens_never_change_past_logits(tiny_config, overrides):
     cfg = tiny_config("data.seq_len=16", "model.matrix_chunk_size=8", *overrides)  # two chunks: crosses a boundary
     model = build_model(cfg.model, seed=0)
     tokens = jax.random.randint(jax.random.key(1), (2, 16), 0, cfg.model.vocab_size)
-    base = model({"inputs": tokens})["logits"]
+    base = logits_of(model, {"inputs": tokens})
     for t in (0, 9, 15):
         changed = tokens.at[:, t].set((tokens[:, t] + 7) % cfg.model.vocab_size)
-        out = model({"inputs": changed})["logits"]
+        out = logits_of(model, {"inputs": changed})
         np.testing.assert_allclose(np.asarray(out[:, :t]), np.asarray(base[:, :t]), atol=1e-6)
         assert not np.allclose(out[:, t:], base[:, t:], atol=1e-4)  # the changed position and later ones see it
 
@@ -44,8 +48,8 @@ def test_packed_documents_do_not_leak_state(tiny_config, name):
     tokens = jax.random.randint(jax.random.key(2), (1, 24), 0, 64)
     seg = jnp.concatenate([jnp.zeros((1, 11), jnp.int32), jnp.ones((1, 13), jnp.int32)], axis=1)
     positions = jnp.concatenate([jnp.arange(11), jnp.arange(13)])[None]
-    packed = model({"inputs": tokens, "segment_ids": seg, "positions": positions})["logits"]
-    alone = model({"inputs": tokens[:, 11:]})["logits"]
+    packed = logits_of(model, {"inputs": tokens, "segment_ids": seg, "positions": positions})
+    alone = logits_of(model, {"inputs": tokens[:, 11:]})
     np.testing.assert_allclose(np.asarray(packed[:, 11:]), np.asarray(alone), atol=1e-5)
 
 
