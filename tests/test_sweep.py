@@ -80,14 +80,25 @@ def test_duplicate_names_rejected():
 
 @pytest.fixture
 def sweep_file(tmp_path):
+    """Two points that differ only in the data seed: both train the tiny config of tests/conftest.py, so the
+    runs below compile its programs once (test_submitit_local_executor, first, does it) and then hit the
+    session's compilation cache, however many processes they start."""
     path = tmp_path / "tiny_sweep.py"
     path.write_text(textwrap.dedent(f"""
         from memlab.sweep import Sweep, grid
         def get_sweep():
             return Sweep(name="tiny", experiment={EXPERIMENT!r}, base={BASE!r},
-                         points=grid({{"model.d_model": [16, 32]}}))
+                         points=grid({{"data.seed": [0, 1]}}))
     """))
     return path
+
+
+def test_submitit_local_executor(sweep_file, tmp_path):
+    sweep = load_sweep(sweep_file)
+    todo, done = plan(sweep, tmp_path, "L")
+    jobs = launch_submitit(todo[:1], tmp_path, cluster="local", timeout_min=10)
+    assert jobs[0].result() == 0
+    assert run_status(tmp_path / todo[0].name) == "completed"
 
 
 def test_launch_is_idempotent_and_resumes_interrupted(sweep_file, tmp_path):
@@ -96,12 +107,12 @@ def test_launch_is_idempotent_and_resumes_interrupted(sweep_file, tmp_path):
                          cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "2 to run, 0 already completed" in out.stdout
-    assert all(run_status(workdir / n) == "completed" for n in ("d_model=16", "d_model=32"))
+    assert all(run_status(workdir / n) == "completed" for n in ("seed=0", "seed=1"))
     meta = json.loads((workdir / "sweep.json").read_text())
-    assert meta["axes"] == {"model.d_model": [16, 32]} and meta["runs"] == ["d_model=16", "d_model=32"]
+    assert meta["axes"] == {"data.seed": [0, 1]} and meta["runs"] == ["seed=0", "seed=1"]
 
     # interrupt one run: roll it back to its step-10 checkpoint as if it died there
-    victim = workdir / "d_model=32"
+    victim = workdir / "seed=1"
     for step_dir in (victim / "checkpoints").iterdir():
         if step_dir.name == "20":
             import shutil
@@ -124,15 +135,7 @@ def test_launch_is_idempotent_and_resumes_interrupted(sweep_file, tmp_path):
     assert len(json.loads((workdir / "sweep.json").read_text())["launches"]) == 3
 
     status = subprocess.run(memlab_cmd("status", str(workdir)), cwd=ROOT, capture_output=True, text=True)
-    assert "2 completed" in status.stdout and "d_model=16" in status.stdout
-
-
-def test_submitit_local_executor(sweep_file, tmp_path):
-    sweep = load_sweep(sweep_file)
-    todo, done = plan(sweep, tmp_path, "L")
-    jobs = launch_submitit(todo[:1], tmp_path, cluster="local", timeout_min=10)
-    assert jobs[0].result() == 0
-    assert run_status(tmp_path / todo[0].name) == "completed"
+    assert "2 completed" in status.stdout and "seed=0" in status.stdout
 
 
 def test_wandb_export_and_point_command(sweep_file, tmp_path):
@@ -141,13 +144,13 @@ def test_wandb_export_and_point_command(sweep_file, tmp_path):
                                     str(export)), cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     config = json.loads(export.read_text())
-    assert config["method"] == "grid" and config["parameters"]["point"]["values"] == ["d_model=16", "d_model=32"]
+    assert config["method"] == "grid" and config["parameters"]["point"]["values"] == ["seed=0", "seed=1"]
     assert config["command"][-1] == "${args}" and "sweep-point" in config["command"]
     # what a W&B agent runs for one point: the command with --point=NAME
     cmd = [c for c in config["command"][2:-1]]
-    run = subprocess.run(memlab_cmd(*cmd[2:], "--point=d_model=16"), cwd=ROOT, capture_output=True, text=True)
+    run = subprocess.run(memlab_cmd(*cmd[2:], "--point=seed=0"), cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
-    assert run_status(tmp_path / "w" / "d_model=16") == "completed"
+    assert run_status(tmp_path / "w" / "seed=0") == "completed"
 
 
 def test_train_argv_round_trips_values(sweep_file):
