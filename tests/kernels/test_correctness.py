@@ -34,7 +34,7 @@ def run(op, d, backend, chunk_size):
         w = jnp.cos(jnp.arange(of.size, dtype=s.dtype)).reshape(of.shape)
         return jnp.sum(w * of) + 0.5 * jnp.sum(jnp.sin(s)), (o, s)
 
-    (_, (o, s)), grads = jax.value_and_grad(loss, has_aux=True)(diff)
+    (_, (o, s)), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(diff)
     return o, s, grads
 
 
