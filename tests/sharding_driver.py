@@ -93,12 +93,13 @@ def kernels(mesh: tuple[int, int, int], backend: str) -> dict:
 
 if __name__ == "__main__":
     command, workdir = sys.argv[1], Path(sys.argv[2])
-    mesh = tuple(int(x) for x in sys.argv[3].split(","))
+    mesh = tuple(int(x) for x in sys.argv[3].split(",")) if command != "shardings" else None
     extra = sys.argv[4:]
     if command == "train":
         result = run(workdir, mesh, *extra)
-    elif command == "kernels":
-        result = kernels(mesh, *extra)
-    else:
-        result = {"specs": shardings(mesh, *extra)}
+    elif command == "kernels":  # one result per backend named in extra, e.g. chunked pallas
+        result = {backend: kernels(mesh, backend) for backend in extra}
+    else:  # extra: one JSON list of overrides per config, e.g. '[]' '["mesh.rules=..."]'; mesh "2,2,2;8,1,1"
+        meshes = [tuple(int(x) for x in m.split(",")) for m in sys.argv[3].split(";")]
+        result = {"specs": [shardings(m, *json.loads(e)) for m, e in zip(meshes, extra, strict=True)]}
     print(json.dumps(result))

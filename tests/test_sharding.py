@@ -3,6 +3,7 @@ fresh process, since the device count is fixed when jax starts): loss curves equ
 under shard_map equal the single-device op, parameter shardings follow the rules, a mesh that does not divide the
 devices is rejected. Checkpoints across meshes and the two-process run: tests/test_sharding_checkpoints.py."""
 
+import json
 import subprocess
 import sys
 
@@ -34,26 +35,33 @@ def test_sharded_gdn_matches_one_device(single_device_gdn, mesh, tmp_path):
     np.testing.assert_allclose(result["losses"], single_device_gdn, rtol=1e-5)
 
 
+@pytest.fixture(scope="module")
+def kernels_on_2_2_2():
+    """Both backends in one driver process (one start-up instead of two): {backend: result}."""
+    return drive("kernels", "-", "2,2,2", "chunked", "pallas")
+
+
 @pytest.mark.parametrize("backend", ["chunked", "pallas"])
-def test_kernels_under_shard_map_match_one_device(backend, tmp_path):
+def test_kernels_under_shard_map_match_one_device(kernels_on_2_2_2, backend):
     """Heads over "tensor", batch over ("data", "fsdp"): each device runs the kernel on its block; forward and all
     gradients equal the single-device op."""
-    out = drive("kernels", str(tmp_path), "2,2,2", backend)
+    out = kernels_on_2_2_2[backend]
     assert out["spec"][:3] == [["data", "fsdp"], None, "tensor"]
     assert out["output"] < 1e-5
     assert max(out["grads"]) < 1e-5, out["grads"]
 
 
 def test_parameter_shardings_follow_the_rules():
-    specs = drive("shardings", "-", "2,2,2")["specs"]
+    custom_rules = "mesh.rules=(('embed', ''), ('heads', 'tensor'), ('mlp', 'fsdp,tensor'))"
+    # the three configurations in one driver process: (2,2,2), (8,1,1), (2,2,2) with custom rules
+    specs, replicated, custom = drive("shardings", "-", "2,2,2;8,1,1;2,2,2", "[]", "[]",
+                                      json.dumps([custom_rules]))["specs"]
     assert specs["blocks/0/mixer/q/kernel"] == ["fsdp", "tensor"]      # (embed, heads)
     assert specs["blocks/0/mixer/o/kernel"] == ["tensor", "fsdp"]      # (heads, embed)
     assert specs["blocks/1/mlp/down/kernel"] == ["tensor", "fsdp"]     # (mlp, embed)
     assert specs["embed/embedding"] == ["tensor", "fsdp"]              # (vocab, embed)
     assert specs["final_norm/scale"] == ["fsdp"]
-    replicated = drive("shardings", "-", "8,1,1")["specs"]             # pure data parallel: fsdp/tensor size 1
-    assert replicated["blocks/0/mixer/q/kernel"] == ["fsdp", "tensor"]
-    custom = drive("shardings", "-", "2,2,2", "mesh.rules=(('embed', ''), ('heads', 'tensor'), ('mlp', 'fsdp,tensor'))")["specs"]
+    assert replicated["blocks/0/mixer/q/kernel"] == ["fsdp", "tensor"]  # pure data parallel: fsdp/tensor size 1
     assert custom["blocks/0/mixer/q/kernel"] == [None, "tensor"]
     assert custom["blocks/0/mlp/up/kernel"] == [None, ["fsdp", "tensor"]]
 
