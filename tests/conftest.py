@@ -102,6 +102,17 @@ def rollback(run_dir, step: int) -> None:
 
 @pytest.fixture(scope="session")
 def single_device(tmp_path_factory):
-    """Loss curve of the sharding driver's tiny run on a (1,1,1) mesh: the reference of tests/test_sharding*.py
-    (session-scoped: computed once per xdist worker however the two files are distributed)."""
-    return drive("train", str(tmp_path_factory.mktemp("single")), "1,1,1")["losses"]
+    """Loss curve of the sharding driver's tiny run on a (1,1,1) mesh: the reference of tests/test_sharding*.py,
+    computed once per session. Under xdist the first worker to need it runs the driver and leaves the curve in the
+    directory the workers share; the other reads it (the pattern pytest-xdist documents for session fixtures)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return drive("train", str(tmp_path_factory.mktemp("single")), "1,1,1")["losses"]
+    import fcntl
+
+    shared = tmp_path_factory.getbasetemp().parent  # this session's, common to its workers
+    with open(shared / "single_device.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = shared / "single_device.json"
+        if not result.exists():
+            result.write_text(json.dumps(drive("train", str(tmp_path_factory.mktemp("single")), "1,1,1")["losses"]))
+        return json.loads(result.read_text())
