@@ -25,17 +25,22 @@ os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
 os.environ.pop("WANDB_API_KEY", None)
 
-# The xdist controller imports this file before it starts the workers, which inherit the variables. Small
-# programs are cached too (a sharded checkpoint alone compiles ~100 slices, each a fresh process compiles again).
 _OWN_JAX_CACHE = None
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-    _OWN_JAX_CACHE = tempfile.mkdtemp(prefix="memlab-test-jax-cache-")
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_JAX_CACHE
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-if "jax" in sys.modules:  # imported before this file (by a plugin): it read the environment already
-    sys.modules["jax"].config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-    sys.modules["jax"].config.update("jax_persistent_cache_min_compile_time_secs",
-                                     float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+
+
+def pytest_configure(config):
+    """The session's compilation cache. The xdist controller configures before it starts the workers, which
+    inherit the variables and keep the controller's directory. Small programs are cached too (a sharded
+    checkpoint alone compiles ~100 slices, which every fresh process would compile again)."""
+    global _OWN_JAX_CACHE
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        _OWN_JAX_CACHE = tempfile.mkdtemp(prefix="memlab-test-jax-cache-")
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_JAX_CACHE
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    if "jax" in sys.modules:  # imported already (by a plugin): it read the environment before we set it
+        sys.modules["jax"].config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+        sys.modules["jax"].config.update("jax_persistent_cache_min_compile_time_secs",
+                                         float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 
 def pytest_unconfigure(config):
