@@ -10,6 +10,7 @@ devices (XLA_FLAGS are part of the key), so no test sees different code. The dir
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -67,11 +68,28 @@ def tiny_config():
     return make
 
 
+def logits_of(model, batch):
+    """The model's logits through one compiled forward, as training runs it (op-by-op dispatch would compile
+    every primitive of the model separately, several times the cost of a test)."""
+    return _jitted_forward()(model, batch)
+
+
+@functools.cache
+def _jitted_forward():
+    from flax import nnx  # imported on first use: jax must see the compilation-cache settings first
+
+    return nnx.jit(lambda model, batch: model(batch)["logits"])
+
+
 def memlab_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "memlab.cli", *args]
 
 
 SHARDING_DRIVER = str(ROOT / "tests" / "sharding_driver.py")
+
+
+def driver_command(*args: str) -> list[str]:
+    return [sys.executable, SHARDING_DRIVER, *args]
 
 
 def fake_devices_env(devices: int) -> dict:
@@ -90,7 +108,7 @@ def fake_devices_env(devices: int) -> dict:
 def drive(*args: str, devices: int = 8, extra_env: dict | None = None) -> dict:
     """Run tests/sharding_driver.py with `devices` fake CPU devices; its JSON result."""
     env = {**fake_devices_env(devices), **(extra_env or {})}
-    out = subprocess.run([sys.executable, SHARDING_DRIVER, *args], cwd=ROOT, env=env, capture_output=True,
+    out = subprocess.run(driver_command(*args), cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -6,10 +6,7 @@ import pytest
 from flax import nnx
 
 from memlab.models import build_model
-
-# The model's forward as training runs it: one compiled program (op-by-op dispatch would compile every primitive
-# of the model separately, several times the cost of the test).
-logits_of = nnx.jit(lambda model, batch: model(batch)["logits"])
+from tests.conftest import logits_of
 
 
 @pytest.mark.parametrize("mixers", ["attn", "attn+qkv_conv", "conv", "gdn", "deltanet", "hebbian", "mlstm", "conv,gdn",

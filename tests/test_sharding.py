@@ -5,12 +5,11 @@ devices is rejected. Checkpoints across meshes and the two-process run: tests/te
 
 import json
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, SHARDING_DRIVER, drive, fake_devices_env
+from tests.conftest import ROOT, drive, driver_command, fake_devices_env
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +66,6 @@ def test_parameter_shardings_follow_the_rules():
 
 
 def test_mesh_that_does_not_divide_devices_is_rejected(tmp_path):
-    out = subprocess.run([sys.executable, SHARDING_DRIVER, "train", str(tmp_path), "3,1,1"], cwd=ROOT,
+    out = subprocess.run(driver_command("train", str(tmp_path), "3,1,1"), cwd=ROOT,
                          env=fake_devices_env(8), capture_output=True, text=True, timeout=300)
     assert out.returncode != 0 and "(product 3) do not divide the 8 available devices" in out.stderr

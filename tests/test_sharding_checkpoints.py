@@ -5,11 +5,10 @@ checkpoint restores onto another mesh; a two-process jax.distributed run trains,
 import json
 import socket
 import subprocess
-import sys
 
 import numpy as np
 
-from tests.conftest import ROOT, SHARDING_DRIVER, drive, fake_devices_env, rollback
+from tests.conftest import ROOT, drive, driver_command, fake_devices_env, rollback
 
 
 def test_data_parallel_matches_one_device_and_checkpoint_restores_across_meshes(single_device, tmp_path):
@@ -31,9 +30,9 @@ def _free_port() -> int:
 def _two_processes(workdir) -> list[dict]:
     port = _free_port()
     env = fake_devices_env(2)
-    procs = [subprocess.Popen([sys.executable, SHARDING_DRIVER, "train", str(workdir), "-1,1,1",
-                               f"mesh.coordinator_address='127.0.0.1:{port}'", "mesh.num_processes=2",
-                               f"mesh.process_id={i}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    procs = [subprocess.Popen(driver_command("train", str(workdir), "-1,1,1",
+                                             f"mesh.coordinator_address='127.0.0.1:{port}'", "mesh.num_processes=2",
+                                             f"mesh.process_id={i}"), cwd=ROOT, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in range(2)]
     outs = [p.communicate(timeout=900) for p in procs]
     for p, (_, err) in zip(procs, outs):

@@ -16,7 +16,7 @@ from memlab.data.tasks.context_qa import ContextQA
 from memlab.models import build_model, count_params
 from memlab.train.flops import analytic_flops_per_token, xla_flops_per_token
 from memlab.train.steps import make_loss_fn
-from tests.conftest import ROOT
+from tests.conftest import ROOT, logits_of
 
 EXPERIMENT = ROOT / "experiments" / "context_qa.py"
 DEPTH = {"slot_memory": 1, "encdec": 2, "lm": 5}
@@ -24,10 +24,6 @@ TINY = ["data.context_len=48", "data.num_facts=4", "data.questions_per_context=3
         "data.vocab_size=64", "model.d_model=32", "model.num_slots=6", "logging.wandb_mode=disabled",
         "logging.progress=False"]
 
-
-# The model's forward as training runs it: one compiled program (op-by-op dispatch would compile every primitive
-# of the model separately, several times the cost of the test).
-logits_of = nnx.jit(lambda model, batch: model(batch)["logits"])
 
 
 def config(family, *overrides):

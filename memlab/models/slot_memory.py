@@ -6,7 +6,8 @@
     decoder          causal self-attention over the answer, cross-attention to [M_ctx; M_q], MLP -> logits
 
 Perceiver / Q-Former style, plus a locality prior (`model.slot_window_std`): slot i starts out reading the i-th
-of k context windows, which lets training take off at L=512 where content-only slots stayed at chance. Compute grows as L*k*d (plus L*d^2 for the context keys and values) instead of the
+of k context windows, which lets training take off at L=512 where content-only slots stayed at chance.
+Compute grows as L*k*d (plus L*d^2 for the context keys and values) instead of the
 L^2*d of self-attention over the context. Called on a context-QA batch (`context`, `question`,
 `answer_inputs`); returns answer logits [B, Q, A, V] with the matching `targets` and `loss_mask`.
 """
