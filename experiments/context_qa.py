@@ -33,6 +33,11 @@ def get_config(family: str = "slot_memory"):
     c.model.d_model = 64
     c.model.num_heads = 2
     c.model.num_slots = 32
+    # Output head tied to the embedding: with copy_init (attention that starts copying) a value token read from
+    # the context raises its own logit from the first step, the signal that teaches the slots what to read
+    # among random distractors. Untied (or without copy_init) the slot model stayed near chance for 500+ steps.
+    c.model.tie_embeddings = True
+    c.model.qkv_conv = True  # the LM baseline's attention with the q/k/v convs that solve MQAR (lm reads it only)
     c.objective = {"answer": 1.0}
     c.train.steps = 1500
     c.train.batch_size = 32

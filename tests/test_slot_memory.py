@@ -89,6 +89,18 @@ def test_slots_cost_less_than_the_full_encoder_decoder_at_l512_k32():
     assert max(params.values()) / min(params.values()) < 1.15, params  # matched parameter counts
 
 
+@pytest.mark.parametrize("copy_init", [True, False])
+def test_copy_init_starts_attention_as_a_copying_lookup(copy_init):
+    model = build_model(config("slot_memory", f"model.copy_init={copy_init}").model, seed=0)
+    attention = model.decoder_blocks[0].layers[1]  # cross-attention
+    q, k, v, o = (np.asarray(layer.kernel[...]) for layer in (attention.q, attention.k, attention.v, attention.o))
+    taps = np.asarray(model.io.context_conv.kernel[...])
+    assert np.array_equal(k, q) == copy_init and np.array_equal(o, v.T) == copy_init
+    assert (np.unique(taps).size == 1) == copy_init
+    if copy_init:  # W_q W_k^T and W_v W_o start positive definite: similarity scores, reads that keep their direction
+        assert np.linalg.eigvalsh(q @ k.T).min() > 0 and np.linalg.eigvalsh(v @ o).min() > 0
+
+
 def test_bad_slot_knob_fails_clearly():
     with pytest.raises(ValueError, match="model.num_slots=0 must be a positive integer"):
         build_model(config("slot_memory", "model.num_slots=0").model, seed=0)
@@ -114,6 +126,8 @@ def test_slot_model_trains_and_records_compute(tmp_path):
 
     model, _, step = load_trained(tmp_path)
     assert step == 12
+    attention = model.slot_blocks[0].layers[0]  # copy_init: k starts as a copy of q, then trains on its own
+    assert not np.array_equal(np.asarray(attention.k.kernel[...]), np.asarray(attention.q.kernel[...]))
     context = batch_of(cfg, n=3, split="eval")["context"]
     reads, vectors = slot_reads(model, context)
     np.testing.assert_allclose(vectors, np.asarray(model.encode_context(context)), atol=1e-5)

@@ -12,18 +12,25 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from memlab.models.layers import ShortConv, SwiGLU, dense, rms_norm, rope
+from memlab.models.layers import ShortConv, SwiGLU, default_init, dense, rms_norm, rope
 
 PARTS = ("self", "causal", "cross", "mlp")  # self: bidirectional self-attention; causal: masked to the past
 
 
 class Attention(nnx.Module):
-    def __init__(self, d_model: int, num_heads: int, *, rngs: nnx.Rngs, dtype=jnp.float32, rope_theta: float = 1e4):
+    """`copy_init` starts the layer as a lookup that copies: W_k = W_q, so a query scores memory vectors by their
+    similarity to it (W_q W_q^T ~ I), and W_o = W_v^T, so what it reads arrives unrotated (W_v W_v^T ~ I); the
+    mimetic initialisation of Trockman & Kolter (2023). The kernels are separate parameters that only start equal."""
+
+    def __init__(self, d_model: int, num_heads: int, *, rngs: nnx.Rngs, dtype=jnp.float32, rope_theta: float = 1e4,
+                 copy_init: bool = False):
         self.num_heads, self.head_dim, self.rope_theta, self.dtype = num_heads, d_model // num_heads, rope_theta, dtype
         self.q = dense(d_model, d_model, ("embed", "heads"), rngs=rngs, dtype=dtype)
-        self.k = dense(d_model, d_model, ("embed", "heads"), rngs=rngs, dtype=dtype)
+        k_init = (lambda *_: jnp.copy(self.q.kernel[...])) if copy_init else default_init
+        self.k = dense(d_model, d_model, ("embed", "heads"), rngs=rngs, dtype=dtype, init=k_init)
         self.v = dense(d_model, d_model, ("embed", "heads"), rngs=rngs, dtype=dtype)
-        self.o = dense(d_model, d_model, ("heads", "embed"), rngs=rngs, dtype=dtype)
+        o_init = (lambda *_: self.v.kernel[...].T) if copy_init else default_init
+        self.o = dense(d_model, d_model, ("heads", "embed"), rngs=rngs, dtype=dtype, init=o_init)
 
     def weights_and_values(self, x, memory, *, causal: bool = False, positions=None, bias=None, prior=None,
                            compete: bool = False):
@@ -81,7 +88,8 @@ class Block(nnx.Module):
         self.norms = nnx.List([rms_norm(cfg.d_model, rngs=rngs, dtype=dtype) for _ in parts])
         self.layers = nnx.List([
             SwiGLU(cfg.d_model, d_ff, rngs=rngs, dtype=dtype) if p == "mlp"
-            else Attention(cfg.d_model, cfg.num_heads, rngs=rngs, dtype=dtype, rope_theta=cfg.rope_theta)
+            else Attention(cfg.d_model, cfg.num_heads, rngs=rngs, dtype=dtype, rope_theta=cfg.rope_theta,
+                           copy_init=cfg.copy_init)
             for p in parts])
 
     def __call__(self, x, memory=None, *, positions=None, read: dict | None = None):
@@ -112,7 +120,9 @@ class TokenIO(nnx.Module):
     """Token embedding (shared by context, question and answer), the context front end and the output head.
 
     The front end adds a short causal convolution to the context embeddings: without it a cross-attention read
-    of the context sees a bag of tokens and cannot tell which value follows which key.
+    of the context sees a bag of tokens and cannot tell which value follows which key. With `copy_init` its taps
+    start equal (a causal sum), so a fact's key and value embeddings reach its last position unscrambled, where a
+    copying attention layer (see Attention) can match and read them; random per-channel taps would hide them.
     """
 
     def __init__(self, cfg, *, rngs: nnx.Rngs, dtype):
@@ -120,7 +130,8 @@ class TokenIO(nnx.Module):
         self.embed = nnx.Embed(cfg.vocab_size, cfg.d_model, dtype=dtype, param_dtype=jnp.float32,
                                embedding_init=nnx.with_partitioning(nnx.initializers.normal(1.0), ("vocab", "embed")),
                                rngs=rngs)
-        self.context_conv = ShortConv(cfg.d_model, cfg.conv_kernel, rngs=rngs, dtype=dtype)
+        taps = nnx.initializers.constant(0.5) if cfg.copy_init else None
+        self.context_conv = ShortConv(cfg.d_model, cfg.conv_kernel, rngs=rngs, dtype=dtype, init=taps)
         self.final_norm = rms_norm(cfg.d_model, rngs=rngs, dtype=dtype)
         if not cfg.tie_embeddings:
             self.unembed = dense(cfg.d_model, cfg.vocab_size, ("embed", "vocab"), rngs=rngs, dtype=dtype)
@@ -143,3 +154,15 @@ class TokenIO(nnx.Module):
 
     def logits_flops(self, tokens: int) -> float:
         return 2.0 * tokens * self.cfg.d_model * self.cfg.vocab_size
+
+
+def decode(io: TokenIO, blocks, memory, question, answer_inputs):
+    """Answer logits [B, A, V] of a causal decoder over [question; answer] that cross-attends to `memory`. The
+    question leads the sequence so the first answer position's query already holds the key it looks up: a single
+    hop into the memory, where a decoder over the answer alone must find the key through a second memory first."""
+    tokens = jnp.concatenate([question, answer_inputs], axis=1)
+    positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+    x = io.embed(tokens)
+    for block in blocks:
+        x = block(x, memory, positions=positions)
+    return io.logits(x[:, question.shape[1]:])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
-from memlab.models.cross_attention import Block, TokenIO
+from memlab.models.cross_attention import Block, TokenIO, decode
 from memlab.models.layers import compute_dtype, mlp_width, rms_norm
 from memlab.models.registry import register_model
 from memlab.models.slot_memory import answer_all
@@ -43,12 +43,7 @@ class EncDec(nnx.Module):
 
     def answer(self, memory, question, answer_inputs):
         """Answer logits [B, A, V] for one question per row from a cached encoded context."""
-        tokens = jnp.concatenate([question, answer_inputs], axis=1)
-        positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-        x = self.io.embed(tokens)
-        for block in self.decoder_blocks:
-            x = block(x, memory, positions=positions)
-        return self.io.logits(x[:, question.shape[1]:])
+        return decode(self.io, self.decoder_blocks, memory, question, answer_inputs)
 
     def __call__(self, batch: dict) -> dict:
         return answer_all(self, self.encode_context(batch["context"]), batch)
@@ -75,6 +70,7 @@ ENCDEC_DEFAULTS = {
     "rope_theta": 10_000.0,
     "conv_kernel": 4,       # taps of the causal convolution on the context embeddings
     "tie_embeddings": False,
+    "copy_init": True,      # attention layers start as copying lookups, the context conv as a causal sum (TokenIO)
 }
 
 

@@ -75,8 +75,8 @@ class ShortConv(nnx.Module):
     xLSTM and Gated DeltaNet). With `segment_ids`, taps never reach across a document boundary.
     """
 
-    def __init__(self, features: int, kernel_size: int, *, rngs: nnx.Rngs, dtype=jnp.float32):
-        init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=0, out_axis=1)
+    def __init__(self, features: int, kernel_size: int, *, rngs: nnx.Rngs, dtype=jnp.float32, init=None):
+        init = init or nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=0, out_axis=1)
         self.kernel = nnx.Param(init(rngs.params(), (kernel_size, features)), out_sharding=(None, "embed"))
         self.bias = nnx.Param(jnp.zeros((features,)), out_sharding=("embed",))
         self.kernel_size, self.dtype = kernel_size, dtype

@@ -3,10 +3,13 @@
     slot encoder     k learned queries; per layer: cross-attention to the context, slot self-attention, MLP
                      -> M_ctx [B, k, d]      (never sees a question: encode once, answer many)
     question encoder self-attention over the question, cross-attention to M_ctx, MLP -> M_q [B, Lq, d]
-    decoder          causal self-attention over the answer, cross-attention to [M_ctx; M_q], MLP -> logits
+    decoder          causal self-attention over [question; answer], cross-attention to [M_ctx; M_q], MLP -> logits
 
 Perceiver / Q-Former style, plus a locality prior (`model.slot_window_std`): slot i starts out reading the i-th
-of k context windows, which lets training take off at L=512 where content-only slots stayed at chance.
+of k context windows, which lets training take off at L=512 where content-only slots stayed at chance. The
+decoder is the full encoder-decoder's (`decode`: the question leads the answer, so the first answer token reads
+M_ctx in one hop; over the answer alone it had to go through M_q and stayed near chance at L=512), and both start
+from `copy_init` (see Attention, TokenIO).
 Compute grows as L*k*d (plus L*d^2 for the context keys and values) instead of the
 L^2*d of self-attention over the context. Called on a context-QA batch (`context`, `question`,
 `answer_inputs`); returns answer logits [B, Q, A, V] with the matching `targets` and `loss_mask`.
@@ -18,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from memlab.models.cross_attention import Block, TokenIO
+from memlab.models.cross_attention import Block, TokenIO, decode
 from memlab.models.layers import compute_dtype, dense, mlp_width, rms_norm
 from memlab.models.registry import register_model
 from memlab.parallel import constrain
@@ -81,15 +84,12 @@ class SlotMemory(nnx.Module):
 
     def answer(self, m_ctx, question, answer_inputs):
         """Answer logits [B, A, V] for one question per row, from a cached M_ctx [B, k, d]."""
-        positions = lambda t: jnp.broadcast_to(jnp.arange(t.shape[1]), t.shape)
+        positions = jnp.broadcast_to(jnp.arange(question.shape[1]), question.shape)
         q = self.io.embed(question)
         for block in self.question_blocks:
-            q = block(q, m_ctx, positions=positions(question))
+            q = block(q, m_ctx, positions=positions)
         memory = jnp.concatenate([m_ctx, self.question_norm(q)], axis=1)  # [M_ctx; M_q]
-        x = self.io.embed(answer_inputs)
-        for block in self.decoder_blocks:
-            x = block(x, memory, positions=positions(answer_inputs))
-        return self.io.logits(x)
+        return decode(self.io, self.decoder_blocks, memory, question, answer_inputs)
 
     def __call__(self, batch: dict) -> dict:
         m_ctx = self.encode_context(batch["context"])
@@ -105,7 +105,7 @@ class SlotMemory(nnx.Module):
         total = self.io.context_flops(length) + 2.0 * length * d * cfg.num_heads  # front end, salience
         total += cfg.slot_layers * Block.forward_flops(SLOT_PARTS, d, self.d_ff, k, length)
         per_q = cfg.question_layers * Block.forward_flops(QUESTION_PARTS, d, self.d_ff, lq, k)
-        per_q += cfg.num_layers * Block.forward_flops(DECODER_PARTS, d, self.d_ff, la, k + lq)
+        per_q += cfg.num_layers * Block.forward_flops(DECODER_PARTS, d, self.d_ff, lq + la, k + lq)
         per_q += self.io.logits_flops(la)
         return total + num_q * per_q
 
@@ -146,6 +146,7 @@ SLOT_MEMORY_DEFAULTS = {
     "slot_competition": False,  # True: slots compete for context positions (softmax over slots, Slot Attention)
                                 # with the salience as a sigmoid gate; False: each slot's softmax over positions
     "tie_embeddings": False,
+    "copy_init": True,      # attention layers start as copying lookups, the context conv as a causal sum (TokenIO)
 }
 
 
@@ -154,6 +155,8 @@ def build_slot_memory(cfg, rngs: nnx.Rngs) -> SlotMemory:
     for key in ("num_slots", "slot_layers", "question_layers", "conv_kernel"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise ValueError(f"model.{key}={cfg[key]!r} must be a positive integer")
+    if not isinstance(cfg.copy_init, bool):
+        raise ValueError(f"model.copy_init={cfg.copy_init!r} must be True or False")
     if not cfg.slot_window_std >= 0:
         raise ValueError(f"model.slot_window_std={cfg.slot_window_std!r} must be >= 0 (0 turns the locality prior off)")
     return SlotMemory(cfg, rngs=rngs)
