@@ -3,6 +3,7 @@ NaN stop, gradient accumulation, schedules, W&B offline files and no leaked secr
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 
 from memlab.data.tasks import TASKS
 from memlab.data.tasks.mqar import MQAR
-from memlab.train.loop import NonFiniteError, train
+from memlab.train.loop import Interrupted, NonFiniteError, train
 from memlab.train.optimizer import learning_rate_schedule
 from tests.conftest import ROOT, TINY, memlab_cmd
 
@@ -152,9 +153,35 @@ def test_nan_stops_run_and_keeps_last_good_checkpoint(tiny_config, tmp_path, nan
         train(tiny_config(f"data.task={nan_task}"), tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "failed" and "non-finite" in summary["error"]
+    # the summary says how far the run got: its last good step and the compute spent up to there
+    assert summary["step"] == 15 and summary["flops"] == pytest.approx(15 * 8 * summary["flops_per_example"])
     steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
     assert steps == [10]
     assert all(r["step"] <= 15 for r in rows(tmp_path))
+
+
+@pytest.fixture
+def sigterm_task():
+    """MQAR that sends this process SIGTERM when example 80 is read (prefetching reads it a few steps early), as a
+    scheduler would."""
+    class TermAt(MQAR):
+        def __getitem__(self, index):
+            if index == 80:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return super().__getitem__(index)
+    TASKS["mqar_sigterm_test"] = TermAt
+    yield "mqar_sigterm_test"
+    del TASKS["mqar_sigterm_test"]
+
+
+def test_sigterm_checkpoints_and_records_how_far_it_got(tiny_config, tmp_path, sigterm_task):
+    with pytest.raises(Interrupted, match=r"stopped by signal 15 at step (\d+)") as err:
+        train(tiny_config(f"data.task={sigterm_task}"), tmp_path)
+    stopped = int(re.search(r"at step (\d+)", str(err.value)).group(1))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["step"] == stopped < 20
+    assert summary["flops"] == pytest.approx(stopped * 8 * summary["flops_per_example"])
+    assert max(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == stopped
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "wsd", "constant"])

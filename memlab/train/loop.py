@@ -36,11 +36,20 @@ from memlab.train.wandb_logger import WandbLogger
 log = logging.getLogger("memlab")
 
 
-class NonFiniteError(RuntimeError):
+class StoppedEarly(RuntimeError):
+    """A run that ends before its last step; `progress` (step, tokens, flops of the last good step) goes into its
+    summary, so an analysis of the run directory sees how far it got."""
+
+    def __init__(self, message: str, progress: dict):
+        super().__init__(message)
+        self.progress = progress
+
+
+class NonFiniteError(StoppedEarly):
     """Loss or gradient norm became NaN/Inf."""
 
 
-class Interrupted(RuntimeError):
+class Interrupted(StoppedEarly):
     """SIGTERM/SIGINT: the run checkpoints and stops; relaunching resumes it."""
 
 
@@ -184,8 +193,9 @@ def train(config, workdir: str | Path) -> dict:
             stop=stop, is_main=is_main)
         summary.update(_run_loop(session, state, start))
         summary["status"] = "completed"
-    except (NonFiniteError, Interrupted) as err:
-        summary.update(status="failed" if isinstance(err, NonFiniteError) else "interrupted", error=str(err))
+    except StoppedEarly as err:
+        summary.update(status="failed" if isinstance(err, NonFiniteError) else "interrupted", error=str(err),
+                       **err.progress)
         raise
     except Exception as err:
         summary.update(status="failed", error=f"{type(err).__name__}: {err}")
@@ -243,7 +253,7 @@ def _run_loop(s: Session, state, start: int) -> dict:
             raise NonFiniteError(
                 f"non-finite loss or gradient at step {step} (loss={float(metrics['train/loss'])}, "
                 f"grad_norm={float(metrics['grad_norm'])}); state not updated; last good checkpoint: "
-                f"step {s.checkpointer.latest_step()}")
+                f"step {s.checkpointer.latest_step()}", {"step": last_good, **s.totals(last_good)})
         interval.add(metrics)
         last_good = step
         if step % tc.log_every and step != tc.steps:
@@ -266,7 +276,9 @@ def _run_loop(s: Session, state, start: int) -> dict:
                 batch = s.next_batch()
             state, metrics = compiled(state, batch)
             evaluating = step % tc.eval_every == 0 or step == tc.steps
-            saving = step % tc.checkpoint_every == 0 or step == tc.steps or s.stop["signal"] is not None
+            # read the stop flag once: a signal landing later in this iteration stops the next one, after its save
+            stopping = s.stop["signal"] is not None
+            saving = step % tc.checkpoint_every == 0 or step == tc.steps or stopping
             # Stage the next batch while this step runs, except before a checkpoint: the saved iterator position
             # must be exactly `step` batches in.
             batch = s.next_batch() if not saving and step < tc.steps else None
@@ -283,9 +295,9 @@ def _run_loop(s: Session, state, start: int) -> dict:
                 write_row(row)
             if saving:
                 s.checkpointer.save(step, state, s.data, {"wandb_run_id": s.logger.run_id, "step": step})
-            if s.stop["signal"] is not None:
+            if stopping:
                 raise Interrupted(f"stopped by signal {s.stop['signal']} at step {step}; checkpoint saved, "
-                                  "relaunch the same command to resume")
+                                  "relaunch the same command to resume", {"step": step, **s.totals(step)})
     out.update({k: v for k, v in final_row.items() if k.startswith(("eval/", "train/"))})
     out.update(step=last_good, **s.totals(last_good))
     return out
