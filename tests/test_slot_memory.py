@@ -25,7 +25,6 @@ TINY = ["data.context_len=48", "data.num_facts=4", "data.questions_per_context=3
         "logging.progress=False"]
 
 
-
 def config(family, *overrides):
     return load_config(EXPERIMENT, [*TINY, f"model.name={family}", f"model.num_layers={DEPTH[family]}", *overrides])
 

@@ -126,6 +126,8 @@ class TokenIO(nnx.Module):
     """
 
     def __init__(self, cfg, *, rngs: nnx.Rngs, dtype):
+        if not isinstance(cfg.copy_init, bool):  # checked here, where both encoder-decoder families build
+            raise ValueError(f"model.copy_init={cfg.copy_init!r} must be True or False")
         self.cfg = cfg
         self.embed = nnx.Embed(cfg.vocab_size, cfg.d_model, dtype=dtype, param_dtype=jnp.float32,
                                embedding_init=nnx.with_partitioning(nnx.initializers.normal(1.0), ("vocab", "embed")),

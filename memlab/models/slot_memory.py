@@ -155,8 +155,6 @@ def build_slot_memory(cfg, rngs: nnx.Rngs) -> SlotMemory:
     for key in ("num_slots", "slot_layers", "question_layers", "conv_kernel"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise ValueError(f"model.{key}={cfg[key]!r} must be a positive integer")
-    if not isinstance(cfg.copy_init, bool):
-        raise ValueError(f"model.copy_init={cfg.copy_init!r} must be True or False")
     if not cfg.slot_window_std >= 0:
         raise ValueError(f"model.slot_window_std={cfg.slot_window_std!r} must be >= 0 (0 turns the locality prior off)")
     return SlotMemory(cfg, rngs=rngs)

@@ -47,10 +47,12 @@ class StoppedEarly(RuntimeError):
 
 class NonFiniteError(StoppedEarly):
     """Loss or gradient norm became NaN/Inf."""
+    status = "failed"
 
 
 class Interrupted(StoppedEarly):
     """SIGTERM/SIGINT: the run checkpoints and stops; relaunching resumes it."""
+    status = "interrupted"
 
 
 # Keys a resume may change: provenance and display (a relaunched sweep has a new launch id), and the mesh (a
@@ -118,9 +120,10 @@ class Session:
         """This host's next batch, placed on the mesh (the transfer is asynchronous)."""
         return shard_batch(next(self.data), self.mesh)
 
-    def totals(self, step: int) -> dict:
+    def progress(self, step: int) -> dict:
+        """Where the run stands after `step` steps: step, tokens and training FLOPs, the x axes of its curves."""
         tokens = step * self.tokens_per_step
-        return {"tokens": tokens, "flops": tokens * self.flops_per_token}
+        return {"step": step, "tokens": tokens, "flops": tokens * self.flops_per_token}
 
 
 def train(config, workdir: str | Path) -> dict:
@@ -194,8 +197,7 @@ def train(config, workdir: str | Path) -> dict:
         summary.update(_run_loop(session, state, start))
         summary["status"] = "completed"
     except StoppedEarly as err:
-        summary.update(status="failed" if isinstance(err, NonFiniteError) else "interrupted", error=str(err),
-                       **err.progress)
+        summary.update(status=err.status, error=str(err), **err.progress)
         raise
     except Exception as err:
         summary.update(status="failed", error=f"{type(err).__name__}: {err}")
@@ -253,12 +255,12 @@ def _run_loop(s: Session, state, start: int) -> dict:
             raise NonFiniteError(
                 f"non-finite loss or gradient at step {step} (loss={float(metrics['train/loss'])}, "
                 f"grad_norm={float(metrics['grad_norm'])}); state not updated; last good checkpoint: "
-                f"step {s.checkpointer.latest_step()}", {"step": last_good, **s.totals(last_good)})
+                f"step {s.checkpointer.latest_step()}", s.progress(last_good))
         interval.add(metrics)
         last_good = step
         if step % tc.log_every and step != tc.steps:
             return {}
-        row = {"step": step, **s.totals(step), **interval.means(), "tokens_per_s": interval.rate(s.tokens_per_step)}
+        row = {**s.progress(step), **interval.means(), "tokens_per_s": interval.rate(s.tokens_per_step)}
         interval = _Interval()
         return row
 
@@ -290,14 +292,14 @@ def _run_loop(s: Session, state, start: int) -> dict:
             if evaluating:
                 with jax.set_mesh(s.mesh), logical_rules(s.rules):
                     scores = evaluate(s.eval_step, state["params"], s.evals, s.primary)
-                row = {"step": step, **s.totals(step), **row, **scores, **s.derive(scores)}
+                row = {**s.progress(step), **row, **scores, **s.derive(scores)}
             if row:
                 write_row(row)
             if saving:
                 s.checkpointer.save(step, state, s.data, {"wandb_run_id": s.logger.run_id, "step": step})
             if stopping:
                 raise Interrupted(f"stopped by signal {s.stop['signal']} at step {step}; checkpoint saved, "
-                                  "relaunch the same command to resume", {"step": step, **s.totals(step)})
+                                  "relaunch the same command to resume", s.progress(step))
     out.update({k: v for k, v in final_row.items() if k.startswith(("eval/", "train/"))})
-    out.update(step=last_good, **s.totals(last_good))
+    out.update(s.progress(last_good))
     return out
