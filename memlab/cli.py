@@ -1,5 +1,5 @@
 """The `memlab` command. Each area registers its subcommands (`register(subparsers)` in its `commands`
-module); errors a user can fix print one line and exit 2."""
+module); errors a user can fix (`memlab.errors.MemlabError`) print one line and exit 2."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import argparse
 import importlib
 import logging
 import sys
+
+from memlab.errors import MemlabError
 
 COMMAND_MODULES = (
     "memlab.train.commands",      # train
@@ -42,11 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
-    from memlab.config import ConfigError
-
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError) as err:
+    except (MemlabError, FileNotFoundError) as err:
         print(f"memlab: error: {err}", file=sys.stderr)
         return 2
 

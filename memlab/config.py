@@ -16,11 +16,9 @@ from typing import Any, Iterable
 
 import ml_collections
 
+from memlab.errors import ConfigError
+
 GROUPS = ("model", "data", "objective", "train", "eval", "mesh", "logging")
-
-
-class ConfigError(ValueError):
-    """A config problem the user can fix; the message names the key and what is accepted."""
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
@@ -125,7 +123,7 @@ def _add_objective(group: ml_collections.ConfigDict, name: str, weight: Any) -> 
     from memlab.objectives import OBJECTIVES
 
     if name not in OBJECTIVES:
-        raise ConfigError(f"unknown objective 'objective.{name}'; registered objectives: {', '.join(sorted(OBJECTIVES))}")
+        raise ConfigError(f"unknown objective 'objective.{name}'; registered objectives: {', '.join(OBJECTIVES.names())}")
     if isinstance(weight, bool) or not isinstance(weight, (int, float)):
         raise ConfigError(f"'objective.{name}' = {weight!r} has the wrong type: expected a float weight")
     with group.unlocked():

@@ -13,7 +13,7 @@ from memlab.parallel import DEFAULT_RULES
 
 
 def base_config(task: str = "mqar", model: str = "lm") -> ml_collections.ConfigDict:
-    from memlab.data.tasks import get_task
+    from memlab.data.tasks import TASKS
     from memlab.models import MODEL_DEFAULTS
 
     c = ml_collections.ConfigDict()
@@ -23,7 +23,7 @@ def base_config(task: str = "mqar", model: str = "lm") -> ml_collections.ConfigD
     c.data.seed = 0            # seed of the example streams (train and eval are disjoint streams of it)
     c.data.num_workers = 2     # grain reader threads
     c.data.prefetch = 8        # batches prefetched ahead of the train step
-    c.data.update(get_task(task).defaults())
+    c.data.update(TASKS.get(task).defaults())
 
     c.model = ml_collections.ConfigDict()
     c.model.name = model

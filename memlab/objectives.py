@@ -6,20 +6,11 @@ The total loss is the weighted sum; each term is logged as `loss/<name>`.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import jax
 import jax.numpy as jnp
 import optax
 
-OBJECTIVES: dict[str, Callable] = {}
-
-
-def register_objective(name: str):
-    def wrap(fn: Callable) -> Callable:
-        OBJECTIVES[name] = fn
-        return fn
-    return wrap
+from memlab.registry import OBJECTIVES
 
 
 def masked_cross_entropy(logits: jax.Array, targets: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -31,14 +22,14 @@ def masked_cross_entropy(logits: jax.Array, targets: jax.Array, mask: jax.Array)
     return (ce * mask).sum() / count, (correct * mask).sum() / count
 
 
-@register_objective("next_token")
+@OBJECTIVES.register("next_token")
 def next_token(outputs: dict, batch: dict):
     """Causal LM loss on every real token (positions with `token_mask`, all positions if absent)."""
     mask = batch.get("token_mask", jnp.ones_like(batch["targets"], dtype=jnp.float32))
     return masked_cross_entropy(outputs["logits"], batch["targets"], mask)
 
 
-@register_objective("answer")
+@OBJECTIVES.register("answer")
 def answer(outputs: dict, batch: dict):
     """Loss only where the task marks an answer (`loss_mask`): MQAR values, QA answers. A model whose logits cover
     only part of the example (an encoder-decoder scoring just the answer) returns the matching `targets` and
@@ -51,7 +42,7 @@ def check(weights: dict) -> None:
     """Objective names must be registered and weights non-negative with a positive sum."""
     unknown = [n for n in weights if n not in OBJECTIVES]
     if unknown:
-        raise ValueError(f"unknown objective(s) {unknown}; registered objectives: {', '.join(sorted(OBJECTIVES))}")
+        raise ValueError(f"unknown objective(s) {unknown}; registered objectives: {', '.join(OBJECTIVES.names())}")
     if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
         raise ValueError(f"objective weights must be >= 0 with a positive sum, got {dict(weights)}")
 
@@ -62,7 +53,7 @@ def mixed_loss(weights: dict, outputs: dict, batch: dict) -> tuple[jax.Array, di
     for name, weight in weights.items():
         if weight == 0:
             continue
-        loss, accuracy = OBJECTIVES[name](outputs, batch)
+        loss, accuracy = OBJECTIVES.get(name)(outputs, batch)
         total = total + weight * loss
         metrics[f"loss/{name}"] = loss
         metrics[f"accuracy/{name}"] = accuracy

@@ -19,6 +19,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from memlab.errors import MeshError
+
 log = logging.getLogger("memlab")
 
 AXES = ("data", "fsdp", "tensor")
@@ -34,10 +36,6 @@ DEFAULT_RULES = (
 )
 
 _RULES: contextvars.ContextVar[dict | None] = contextvars.ContextVar("memlab_logical_rules", default=None)
-
-
-class MeshError(ValueError):
-    """A mesh that cannot be built on these devices; the message names the sizes and the device count."""
 
 
 def parse_rules(rules: Sequence[Sequence[str]]) -> dict[str, tuple[str, ...]]:

@@ -5,7 +5,10 @@ Each failure is a `ConfigError` naming the key, the value and what is accepted.
 
 from __future__ import annotations
 
-from memlab.config import ConfigError
+from memlab.errors import ConfigError
+from memlab import objectives
+from memlab.data.tasks import TASKS
+from memlab.parallel import parse_rules
 
 CHOICES = {
     "train.schedule": ("cosine", "wsd", "constant"),
@@ -51,12 +54,7 @@ def check(config) -> None:
         size = config.mesh[axis]
         if not (size == -1 or size >= 1):
             raise ConfigError(f"mesh.{axis}={size} must be a positive size or -1 (fill with the remaining devices)")
-    from memlab.parallel import MeshError, parse_rules
-
-    try:
-        parse_rules(config.mesh.rules)
-    except MeshError as err:
-        raise ConfigError(str(err)) from None
+    parse_rules(config.mesh.rules)  # a MeshError (a ConfigError) names the bad rule
 
 
 def _check_model(model) -> None:
@@ -86,19 +84,13 @@ def _check_model(model) -> None:
 
 
 def _check_data(config) -> None:
-    from memlab.data.tasks import TASKS
-
-    if config.data.task not in TASKS:
-        raise ConfigError(f"data.task={config.data.task!r} is not a registered task; choose one of {', '.join(sorted(TASKS))}")
     try:
-        TASKS[config.data.task].check(config.data)
+        TASKS.get(config.data.task).check(config.data)
     except ValueError as err:
         raise ConfigError(str(err)) from None
 
 
 def _check_objective(config) -> None:
-    from memlab import objectives
-
     try:
         objectives.check(dict(config.objective))
     except ValueError as err:

@@ -13,7 +13,7 @@ import pytest
 
 from memlab.config import ConfigError, load_config
 from memlab.data import manifest as mf
-from memlab.data.errors import DataError
+from memlab.errors import DataError
 from memlab.data.packing import pack
 from memlab.data.prepare import prepare
 from memlab.data.shards import DOC_STARTS, TOKENS, open_array, read

@@ -143,9 +143,9 @@ def nan_task():
             if index >= 120:
                 ex["loss_mask"] = ex["loss_mask"] * np.float32("nan")
             return ex
-    TASKS["mqar_nan_test"] = NaNAfter
+    TASKS.register("mqar_nan_test")(NaNAfter)
     yield "mqar_nan_test"
-    del TASKS["mqar_nan_test"]
+    TASKS.unregister("mqar_nan_test")
 
 
 def test_nan_stops_run_and_keeps_last_good_checkpoint(tiny_config, tmp_path, nan_task):
@@ -169,9 +169,9 @@ def sigterm_task():
             if index == 80:
                 os.kill(os.getpid(), signal.SIGTERM)
             return super().__getitem__(index)
-    TASKS["mqar_sigterm_test"] = TermAt
+    TASKS.register("mqar_sigterm_test")(TermAt)
     yield "mqar_sigterm_test"
-    del TASKS["mqar_sigterm_test"]
+    TASKS.unregister("mqar_sigterm_test")
 
 
 def test_sigterm_checkpoints_and_records_how_far_it_got(tiny_config, tmp_path, sigterm_task):

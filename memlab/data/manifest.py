@@ -12,7 +12,7 @@ import json
 import threading
 from pathlib import Path
 
-from memlab.data.errors import DataError
+from memlab.errors import DataError
 
 MANIFEST = "manifest.json"
 FORMAT = "memlab-text-shards/1"

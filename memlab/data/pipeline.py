@@ -12,11 +12,11 @@ import grain
 import jax
 import numpy as np
 
-from memlab.data.tasks import get_task
+from memlab.data.tasks import TASKS
 
 
 def _source(config, split: str):
-    return get_task(config.data.task)(config.data, split, config.data.seed)
+    return TASKS.get(config.data.task)(config.data, split, config.data.seed)
 
 
 def _host_batches(config, split: str, num_examples: int, batch_size: int) -> grain.MapDataset:
@@ -53,11 +53,11 @@ def derived_eval_metrics(config) -> Callable[[dict], dict]:
 def tokens_per_example(config) -> int:
     """Tokens one example feeds the model: the task's own count if it defines `tokens_per_example(cfg)`
     (e.g. context + question + answer), else the size of its `inputs`."""
-    task = get_task(config.data.task)
+    task = TASKS.get(config.data.task)
     if hasattr(task, "tokens_per_example"):
         return int(task.tokens_per_example(config.data))
     return int(np.prod(task.example_shapes(config.data)["inputs"]))
 
 
 def example_shapes(config) -> dict[str, tuple[int, ...]]:
-    return get_task(config.data.task).example_shapes(config.data)
+    return TASKS.get(config.data.task).example_shapes(config.data)

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from memlab.data import manifest as mf
-from memlab.data.errors import DataError
+from memlab.errors import DataError
 from memlab.data.shards import CHUNK_TOKENS, SplitWriter, token_dtype
 from memlab.data.sources import Source, open_source, split_of
 from memlab.data.tokenizer import KINDS, BPETokenizer, ByteTokenizer

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import tensorstore as ts
 
-from memlab.data.errors import DataError
+from memlab.errors import DataError
 
 CHUNK_TOKENS = 1 << 18   # 256 Ki tokens per chunk file (512 KiB as uint16 before compression)
 CACHE_BYTES = 256 << 20  # decoded chunks kept in memory by readers

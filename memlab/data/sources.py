@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from memlab.data.errors import DataError
+from memlab.errors import DataError
 
 JSON_LINES = (".jsonl", ".json")
 

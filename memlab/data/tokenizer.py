@@ -12,7 +12,7 @@ from typing import Iterable
 
 import numpy as np
 
-from memlab.data.errors import DataError
+from memlab.errors import DataError
 
 EOS = "<|endoftext|>"
 KINDS = ("byte", "bpe")

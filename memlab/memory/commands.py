@@ -3,7 +3,7 @@ key dimension, written as capacity.md, capacity.csv and capacity.png."""
 
 from __future__ import annotations
 
-from memlab.config import ConfigError
+from memlab.errors import ConfigError
 
 
 def register(sub) -> None:

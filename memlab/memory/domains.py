@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from .errors import StoreError
+from memlab.errors import StoreError
 
 
 def memory_config() -> ml_collections.ConfigDict:

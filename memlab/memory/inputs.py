@@ -8,7 +8,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-from .errors import StoreError
+from memlab.errors import StoreError
 from .rules import RULES
 
 

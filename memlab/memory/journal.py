@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CorruptStoreError
+from memlab.errors import CorruptStoreError
 
 MAGIC = b"MLJ1"
 _HEAD = struct.Struct("<4sQ32s")

@@ -22,7 +22,7 @@ import tensorstore as ts
 
 from memlab.data.manifest import file_table, sha256_file
 
-from .errors import CorruptStoreError, StoreError
+from memlab.errors import CorruptStoreError, StoreError
 from .journal import fsync_dir
 
 MANIFEST = "manifest.json"

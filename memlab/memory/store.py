@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from . import journal, occupancy, rules, snapshot
-from .errors import CorruptStoreError, StoreError
+from memlab.errors import CorruptStoreError, StoreError
 from .inputs import as_rows, check_rule, check_size, check_strength
 from .journal import Journal, Record
 

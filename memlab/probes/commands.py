@@ -26,7 +26,7 @@ def run_efficiency(args) -> int:
     try:
         length, k = (int(v) for v in args.at.split(","))
     except ValueError:
-        from memlab.config import ConfigError
+        from memlab.errors import ConfigError
 
         raise ConfigError(f"--at={args.at!r}: expected two integers L,k such as 512,32") from None
     path = write_efficiency_report(args.dir, target=args.target, metric=args.metric, headline=(length, k))

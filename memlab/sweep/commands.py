@@ -117,7 +117,7 @@ def _wandb(sweep, points, workdir: Path, args) -> int:
 
 
 def run_point(args) -> int:
-    from memlab.config import ConfigError
+    from memlab.errors import ConfigError
     from memlab.sweep import launch
     from memlab.sweep.spec import expand, load_sweep
 

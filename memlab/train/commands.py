@@ -45,7 +45,7 @@ def run(args) -> int:
 def generate(args) -> int:
     import jax.numpy as jnp
 
-    from memlab.config import ConfigError
+    from memlab.errors import ConfigError
     from memlab.train.restore import load_model
 
     try:

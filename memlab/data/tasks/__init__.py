@@ -9,24 +9,7 @@ which makes data deterministic across restarts without storing anything. A task 
 
 from __future__ import annotations
 
-from typing import Callable
+from memlab.data.tasks import context_qa, mqar, text  # noqa: F401  (each registers itself in TASKS)
+from memlab.registry import TASKS
 
-TASKS: dict[str, type] = {}
-
-
-def register_task(name: str) -> Callable[[type], type]:
-    def wrap(cls: type) -> type:
-        TASKS[name] = cls
-        return cls
-    return wrap
-
-
-def get_task(name: str) -> type:
-    if name not in TASKS:
-        raise KeyError(f"unknown data.task '{name}'; registered tasks: {', '.join(sorted(TASKS))}")
-    return TASKS[name]
-
-
-from memlab.data.tasks import mqar  # noqa: E402,F401
-from memlab.data.tasks import text  # noqa: E402,F401
-from memlab.data.tasks import context_qa  # noqa: E402,F401
+__all__ = ["TASKS"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from memlab.data.tasks import register_task
+from memlab.registry import TASKS
 
 SPLIT_STREAM = {"train": 0, "eval": 1}
 PAD, QUERY, ANSWER = 0, 1, 2
@@ -35,7 +35,7 @@ def token_ranges(vocab_size: int) -> dict[str, tuple[int, int]]:
             "distractor": (start + 2 * third, start + 3 * third)}
 
 
-@register_task("context_qa")
+@TASKS.register("context_qa")
 class ContextQA:
     def __init__(self, cfg, split: str, seed: int):
         self.check(cfg)

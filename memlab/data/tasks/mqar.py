@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from memlab.data.tasks import register_task
+from memlab.registry import TASKS
 
 SPLIT_STREAM = {"train": 0, "eval": 1}  # disjoint seed streams: SeedSequence((seed, stream, index))
 FILLER = 0
 
 
-@register_task("mqar")
+@TASKS.register("mqar")
 class MQAR:
     def __init__(self, cfg, split: str, seed: int):
         self.check(cfg)

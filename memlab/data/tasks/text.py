@@ -20,7 +20,7 @@ from grain.experimental import index_shuffle
 from memlab.data import manifest as mf
 from memlab.data.packing import PACKING, pack
 from memlab.data.shards import DOC_STARTS, TOKENS, open_array, read
-from memlab.data.tasks import register_task
+from memlab.registry import TASKS
 
 SPLIT_DIRS = {"train": "train", "eval": "validation"}
 STREAM = {"train": 0, "eval": 1}
@@ -32,7 +32,7 @@ def _epoch_seed(seed: int, stream: int, epoch: int) -> int:
     return int(np.random.SeedSequence((seed, stream, epoch)).generate_state(1)[0])
 
 
-@register_task("text")
+@TASKS.register("text")
 class Text:
     def __init__(self, cfg, split: str, seed: int):
         self.check(cfg)
