@@ -5,7 +5,7 @@ import subprocess
 import pytest
 
 from memlab.config import ConfigError, from_dict, load_config, to_dict
-from tests.conftest import ROOT, memlab_cmd
+from tests.helpers import ROOT, memlab_cmd
 
 MQAR = ROOT / "experiments" / "mqar.py"
 

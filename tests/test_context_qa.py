@@ -7,7 +7,7 @@ import pytest
 from memlab.config import ConfigError, load_config
 from memlab.data.pipeline import example_shapes, tokens_per_example
 from memlab.data.tasks.context_qa import ANSWER, PAD, QUERY, ContextQA, token_ranges
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 SMALL = ["data.context_len=40", "data.num_facts=4", "data.key_len=2", "data.value_len=2",
          "data.questions_per_context=3", "data.compose_fraction=0.5", "logging.wandb_mode=disabled"]

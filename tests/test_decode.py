@@ -6,7 +6,7 @@ import pytest
 from flax import nnx
 
 from memlab.models import build_model
-from tests.conftest import logits_of
+from tests.helpers import logits_of
 
 
 @pytest.mark.parametrize("mixers", ["attn", "attn+qkv_conv", "conv", "gdn", "deltanet", "hebbian", "mlstm", "conv,gdn",

@@ -11,7 +11,7 @@ from memlab.models import build_model, count_params
 from memlab.models.layers import mlp_width
 from memlab.train.flops import analytic_flops_per_token, xla_flops_per_token
 from memlab.train.steps import make_loss_fn
-from tests.conftest import logits_of
+from tests.helpers import logits_of
 
 
 def test_future_tokens_never_change_past_logits(tiny_config):

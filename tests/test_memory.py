@@ -13,9 +13,8 @@ import pytest
 
 from memlab.memory import CorruptStoreError, MatrixMemory, StoreError, memory_config
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-import memory_kill_driver as driver  # noqa: E402
+from tests.drivers import memory_kill as driver
+from tests.helpers import DRIVERS, ROOT
 
 
 def orthonormal(n: int, d: int, seed: int = 0) -> np.ndarray:
@@ -155,7 +154,7 @@ def test_journal_torn_tail_is_dropped_and_corruption_is_an_error(tmp_path):
 
 
 def test_kill_during_writes_loses_no_acknowledged_write(tmp_path):
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "memory_kill_driver.py"), str(tmp_path)],
+    proc = subprocess.Popen([sys.executable, str(DRIVERS / "memory_kill.py"), str(tmp_path)],
                             stdout=subprocess.PIPE, text=True, cwd=ROOT)
     acked = -1
     try:

@@ -18,7 +18,7 @@ from memlab.models.mixers.matrix import GatedDeltaNet
 from memlab.models.mixers.mlstm import MLSTM
 from memlab.train.flops import analytic_flops_per_token, xla_flops_per_token
 from memlab.train.steps import make_loss_fn
-from tests.conftest import logits_of
+from tests.helpers import logits_of
 
 MIXER_CASES = [("model.mixers=gdn",), ("model.mixers=deltanet",), ("model.mixers=hebbian",),
                ("model.mixers=hebbian", "model.hebbian_decay=True"), ("model.mixers=conv,gdn",),

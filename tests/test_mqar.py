@@ -5,7 +5,7 @@ import pytest
 
 from memlab.config import load_config
 from memlab.data.tasks.mqar import MQAR
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 @pytest.fixture

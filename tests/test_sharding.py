@@ -1,4 +1,4 @@
-"""Sharding on 8 fake CPU devices (transformer and Gated DeltaNet LMs) (each case runs tests/sharding_driver.py in a
+"""Sharding on 8 fake CPU devices (transformer and Gated DeltaNet LMs) (each case runs tests/drivers/sharding.py in a
 fresh process, since the device count is fixed when jax starts): loss curves equal the single-device run, kernels
 under shard_map equal the single-device op, parameter shardings follow the rules, a mesh that does not divide the
 devices is rejected. Checkpoints across meshes and the two-process run: tests/test_sharding_checkpoints.py."""
@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, drive, driver_command, fake_devices_env
+from tests.helpers import ROOT, drive, driver_command, fake_devices_env
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Sharded checkpoints on fake CPU devices (each run is tests/sharding_driver.py in a fresh process, since the
+"""Sharded checkpoints on fake CPU devices (each run is tests/drivers/sharding.py in a fresh process, since the
 device count is fixed when jax starts): a data-parallel run on 8 devices equals the single-device run and its
 checkpoint restores onto another mesh; a two-process jax.distributed run trains, checkpoints and resumes."""
 
@@ -8,7 +8,7 @@ import subprocess
 
 import numpy as np
 
-from tests.conftest import ROOT, drive, driver_command, fake_devices_env, rollback
+from tests.helpers import ROOT, drive, driver_command, fake_devices_env, rollback
 
 
 def test_data_parallel_matches_one_device_and_checkpoint_restores_across_meshes(single_device, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from memlab.analysis.efficiency import accuracy_at_compute, compute_to_target, write_efficiency_report
 from memlab.sweep import load_sweep
 from memlab.sweep.spec import expand
-from tests.conftest import ROOT, memlab_cmd
+from tests.helpers import ROOT, memlab_cmd
 
 
 def fake_run(root, name, family, length, slots, flops_per_example, accuracies):

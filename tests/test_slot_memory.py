@@ -16,7 +16,7 @@ from memlab.data.tasks.context_qa import ContextQA
 from memlab.models import build_model, count_params
 from memlab.train.flops import analytic_flops_per_token, xla_flops_per_token
 from memlab.train.steps import make_loss_fn
-from tests.conftest import ROOT, logits_of
+from tests.helpers import ROOT, logits_of
 
 EXPERIMENT = ROOT / "experiments" / "context_qa.py"
 DEPTH = {"slot_memory": 1, "encdec": 2, "lm": 5}

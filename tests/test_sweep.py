@@ -11,7 +11,7 @@ from memlab.config import ConfigError
 from memlab.sweep import Sweep, chain, grid, ladder, points, product, zipped
 from memlab.sweep.launch import launch_local, launch_submitit, plan, run_status, train_argv
 from memlab.sweep.spec import expand, load_sweep, sweep_id
-from tests.conftest import ROOT, TINY, memlab_cmd
+from tests.helpers import ROOT, TINY, memlab_cmd
 
 EXPERIMENT = str(ROOT / "experiments" / "mqar.py")
 BASE = {t.split("=")[0]: eval(t.split("=")[1]) if t.split("=")[1][0].isdigit() or t.split("=")[1] in ("False", "True")

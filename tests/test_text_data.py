@@ -20,7 +20,7 @@ from memlab.data.shards import DOC_STARTS, TOKENS, open_array, read
 from memlab.data.sources import open_source, split_of
 from memlab.data.tasks.text import Text
 from memlab.data.tokenizer import EOS, ByteTokenizer, load_tokenizer
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 EXPERIMENT = ROOT / "experiments" / "text_lm.py"
 SMALL = ["data.seq_len=32", "model.d_model=32", "model.num_heads=2", "train.batch_size=8", "train.steps=20",

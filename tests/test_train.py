@@ -17,7 +17,7 @@ from memlab.data.tasks import TASKS
 from memlab.data.tasks.mqar import MQAR
 from memlab.train.loop import Interrupted, NonFiniteError, train
 from memlab.train.optimizer import learning_rate_schedule
-from tests.conftest import ROOT, TINY, memlab_cmd
+from tests.helpers import ROOT, TINY, memlab_cmd
 
 
 def rows(run_dir: Path) -> list[dict]:

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import make_inputs
+from tests.helpers import make_inputs
 from pallas_kernels import delta_rule, linear_attention
 
 OPS = {"delta_rule": delta_rule, "linear_attention": linear_attention}

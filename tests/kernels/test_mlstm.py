@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import make_inputs
+from tests.helpers import make_inputs
 from pallas_kernels import dispatch, mlstm
 from test_correctness import assert_close
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from conftest import make_inputs
+from tests.helpers import make_inputs
 from pallas_kernels import delta_rule, linear_attention
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,0 +1,107 @@
+"""Helpers shared by the tests: tiny configs, the compiled forward, the CLI and driver commands, kernel inputs.
+
+Imported as `from tests.helpers import ...` (never from a conftest). Nothing here imports jax at module level:
+tests/conftest.py imports this module before it points jax at the session's compilation cache.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DRIVERS = ROOT / "tests" / "drivers"
+
+TINY = [
+    "data.vocab_size=64", "data.seq_len=32", "data.num_kv_pairs=4",
+    "model.d_model=32", "model.num_heads=2", "model.num_layers=2", "model.qkv_conv=False",  # plain transformer
+    "train.steps=20", "train.warmup_steps=2", "train.batch_size=8", "train.eval_every=10",
+    "train.checkpoint_every=10", "train.log_every=5", "eval.num_examples=32", "eval.batch_size=16",
+    "logging.wandb_mode=disabled", "logging.progress=False",
+]
+
+
+def logits_of(model, batch):
+    """The model's logits through one compiled forward, as training runs it (op-by-op dispatch would compile
+    every primitive of the model separately, several times the cost of a test)."""
+    return _jitted_forward()(model, batch)
+
+
+@functools.cache
+def _jitted_forward():
+    from flax import nnx  # imported on first use: jax must see the compilation-cache settings first
+
+    return nnx.jit(lambda model, batch: model(batch)["logits"])
+
+
+def memlab_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "memlab.cli", *args]
+
+
+SHARDING_DRIVER = str(DRIVERS / "sharding.py")
+
+
+def driver_command(*args: str) -> list[str]:
+    return [sys.executable, SHARDING_DRIVER, *args]
+
+
+def fake_devices_env(devices: int) -> dict:
+    """Environment of a tests/drivers/sharding.py process: `devices` fake CPU devices.
+
+    Every sharded case compiles its own programs (the mesh is part of them), and LLVM's optimisation of the
+    generated CPU code is ~3/4 of XLA's compile time for them, so these processes compile at LLVM -O0
+    (--xla_backend_optimization_level=0, 3-4x faster to build). What the sharding tests compare is settled before
+    that stage (SPMD partitioning, collectives and shard_map are HLO passes); both sides of every comparison (the
+    single-device reference is a driver process too) are built the same way; the in-process tests run the
+    optimised code."""
+    flags = f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0"
+    return {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
+
+
+def drive(*args: str, devices: int = 8, extra_env: dict | None = None) -> dict:
+    """Run tests/drivers/sharding.py with `devices` fake CPU devices; its JSON result."""
+    env = {**fake_devices_env(devices), **(extra_env or {})}
+    out = subprocess.run(driver_command(*args), cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def rollback(run_dir, step: int) -> None:
+    """Make a finished run look like it died right after its checkpoint at `step`."""
+    for d in (run_dir / "checkpoints").iterdir():
+        if d.name.isdigit() and int(d.name) > step:
+            shutil.rmtree(d)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    (run_dir / "summary.json").write_text(json.dumps({**summary, "status": "running", "step": step}))
+
+
+def make_inputs(B=2, T=13, H=3, K=4, V=5, *, dtype=None, gated=True, h0=False, segments=False,
+                key_scale=0.5, seed=0):
+    """Inputs for delta_rule / linear_attention. Keys are scaled down so that beta * |k|^2 stays < 2 (the
+    stable regime of the delta rule) unless ``key_scale`` says otherwise."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    dtype = jnp.float32 if dtype is None else dtype
+    rng = np.random.default_rng(seed)
+    f = lambda *s: rng.standard_normal(s)
+    d = dict(
+        q=jnp.asarray(f(B, T, H, K), dtype),
+        k=jnp.asarray(f(B, T, H, K) * key_scale, dtype),
+        v=jnp.asarray(f(B, T, H, V), dtype),
+        beta=jnp.asarray(1 / (1 + np.exp(-f(B, T, H))), dtype),
+    )
+    acc = jnp.float64 if dtype == jnp.float64 else jnp.float32
+    if gated:
+        d["g"] = jnp.asarray(-np.log1p(np.exp(f(B, T, H))) * 0.5, dtype)
+    if h0:
+        d["initial_state"] = jnp.asarray(f(B, H, K, V), acc)
+    if segments:
+        d["segment_ids"] = jnp.asarray(np.cumsum(rng.random((B, T)) < 0.25, axis=1), jnp.int32)
+    return d
