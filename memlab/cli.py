@@ -15,8 +15,8 @@ COMMAND_MODULES = (
     "memlab.analysis.commands",   # report
     "memlab.data.commands",       # data prepare, data verify
     "memlab.sweep.commands",      # sweep, sweep-point, agent, status
-    "memlab.probes.commands",     # efficiency, slots
-    "memlab.memory.commands",     # memory-capacity
+    "memlab.studies.slot_memory.commands",  # efficiency, slots
+    "memlab.store.commands",      # store-capacity
 )
 
 

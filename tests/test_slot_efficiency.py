@@ -8,7 +8,7 @@ import subprocess
 import pandas as pd
 import pytest
 
-from memlab.analysis.efficiency import accuracy_at_compute, compute_to_target, write_efficiency_report
+from memlab.studies.slot_memory.efficiency import accuracy_at_compute, compute_to_target, write_efficiency_report
 from memlab.sweep import load_sweep
 from memlab.sweep.spec import expand
 from tests.helpers import ROOT, memlab_cmd

@@ -121,7 +121,7 @@ def test_slot_model_trains_and_records_compute(tmp_path):
     assert 0.0 <= rows[-1]["eval/accuracy"] <= 1.0 and np.isfinite(rows[-1]["eval/loss"])
 
     # the slot probe reads the trained checkpoint; its per-slot reads are those encode_context uses
-    from memlab.probes.slots import load_trained, probe_slots, slot_reads
+    from memlab.studies.slot_memory.slot_probe import load_trained, probe_slots, slot_reads
 
     model, _, step = load_trained(tmp_path)
     assert step == 12

@@ -63,7 +63,7 @@ class MatrixMemory:
 
     @classmethod
     def for_domain(cls, name: str, config=None) -> "MatrixMemory":
-        """A memory with the sizes and rule of a named domain (see `memlab.memory.domains`)."""
+        """A memory with the sizes and rule of a named domain (see `memlab.store.domains`)."""
         from .domains import domain_settings
 
         return cls(**domain_settings(name, config))

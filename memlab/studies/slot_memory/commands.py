@@ -21,7 +21,7 @@ def register(sub) -> None:
 
 
 def run_efficiency(args) -> int:
-    from memlab.analysis.efficiency import write_efficiency_report
+    from memlab.studies.slot_memory.efficiency import write_efficiency_report
 
     try:
         length, k = (int(v) for v in args.at.split(","))
@@ -38,7 +38,7 @@ def run_efficiency(args) -> int:
 def run_slots(args) -> int:
     from pathlib import Path
 
-    from memlab.probes.slots import probe_slots
+    from memlab.studies.slot_memory.slot_probe import probe_slots
 
     path = probe_slots(Path(args.run_dir), examples=args.examples, out=args.out)
     print(f"memlab: wrote {path}")

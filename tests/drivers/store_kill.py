@@ -1,11 +1,11 @@
-"""Run by tests/test_memory.py::test_kill_during_writes: saves an empty delta memory to DIR, then writes batches
+"""Run by tests/test_store.py::test_kill_during_writes: saves an empty delta memory to DIR, then writes batches
 forever, printing `ack I` after write I returns (so I is acknowledged), until the test SIGKILLs it."""
 
 import sys
 
 import numpy as np
 
-from memlab.memory import MatrixMemory
+from memlab.store import MatrixMemory
 
 D_KEY, D_VALUE, PER_BATCH = 32, 8, 2
 

@@ -16,9 +16,9 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .plots import family_colors
-from .runs import load_runs
-from .tables import markdown_table, num, sci
+from memlab.analysis.plots import family_colors
+from memlab.analysis.runs import load_runs
+from memlab.analysis.tables import markdown_table, num, sci
 
 SLOT, BASELINES = "slot_memory", ("encdec", "lm")
 

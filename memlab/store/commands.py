@@ -1,4 +1,4 @@
-"""`memlab memory-capacity --out DIR`: recall accuracy of delta vs Hebbian writes against stored pairs per
+"""`memlab store-capacity --out DIR`: recall accuracy of delta vs Hebbian writes against stored pairs per
 key dimension, written as capacity.md, capacity.csv and capacity.png."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ def register(sub) -> None:
 
     d = Study()
     join = lambda values: ",".join(f"{v:g}" for v in values)
-    p = sub.add_parser("memory-capacity", help="capacity of the associative store: delta vs Hebbian writes, "
+    p = sub.add_parser("store-capacity", help="capacity of the associative store: delta vs Hebbian writes, "
                                                "random and correlated keys, one and several passes")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--dims", default=join(d.dims), help=f"key = value dimensions d (default {join(d.dims)})")

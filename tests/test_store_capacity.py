@@ -1,4 +1,4 @@
-"""`memlab memory-capacity` at a tiny size: the three outputs, and the measured orderings that must hold."""
+"""`memlab store-capacity` at a tiny size: the three outputs, and the measured orderings that must hold."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from memlab.cli import main
-from memlab.memory.capacity import crossing, scores
+from memlab.store.capacity import crossing, scores
 
 
 def test_hebbian_and_delta_recall_orthonormal_keys_perfectly_up_to_n_equals_d():
@@ -34,7 +34,7 @@ def test_crossing_interpolates_and_marks_out_of_range():
 
 def test_command_writes_table_csv_and_plot(tmp_path, capsys):
     out = tmp_path / "cap"
-    assert main(["memory-capacity", "--out", str(out), "--dims", "16", "--ratios", "0.5,1,2", "--trials", "2",
+    assert main(["store-capacity", "--out", str(out), "--dims", "16", "--ratios", "0.5,1,2", "--trials", "2",
                  "--passes", "3"]) == 0
     assert "| rule | keys | passes | d |" in capsys.readouterr().out
     frame = pd.read_csv(out / "capacity.csv")
@@ -49,5 +49,5 @@ def test_command_writes_table_csv_and_plot(tmp_path, capsys):
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
-    assert main(["memory-capacity", "--out", str(tmp_path), "--rules", "delta,oja"]) == 2
+    assert main(["store-capacity", "--out", str(tmp_path), "--rules", "delta,oja"]) == 2
     assert "--rules='delta,oja': expected a comma list of delta, hebbian" in capsys.readouterr().err

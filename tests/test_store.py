@@ -1,4 +1,4 @@
-"""memlab.memory.MatrixMemory: exact recall, overwrite, forget, growth, snapshots, journal recovery after SIGKILL,
+"""memlab.store.MatrixMemory: exact recall, overwrite, forget, growth, snapshots, journal recovery after SIGKILL,
 and the errors for bad input."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memlab.memory import CorruptStoreError, MatrixMemory, StoreError, memory_config
+from memlab.store import CorruptStoreError, MatrixMemory, StoreError, memory_config
 
-from tests.drivers import memory_kill as driver
+from tests.drivers import store_kill as driver
 from tests.helpers import DRIVERS, ROOT
 
 
@@ -154,7 +154,7 @@ def test_journal_torn_tail_is_dropped_and_corruption_is_an_error(tmp_path):
 
 
 def test_kill_during_writes_loses_no_acknowledged_write(tmp_path):
-    proc = subprocess.Popen([sys.executable, str(DRIVERS / "memory_kill.py"), str(tmp_path)],
+    proc = subprocess.Popen([sys.executable, str(DRIVERS / "store_kill.py"), str(tmp_path)],
                             stdout=subprocess.PIPE, text=True, cwd=ROOT)
     acked = -1
     try:

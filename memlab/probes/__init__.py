@@ -1,1 +1,0 @@
-"""Probes of trained models (they load checkpoints, so they live outside memlab.analysis)."""
