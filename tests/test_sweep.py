@@ -1,6 +1,8 @@
 """Sweeps: expansion and naming, derived values and ladders, bad axes, idempotent relaunch, resume of an
-interrupted run, the submitit local executor, the W&B export, and `memlab status`."""
+interrupted run, the submitit local executor, the W&B export, `memlab status`, and no import
+cycle through the CLI."""
 
+import ast
 import json
 import subprocess
 import textwrap
@@ -160,3 +162,17 @@ def test_train_argv_round_trips_values(sweep_file):
     argv = train_argv(point, ROOT / "x")
     sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
     assert load_config(point.experiment, sets).to_dict() == point.config.to_dict()
+
+
+def test_sweep_never_imports_the_cli():
+    """memlab.cli registers the sweep's commands, so a sweep module importing it, even inside a function, closes an
+    import cycle; jobs that train in-process go through memlab.entry with the train commands only."""
+    for path in [*(ROOT / "memlab" / "sweep").glob("*.py"), ROOT / "memlab" / "entry.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or "", *(f"{node.module}.{a.name}" for a in node.names)]
+            else:
+                continue
+            assert "memlab.cli" not in names, f"{path.name}:{node.lineno} imports memlab.cli"

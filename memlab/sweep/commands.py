@@ -129,9 +129,7 @@ def run_point(args) -> int:
     if launch.run_status(workdir / args.point) == "completed":
         print(f"memlab: {args.point} already completed")
         return 0
-    from memlab.cli import main
-
-    return main(launch.train_argv(points[args.point], workdir / args.point))
+    return launch.train_here(launch.train_argv(points[args.point], workdir / args.point))
 
 
 def run_agent(args) -> int:

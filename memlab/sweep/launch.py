@@ -12,6 +12,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from memlab import entry
 from memlab.sweep.spec import Point, Sweep, describe, expand
 from memlab.train.run_dir import read_json, write_json
 
@@ -33,11 +34,19 @@ def train_argv(point: Point, run_dir: Path) -> list[str]:
     return ["train", point.experiment, *[a for s in sets for a in ("--set", s)], "--workdir", str(run_dir)]
 
 
-def run_cli(argv: list[str]) -> int:
-    """Entry point of one job (also what submitit pickles): run `memlab <argv>` in this process."""
-    from memlab.cli import main
+TRAIN_COMMANDS = ("memlab.train.commands",)
 
-    code = main(argv)
+
+def train_here(argv: list[str]) -> int:
+    """Run `memlab <argv>` (a `train_argv`) in this process, as the CLI would: logging set up, a user-fixable
+    error as one line and exit 2. Only the train commands are registered: the sweep never imports `memlab.cli`,
+    whose registry imports the sweep's own commands."""
+    return entry.run(argv, TRAIN_COMMANDS)
+
+
+def run_job(argv: list[str]) -> int:
+    """Entry point of one submitit job (pickled by reference): a run that fails raises, so the job reports it."""
+    code = train_here(argv)
     if code != 0:
         raise RuntimeError(f"memlab {' '.join(argv[:2])} ... exited with {code}")
     return code
@@ -86,7 +95,7 @@ def launch_submitit(points: list[Point], workdir: Path, *, cluster: str | None =
     executor = submitit.AutoExecutor(folder=workdir / ".submitit" / "%j", cluster=cluster)
     executor.update_parameters(**{"timeout_min": 60, **parameters})
     argvs = [train_argv(p, workdir / p.name) for p in points]
-    return executor.map_array(run_cli, argvs)
+    return executor.map_array(run_job, argvs)
 
 
 def _child_env() -> dict:
