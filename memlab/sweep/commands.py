@@ -62,7 +62,7 @@ def run_sweep(args) -> int:
     print(f"memlab: sweep {sweep.name}: {len(todo)} to run, {len(done)} already completed (launch {launch_id})")
     failed = []
     if todo and args.launcher == "local":
-        codes = launch.launch_local(todo, workdir, parallel=args.parallel)
+        codes = launch.launch_local(todo, workdir, parallel=args.parallel, title=f"sweep {sweep.name}")
         failed = [name for name, code in codes.items() if code != 0]
     elif todo:
         cluster = "local" if args.launcher == "submitit-local" else "slurm"

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from memlab import entry
+from memlab.sweep.progress import SweepProgress
 from memlab.sweep.spec import Point, Sweep, describe, expand
 from memlab.train.run_dir import read_json, write_json
 
@@ -67,20 +68,22 @@ def plan(sweep: Sweep, workdir: Path, launch_id: str) -> tuple[list[Point], list
     return todo, done
 
 
-def launch_local(points: list[Point], workdir: Path, *, parallel: int = 1, echo=print) -> dict[str, int]:
-    """Run points as subprocesses, `parallel` at a time; each run's output goes to DIR/<run>/train.log."""
+def launch_local(points: list[Point], workdir: Path, *, parallel: int = 1, title: str = "sweep") -> dict[str, int]:
+    """Run points as subprocesses, `parallel` at a time, showing their progress (memlab.sweep.progress); each
+    run's output goes to DIR/<run>/train.log. Returns each run's exit code."""
 
     def run_one(point: Point) -> tuple[str, int]:
         run_dir = workdir / point.name
         run_dir.mkdir(parents=True, exist_ok=True)
-        echo(f"[sweep] start {point.name}")
+        progress.started(point.name)
         with (run_dir / "train.log").open("a") as log:
             code = subprocess.run([sys.executable, "-m", "memlab.cli", *train_argv(point, run_dir)],
                                   stdout=log, stderr=subprocess.STDOUT, env=_child_env()).returncode
-        echo(f"[sweep] {'done ' if code == 0 else f'FAILED (exit {code}, see {run_dir}/train.log)'} {point.name}")
+        progress.finished(point.name, code)
         return point.name, code
 
-    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+    steps = {p.name: p.config.train.steps for p in points}
+    with SweepProgress(workdir, steps, title=title) as progress, ThreadPoolExecutor(max(1, parallel)) as pool:
         return dict(pool.map(run_one, points))
 
 
@@ -99,6 +102,9 @@ def launch_submitit(points: list[Point], workdir: Path, *, cluster: str | None =
 
 
 def _child_env() -> dict:
-    env = dict(os.environ)
+    """A run's environment: unbuffered output, and rich told its train.log is no terminal (FORCE_COLOR would
+    otherwise have each run draw a live bar into its log): it prints a plain line now and then instead."""
+    env = {k: v for k, v in os.environ.items() if k != "FORCE_COLOR"}
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update(TTY_COMPATIBLE="0", TTY_INTERACTIVE="0")
     return env
