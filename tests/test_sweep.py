@@ -103,7 +103,7 @@ def sweep_file(tmp_path):
 
 def test_submitit_local_executor(sweep_file, tmp_path):
     sweep = load_sweep(sweep_file)
-    todo, done = plan(sweep, tmp_path, "L")
+    todo, _ = plan(sweep, tmp_path, "L")
     jobs = launch_submitit(todo[:1], tmp_path, cluster="local", timeout_min=10)
     assert jobs[0].result() == 0
     assert run_status(tmp_path / todo[0].name) == "completed"

@@ -11,18 +11,24 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from memlab import entry
 from memlab.sweep.progress import SweepProgress
 from memlab.sweep.spec import Point, Sweep, describe, expand
 from memlab.train.run_dir import read_json, write_json
 
+if TYPE_CHECKING:
+    import submitit
+
 
 def new_launch_id() -> str:
+    """A fresh id per launch (time, then random), so relaunches of one sweep can be told apart."""
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
 
 
 def run_status(run_dir: Path) -> str:
+    """The run's status in its summary.json; `pending` before it has written one."""
     summary = run_dir / "summary.json"
     return read_json(summary).get("status", "pending") if summary.exists() else "pending"
 
@@ -87,7 +93,8 @@ def launch_local(points: list[Point], workdir: Path, *, parallel: int = 1, title
         return dict(pool.map(run_one, points))
 
 
-def launch_submitit(points: list[Point], workdir: Path, *, cluster: str | None = None, **parameters):
+def launch_submitit(points: list[Point], workdir: Path, *, cluster: str | None = None,
+                    **parameters: Any) -> list[submitit.Job]:
     """Submit the points as one job array (SLURM through submitit; cluster='local' runs them on this machine).
 
     `parameters` go to `executor.update_parameters` (e.g. timeout_min, slurm_partition, gpus_per_node,

@@ -31,6 +31,7 @@ def run_rows(workdir: Path) -> list[dict]:
 
 
 def print_status(workdir: Path) -> list[dict]:
+    """Print the table and a count per state; the rows, for callers that want them."""
     rows = run_rows(workdir)
     table = Table(title=f"runs in {workdir}")
     for column in ("run", "state", "step", "main metric"):
