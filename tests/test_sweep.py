@@ -19,6 +19,7 @@ from memlab.sweep import Sweep, chain, grid, ladder, points, product, zipped
 from memlab.sweep.launch import launch_submitit, plan, run_status, train_argv
 from memlab.sweep.progress import SweepProgress, tail_metrics
 from memlab.sweep.spec import expand, load_sweep, sweep_id
+from memlab.sweep.status import STALE_SECONDS, run_rows
 from tests.helpers import ROOT, TINY, memlab_cmd
 
 EXPERIMENT = str(ROOT / "experiments" / "mqar.py")
@@ -226,6 +227,19 @@ def test_sweep_progress_from_run_directories(tmp_path, capsys):
     shown = out.getvalue()
     assert "sweep t" in shown and "5/20" in shown and "[sweep] done a step 5/20 loss 3.0000" in shown
     assert "[sweep] 1/1 runs done in 0:00:0" in shown
+
+
+def test_status_of_a_running_run(tmp_path):
+    """`memlab status` takes a running run's step from its newest metrics row (summary.json holds the step it
+    started from), and calls it stale only when neither file has changed for STALE_SECONDS."""
+    run = tmp_path / "a"
+    _write_run(run, {"status": "running", "step": 0, "steps": 20}, [{"step": 15, "train/loss": 3.0}])
+    (run / "config.json").write_text("{}")
+    old = time.time() - 2 * STALE_SECONDS
+    os.utime(run / "summary.json", (old, old))
+    assert [(r["state"], r["step"]) for r in run_rows(tmp_path)] == [("running", 15)]
+    os.utime(run / "metrics.jsonl", (old, old))
+    assert [(r["state"], r["step"]) for r in run_rows(tmp_path)] == [("stale", 15)]
 
 
 def test_sweep_never_imports_the_cli():
