@@ -199,7 +199,8 @@ def test_sweep_progress_from_run_directories(tmp_path, capsys):
     now[0] = t - 70
     # a: 15 steps in 30 s, 5 to go -> 10 s; the sweep: 15 steps done in 30 s, 5 + 10 + 20 to go -> 70 s
     line = "0/3 runs done, 2 running, eta 0:01:10 | a step 15/20 loss 3.2500 acc 0.125 eta 0:00:10 | b starting"
-    assert progress.view().line() == line
+    view = progress.view()
+    assert (view.steps_done, view.steps_left) == (15, 35) and view.line() == line
     progress.tick()
     now[0] = t - 69
     progress.tick()  # within `every` seconds of the last line: silent

@@ -81,9 +81,11 @@ class RunView:
 
 @dataclasses.dataclass
 class SweepView:
-    """The runs of one launch, the time since it began and the estimated time left."""
+    """The runs of one launch, the steps they have made and have left, the time since it began and the time left."""
 
     runs: list[RunView]
+    steps_done: int             # by this launch (a resumed run counts from where it resumed)
+    steps_left: int             # queued and running runs' remaining steps
     elapsed: float
     eta: float | None
 
@@ -209,7 +211,7 @@ class SweepProgress:
         done = sum(r.step - r.base for r in self.runs.values() if r.state != "queued")
         left = sum(r.steps - r.step for r in self.runs.values() if r.state not in ("done", "failed"))
         eta = left * (now - self.t0) / done if done > 0 else None
-        return SweepView(views, now - self.t0, eta)
+        return SweepView(views, done, left, now - self.t0, eta)
 
     def _say(self, text: str) -> None:
         """One line (above the bars when they are drawn), never wrapped, so a log can be searched line by line."""
@@ -226,8 +228,9 @@ class SweepProgress:
                 self._say(view.line())
                 return
             finished, running = view.count("done", "failed"), view.count("starting", "running")
-            self._bars.update(self._tasks[self.title], total=len(view.runs), completed=finished,
-                              count=f"{finished}/{len(view.runs)} runs", info=f"{running} running",
+            self._bars.update(self._tasks[self.title], total=view.steps_done + view.steps_left,  # a bar of steps
+                              completed=view.steps_done, count=f"{finished}/{len(view.runs)} runs",
+                              info=f"{running} running",
                               eta=fmt_seconds(view.eta))
             for r in view.runs:
                 if r.name in self._tasks:
@@ -245,8 +248,9 @@ class SweepProgress:
                                   TextColumn("{task.fields[info]}", markup=False),
                                   TextColumn("eta {task.fields[eta]}", markup=False),
                                   console=self.console, refresh_per_second=2)
-            self._tasks[self.title] = self._bars.add_task(self.title, total=len(self.runs), count="", info="",
-                                                          eta="?")
+            left = sum(r.steps - r.step for r in self.runs.values())
+            self._tasks[self.title] = self._bars.add_task(self.title, total=left, count=f"0/{len(self.runs)} runs",
+                                                          info="", eta="?")
             self._bars.start()
         self._thread = threading.Thread(target=self._loop, name="sweep-progress", daemon=True)
         self._thread.start()
