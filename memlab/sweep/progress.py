@@ -110,7 +110,7 @@ class SweepView:
 @dataclasses.dataclass
 class _Run:
     steps: int
-    step: int                    # from summary.json; before its process reports, the step an earlier launch left
+    step: int                    # newest known; before its process reports, the step an earlier launch left
     base: int                    # the lowest step seen: this launch's progress counts from there (resumed runs)
     state: str = "queued"
     started: float = 0.0
