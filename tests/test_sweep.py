@@ -1,16 +1,25 @@
 """Sweeps: expansion and naming, derived values and ladders, bad axes, idempotent relaunch, resume of an
-interrupted run, the submitit local executor, the W&B export, and `memlab status`."""
+interrupted run, live progress read from run directories, the submitit local executor, the W&B export,
+`memlab status`, and no import cycle through the CLI."""
 
+import ast
+import io
 import json
+import os
+import re
 import subprocess
 import textwrap
+import time
 
 import pytest
+from rich.console import Console
 
 from memlab.config import ConfigError
 from memlab.sweep import Sweep, chain, grid, ladder, points, product, zipped
-from memlab.sweep.launch import launch_local, launch_submitit, plan, run_status, train_argv
+from memlab.sweep.launch import launch_submitit, plan, run_status, train_argv
+from memlab.sweep.progress import SweepProgress, tail_metrics
 from memlab.sweep.spec import expand, load_sweep, sweep_id
+from memlab.sweep.status import STALE_SECONDS, run_rows
 from tests.helpers import ROOT, TINY, memlab_cmd
 
 EXPERIMENT = str(ROOT / "experiments" / "mqar.py")
@@ -95,7 +104,7 @@ def sweep_file(tmp_path):
 
 def test_submitit_local_executor(sweep_file, tmp_path):
     sweep = load_sweep(sweep_file)
-    todo, done = plan(sweep, tmp_path, "L")
+    todo, _ = plan(sweep, tmp_path, "L")
     jobs = launch_submitit(todo[:1], tmp_path, cluster="local", timeout_min=10)
     assert jobs[0].result() == 0
     assert run_status(tmp_path / todo[0].name) == "completed"
@@ -107,6 +116,12 @@ def test_launch_is_idempotent_and_resumes_interrupted(sweep_file, tmp_path):
                          cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "2 to run, 0 already completed" in out.stdout
+    # not a terminal: plain progress lines, one per finished run with its last numbers, and a closing count
+    finished = re.findall(r"^\[sweep\] done (seed=\d) step 20/20 loss \d+\.\d{4} acc \d\.\d{3} \| (\d)/2 runs done",
+                          out.stdout, re.M)
+    assert sorted(name for name, _ in finished) == ["seed=0", "seed=1"], out.stdout
+    assert sorted(count for _, count in finished) == ["1", "2"]
+    assert re.search(r"^\[sweep\] 2/2 runs done in \d+:\d\d:\d\d$", out.stdout, re.M), out.stdout
     assert all(run_status(workdir / n) == "completed" for n in ("seed=0", "seed=1"))
     meta = json.loads((workdir / "sweep.json").read_text())
     assert meta["axes"] == {"data.seed": [0, 1]} and meta["runs"] == ["seed=0", "seed=1"]
@@ -160,3 +175,83 @@ def test_train_argv_round_trips_values(sweep_file):
     argv = train_argv(point, ROOT / "x")
     sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
     assert load_config(point.experiment, sets).to_dict() == point.config.to_dict()
+
+
+def _write_run(run_dir, summary: dict, rows: list[dict], tail: str = "") -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + tail)
+
+
+def test_sweep_progress_from_run_directories(tmp_path, capsys):
+    """What a local sweep shows while it runs, read from synthetic run directories on a fake clock: runs done of
+    total, a running run's step and latest loss and accuracy, a run that has not reported yet, and the ETAs."""
+    t = time.time()
+    now = [t - 100]
+    _write_run(tmp_path / "b", {"status": "interrupted", "step": 10, "steps": 20}, [])  # resumes from step 10
+    progress = SweepProgress(tmp_path, {"a": 20, "b": 20, "c": 20}, live=False, every=30, clock=lambda: now[0])
+    progress.started("a")
+    progress.started("b")
+    _write_run(tmp_path / "a", {"status": "running", "step": 0, "steps": 20},  # the step it started from
+               [{"step": 5, "train/loss": 4.0}, {"step": 10, "train/loss": 3.5, "eval/accuracy": 0.125},
+                {"step": 15, "train/loss": 3.25}], tail='{"step": 1')  # a torn last line is skipped
+    os.utime(tmp_path / "b" / "summary.json", (t - 200, t - 200))  # its process has not written yet
+    now[0] = t - 70
+    # a: 15 steps in 30 s, 5 to go -> 10 s; the sweep: 15 steps done in 30 s, 5 + 10 + 20 to go -> 70 s
+    line = "0/3 runs done, 2 running, eta 0:01:10 | a step 15/20 loss 3.2500 acc 0.125 eta 0:00:10 | b starting"
+    view = progress.view()
+    assert (view.steps_done, view.steps_left) == (15, 35) and view.line() == line
+    progress.tick()
+    now[0] = t - 69
+    progress.tick()  # within `every` seconds of the last line: silent
+    _write_run(tmp_path / "a", {"status": "completed", "step": 20, "steps": 20}, [{"step": 20, "train/loss": 3.0}])
+    progress.finished("a", 0)
+    progress.finished("b", 1)
+    assert capsys.readouterr().out.splitlines() == [
+        "[sweep] start a", "[sweep] start b", f"[sweep] {line}",
+        "[sweep] done a step 20/20 loss 3.0000 acc 0.125 | 1/3 runs done, 1 running, eta 0:00:46",
+        f"[sweep] FAILED (exit 1, see {tmp_path}/b/train.log) b step 10/20 | 2/3 runs done (1 failed)"]
+
+    big = tmp_path / "big.jsonl"  # only the tail is read: the accuracy logged long ago is not found
+    big.write_text(json.dumps({"eval/accuracy": 0.5}) + "\n" + "".join(json.dumps({"step": i, "train/loss": 1.0 / i})
+                                                                      + "\n" for i in range(1, 2000)))
+    assert tail_metrics(big, ["train/loss", "eval/accuracy"]) == {"train/loss": 1.0 / 1999}
+
+    out = io.StringIO()  # on a terminal: rich bars, and the same line per finished run above them
+    with SweepProgress(tmp_path, {"a": 20}, title="sweep t", console=Console(file=out, force_terminal=True,
+                                                                             width=160)) as live:
+        assert live.live
+        live.started("a")
+        _write_run(tmp_path / "a", {"status": "running", "step": 5, "steps": 20}, [{"step": 5, "train/loss": 3.0}])
+        live.tick()
+        live.finished("a", 0)
+    shown = out.getvalue()
+    assert "sweep t" in shown and "5/20" in shown and "[sweep] done a step 5/20 loss 3.0000" in shown
+    assert "[sweep] 1/1 runs done in 0:00:0" in shown
+
+
+def test_status_of_a_running_run(tmp_path):
+    """`memlab status` takes a running run's step from its newest metrics row (summary.json holds the step it
+    started from), and calls it stale only when neither file has changed for STALE_SECONDS."""
+    run = tmp_path / "a"
+    _write_run(run, {"status": "running", "step": 0, "steps": 20}, [{"step": 15, "train/loss": 3.0}])
+    (run / "config.json").write_text("{}")
+    old = time.time() - 2 * STALE_SECONDS
+    os.utime(run / "summary.json", (old, old))
+    assert [(r["state"], r["step"]) for r in run_rows(tmp_path)] == [("running", 15)]
+    os.utime(run / "metrics.jsonl", (old, old))
+    assert [(r["state"], r["step"]) for r in run_rows(tmp_path)] == [("stale", 15)]
+
+
+def test_sweep_never_imports_the_cli():
+    """memlab.cli registers the sweep's commands, so a sweep module importing it, even inside a function, closes an
+    import cycle; jobs that train in-process go through memlab.entry with the train commands only."""
+    for path in [*(ROOT / "memlab" / "sweep").glob("*.py"), ROOT / "memlab" / "entry.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or "", *(f"{node.module}.{a.name}" for a in node.names)]
+            else:
+                continue
+            assert "memlab.cli" not in names, f"{path.name}:{node.lineno} imports memlab.cli"

@@ -9,7 +9,7 @@ from typing import Iterable, Sequence
 def grid(axes: dict[str, Sequence]) -> list[dict]:
     """Every combination of the axes' values (the first axis varies slowest)."""
     keys = list(axes)
-    return [dict(zip(keys, values)) for values in itertools.product(*(axes[k] for k in keys))]
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(axes[k] for k in keys))]
 
 
 def zipped(axes: dict[str, Sequence]) -> list[dict]:
@@ -18,7 +18,7 @@ def zipped(axes: dict[str, Sequence]) -> list[dict]:
     if len(set(lengths.values())) > 1:
         raise ValueError(f"zipped axes need equal lengths, got {lengths}")
     keys = list(axes)
-    return [dict(zip(keys, values)) for values in zip(*(axes[k] for k in keys))]
+    return [dict(zip(keys, values, strict=True)) for values in zip(*(axes[k] for k in keys), strict=True)]
 
 
 def points(*items: dict) -> list[dict]:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from memlab.sweep.spec import Point, Sweep
 
 LAUNCHERS = ("local", "slurm", "submitit-local", "wandb")
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the sweep commands to the `memlab` parser (see memlab.cli)."""
     p = sub.add_parser("sweep", help="expand a sweep file and run its points (idempotent)")
     p.add_argument("file", help="sweep file defining get_sweep(), e.g. sweeps/quickstart.py")
     p.add_argument("--workdir", help="sweep directory (default runs/<sweep name>)")
@@ -44,7 +50,8 @@ def register(sub) -> None:
     p.set_defaults(func=run_status)
 
 
-def run_sweep(args) -> int:
+def run_sweep(args: argparse.Namespace) -> int:
+    """`memlab sweep`: run the points not completed yet; exit 1 when any run failed."""
     from memlab.sweep import launch
     from memlab.sweep.spec import load_sweep
 
@@ -62,7 +69,7 @@ def run_sweep(args) -> int:
     print(f"memlab: sweep {sweep.name}: {len(todo)} to run, {len(done)} already completed (launch {launch_id})")
     failed = []
     if todo and args.launcher == "local":
-        codes = launch.launch_local(todo, workdir, parallel=args.parallel)
+        codes = launch.launch_local(todo, workdir, parallel=args.parallel, title=f"sweep {sweep.name}")
         failed = [name for name, code in codes.items() if code != 0]
     elif todo:
         cluster = "local" if args.launcher == "submitit-local" else "slurm"
@@ -75,7 +82,7 @@ def run_sweep(args) -> int:
         print(f"memlab: submitted {len(jobs)} jobs ({jobs[0].job_id.split('_')[0]}); `memlab status {workdir}` "
               "shows progress")
         if cluster == "local":
-            failed = [p.name for p, job in zip(todo, jobs) if job.exception() is not None]
+            failed = [p.name for p, job in zip(todo, jobs, strict=True) if job.exception() is not None]
     if args.report:
         from memlab.analysis import write_report
 
@@ -86,7 +93,7 @@ def run_sweep(args) -> int:
     return 0
 
 
-def _print_dry_run(points, done) -> None:
+def _print_dry_run(points: list[Point], done: list[Point]) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -102,7 +109,7 @@ def _print_dry_run(points, done) -> None:
     Console().print(table)
 
 
-def _wandb(sweep, points, workdir: Path, args) -> int:
+def _wandb(sweep: Sweep, points: list[Point], workdir: Path, args: argparse.Namespace) -> int:
     from memlab.sweep.wandb_sweep import create_wandb_sweep, wandb_sweep_config
 
     config = wandb_sweep_config(sweep, points, workdir)
@@ -116,7 +123,8 @@ def _wandb(sweep, points, workdir: Path, args) -> int:
     return 0
 
 
-def run_point(args) -> int:
+def run_point(args: argparse.Namespace) -> int:
+    """`memlab sweep-point`: train one named point in this process (what a W&B agent runs)."""
     from memlab.errors import ConfigError
     from memlab.sweep import launch
     from memlab.sweep.spec import expand, load_sweep
@@ -129,19 +137,19 @@ def run_point(args) -> int:
     if launch.run_status(workdir / args.point) == "completed":
         print(f"memlab: {args.point} already completed")
         return 0
-    from memlab.cli import main
-
-    return main(launch.train_argv(points[args.point], workdir / args.point))
+    return launch.train_here(launch.train_argv(points[args.point], workdir / args.point))
 
 
-def run_agent(args) -> int:
+def run_agent(args: argparse.Namespace) -> int:
+    """`memlab agent`: a W&B agent; each point it is handed runs as `memlab sweep-point`."""
     from memlab.sweep.wandb_sweep import run_agent as agent
 
     agent(args.sweep_id, project=args.project, entity=args.entity, count=args.count)
     return 0
 
 
-def run_status(args) -> int:
+def run_status(args: argparse.Namespace) -> int:
+    """`memlab status`: the runs of a sweep directory, from their files (works while they run)."""
     from memlab.sweep.status import print_status
 
     if not Path(args.dir).is_dir():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ml_collections
 from flax import nnx
 
 from memlab.data.pipeline import example_shapes, tokens_per_example
@@ -9,7 +10,7 @@ from memlab.models import build_model, count_params
 from memlab.train.flops import analytic_flops_per_token
 
 
-def estimate(config) -> dict:
+def estimate(config: ml_collections.ConfigDict) -> dict:
     """Parameter counts, training tokens and analytic training FLOPs of a config (abstract model: no memory)."""
     model = nnx.eval_shape(lambda: build_model(config.model, config.train.seed))
     per_example = tokens_per_example(config)

@@ -11,16 +11,24 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from memlab import entry
+from memlab.sweep.progress import SweepProgress
 from memlab.sweep.spec import Point, Sweep, describe, expand
 from memlab.train.run_dir import read_json, write_json
 
+if TYPE_CHECKING:
+    import submitit
+
 
 def new_launch_id() -> str:
+    """A fresh id per launch (time, then random), so relaunches of one sweep can be told apart."""
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
 
 
 def run_status(run_dir: Path) -> str:
+    """The run's status in its summary.json; `pending` before it has written one."""
     summary = run_dir / "summary.json"
     return read_json(summary).get("status", "pending") if summary.exists() else "pending"
 
@@ -33,11 +41,19 @@ def train_argv(point: Point, run_dir: Path) -> list[str]:
     return ["train", point.experiment, *[a for s in sets for a in ("--set", s)], "--workdir", str(run_dir)]
 
 
-def run_cli(argv: list[str]) -> int:
-    """Entry point of one job (also what submitit pickles): run `memlab <argv>` in this process."""
-    from memlab.cli import main
+TRAIN_COMMANDS = ("memlab.train.commands",)
 
-    code = main(argv)
+
+def train_here(argv: list[str]) -> int:
+    """Run `memlab <argv>` (a `train_argv`) in this process, as the CLI would: logging set up, a user-fixable
+    error as one line and exit 2. Only the train commands are registered: the sweep never imports `memlab.cli`,
+    whose registry imports the sweep's own commands."""
+    return entry.run(argv, TRAIN_COMMANDS)
+
+
+def run_job(argv: list[str]) -> int:
+    """Entry point of one submitit job (pickled by reference): a run that fails raises, so the job reports it."""
+    code = train_here(argv)
     if code != 0:
         raise RuntimeError(f"memlab {' '.join(argv[:2])} ... exited with {code}")
     return code
@@ -58,24 +74,27 @@ def plan(sweep: Sweep, workdir: Path, launch_id: str) -> tuple[list[Point], list
     return todo, done
 
 
-def launch_local(points: list[Point], workdir: Path, *, parallel: int = 1, echo=print) -> dict[str, int]:
-    """Run points as subprocesses, `parallel` at a time; each run's output goes to DIR/<run>/train.log."""
+def launch_local(points: list[Point], workdir: Path, *, parallel: int = 1, title: str = "sweep") -> dict[str, int]:
+    """Run points as subprocesses, `parallel` at a time, showing their progress (memlab.sweep.progress); each
+    run's output goes to DIR/<run>/train.log. Returns each run's exit code."""
 
     def run_one(point: Point) -> tuple[str, int]:
         run_dir = workdir / point.name
         run_dir.mkdir(parents=True, exist_ok=True)
-        echo(f"[sweep] start {point.name}")
+        progress.started(point.name)
         with (run_dir / "train.log").open("a") as log:
             code = subprocess.run([sys.executable, "-m", "memlab.cli", *train_argv(point, run_dir)],
                                   stdout=log, stderr=subprocess.STDOUT, env=_child_env()).returncode
-        echo(f"[sweep] {'done ' if code == 0 else f'FAILED (exit {code}, see {run_dir}/train.log)'} {point.name}")
+        progress.finished(point.name, code)
         return point.name, code
 
-    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+    steps = {p.name: p.config.train.steps for p in points}
+    with SweepProgress(workdir, steps, title=title) as progress, ThreadPoolExecutor(max(1, parallel)) as pool:
         return dict(pool.map(run_one, points))
 
 
-def launch_submitit(points: list[Point], workdir: Path, *, cluster: str | None = None, **parameters):
+def launch_submitit(points: list[Point], workdir: Path, *, cluster: str | None = None,
+                    **parameters: Any) -> list[submitit.Job]:
     """Submit the points as one job array (SLURM through submitit; cluster='local' runs them on this machine).
 
     `parameters` go to `executor.update_parameters` (e.g. timeout_min, slurm_partition, gpus_per_node,
@@ -86,10 +105,13 @@ def launch_submitit(points: list[Point], workdir: Path, *, cluster: str | None =
     executor = submitit.AutoExecutor(folder=workdir / ".submitit" / "%j", cluster=cluster)
     executor.update_parameters(**{"timeout_min": 60, **parameters})
     argvs = [train_argv(p, workdir / p.name) for p in points]
-    return executor.map_array(run_cli, argvs)
+    return executor.map_array(run_job, argvs)
 
 
 def _child_env() -> dict:
-    env = dict(os.environ)
+    """A run's environment: unbuffered output, and rich told its train.log is no terminal (FORCE_COLOR would
+    otherwise have each run draw a live bar into its log): it prints a plain line now and then instead."""
+    env = {k: v for k, v in os.environ.items() if k != "FORCE_COLOR"}
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update(TTY_COMPATIBLE="0", TTY_INTERACTIVE="0")
     return env

@@ -7,7 +7,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import ml_collections
 
@@ -36,6 +36,8 @@ class Sweep:
 
 @dataclasses.dataclass
 class Point:
+    """One run of a sweep, fully resolved: what `memlab train` is given and what names it."""
+
     name: str
     values: dict          # the point's own values (config keys and labels), before derivation
     overrides: dict       # every config key set on top of the experiment, derived ones included
@@ -44,12 +46,14 @@ class Point:
 
 
 def load_sweep(path: str | Path) -> Sweep:
+    """Call the sweep file's `get_sweep()`; remember the file, which the experiment path is relative to."""
     sweep = call_file_function(path, "get_sweep", Sweep, "sweep")
     sweep.source = Path(path).resolve()
     return sweep
 
 
 def experiment_path(sweep: Sweep) -> Path:
+    """The experiment file, looked for next to the sweep file, in its parent, then in the working directory."""
     candidates = [Path(sweep.experiment)]
     if sweep.source is not None:
         candidates = [sweep.source.parent / sweep.experiment, sweep.source.parent.parent / sweep.experiment,
@@ -76,9 +80,10 @@ def varied_keys(sweep: Sweep) -> list[str]:
 
 
 def run_name(values: dict, varied: list[str]) -> str:
+    """`d_model=64-ratio=4`: the point's varied values, each by its leaf key unless two leaves share a name."""
     leaves = [k.lstrip("@").rsplit(".", 1)[-1] for k in varied]
     parts = []
-    for key, leaf in zip(varied, leaves):
+    for key, leaf in zip(varied, leaves, strict=True):
         if key not in values:  # an axis of another group of a chained sweep
             continue
         label = leaf if leaves.count(leaf) == 1 else key.lstrip("@")
@@ -141,7 +146,7 @@ def describe(sweep: Sweep, points: list[Point], launch_id: str) -> dict:
             "runs": [p.name for p in points], "configs": {p.name: to_dict(p.config) for p in points}}
 
 
-def _distinct(values) -> list:
+def _distinct(values: Iterable) -> list:
     out = []
     for v in values:
         if v not in out:

@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from memlab.sweep.progress import tail_metrics
 from memlab.train.run_dir import read_json
 
 STALE_SECONDS = 15 * 60
@@ -21,16 +22,21 @@ def run_rows(workdir: Path) -> list[dict]:
     for name in names + [n for n in found if n not in names]:
         summary_path = workdir / name / "summary.json"
         summary = read_json(summary_path) if summary_path.exists() else {}
-        state = summary.get("status", "pending")
-        if state == "running" and time.time() - summary_path.stat().st_mtime > STALE_SECONDS:
-            state = "stale"  # no update for a while: the process probably died; relaunch resumes it
+        state, step = summary.get("status", "pending"), summary.get("step")
+        if state == "running":  # summary.json is written as a run starts and ends; metrics.jsonl grows meanwhile
+            metrics_path = workdir / name / "metrics.jsonl"
+            step = max(step or 0, tail_metrics(metrics_path, ["step"]).get("step", 0))
+            updated = max(p.stat().st_mtime for p in (summary_path, metrics_path) if p.exists())
+            if time.time() - updated > STALE_SECONDS:
+                state = "stale"  # no update for a while: the process probably died; relaunch resumes it
         metric = "eval/accuracy" if summary.get("eval/accuracy") is not None else "eval/loss"
-        rows.append({"run": name, "state": state, "step": summary.get("step"), "steps": summary.get("steps"),
+        rows.append({"run": name, "state": state, "step": step, "steps": summary.get("steps"),
                      "metric": metric, "value": summary.get(metric), "error": summary.get("error")})
     return rows
 
 
 def print_status(workdir: Path) -> list[dict]:
+    """Print the table and a count per state; the rows, for callers that want them."""
     rows = run_rows(workdir)
     table = Table(title=f"runs in {workdir}")
     for column in ("run", "state", "step", "main metric"):

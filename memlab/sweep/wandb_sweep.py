@@ -12,6 +12,7 @@ from memlab.sweep.spec import Point, Sweep
 
 
 def wandb_sweep_config(sweep: Sweep, points: list[Point], workdir: Path, metric: str = "eval/loss") -> dict:
+    """A grid over point names: W&B schedules, and the sweep file stays the one definition of every point."""
     return {
         "name": sweep.name,
         "method": "grid",
@@ -23,12 +24,14 @@ def wandb_sweep_config(sweep: Sweep, points: list[Point], workdir: Path, metric:
 
 
 def create_wandb_sweep(config: dict, *, project: str, entity: str | None) -> str:
+    """Register the sweep with W&B; its id."""
     import wandb
 
     return wandb.sweep(config, project=project, entity=entity)
 
 
 def run_agent(sweep_id: str, *, project: str | None, entity: str | None, count: int | None) -> None:
+    """Run `count` points (all if None) that the W&B sweep hands this agent."""
     import wandb
 
     wandb.agent(sweep_id, project=project, entity=entity, count=count)
