@@ -26,6 +26,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -71,7 +72,9 @@ def _timed(fn, args, reps):
     return min(ts), temp
 
 
-def bench_point(backend, B, T, H, K, dtype, gated, chunk_size, reps, op="delta_rule"):
+def bench_point(backend: str, B: int, T: int, H: int, K: int, dtype: Any, gated: bool, chunk_size: int, reps: int,
+                op: str = "delta_rule") -> dict[str, Any]:
+    """Time forward and forward+backward of ``op`` on ``backend`` at one point (K = V)."""
     a = _inputs(op, B, T, H, K, K, dtype, gated)
     names = list(a)
 
@@ -89,7 +92,7 @@ def bench_point(backend, B, T, H, K, dtype, gated, chunk_size, reps, op="delta_r
                 fwd_temp_bytes=m_f, fwd_bwd_temp_bytes=m_fb)
 
 
-def bench_fla(B=4, T=4096, H=16, K=128, reps=10):
+def bench_fla(B: int = 4, T: int = 4096, H: int = 16, K: int = 128, reps: int = 10) -> dict[str, Any]:
     """Time fla's chunk_gated_delta_rule (torch, CUDA, bf16) forward and forward+backward."""
     import torch
     from fla.ops.gated_delta_rule import chunk_gated_delta_rule
@@ -146,7 +149,8 @@ HEADER = (f"{'backend':<10} {'B':>2} {'T':>5} {'H':>2} {'K=V':>4} {'dtype':<8} {
           f"{'fwd+bwd ms':>11} {'fwd tok/s':>11} {'f+b tok/s':>11} {'fwd MiB':>10} {'f+b MiB':>11}")
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Parse the flags, run the grid (and --fla), print the table and write the JSON; returns the rows."""
     p = argparse.ArgumentParser(prog="python -m benchmarks.kernels", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--op", default="delta_rule", choices=["delta_rule", "mlstm"])

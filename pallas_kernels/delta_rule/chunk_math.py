@@ -109,7 +109,7 @@ class BlockedSolver(_ExplicitInverse):
     [[L11, 0], [L21, L22]]^-1 = [[T11, 0], [-T22 L21 T11, T22]], doubling the block size each round. Same
     numerics as substitution (no power series, so no overflow from cancelling terms with unnormalised keys).
     Used by the pure-JAX chunked backend: XLA's batched triangular_solve on CPU calls a threaded BLAS trsm that
-    was seen to stall for hundreds of milliseconds on a loaded machine."""
+    was seen to stall on a loaded machine (see BENCHMARKS.md, section pallas_kernels)."""
 
     base = 16
 
