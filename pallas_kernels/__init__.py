@@ -1,31 +1,32 @@
-"""pallas_kernels: delta-rule family and mLSTM kernels (reference, chunked JAX and Pallas) behind one dispatching
-API.
+"""pallas_kernels: recurrent matrix-memory ops for JAX, each with a naive reference beside its fast kernels,
+behind one dispatching API. Standalone: imports nothing from memlab.
 
-Standalone: imports nothing from memlab.
+Public ops (``backend="auto" | "reference" | "chunked" | "pallas"``)::
+
+    delta_rule(q, k, v, beta, *, g=None, ...)    gated delta rule (error-correcting write)
+    linear_attention(q, k, v, *, g=None, ...)    (gated) linear attention (Hebbian write)
+    mlstm(q, k, v, i, f, ...)                    xLSTM's stabilised matrix LSTM
+    dispatch                                     backend registry and the ``auto`` policy
+
+Layout: one subpackage per op (``delta_rule/`` serves both delta_rule and linear_attention, ``mlstm/``), each
+with the same four modules, so every kernel sits beside the oracle it is tested against:
+
+    <op>/__init__.py     the public function(s) and the registration of the op's backends
+    <op>/reference.py    token-serial ``lax.scan`` oracle, differentiated by plain autodiff
+    <op>/chunked.py      pure-JAX chunked form (``lax.scan`` over chunks, hand-written backward)
+    <op>/pallas.py       Pallas forward / backward kernels, one program per (batch, head)
+    <op>/chunk_math.py   per-chunk forward / backward math shared by chunked.py and pallas.py
+
+``_common/`` holds what the ops share: argument checks, the dispatch registry and ``auto`` policy, chunking and
+segments, Pallas grid plumbing, shard_map variance, and the one ``jax.custom_vjp`` construction.
+
+The names ``delta_rule`` and ``mlstm`` here are the functions; the subpackages of the same names are imported
+by module path (``from pallas_kernels.mlstm.chunk_math import State``), not by attribute.
+The benchmark CLI is ``python -m benchmarks.kernels`` at the repository root; figures are in BENCHMARKS.md.
 """
 
-from . import dispatch
-from .api import delta_rule, linear_attention
-from .chunked import chunked
-from .mlstm_api import mlstm
-from .mlstm_chunked import mlstm_chunked
-from .mlstm_reference import mlstm_reference
-from .reference import recurrent_reference
+from ._common import dispatch
+from .delta_rule import delta_rule, linear_attention
+from .mlstm import mlstm
 
-for _op in ("delta_rule", "linear_attention"):
-    dispatch.register(_op, "reference", recurrent_reference)
-    dispatch.register(_op, "chunked", chunked)
-dispatch.register("mlstm", "reference", mlstm_reference)
-dispatch.register("mlstm", "chunked", mlstm_chunked)
-
-try:  # Pallas is part of jax, but keep the pure-JAX backends usable if its import ever fails.
-    from .mlstm_pallas import mlstm_pallas
-    from .pallas_delta import pallas_chunked
-
-    for _op in ("delta_rule", "linear_attention"):
-        dispatch.register(_op, "pallas", pallas_chunked)
-    dispatch.register("mlstm", "pallas", mlstm_pallas)
-except ImportError:  # pragma: no cover
-    pass
-
-__all__ = ["delta_rule", "linear_attention", "mlstm"]
+__all__ = ["delta_rule", "dispatch", "linear_attention", "mlstm"]

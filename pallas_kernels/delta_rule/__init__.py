@@ -1,5 +1,13 @@
-"""Public ops of the delta-rule family: ``delta_rule`` (error-correcting write) and ``linear_attention``
-(Hebbian write), both with optional per-token log-decay ``g``.
+"""The delta-rule family: ``delta_rule`` (error-correcting write) and ``linear_attention`` (Hebbian write),
+both with optional per-token log-decay ``g``, and the registration of their backends.
+
+Backends (one module each, one contract: :func:`.reference.recurrent_reference`):
+
+* ``reference``: token-serial ``lax.scan`` oracle (``reference.py``);
+* ``chunked``: pure-JAX WY / UT chunked form (``chunked.py``);
+* ``pallas``: fused Pallas forward / backward kernels (``pallas.py``);
+
+the last two share the per-chunk math of ``chunk_math.py``.
 
 Layout: q, k [B, T, H, K]; v [B, T, H, V]; beta, g [B, T, H]; state [B, H, K, V] in float32 (float64 for
 float64 inputs). The output has the input dtype.
@@ -7,8 +15,26 @@ float64 inputs). The output has the input dtype.
 
 from __future__ import annotations
 
-from . import dispatch
-from ._checks import check_common
+import jax
+
+from .._common import dispatch
+from .._common.checks import check_common
+from .chunked import chunked
+from .reference import recurrent_reference
+
+OPS = ("delta_rule", "linear_attention")
+
+for _op in OPS:
+    dispatch.register(_op, "reference", recurrent_reference)
+    dispatch.register(_op, "chunked", chunked)
+
+try:  # Pallas is part of jax, but keep the pure-JAX backends usable if its import ever fails.
+    from .pallas import pallas_chunked
+
+    for _op in OPS:
+        dispatch.register(_op, "pallas", pallas_chunked)
+except ImportError:  # pragma: no cover
+    pass
 
 
 def _run(op, q, k, v, beta, g, scale, initial_state, return_final_state, segment_ids, chunk_size, backend,
@@ -21,8 +47,11 @@ def _run(op, q, k, v, beta, g, scale, initial_state, return_final_state, segment
     return o, (state if return_final_state else None)
 
 
-def delta_rule(q, k, v, beta, *, g=None, scale=None, initial_state=None, return_final_state=False,
-               segment_ids=None, chunk_size=64, backend="auto"):
+def delta_rule(
+    q: jax.Array, k: jax.Array, v: jax.Array, beta: jax.Array, *, g: jax.Array | None = None,
+    scale: float | None = None, initial_state: jax.Array | None = None, return_final_state: bool = False,
+    segment_ids: jax.Array | None = None, chunk_size: int = 64, backend: str = "auto",
+) -> tuple[jax.Array, jax.Array | None]:
     """Gated delta rule. Per token, with S in [K, V] orientation:
 
         S <- exp(g_t) S;  u_t = beta_t (v_t - S^T k_t);  S <- S + k_t u_t^T;  o_t = S^T (scale q_t)
@@ -44,10 +73,16 @@ def delta_rule(q, k, v, beta, *, g=None, scale=None, initial_state=None, return_
                 chunk_size, backend, True)
 
 
-def linear_attention(q, k, v, *, g=None, scale=None, initial_state=None, return_final_state=False,
-                     segment_ids=None, chunk_size=64, backend="auto"):
+def linear_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, *, g: jax.Array | None = None, scale: float | None = None,
+    initial_state: jax.Array | None = None, return_final_state: bool = False,
+    segment_ids: jax.Array | None = None, chunk_size: int = 64, backend: str = "auto",
+) -> tuple[jax.Array, jax.Array | None]:
     """(Gated) linear attention, the Hebbian member: S <- exp(g_t) S + k_t v_t^T; o_t = S^T (scale q_t).
 
     Arguments and returns as :func:`delta_rule`, without beta."""
     return _run("linear_attention", q, k, v, None, g, scale, initial_state, return_final_state, segment_ids,
                 chunk_size, backend, False)
+
+
+__all__ = ["delta_rule", "linear_attention"]

@@ -1,24 +1,22 @@
 """Chunkwise-parallel mLSTM in pure JAX: a ``lax.scan`` over chunks carrying the stabilised state (C, n, m),
-whose body is the per-chunk math of ``_mlstm_math`` batched over (B, H).
+whose body is the per-chunk math of ``chunk_math`` batched over (B, H). The ``auto`` backend on every platform
+today.
 
-The backward pass is a ``jax.custom_vjp``: it re-runs the cheap state recurrence to recover the per-chunk
-incoming states (O(T/C K V) memory, where autodiff of the reference keeps every per-token state), then walks
-the chunks in reverse with the hand-derived cotangents.
+Gradients come from :func:`pallas_kernels._common.vjp.recompute_vjp`: the backward re-runs the cheap state
+recurrence to recover the per-chunk incoming states (O(T/C K V) memory, where autodiff of the reference keeps
+every per-token state), then walks the chunks in reverse with the hand-derived cotangents.
 """
 
 from __future__ import annotations
 
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 
-from . import _mlstm_math as mm
-from ._checks import acc_dtype
-from ._chunking import effective_chunk
-from ._mlstm_prep import prepare
-from ._vma import cotangents_like, match_vma
-from .chunked import from_chunks, to_chunks
+from .._common.checks import acc_dtype
+from .._common.chunking import effective_chunk, from_chunks, to_chunks
+from .._common.vjp import recompute_vjp
+from .._common.vma import match_vma
+from . import chunk_math as mm
 
 
 def _load(xc, scale, acc):
@@ -40,17 +38,12 @@ def _scan(q, k, v, ig, G, c, s0, scale, C, eps, states):
     return jax.lax.scan(step, mm.State(*(match_vma(x, *xs) for x in s0)), xs)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9))
-def mlstm_chunked_core(q, k, v, ig, G, c, s0, scale, C, eps):
+def _forward(q, k, v, ig, G, c, s0, *, scale, C, eps):
     sT, h = _scan(q, k, v, ig, G, c, s0, scale, C, eps, states=False)
     return from_chunks(h), sT
 
 
-def _core_fwd(q, k, v, ig, G, c, s0, scale, C, eps):
-    return mlstm_chunked_core(q, k, v, ig, G, c, s0, scale, C, eps), (q, k, v, ig, G, c, s0)
-
-
-def _core_bwd(scale, C, eps, res, cts):
+def _backward(res, cts, *, scale, C, eps):
     q, k, v, ig, G, c, s0 = res
     dh, dsT = cts
     acc = acc_dtype(q.dtype)
@@ -67,16 +60,19 @@ def _core_bwd(scale, C, eps, res, cts):
     ds_init = mm.State(*(match_vma(x.astype(acc), *jax.tree.leaves((xs, per_chunk))) for x in dsT))
     ds0, grads = jax.lax.scan(step, ds_init, (xs, per_chunk), reverse=True)
     dq, dk, dv, dig, dG = (from_chunks(x) for x in grads)
-    return *cotangents_like((dq, dk, dv, dig, dG, None), res[:6]), mm.State(*cotangents_like(ds0, s0))
+    return dq, dk, dv, dig, dG, None, ds0
 
 
-mlstm_chunked_core.defvjp(_core_fwd, _core_bwd)
+_core = recompute_vjp(_forward, _backward)
 
 
-def mlstm_chunked(q, k, v, i, f, *, initial_state, segment_ids, chunk_size, eps):
-    """Chunked backend entry point; same contract as ``mlstm_reference.mlstm_reference``."""
+def mlstm_chunked(
+    q: jax.Array, k: jax.Array, v: jax.Array, i: jax.Array, f: jax.Array, *,
+    initial_state: tuple[jax.Array, ...] | None, segment_ids: jax.Array | None, chunk_size: int, eps: float,
+) -> tuple[jax.Array, mm.State]:
+    """Chunked backend entry point; same contract as :func:`.reference.mlstm_reference`."""
     T, K = q.shape[1], q.shape[3]
     C = effective_chunk(T, chunk_size)
-    p = prepare(q, k, v, i, f, initial_state, segment_ids, C)
-    h, sT = mlstm_chunked_core(p.q, p.k, p.v, p.ig, p.G, p.c, p.s0, K ** -0.5, C, float(eps))
+    p = mm.prepare(q, k, v, i, f, initial_state, segment_ids, C)
+    h, sT = _core(p.q, p.k, p.v, p.ig, p.G, p.c, p.s0, scale=K ** -0.5, C=C, eps=float(eps))
     return h[:, :T], sT

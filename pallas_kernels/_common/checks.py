@@ -1,4 +1,4 @@
-"""Argument validation shared by every op in :mod:`pallas_kernels`.
+"""Argument validation shared by every op of :mod:`pallas_kernels`.
 
 Every public op validates its inputs here before dispatching, so that a wrong shape or dtype raises a
 ``ValueError`` that names the argument, the shape it has and the shape it should have, instead of an opaque
@@ -26,7 +26,7 @@ def acc_dtype(dtype: Any) -> np.dtype:
 def check_shape(name: str, x: Any, names: tuple[str, ...], sizes: tuple[int | None, ...]) -> None:
     """Raise if ``x`` does not have len(names) dims whose sizes match ``sizes`` (None = any size)."""
     shape = tuple(np.shape(x))
-    ok = len(shape) == len(sizes) and all(s is None or s == d for s, d in zip(sizes, shape))
+    ok = len(shape) == len(sizes) and all(s is None or s == d for s, d in zip(sizes, shape, strict=True))
     if not ok:
         shown = "(" + ", ".join("?" if s is None else str(s) for s in sizes) + ")"
         raise ValueError(f"{name} has shape {shape}, expected ({', '.join(names)}) = {shown}")
@@ -126,7 +126,7 @@ def check_mlstm(
             raise ValueError(f"initial_state is {type(initial_state).__name__}, expected a tuple (C, n, m) of "
                              f"shapes ({B}, {H}, {K}, {V}), ({B}, {H}, {K}), ({B}, {H})")
         for name, x, names in zip(("C", "n", "m"), initial_state,
-                                  (("B", "H", "K", "V"), ("B", "H", "K"), ("B", "H"))):
+                                  (("B", "H", "K", "V"), ("B", "H", "K"), ("B", "H")), strict=True):
             check_state(f"initial_state {name}", x, names, (B, H, K, V)[:len(names)], q)
     check_options(segment_ids, chunk_size, backend, B, T)
     if isinstance(eps, bool) or not isinstance(eps, (int, float, np.integer, np.floating)) or not eps >= 0:

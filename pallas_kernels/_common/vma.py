@@ -8,10 +8,13 @@ shard_map the sets are empty and this is a no-op.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 
 
-def _vma(x) -> frozenset:
+def varying_axes(x: Any) -> frozenset:
+    """The mesh axes ``x`` varies over (empty outside shard_map)."""
     aval = jax.typeof(x)
     mat = getattr(aval, "manual_axis_type", None)  # jax >= 0.9
     if mat is not None:
@@ -19,31 +22,16 @@ def _vma(x) -> frozenset:
     return frozenset(getattr(aval, "vma", ()))  # older jax
 
 
-def match_vma(x, *likes):
+def match_vma(x: Any, *likes: Any) -> Any:
     """Return ``x`` cast to vary over every mesh axis any of ``likes`` varies over."""
     if x is None:
         return None
-    want = frozenset().union(*(_vma(y) for y in likes if y is not None))
-    missing = tuple(sorted(want - _vma(x)))
+    want = frozenset().union(*(varying_axes(y) for y in likes if y is not None))
+    missing = tuple(sorted(want - varying_axes(x)))
     return jax.lax.pcast(x, missing, to="varying") if missing else x
 
 
-def cotangents_like(cts, primals):
-    """Give each cotangent the variance of its primal, as a custom_vjp backward rule must.
-
-    A primal that is the same on every device of an axis (say a zero initial state) while its cotangent varies
-    over that axis gets the sum over the axis: the transpose of the implicit broadcast that made it vary.
-    """
-    def one(ct, primal):
-        if ct is None or primal is None:
-            return ct
-        extra = tuple(sorted(_vma(ct) - _vma(primal)))
-        return jax.lax.psum(ct, extra) if extra else ct
-
-    return tuple(one(ct, p) for ct, p in zip(cts, primals, strict=True))
-
-
-def out_struct(shape, dtype, like) -> jax.ShapeDtypeStruct:
+def out_struct(shape: tuple[int, ...], dtype: Any, like: Any) -> jax.ShapeDtypeStruct:
     """ShapeDtypeStruct for a pallas_call output that varies like ``like`` (required under shard_map)."""
     mat = getattr(jax.typeof(like), "manual_axis_type", None)
     if mat is not None and mat.varying:

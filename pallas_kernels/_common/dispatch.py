@@ -1,20 +1,20 @@
 """Backend registry and the ``backend="auto"`` policy, shared by every op of the package (delta_rule,
-linear_attention, mlstm).
+linear_attention, mlstm); public as ``pallas_kernels.dispatch``.
 
-Each op registers one callable per backend. ``auto`` resolves per platform (``jax.default_backend()``):
+Each op registers one callable per backend (in its subpackage's ``__init__``). ``auto`` resolves per platform
+(``jax.default_backend()``):
 
-* cpu: ``chunked``. Measured with ``python -m pallas_kernels.benchmark`` (see BENCHMARKS.md, 2-core CPU):
-  forward+backward of the pure-JAX chunked form is 3.9-24x faster than the token-serial reference with
-  13-50x less temp memory, and 1.5-2x faster than Pallas in interpret mode. For the mLSTM
-  (``--op mlstm``, B=1 T=512 H=4 K=V=64) forward+backward is 9.8x faster than the reference with 18x less temp
-  memory; the forward alone is 1.7x slower there (4.4 vs 7.3 ms), but training needs the backward.
+* cpu: ``chunked``. On CPU its forward+backward beats both the token-serial reference (in time and compiled
+  temp memory) and Pallas in interpret mode at every point measured, for the delta rule and the mLSTM; the
+  figures and the commands that measure them are in BENCHMARKS.md (section pallas_kernels). Training needs the
+  backward, so the forward alone (where the reference can be faster) does not decide.
 * gpu, tpu and anything else: ``chunked`` until the Pallas kernels have been measured and validated there (the
   Triton/Mosaic lowering has not run on real hardware yet; ``backend="pallas"`` selects it explicitly).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 
@@ -25,10 +25,12 @@ AUTO_DEFAULT = "chunked"
 
 
 def register(op: str, backend: str, fn: Callable) -> None:
+    """Make ``fn`` the implementation of ``op`` under the name ``backend``."""
     _REGISTRY.setdefault(op, {})[backend] = fn
 
 
 def auto_backend(platform: str | None = None) -> str:
+    """The backend ``auto`` stands for on ``platform`` (default: the current JAX backend)."""
     platform = platform or jax.default_backend()
     return AUTO_POLICY.get(platform, AUTO_DEFAULT)
 

@@ -13,13 +13,16 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ._checks import acc_dtype
-from ._mlstm_math import State
-from ._mlstm_prep import gates, initial
-from ._segments import segment_resets
+from .._common.checks import acc_dtype
+from .._common.chunking import segment_resets
+from .chunk_math import State, gates, initial
 
 
-def mlstm_reference(q, k, v, i, f, *, initial_state, segment_ids, eps, chunk_size=None):
+def mlstm_reference(
+    q: jax.Array, k: jax.Array, v: jax.Array, i: jax.Array, f: jax.Array, *,
+    initial_state: tuple[jax.Array, ...] | None, segment_ids: jax.Array | None, eps: float,
+    chunk_size: int | None = None,
+) -> tuple[jax.Array, State]:
     """Return (h [B,T,H,V] in q.dtype, final State). chunk_size is accepted for a uniform backend signature
     and ignored."""
     B, T, H, K = q.shape

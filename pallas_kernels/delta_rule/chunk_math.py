@@ -1,9 +1,10 @@
 """Per-chunk math of the chunked (WY / UT) delta rule, forward and backward, shared by the pure-JAX chunked
-backend (arrays with leading batch dims [..., C, D]) and the Pallas kernels (2-D blocks [C, D]).
+backend (arrays with leading batch dims [..., C, D]) and the Pallas kernels (2-D blocks [C, D]), and the
+preparation of a whole sequence for both.
 
 Notation for one chunk of C tokens starting from state S0 [K, V] (q already multiplied by ``scale``):
 
-    G_i      chunk-local cumulative log-decay, c_i chunk-local reset count (see _segments.py)
+    G_i      chunk-local cumulative log-decay, c_i chunk-local reset count (see _common/chunking.py)
     Gam_ij   exp(G_i - G_j) if j <= i and c_i == c_j else 0      (decay from token j to token i)
     a_i      exp(G_i) if c_i == 0 else 0                          (decay from the chunk start to token i)
     b_j      exp(G_L - G_j) if c_j == c_L else 0                  (decay from token j to the chunk end L)
@@ -28,26 +29,39 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ._vma import match_vma
+from .._common.checks import acc_dtype
+from .._common.chunking import dot, iota, last, pad_time, padded_gates
+from .._common.vma import match_vma
+
+# ----------------------------------------------------------------------------------------------------------
+# A whole sequence, prepared for the chunked backends (pure JAX and Pallas). Plain, differentiable JAX, so
+# gradients w.r.t. g and initial_state flow through it by autodiff.
 
 
-def dot(a, b, ta: bool = False, tb: bool = False):
-    """Matrix product over the last two dims (leading dims are batch dims): op(a) @ op(b)."""
-    nb = a.ndim - 2
-    batch = tuple(range(nb))
-    ca = a.ndim - 2 if ta else a.ndim - 1
-    cb = b.ndim - 1 if tb else b.ndim - 2
-    return lax.dot_general(a, b, (((ca,), (cb,)), (batch, batch)), preferred_element_type=a.dtype)
+class Prepared(NamedTuple):
+    q: jax.Array  # [B, Tp, H, K] (input dtype, zero padded)
+    k: jax.Array
+    v: jax.Array  # [B, Tp, H, V]
+    beta: jax.Array | None  # [B, Tp, H]
+    G: jax.Array  # [B, Tp, H] chunk-local cumulative log-decay (acc dtype)
+    c: jax.Array  # [B, Tp, H] int32 chunk-local reset count
+    h0: jax.Array  # [B, H, K, V] acc dtype
 
 
-def _iota(shape, dim):
-    return lax.broadcasted_iota(jnp.int32, shape, dim)
+def prepare(q: jax.Array, k: jax.Array, v: jax.Array, beta: jax.Array | None, g: jax.Array | None,
+            initial_state: jax.Array | None, segment_ids: jax.Array | None, chunk: int) -> Prepared:
+    """Pad the time axis to a multiple of ``chunk``, turn g and the segments into (G, c), default h0 to 0."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    acc = acc_dtype(q.dtype)
+    G, c = padded_gates(g, segment_ids, (B, T, H), chunk, acc, decay_resets=True)
+    Tp = G.shape[1]
+    h0 = jnp.zeros((B, H, K, V), acc) if initial_state is None else initial_state.astype(acc)
+    return Prepared(pad_time(q, Tp), pad_time(k, Tp), pad_time(v, Tp), pad_time(beta, Tp), G, c, h0)
 
 
-def last(x):
-    """x[..., -1:] written as a masked sum (static slicing of register values is not lowerable everywhere)."""
-    C = x.shape[-1]
-    return jnp.sum(jnp.where(_iota((C,), 0) == C - 1, x, jnp.zeros((), x.dtype)), axis=-1, keepdims=True)
+# ----------------------------------------------------------------------------------------------------------
+# Masks of one chunk.
 
 
 class Masks(NamedTuple):
@@ -61,7 +75,7 @@ class Masks(NamedTuple):
 def masks(G, c) -> Masks:
     C = G.shape[-1]
     zero = jnp.zeros((), G.dtype)
-    row, col = _iota((C, C), 0), _iota((C, C), 1)
+    row, col = iota((C, C), 0), iota((C, C), 1)
     incl = (col <= row) & (c[..., :, None] == c[..., None, :])
     diff = G[..., :, None] - G[..., None, :]
     gam = jnp.where(incl, jnp.exp(jnp.where(incl, diff, zero)), zero)
@@ -75,16 +89,27 @@ def masks(G, c) -> Masks:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Solvers for the unit lower-triangular system (I + A) X = R.
+# Solvers for the unit lower-triangular system (I + A) X = R. Both form T = (I + A)^-1 explicitly (their
+# ``prepare``) and apply it with matrix products; they differ in how T is formed.
 
 
-class BlockedSolver:
+class _ExplicitInverse:
+    @staticmethod
+    def solve(Tm, r):
+        return dot(Tm, r)
+
+    @staticmethod
+    def solve_t(Tm, r):
+        return dot(Tm, r, ta=True)
+
+
+class BlockedSolver(_ExplicitInverse):
     """T = (I + A)^-1 by block forward substitution, using only batched matrix products: the diagonal
     ``base`` x ``base`` blocks are inverted row by row (InverseSolver), then neighbouring blocks are merged,
     [[L11, 0], [L21, L22]]^-1 = [[T11, 0], [-T22 L21 T11, T22]], doubling the block size each round. Same
     numerics as substitution (no power series, so no overflow from cancelling terms with unnormalised keys).
     Used by the pure-JAX chunked backend: XLA's batched triangular_solve on CPU calls a threaded BLAS trsm that
-    was seen to stall for hundreds of milliseconds on a loaded machine."""
+    was seen to stall on a loaded machine (see BENCHMARKS.md, section pallas_kernels)."""
 
     base = 16
 
@@ -113,24 +138,16 @@ class BlockedSolver:
         Tm = blocks[0]
         return Tm[..., :C, :C]
 
-    @staticmethod
-    def solve(Tm, r):
-        return dot(Tm, r)
 
-    @staticmethod
-    def solve_t(Tm, r):
-        return dot(Tm, r, ta=True)
-
-
-class InverseSolver:
+class InverseSolver(_ExplicitInverse):
     """Forms T = (I + A)^-1 by row-wise forward substitution using only masks, sums and elementwise ops
-    (lowerable inside a Pallas kernel), then applies it with matrix products."""
+    (lowerable inside a Pallas kernel)."""
 
     @staticmethod
     def prepare(A):
         C = A.shape[-1]
-        rows = _iota((C, C), 0)
-        eye = (rows == _iota((C, C), 1)).astype(A.dtype)
+        rows = iota((C, C), 0)
+        eye = (rows == iota((C, C), 1)).astype(A.dtype)
         zero = jnp.zeros((), A.dtype)
 
         def body(i, Tm):
@@ -142,14 +159,6 @@ class InverseSolver:
 
         Tm = match_vma(jnp.broadcast_to(eye, A.shape), A)
         return lax.fori_loop(1, C, body, Tm)
-
-    @staticmethod
-    def solve(Tm, r):
-        return dot(Tm, r)
-
-    @staticmethod
-    def solve_t(Tm, r):
-        return dot(Tm, r, ta=True)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -245,7 +254,7 @@ def chunk_backward(q, k, v, beta, S0, dS1, dO, U, fac, QK, KK, m: Masks, solver,
         dv = dU
     E = dGam * m.gam
     C = q.shape[-2]
-    is_last = (_iota((C,), 0) == C - 1).astype(q.dtype)
+    is_last = (iota((C,), 0) == C - 1).astype(q.dtype)
     tail = jnp.sum(db * m.b, axis=-1, keepdims=True) + (dgamma * m.gamma)[..., None]
     dG = jnp.sum(E, axis=-1) - jnp.sum(E, axis=-2) + da * m.a - db * m.b + is_last * tail
     return dS0, dq, dk, dv, dbeta, dG

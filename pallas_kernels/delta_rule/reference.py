@@ -15,11 +15,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ._checks import acc_dtype
-from ._segments import segment_resets
+from .._common.checks import acc_dtype
+from .._common.chunking import segment_resets
 
 
-def recurrent_reference(q, k, v, beta, g, *, scale, initial_state, segment_ids, delta: bool, chunk_size=None):
+def recurrent_reference(
+    q: jax.Array, k: jax.Array, v: jax.Array, beta: jax.Array | None, g: jax.Array | None, *, scale: float,
+    initial_state: jax.Array | None, segment_ids: jax.Array | None, delta: bool, chunk_size: int | None = None,
+) -> tuple[jax.Array, jax.Array]:
     """Return (o [B,T,H,V] in q.dtype, final state [B,H,K,V] in the accumulation dtype). chunk_size is
     accepted for a uniform backend signature and ignored."""
     B, T, H, K = q.shape

@@ -1,9 +1,10 @@
 """Per-chunk math of the chunkwise-parallel mLSTM, forward and backward, shared by the pure-JAX chunked backend
-(arrays with leading batch dims [..., C, D]) and the Pallas kernels (2-D blocks [C, D]).
+(arrays with leading batch dims [..., C, D]) and the Pallas kernels (2-D blocks [C, D]); the state type, the
+gates and the preparation of a whole sequence, shared with the reference too.
 
 One chunk of C tokens starts from the stabilised state (C0 [K, V], n0 [K], m0 []): the true memory is
-exp(m0) C0. With G the chunk-local cumulative log-forget gate and c the reset count (see _segments.py), every
-contribution to token t carries a log-weight
+exp(m0) C0. With G the chunk-local cumulative log-forget gate and c the reset count (see _common/chunking.py),
+every contribution to token t carries a log-weight
 
     l_tj = G_t - G_j + i_j     from token j <= t of the same segment (the intra-chunk "attention" logits)
     lam_t = G_t + m0           from the incoming state, if no reset came before t in this chunk
@@ -21,18 +22,61 @@ of a stabiliser goes to the log-weight that attains the maximum (shared equally 
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from ._chunk_math import _iota, dot, last
+from .._common.checks import acc_dtype
+from .._common.chunking import dot, iota, last, pad_time, padded_gates
 
 
 class State(NamedTuple):
     C: jax.Array  # [..., K, V] stabilised memory
     n: jax.Array  # [..., K] stabilised normaliser
     m: jax.Array  # [...] log-scale of C and n (-inf: empty)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Gates, initial state and a whole sequence prepared for the chunked backends (pure JAX and Pallas).
+
+
+def gates(i: jax.Array, f: jax.Array, acc: Any) -> tuple[jax.Array, jax.Array]:
+    """(input-gate pre-activation, log forget gate log_sigmoid(f)), both in ``acc``."""
+    return i.astype(acc), jax.nn.log_sigmoid(f.astype(acc))
+
+
+def initial(initial_state: tuple[jax.Array, ...] | None, B: int, H: int, K: int, V: int, acc: Any) -> State:
+    """The given (C, n, m) in ``acc``, or the empty state (0, 0, -inf): no contribution to any token."""
+    if initial_state is None:
+        return State(jnp.zeros((B, H, K, V), acc), jnp.zeros((B, H, K), acc), jnp.full((B, H), -jnp.inf, acc))
+    return State(*(x.astype(acc) for x in initial_state))
+
+
+class Prepared(NamedTuple):
+    q: jax.Array  # [B, Tp, H, K] (input dtype, zero padded)
+    k: jax.Array
+    v: jax.Array  # [B, Tp, H, V]
+    ig: jax.Array  # [B, Tp, H] input-gate pre-activation (acc), -inf on padding: padding writes nothing
+    G: jax.Array  # [B, Tp, H] chunk-local cumulative log forget gate (acc)
+    c: jax.Array  # [B, Tp, H] int32 chunk-local reset count
+    s0: State
+
+
+def prepare(q: jax.Array, k: jax.Array, v: jax.Array, i: jax.Array, f: jax.Array,
+            initial_state: tuple[jax.Array, ...] | None, segment_ids: jax.Array | None, chunk: int) -> Prepared:
+    """Pad the time axis to a multiple of ``chunk``, turn the forget gates and the segments into (G, c)."""
+    B, T, H, K = q.shape
+    acc = acc_dtype(q.dtype)
+    ig, logf = gates(i, f, acc)
+    G, c = padded_gates(logf, segment_ids, (B, T, H), chunk, acc, decay_resets=False)
+    Tp = G.shape[1]
+    s0 = initial(initial_state, B, H, K, v.shape[-1], acc)
+    return Prepared(pad_time(q, Tp), pad_time(k, Tp), pad_time(v, Tp), pad_time(ig, Tp, -jnp.inf), G, c, s0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One chunk.
 
 
 def _neg(x):
@@ -42,7 +86,7 @@ def _neg(x):
 def token_logits(G, ig, c, m0):
     """(lam [..., C], l [..., C, C]): log-weights of the incoming state and of every earlier token."""
     C = G.shape[-1]
-    incl = (_iota((C, C), 1) <= _iota((C, C), 0)) & (c[..., :, None] == c[..., None, :])
+    incl = (iota((C, C), 1) <= iota((C, C), 0)) & (c[..., :, None] == c[..., None, :])
     l = jnp.where(incl, G[..., :, None] - G[..., None, :] + ig[..., None, :], _neg(G))
     lam = jnp.where(c == 0, G + m0[..., None], _neg(G))
     return lam, l
@@ -154,7 +198,7 @@ def chunk_backward(q, k, v, ig, G, c, s: State, dh, ds: State, eps):
     dgamma, dbeta = stabilise_backward(gamma, beta, m1, g, b, dg, db, ds.m)
     # Log-weights -> G, i, m0 (l_tj = G_t - G_j + i_j, lam_t = G_t + m0; the end row likewise with t = L).
     C = G.shape[-1]
-    is_last = (_iota((C,), 0) == C - 1).astype(G.dtype)
+    is_last = (iota((C,), 0) == C - 1).astype(G.dtype)
     col = jnp.sum(dl, axis=-2)
     dG = jnp.sum(dl, axis=-1) - col + dlam - dbeta + is_last * (jnp.sum(dbeta, axis=-1) + dgamma)[..., None]
     dig = col + dbeta

@@ -1,15 +1,16 @@
-"""Benchmark of the delta-rule kernels: ``python -m pallas_kernels.benchmark [--help]``.
+"""Benchmark of the pallas_kernels ops: ``python -m benchmarks.kernels [--help]`` from the repository root.
 
 For every (backend, B, T, K) point it measures, for the gated delta rule (g given unless --no-gate) or, with
 ``--op mlstm``, the mLSTM: forward time, forward+backward time (gradient of a scalar loss w.r.t. every input:
-q, k, v, beta and g, or q, k, v, i and f), tokens/s and the compiled temporary memory (``compiled.memory_analysis().temp_size_in_bytes``) of both programs. Times are
-the minimum over ``--reps`` runs after one warm-up run (the minimum is the least disturbed by other load on
-a shared machine). Prints a table and writes JSON (default bench_results/kernels.json).
+q, k, v, beta and g, or q, k, v, i and f), tokens/s and the compiled temporary memory
+(``compiled.memory_analysis().temp_size_in_bytes``) of both programs. Times are the minimum over ``--reps``
+runs after one warm-up run (the minimum is the least disturbed by other load on a shared machine). Prints a
+table and writes JSON (default bench_results/kernels.json).
 
-Points that would take unreasonably long are skipped and listed as such in the table and the JSON:
-the token-serial reference when its per-token states (B*T*H*K*V*4 bytes, which its autodiff backward keeps,
-about 3.4x that in compiled temp memory) exceed ``--max-reference-state-gb``, and, off GPU, Pallas in
-interpret mode beyond ``--max-interpret-tokens`` (B*T).
+Points that would take unreasonably long are skipped and listed as such in the table and the JSON: the
+token-serial reference when its per-token states (B*T*H*K*V*4 bytes, which its autodiff backward keeps; its
+compiled temp memory is a multiple of that, see BENCHMARKS.md) exceed ``--max-reference-state-gb``, and, off
+GPU, Pallas in interpret mode beyond ``--max-interpret-tokens`` (B*T).
 
 ``--fla`` (GPU only) also times flash-linear-attention's Triton ``chunk_gated_delta_rule`` (PyTorch) at
 B=4, T=4096, H=16, K=V=128, bf16, next to this package's pallas backend and the reference at the same point,
@@ -25,14 +26,13 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import dispatch
-from .api import delta_rule
-from .mlstm_api import mlstm
+from pallas_kernels import delta_rule, dispatch, mlstm
 
 
 def _ints(s: str) -> list[int]:
@@ -72,12 +72,14 @@ def _timed(fn, args, reps):
     return min(ts), temp
 
 
-def bench_point(backend, B, T, H, K, dtype, gated, chunk_size, reps, op="delta_rule"):
+def bench_point(backend: str, B: int, T: int, H: int, K: int, dtype: Any, gated: bool, chunk_size: int, reps: int,
+                op: str = "delta_rule") -> dict[str, Any]:
+    """Time forward and forward+backward of ``op`` on ``backend`` at one point (K = V)."""
     a = _inputs(op, B, T, H, K, K, dtype, gated)
     names = list(a)
 
     def fwd(*xs):
-        return _apply(op, dict(zip(names, xs)), chunk_size, backend)
+        return _apply(op, dict(zip(names, xs, strict=True)), chunk_size, backend)
 
     def loss(*xs):
         return jnp.sum(fwd(*xs).astype(jnp.float32) ** 2)
@@ -90,7 +92,7 @@ def bench_point(backend, B, T, H, K, dtype, gated, chunk_size, reps, op="delta_r
                 fwd_temp_bytes=m_f, fwd_bwd_temp_bytes=m_fb)
 
 
-def bench_fla(B=4, T=4096, H=16, K=128, reps=10):
+def bench_fla(B: int = 4, T: int = 4096, H: int = 16, K: int = 128, reps: int = 10) -> dict[str, Any]:
     """Time fla's chunk_gated_delta_rule (torch, CUDA, bf16) forward and forward+backward."""
     import torch
     from fla.ops.gated_delta_rule import chunk_gated_delta_rule
@@ -147,8 +149,9 @@ HEADER = (f"{'backend':<10} {'B':>2} {'T':>5} {'H':>2} {'K=V':>4} {'dtype':<8} {
           f"{'fwd+bwd ms':>11} {'fwd tok/s':>11} {'f+b tok/s':>11} {'fwd MiB':>10} {'f+b MiB':>11}")
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m pallas_kernels.benchmark", description=__doc__,
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Parse the flags, run the grid (and --fla), print the table and write the JSON; returns the rows."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.kernels", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--op", default="delta_rule", choices=["delta_rule", "mlstm"])
     p.add_argument("--backends", default="reference,chunked,pallas,auto")
@@ -162,7 +165,7 @@ def main(argv=None):
     p.add_argument("--reps", default=3, type=int)
     p.add_argument("--max-reference-state-gb", default=2.2, type=float,
                    help="skip the token-serial reference when its per-token states B*T*H*K*V*4 bytes exceed "
-                        "this many GB (its backward keeps them all; compiled temp is ~3.4x that)")
+                        "this many GB (its backward keeps them all; compiled temp is a multiple of that)")
     p.add_argument("--max-interpret-tokens", default=512, type=int,
                    help="skip Pallas in interpret mode (non-GPU) when B*T exceeds this")
     p.add_argument("--fla", action="store_true",
@@ -174,7 +177,7 @@ def main(argv=None):
     on_gpu = platform_name == "gpu"
     dtype = jnp.dtype(args.dtype)
     meta = dict(
-        command="python -m pallas_kernels.benchmark " + " ".join(sys.argv[1:] if argv is None else argv),
+        command="python -m benchmarks.kernels " + " ".join(sys.argv[1:] if argv is None else argv),
         jax=jax.__version__, platform=platform_name, device=str(jax.devices()[0].device_kind),
         cpu_count=os.cpu_count(), machine=platform.machine(), processor=platform.processor(),
         op=args.op, auto_backend=dispatch.auto_backend(), gated=not args.no_gate, chunk_size=args.chunk_size,

@@ -1,15 +1,42 @@
-"""Public mLSTM op (xLSTM's matrix-memory LSTM, Beck et al. 2024): exponential input gate, sigmoid forget
-gate, covariance write C += i k v^T with a normaliser n and the stabiliser m that keeps exp(i) from
-overflowing."""
+"""The mLSTM (xLSTM's matrix-memory LSTM, Beck et al. 2024): exponential input gate, sigmoid forget gate,
+covariance write C += i k v^T with a normaliser n and the stabiliser m that keeps exp(i) from overflowing; and
+the registration of its backends.
+
+Backends (one module each, one contract: :func:`.reference.mlstm_reference`):
+
+* ``reference``: token-serial ``lax.scan`` oracle (``reference.py``);
+* ``chunked``: pure-JAX chunkwise-parallel form (``chunked.py``);
+* ``pallas``: fused Pallas forward / backward kernels (``pallas.py``);
+
+the last two share the per-chunk math of ``chunk_math.py``.
+"""
 
 from __future__ import annotations
 
-from . import dispatch
-from ._checks import check_mlstm
+import jax
+
+from .._common import dispatch
+from .._common.checks import check_mlstm
+from .chunk_math import State
+from .chunked import mlstm_chunked
+from .reference import mlstm_reference
+
+dispatch.register("mlstm", "reference", mlstm_reference)
+dispatch.register("mlstm", "chunked", mlstm_chunked)
+
+try:  # Pallas is part of jax, but keep the pure-JAX backends usable if its import ever fails.
+    from .pallas import mlstm_pallas
+
+    dispatch.register("mlstm", "pallas", mlstm_pallas)
+except ImportError:  # pragma: no cover
+    pass
 
 
-def mlstm(q, k, v, i, f, *, initial_state=None, return_final_state=False, segment_ids=None, chunk_size=64,
-          eps=1e-6, backend="auto"):
+def mlstm(
+    q: jax.Array, k: jax.Array, v: jax.Array, i: jax.Array, f: jax.Array, *,
+    initial_state: tuple[jax.Array, jax.Array, jax.Array] | None = None, return_final_state: bool = False,
+    segment_ids: jax.Array | None = None, chunk_size: int = 64, eps: float = 1e-6, backend: str = "auto",
+) -> tuple[jax.Array, State | None]:
     """mLSTM over a sequence. Per token, with log f_t = log_sigmoid(f_t) and q~ = q K^-0.5:
 
         m_t = max(log f_t + m_{t-1}, i_t),   i' = exp(i_t - m_t),   f' = exp(log f_t + m_{t-1} - m_t)
@@ -40,3 +67,6 @@ def mlstm(q, k, v, i, f, *, initial_state=None, return_final_state=False, segmen
     h, state = impl(q, k, v, i, f, initial_state=None if initial_state is None else tuple(initial_state),
                     segment_ids=segment_ids, chunk_size=int(chunk_size), eps=float(eps))
     return h, (state if return_final_state else None)
+
+
+__all__ = ["State", "mlstm"]
