@@ -16,7 +16,7 @@ import pytest
 from memlab.data.tasks import TASKS
 from memlab.data.tasks.mqar import MQAR
 from memlab.train.loop import Interrupted, NonFiniteError, train
-from memlab.train.optimizer import learning_rate_schedule
+from memlab.train.step import learning_rate_schedule
 from tests.helpers import ROOT, TINY, memlab_cmd
 
 
@@ -62,6 +62,8 @@ def test_run_directory_contract(reference):
                 "eval/accuracy", "wall_seconds", "compile_seconds", "flops"):
         assert on_disk[key] is not None, key
     assert on_disk["eval/loss"] == metrics[-1]["eval/loss"] == summary["eval/loss"]
+    assert on_disk == summary  # train() returns exactly what it wrote
+    assert not list(tmp_path.glob("*.tmp"))  # every file was written through a temp file and renamed
     assert on_disk["state_size"] == 2 * (2 * 32 * 32)  # two attention layers' key and value caches, T=32, d=32
     assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [10, 20]
 
