@@ -55,6 +55,9 @@ class Interrupted(StoppedEarly):
 # Keys a resume may change: provenance and display (a relaunched sweep has a new launch id), and the mesh (a
 # checkpoint restores onto any mesh; the numbers do not depend on it beyond float reduction order).
 RESUME_MAY_DIFFER = ("logging.launch_id", "logging.progress", "mesh.")
+# Keys added since runs were first saved, with the value that does what a run without them did: a saved config that
+# lacks one is compared as if it held that value, so those runs still resume.
+ADDED_KEYS = {("train", "warmup_fraction"): 0.0}
 
 
 def check_resumable(run: RunDir, config: dict) -> None:
@@ -63,6 +66,8 @@ def check_resumable(run: RunDir, config: dict) -> None:
     if existing is None:
         return
     existing.pop("stamps", None)
+    for (group, key), value in ADDED_KEYS.items():
+        existing.get(group, {}).setdefault(key, value)
     changed = [k for k in diff(existing, config) if not k.startswith(RESUME_MAY_DIFFER)]
     if changed:
         raise ConfigError(f"{run.path} holds a run with a different config (differs in {', '.join(changed[:8])}); "

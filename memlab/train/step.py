@@ -9,6 +9,8 @@ metrics, so the state the loop checkpoints is always the last good one.
 
 from __future__ import annotations
 
+import logging
+import math
 from typing import Callable
 
 import jax
@@ -18,10 +20,28 @@ from flax import nnx
 
 from memlab.objectives import mixed_loss
 
+log = logging.getLogger("memlab")
+
+
+def warmup_steps(train) -> int:
+    """Steps of linear warmup: `train.warmup_fraction` of the steps when it is > 0, else `train.warmup_steps`.
+
+    Warmup ends before the last step, so every schedule reaches its peak: an integer warmup >= train.steps is
+    clipped to train.steps - 1 with a warning (a short smoke run of an experiment tuned for a long one still runs).
+    """
+    steps = train.steps
+    if train.warmup_fraction > 0:
+        return min(math.ceil(train.warmup_fraction * steps), steps - 1)
+    if train.warmup_steps >= steps:
+        log.warning("train.warmup_steps=%d >= train.steps=%d: warming up over %d steps instead",
+                    train.warmup_steps, steps, steps - 1)
+        return steps - 1
+    return train.warmup_steps
+
 
 def learning_rate_schedule(train) -> optax.Schedule:
     """Warmup from 0 to `train.lr`, then cosine decay, warmup-stable-decay (wsd) or constant."""
-    peak, steps, warmup = train.lr, train.steps, train.warmup_steps
+    peak, steps, warmup = train.lr, train.steps, warmup_steps(train)
     floor = peak * train.min_lr_ratio
     if train.schedule == "cosine":
         return optax.warmup_cosine_decay_schedule(0.0, peak, max(warmup, 1), steps, end_value=floor)
