@@ -39,7 +39,7 @@ class Checkpointer:
             item_handlers={"state": ocp.StandardCheckpointHandler(), "data": grain.checkpoint.CheckpointHandler(),
                            "meta": ocp.JsonCheckpointHandler()})
 
-    def save(self, step: int, state: dict, data_iterator, meta: dict) -> None:
+    def save(self, step: int, state: dict, data_iterator: grain.DatasetIterator, meta: dict) -> None:
         self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iterator),
             meta=ocp.args.JsonSave(meta)), force=True)
@@ -47,7 +47,8 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def restore_latest(self, abstract_state: dict, data_iterator) -> tuple[int, dict, dict] | None:
+    def restore_latest(self, abstract_state: dict,
+                       data_iterator: grain.DatasetIterator) -> tuple[int, dict, dict] | None:
         """(step, state, meta) from the newest readable checkpoint, or None if there is none.
 
         `data_iterator` is moved to the saved position in place.

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one run (resumes if the workdir has checkpoints)")
     p.add_argument("config", help="experiment file defining get_config(), e.g. experiments/mqar.py")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -20,7 +21,7 @@ def register(sub) -> None:
     g.set_defaults(func=generate)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from memlab.config import load_config
     from memlab.parallel import maybe_initialize_distributed
     from memlab.train.loop import Interrupted, NonFiniteError, train

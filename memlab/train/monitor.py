@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import ml_collections
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -45,7 +46,8 @@ def wandb_run_id(saved: str | None) -> str:
 
 
 class WandbLogger:
-    def __init__(self, logging_config, run_dir: Path, config_dict: dict, run_id: str, is_main: bool):
+    def __init__(self, logging_config: ml_collections.ConfigDict, run_dir: Path, config_dict: dict, run_id: str,
+                 is_main: bool):
         import wandb
 
         self.run = None

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import jax
+from flax import nnx
 
 PACKAGES = ("memlab", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "tensorstore", "wandb",
             "ml-collections", "numpy")
@@ -162,11 +163,11 @@ class Compute:
         return {"step": step, "tokens": tokens, "flops": tokens * self.flops_per_token}
 
 
-def analytic_flops_per_token(model, example_shapes: dict, tokens_per_example: int) -> float:
+def analytic_flops_per_token(model: nnx.Module, example_shapes: dict, tokens_per_example: int) -> float:
     return 3.0 * model.forward_flops_per_example(example_shapes) / tokens_per_example
 
 
-def xla_flops_per_token(grad_fn: Callable, params, batch: dict, tokens_per_example: int,
+def xla_flops_per_token(grad_fn: Callable, params: nnx.State, batch: dict, tokens_per_example: int,
                         accum: int = 1) -> float | None:
     """FLOPs XLA counts for `grad_fn` (value_and_grad of the loss) on one micro-batch (1/`accum` of `batch`), per
     token; None if the backend reports none. It compiles the unpartitioned computation from shapes alone, so the

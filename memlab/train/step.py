@@ -15,6 +15,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 from flax import nnx
 
@@ -23,7 +24,7 @@ from memlab.objectives import mixed_loss
 log = logging.getLogger("memlab")
 
 
-def warmup_steps(train) -> int:
+def warmup_steps(train: ml_collections.ConfigDict) -> int:
     """Steps of linear warmup: `train.warmup_fraction` of the steps when it is > 0, else `train.warmup_steps`.
 
     Warmup ends before the last step, so every schedule reaches its peak: an integer warmup >= train.steps is
@@ -39,7 +40,7 @@ def warmup_steps(train) -> int:
     return train.warmup_steps
 
 
-def learning_rate_schedule(train) -> optax.Schedule:
+def learning_rate_schedule(train: ml_collections.ConfigDict) -> optax.Schedule:
     """Warmup from 0 to `train.lr`, then cosine decay, warmup-stable-decay (wsd) or constant."""
     peak, steps, warmup = train.lr, train.steps, warmup_steps(train)
     floor = peak * train.min_lr_ratio
@@ -61,7 +62,7 @@ def _decay_mask(params):
     return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
-def make_optimizer(train) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(train: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """AdamW on the schedule above, after global-norm clipping (`train.grad_clip` > 0)."""
     schedule = learning_rate_schedule(train)
     tx = optax.chain(
@@ -125,7 +126,7 @@ def make_eval_step(graphdef: nnx.GraphDef, weights: dict) -> Callable:
     return eval_step
 
 
-def evaluate(eval_step: Callable, params, batches: list[dict], primary: str) -> dict[str, float]:
+def evaluate(eval_step: Callable, params: nnx.State, batches: list[dict], primary: str) -> dict[str, float]:
     """Mean of each metric over the (equal-sized) eval batches; `eval/accuracy` is the primary objective's."""
     per_batch = [eval_step(params, b) for b in batches]
     means = jax.device_get(jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs)), *per_batch))
