@@ -41,7 +41,8 @@ def base_config(task: str = "mqar", model: str = "lm") -> ml_collections.ConfigD
     c.train.grad_accum = 1
     c.train.lr = 3e-3
     c.train.schedule = "cosine"  # cosine | wsd | constant
-    c.train.warmup_steps = 100
+    c.train.warmup_steps = 100   # linear warmup from 0; one >= steps is clipped to steps - 1 (with a warning)
+    c.train.warmup_fraction = 0.0  # in [0, 1): when > 0, warm up over this share of steps (warmup_steps is ignored)
     c.train.decay_fraction = 0.2  # wsd: share of steps spent decaying at the end
     c.train.min_lr_ratio = 0.1
     c.train.weight_decay = 0.1

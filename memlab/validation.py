@@ -38,8 +38,11 @@ def check(config) -> None:
     for key in ("train.lr", "model.mlp_ratio"):
         if not _get(config, key) > 0:
             raise ConfigError(f"{key}={_get(config, key)!r} must be > 0")
-    if not 0 <= config.train.warmup_steps < config.train.steps:
-        raise ConfigError(f"train.warmup_steps={config.train.warmup_steps} must be in [0, train.steps={config.train.steps})")
+    if config.train.warmup_steps < 0:  # one >= train.steps is clipped when the schedule is built
+        raise ConfigError(f"train.warmup_steps={config.train.warmup_steps} must be >= 0")
+    if not 0 <= config.train.warmup_fraction < 1:
+        raise ConfigError(f"train.warmup_fraction={config.train.warmup_fraction} must be in [0, 1) "
+                          "(a share of train.steps; 0 uses train.warmup_steps)")
     if not 0 < config.train.decay_fraction <= 1:
         raise ConfigError(f"train.decay_fraction={config.train.decay_fraction} must be in (0, 1]")
     if config.train.batch_size % config.train.grad_accum:

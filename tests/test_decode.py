@@ -41,8 +41,8 @@ def test_model_loaded_from_a_checkpoint_scores_like_the_run_and_generates(tiny_c
     from memlab.cli import main
     from memlab.data.pipeline import eval_batches
     from memlab.train.loop import train
-    from memlab.train.restore import load_model
-    from memlab.train.steps import evaluate, make_eval_step
+    from memlab.train.checkpoint import load_model
+    from memlab.train.step import evaluate, make_eval_step
 
     config = tiny_config("model.mixers=gdn,attn")
     summary = train(config, tmp_path)

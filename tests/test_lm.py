@@ -9,8 +9,8 @@ from flax import nnx
 from memlab.data.pipeline import example_shapes
 from memlab.models import build_model, count_params
 from memlab.models.layers import mlp_width
-from memlab.train.flops import analytic_flops_per_token, xla_flops_per_token
-from memlab.train.steps import make_loss_fn
+from memlab.train.run_dir import analytic_flops_per_token, xla_flops_per_token
+from memlab.train.step import make_loss_fn
 from tests.helpers import logits_of
 
 

@@ -16,8 +16,8 @@ from memlab.models.mixers import get_mixer
 from memlab.config import ConfigError
 from memlab.models.mixers.matrix import GatedDeltaNet
 from memlab.models.mixers.mlstm import MLSTM
-from memlab.train.flops import analytic_flops_per_token, xla_flops_per_token
-from memlab.train.steps import make_loss_fn
+from memlab.train.run_dir import analytic_flops_per_token, xla_flops_per_token
+from memlab.train.step import make_loss_fn
 from tests.helpers import logits_of
 
 MIXER_CASES = [("model.mixers=gdn",), ("model.mixers=deltanet",), ("model.mixers=hebbian",),

@@ -16,7 +16,7 @@ import pytest
 from memlab.data.tasks import TASKS
 from memlab.data.tasks.mqar import MQAR
 from memlab.train.loop import Interrupted, NonFiniteError, train
-from memlab.train.optimizer import learning_rate_schedule
+from memlab.train.step import learning_rate_schedule, warmup_steps
 from tests.helpers import ROOT, TINY, memlab_cmd
 
 
@@ -62,6 +62,8 @@ def test_run_directory_contract(reference):
                 "eval/accuracy", "wall_seconds", "compile_seconds", "flops"):
         assert on_disk[key] is not None, key
     assert on_disk["eval/loss"] == metrics[-1]["eval/loss"] == summary["eval/loss"]
+    assert on_disk == summary  # train() returns exactly what it wrote
+    assert not list(tmp_path.glob("*.tmp"))  # every file was written through a temp file and renamed
     assert on_disk["state_size"] == 2 * (2 * 32 * 32)  # two attention layers' key and value caches, T=32, d=32
     assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [10, 20]
 
@@ -193,6 +195,47 @@ def test_schedules_warm_up_and_end_where_expected(tiny_config, schedule):
     assert abs(float(lr(100)) - end) < 1e-6
     if schedule == "wsd":
         assert float(lr(79)) == 1.0 and float(lr(90)) < 1.0
+
+
+def test_warmup_past_the_last_step_is_clipped_with_a_warning(tiny_config, caplog):
+    # a smoke run of an experiment tuned for more steps: `--set train.steps=30` under a warmup of 50
+    tc = tiny_config("train.steps=30", "train.warmup_steps=50", "train.lr=1.0").train
+    with caplog.at_level("WARNING", logger="memlab"):
+        lr = learning_rate_schedule(tc)
+    assert "train.warmup_steps=50 >= train.steps=30: warming up over 29 steps instead" in caplog.text
+    assert warmup_steps(tc) == 29 and abs(float(lr(29)) - 1.0) < 1e-6 and float(lr(28)) < 1.0
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="memlab"):
+        assert warmup_steps(tiny_config("train.steps=30", "train.warmup_steps=29").train) == 29
+    assert not caplog.text  # a warmup that fits is used as given, silently
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "wsd", "constant"])
+def test_warmup_fraction_is_a_share_of_the_steps(tiny_config, schedule):
+    tc = tiny_config(f"train.schedule={schedule}", "train.steps=200", "train.warmup_fraction=0.1",
+                     "train.warmup_steps=50", "train.lr=1.0").train  # the fraction wins over warmup_steps
+    lr = learning_rate_schedule(tc)
+    assert warmup_steps(tc) == 20
+    assert abs(float(lr(10)) - 0.5) < 1e-6 and abs(float(lr(20)) - 1.0) < 1e-6
+    assert warmup_steps(tiny_config("train.steps=30", "train.warmup_fraction=0.99").train) == 29
+
+
+@pytest.mark.parametrize("override", ["train.warmup_steps=-1", "train.warmup_fraction=-0.1",
+                                      "train.warmup_fraction=1.0", "train.warmup_fraction=1.5"])
+def test_negative_warmup_or_a_fraction_outside_0_1_is_a_config_error(tiny_config, override):
+    from memlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=override.split("=")[0]):
+        tiny_config(override)
+
+
+def test_run_saved_before_warmup_fraction_existed_still_resumes(reference, tiny_config, tmp_path):
+    run = copy_run(reference[0], tmp_path / "run")
+    saved = json.loads((run / "config.json").read_text())
+    del saved["train"]["warmup_fraction"]  # config.json as runs wrote it before the key was added
+    (run / "config.json").write_text(json.dumps(saved))
+    summary = train(tiny_config(), run)
+    assert summary["status"] == "completed" and summary["step"] == 20
 
 
 def test_wandb_offline_files_and_no_secret_written(tmp_path):

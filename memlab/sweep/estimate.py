@@ -7,7 +7,7 @@ from flax import nnx
 
 from memlab.data.pipeline import example_shapes, tokens_per_example
 from memlab.models import build_model, count_params
-from memlab.train.flops import analytic_flops_per_token
+from memlab.train.run_dir import analytic_flops_per_token
 
 
 def estimate(config: ml_collections.ConfigDict) -> dict:

@@ -1,8 +1,10 @@
-"""orbax checkpoints of the train state, the grain iterator position and run metadata (W&B run id).
+"""orbax checkpoints: the train state, the grain iterator position and run metadata (the W&B run id) saved and
+restored by training, and a trained model loaded back from its run directory (for generate and the probes).
 
 Saves are asynchronous. orbax writes each step to a temporary directory and renames it when complete, so a
 process killed mid-save leaves no listed checkpoint. A listed checkpoint that fails to restore (corrupted
-files) is reported and the next older one is tried.
+files) is reported, moved aside, and the next older one is tried. Loading a model reads only JSON (config.json)
+and orbax array files, never pickles, and skips the optimizer state.
 """
 
 from __future__ import annotations
@@ -12,12 +14,22 @@ import shutil
 from pathlib import Path
 
 import grain
+import jax
+import ml_collections
 import orbax.checkpoint as ocp
+from flax import nnx
+
+from memlab.config import from_dict
+from memlab.errors import ConfigError
+from memlab.models import build_model
+from memlab.train.run_dir import RunDir
 
 log = logging.getLogger("memlab")
 
 
 class Checkpointer:
+    """The checkpoints of a run in training: `save` each checkpoint step, `restore_latest` on (re)start."""
+
     def __init__(self, directory: Path, *, keep: int):
         self.directory = directory.resolve()
         self.quarantine = self.directory.parent / "corrupt_checkpoints"
@@ -27,7 +39,7 @@ class Checkpointer:
             item_handlers={"state": ocp.StandardCheckpointHandler(), "data": grain.checkpoint.CheckpointHandler(),
                            "meta": ocp.JsonCheckpointHandler()})
 
-    def save(self, step: int, state: dict, data_iterator, meta: dict) -> None:
+    def save(self, step: int, state: dict, data_iterator: grain.DatasetIterator, meta: dict) -> None:
         self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iterator),
             meta=ocp.args.JsonSave(meta)), force=True)
@@ -35,7 +47,8 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def restore_latest(self, abstract_state: dict, data_iterator) -> tuple[int, dict, dict] | None:
+    def restore_latest(self, abstract_state: dict,
+                       data_iterator: grain.DatasetIterator) -> tuple[int, dict, dict] | None:
         """(step, state, meta) from the newest readable checkpoint, or None if there is none.
 
         `data_iterator` is moved to the saved position in place.
@@ -62,8 +75,37 @@ class Checkpointer:
         shutil.move(str(self.directory / str(step)), target)
         self.manager.reload()
 
-    def wait(self) -> None:
-        self.manager.wait_until_finished()
-
     def close(self) -> None:
+        """Wait for the pending asynchronous save, then release the manager."""
+        self.manager.wait_until_finished()
         self.manager.close()
+
+
+def run_config(run_dir: str | Path) -> ml_collections.ConfigDict:
+    """The locked config a run was trained with (its config.json, without the stamps)."""
+    saved = RunDir(run_dir).read_config()
+    if saved is None:
+        raise ConfigError(f"{run_dir} is not a run directory: it has no config.json")
+    saved.pop("stamps", None)
+    return from_dict(saved)
+
+
+def load_model(run_dir: str | Path, step: int | None = None) -> tuple[nnx.Module, ml_collections.ConfigDict, int]:
+    """(model with the checkpoint's parameters, config, step) for the newest checkpoint or `step`."""
+    config = run_config(run_dir)
+    directory = RunDir(run_dir).checkpoint_dir.resolve()
+    with ocp.CheckpointManager(directory, item_handlers={"state": ocp.PyTreeCheckpointHandler()}) as manager:
+        steps = sorted(manager.all_steps())
+        if not steps:
+            raise ConfigError(f"{run_dir} has no checkpoint to load (checkpoints/ is empty or missing)")
+        step = steps[-1] if step is None else step
+        if step not in steps:
+            raise ConfigError(f"{run_dir} has no checkpoint at step {step}; saved steps: {steps}")
+        graphdef, abstract = nnx.split(nnx.eval_shape(lambda: build_model(config.model, config.train.seed)),
+                                       nnx.Param)
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # whatever mesh it was trained on
+        target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.PyTreeRestore({"params": target}, partial_restore=True,
+                                         restore_args=ocp.checkpoint_utils.construct_restore_args({"params": target}))))
+    return nnx.merge(graphdef, restored["state"]["params"]), config, step

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one run (resumes if the workdir has checkpoints)")
     p.add_argument("config", help="experiment file defining get_config(), e.g. experiments/mqar.py")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -20,11 +21,10 @@ def register(sub) -> None:
     g.set_defaults(func=generate)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from memlab.config import load_config
-    from memlab.train.loop import Interrupted, NonFiniteError, train
-
     from memlab.parallel import maybe_initialize_distributed
+    from memlab.train.loop import Interrupted, NonFiniteError, train
 
     config = load_config(args.config, args.set)
     maybe_initialize_distributed(config.mesh)
@@ -36,7 +36,8 @@ def run(args) -> int:
     except Interrupted as err:
         print(f"memlab: {err}", file=sys.stderr)
         return 130
-    shown = {k: summary[k] for k in ("step", "eval/loss", "eval/accuracy", "eval/bits_per_byte", "wall_seconds") if k in summary}
+    keys = ("step", "eval/loss", "eval/accuracy", "eval/bits_per_byte", "wall_seconds")
+    shown = {k: summary[k] for k in keys if k in summary}
     print(f"memlab: {summary['status']} {args.workdir} "
           + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
     return 0
@@ -46,7 +47,7 @@ def generate(args) -> int:
     import jax.numpy as jnp
 
     from memlab.errors import ConfigError
-    from memlab.train.restore import load_model
+    from memlab.train.checkpoint import load_model
 
     try:
         prompt = [int(t) for t in args.prompt.split()]

@@ -1,37 +1,34 @@
-"""`memlab train`: build everything from a resolved config, train, evaluate, log, checkpoint, resume.
+"""`train()`: build everything from a resolved config, then one flat loop that trains, evaluates, logs and
+checkpoints; a workdir that already holds checkpoints is resumed.
 
-The loop never waits on the device for the step it just dispatched: it reads the metrics of step n-1 while step
-n runs (the only host syncs are that read, evals and checkpoints). A workdir that already holds checkpoints is
-resumed from the newest readable one, with the data iterator at the same position, so a killed and resumed run
-ends with exactly the numbers of one that never stopped.
+Each iteration dispatches step n, then reads the metrics of step n-1, which has finished (or nearly) while step n
+runs: the loop never waits on the step it just dispatched, except to evaluate or checkpoint it. A resumed run
+starts from the newest readable checkpoint with the data iterator at the same position, so a killed and resumed
+run ends with exactly the numbers of one that never stopped.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import signal
 import time
 from pathlib import Path
-from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 from flax import nnx
 
-from memlab.config import ConfigError, diff, to_dict
+from memlab.config import diff, to_dict
 from memlab.data.pipeline import derived_eval_metrics, eval_batches, example_shapes, tokens_per_example, train_iterator
+from memlab.errors import ConfigError
 from memlab.models import build_model, count_params
 from memlab.parallel import (create_sharded, logical_rules, make_mesh, param_shardings, parse_rules, replicated,
                              shard_batch)
 from memlab.train.checkpoint import Checkpointer
-from memlab.train.flops import analytic_flops_per_token, xla_flops_per_token
-from memlab.train.optimizer import make_optimizer
-from memlab.train.progress import TrainProgress
-from memlab.train.run_dir import RunDir
-from memlab.train.stamps import stamps
-from memlab.train.steps import evaluate, make_eval_step, make_loss_fn, make_train_step
-from memlab.train.wandb_logger import WandbLogger
+from memlab.train.monitor import TrainProgress, WandbLogger, wandb_run_id
+from memlab.train.run_dir import Compute, RunDir, analytic_flops_per_token, xla_flops_per_token
+from memlab.train.step import evaluate, make_eval_step, make_loss_fn, make_optimizer, make_train_step
 
 log = logging.getLogger("memlab")
 
@@ -58,248 +55,212 @@ class Interrupted(StoppedEarly):
 # Keys a resume may change: provenance and display (a relaunched sweep has a new launch id), and the mesh (a
 # checkpoint restores onto any mesh; the numbers do not depend on it beyond float reduction order).
 RESUME_MAY_DIFFER = ("logging.launch_id", "logging.progress", "mesh.")
+# Keys added since runs were first saved, with the value that does what a run without them did: a saved config that
+# lacks one is compared as if it held that value, so those runs still resume.
+ADDED_KEYS = {("train", "warmup_fraction"): 0.0}
 
 
-def family(model_config) -> str:
-    return f"{model_config.name}:{model_config.mixers}" if "mixers" in model_config else model_config.name
-
-
-def _check_same_config(run: RunDir, config_dict: dict) -> None:
+def check_resumable(run: RunDir, config: dict) -> None:
+    """ConfigError if `run` holds a run of another config (one that `config` cannot resume)."""
     existing = run.read_config()
     if existing is None:
         return
     existing.pop("stamps", None)
-    changed = [k for k in diff(existing, config_dict) if not k.startswith(RESUME_MAY_DIFFER)]
+    for (group, key), value in ADDED_KEYS.items():
+        existing.get(group, {}).setdefault(key, value)
+    changed = [k for k in diff(existing, config) if not k.startswith(RESUME_MAY_DIFFER)]
     if changed:
         raise ConfigError(f"{run.path} holds a run with a different config (differs in {', '.join(changed[:8])}); "
                           "resume with the same config or use a new --workdir")
 
 
-class _Interval:
-    """Host-side accumulation of per-step metrics between two log rows."""
+class StopSignal:
+    """SIGTERM/SIGINT handlers that only record the signal (in `received`); `restore` puts the old ones back."""
 
     def __init__(self):
+        self.received: int | None = None
+        self._previous = {s: signal.signal(s, self._record) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def _record(self, signum: int, _frame) -> None:
+        self.received = signum
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+class HostMetrics:
+    """The host side of the per-step metrics: each finished step is read once (a host sync on that step only),
+    checked, and averaged into the next log row."""
+
+    def __init__(self, train_config: ml_collections.ConfigDict, compute: Compute, checkpointer: Checkpointer):
+        self.log_every, self.steps = train_config.log_every, train_config.steps
+        self.compute, self.checkpointer = compute, checkpointer
+        self._new_window()
+
+    def _new_window(self) -> None:
         self.sums, self.count, self.t0 = {}, 0, time.perf_counter()
 
-    def add(self, metrics: dict) -> None:
+    def read(self, step: int, metrics: dict) -> dict:
+        """Wait for `step`'s metrics and add them to the window; returns the log row if `step` is a logging step
+        (and starts a new window), else {}. NonFiniteError if the step's loss or gradient is not finite."""
+        metrics = jax.device_get(metrics)
+        if not bool(metrics.pop("finite")):
+            raise NonFiniteError(
+                f"non-finite loss or gradient at step {step} (loss={float(metrics['train/loss'])}, "
+                f"grad_norm={float(metrics['grad_norm'])}); state not updated; last good checkpoint: "
+                f"step {self.checkpointer.latest_step()}", self.compute.progress(step - 1))
         for k, v in metrics.items():
             self.sums[k] = self.sums.get(k, 0.0) + float(v)
         self.count += 1
-
-    def means(self) -> dict:
-        return {k: v / max(self.count, 1) for k, v in self.sums.items()}
-
-    def rate(self, tokens_per_step: int) -> float | None:
+        if step % self.log_every and step != self.steps:
+            return {}
         elapsed = time.perf_counter() - self.t0
-        return self.count * tokens_per_step / elapsed if elapsed > 0 else None
+        row = {**self.compute.progress(step), **{k: v / self.count for k, v in self.sums.items()},
+               "tokens_per_s": self.count * self.compute.tokens_per_step / elapsed if elapsed > 0 else None}
+        self._new_window()
+        return row
 
 
-@dataclasses.dataclass
-class Session:
-    """Everything one training session works with, built once by `train` and used by the step loop."""
+class Evaluator:
+    """The fixed eval set, placed on the mesh once, and the jit-compiled eval step: `evaluator(params)` gives the
+    eval means (`eval/accuracy` is the first weighted objective's) and the task's metrics derived from them."""
 
-    config: Any
-    run: RunDir
-    checkpointer: Checkpointer
-    logger: WandbLogger
-    data: Any                       # checkpointable grain iterator of training batches (this host's share)
-    mesh: Any
-    rules: dict                     # logical axis name -> mesh axes
-    train_step: Callable
-    eval_step: Callable
-    loss_and_grad: Callable         # for XLA's FLOP count of one micro-batch
-    evals: list
-    derive: Callable[[dict], dict]  # task-specific metrics computed from the eval means
-    primary: str                    # the objective whose accuracy is `eval/accuracy`
-    tokens_per_step: int
-    flops_per_token: float
-    stop: dict                      # {"signal": None | signum}, set by the signal handlers
-    is_main: bool
+    def __init__(self, config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh, rules: dict):
+        weights = dict(config.objective)
+        self.eval_step = jax.jit(make_eval_step(graphdef, weights))
+        self.batches = [shard_batch(b, mesh) for b in eval_batches(config)]
+        self.primary = next(k for k, v in weights.items() if v > 0)
+        self.derive = derived_eval_metrics(config)
+        self.mesh, self.rules = mesh, rules
 
-    def next_batch(self) -> dict:
-        """This host's next batch, placed on the mesh (the transfer is asynchronous)."""
-        return shard_batch(next(self.data), self.mesh)
-
-    def progress(self, step: int) -> dict:
-        """Where the run stands after `step` steps: step, tokens and training FLOPs, the x axes of its curves."""
-        tokens = step * self.tokens_per_step
-        return {"step": step, "tokens": tokens, "flops": tokens * self.flops_per_token}
+    def __call__(self, params) -> dict:
+        with jax.set_mesh(self.mesh), logical_rules(self.rules):
+            scores = evaluate(self.eval_step, params, self.batches, self.primary)
+        return {**scores, **self.derive(scores)}
 
 
-def train(config, workdir: str | Path) -> dict:
+def _publish(row: dict, run: RunDir, logger: WandbLogger, bar: TrainProgress) -> None:
+    """A log row (if any) to metrics.jsonl, W&B and the progress display."""
+    if row:
+        run.append_metrics(row)
+        logger.log(row)
+        bar.update(row["step"], row)
+
+
+def _facts(config: ml_collections.ConfigDict, model: nnx.Module, per_example: int, flops_per_token: float) -> dict:
+    """What the summary says of a run before it trains: its model's size and its compute per example."""
+    family = config.model.name + (f":{config.model.mixers}" if "mixers" in config.model else "")
+    facts = {"steps": config.train.steps, "family": family, **count_params(model),
+             "flops_per_token": flops_per_token, "tokens_per_example": per_example,
+             "flops_per_example": flops_per_token * per_example}
+    if hasattr(model, "state_size"):  # decoding memory per sequence, the x axis of Zoology's recall plots
+        facts["state_size"] = model.state_size(example_shapes(config)["inputs"][-1])
+    return facts
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     """Train (or resume) the run in `workdir`; returns the final summary. Raises on failure after recording it."""
-    run = RunDir(workdir)
-    config_dict = to_dict(config)
-    _check_same_config(run, config_dict)
     t_start = time.perf_counter()
+    tc = config.train
     is_main = jax.process_index() == 0
+    run = RunDir(workdir, writer=is_main)  # every process sees the same workdir; process 0 writes it
+    config_dict = to_dict(config)
+    check_resumable(run, config_dict)
 
+    # The model (abstract: shapes and logical axis names, no memory), the optimizer, the state sharded on the mesh.
     mesh, rules = make_mesh(config.mesh), parse_rules(config.mesh.rules)
-    build = lambda: build_model(config.model, config.train.seed)
-    model = nnx.eval_shape(build)  # abstract: shapes and logical axis names, no memory
+    build = lambda: build_model(config.model, tc.seed)
+    model = nnx.eval_shape(build)
     graphdef, abstract_params = nnx.split(model, nnx.Param)
-    tx, schedule = make_optimizer(config.train)
+    tx, schedule = make_optimizer(tc)
     with jax.set_mesh(mesh):
         params = create_sharded(lambda: nnx.split(build(), nnx.Param)[1],
                                 param_shardings(abstract_params, mesh, rules))
         state = {"params": params, "opt_state": jax.jit(tx.init)(params),
                  "step": jax.device_put(jnp.zeros((), jnp.int32), replicated(mesh))}
     shardings = jax.tree.map(lambda x: x.sharding, state)
-    shapes = example_shapes(config)
-    per_example = tokens_per_example(config)
 
+    # Resume from the newest readable checkpoint (the state lands in this mesh's shardings), or start afresh.
     data = train_iterator(config)
-    checkpointer = Checkpointer(run.checkpoint_dir, keep=config.train.keep_checkpoints)
+    checkpointer = Checkpointer(run.checkpoint_dir, keep=tc.keep_checkpoints)
     abstract_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-    restored = checkpointer.restore_latest(abstract_state, data)  # lands in this mesh's shardings
-    previous = run.read_summary()
-    if restored is not None:
-        start, state, meta = restored
-        if is_main:  # every process sees the same workdir; two rewriting metrics.jsonl race on its temp file
-            run.trim_metrics(start)
-        wandb_id = meta.get("wandb_run_id")
-        log.info("resuming %s from step %d", run.path, start)
+    restored = checkpointer.restore_latest(abstract_state, data)
+    if restored is None:
+        start, saved_wandb_id, previous = 0, None, {}
+        run.start(config_dict)
     else:
-        start, wandb_id, previous = 0, None, {}
-        if is_main:
-            run.write_config(config_dict, stamps())
-            run.metrics_path.unlink(missing_ok=True)
+        start, state, meta = restored
+        saved_wandb_id, previous = meta.get("wandb_run_id"), run.read_summary()
+        run.trim_metrics(start)
+        log.info("resuming %s from step %d", run.path, start)
 
-    flops_per_token = analytic_flops_per_token(model, shapes, per_example)
-    weights = {k: v for k, v in config.objective.items()}
-    summary = dict(
-        **{k: v for k, v in previous.items() if k.startswith(("eval/", "train/", "compile", "flops_per_token_xla"))},
-        status="running", error=None, step=start, steps=config.train.steps, family=family(config.model),
-        **count_params(model), flops_per_token=flops_per_token,
-        flops_per_example=flops_per_token * per_example, tokens_per_example=per_example)
-    if hasattr(model, "state_size"):  # decoding memory per sequence, the x axis of Zoology's recall plots
-        summary["state_size"] = model.state_size(shapes["inputs"][-1])
-    if is_main:
-        run.update_summary(**summary)
+    per_example = tokens_per_example(config)
+    compute = Compute(tc.batch_size * per_example,
+                      analytic_flops_per_token(model, example_shapes(config), per_example))
+    fields = {**_facts(config, model, per_example, compute.flops_per_token),
+              "wandb_run_id": wandb_run_id(saved_wandb_id)}
+    status, error, reached, measured, final = "running", None, compute.progress(start), {}, {}
+    run.write_summary(previous, fields, status="running", progress=reached)
 
-    stop, logger = {"signal": None}, None
-    handlers = {s: signal.signal(s, lambda signum, _: stop.update(signal=signum)) for s in (signal.SIGTERM, signal.SIGINT)}
+    stop, logger = StopSignal(), None
     try:
-        logger = WandbLogger(config.logging, run.path, config_dict, wandb_id, is_main)
-        summary["wandb_run_id"] = logger.run_id
-        if is_main:
-            run.update_summary(wandb_run_id=logger.run_id)
-        jit_step = jax.jit(make_train_step(graphdef, weights, tx, schedule, config.train.grad_accum),
-                           donate_argnums=0, out_shardings=(shardings, replicated(mesh)))
-        session = Session(
-            config=config, run=run, checkpointer=checkpointer, logger=logger, data=data, mesh=mesh, rules=rules,
-            train_step=jit_step, eval_step=jax.jit(make_eval_step(graphdef, weights)),
-            loss_and_grad=jax.value_and_grad(make_loss_fn(graphdef, weights), has_aux=True),
-            evals=[shard_batch(b, mesh) for b in eval_batches(config)], derive=derived_eval_metrics(config),
-            primary=next(k for k, v in weights.items() if v > 0),
-            tokens_per_step=config.train.batch_size * per_example, flops_per_token=flops_per_token,
-            stop=stop, is_main=is_main)
-        summary.update(_run_loop(session, state, start))
-        summary["status"] = "completed"
+        logger = WandbLogger(config.logging, run.path, config_dict, fields["wandb_run_id"], is_main)
+        weights = dict(config.objective)
+        train_step = jax.jit(make_train_step(graphdef, weights, tx, schedule, tc.grad_accum),
+                             donate_argnums=0, out_shardings=(shardings, replicated(mesh)))
+        evaluator = Evaluator(config, graphdef, mesh, rules)
+        if start < tc.steps:
+            batch = shard_batch(next(data), mesh)
+            t0 = time.perf_counter()
+            with jax.set_mesh(mesh), logical_rules(rules):
+                compiled = train_step.lower(state, batch).compile()
+            measured = {"compile_seconds": time.perf_counter() - t0, "flops_per_token_xla": xla_flops_per_token(
+                jax.value_and_grad(make_loss_fn(graphdef, weights), has_aux=True), state["params"], batch,
+                per_example, tc.grad_accum)}
+            run.write_summary(previous, {**fields, **measured}, status="running", progress=reached)
+
+            host, unread = HostMetrics(tc, compute, checkpointer), None
+            with TrainProgress(run.path.name, tc.steps, start, config.logging.progress) as bar:
+                for step in range(start + 1, tc.steps + 1):
+                    batch = shard_batch(next(data), mesh) if batch is None else batch
+                    state, metrics = compiled(state, batch)  # dispatched; runs while the host reads step n-1
+                    # Read the stop flag once: a signal landing later in this iteration stops the next one, after
+                    # its checkpoint.
+                    stopping = stop.received is not None
+                    evaluating = step % tc.eval_every == 0 or step == tc.steps
+                    saving = step % tc.checkpoint_every == 0 or step == tc.steps or stopping
+                    # Stage the next batch while this step runs, except before a checkpoint: the saved iterator
+                    # position must be exactly `step` batches in.
+                    batch = shard_batch(next(data), mesh) if not saving and step < tc.steps else None
+                    if unread is not None:
+                        _publish(host.read(step - 1, unread), run, logger, bar)
+                    unread = metrics
+                    if evaluating or saving:  # both need step n finished: read it now
+                        row, unread = host.read(step, metrics), None
+                        if evaluating:
+                            row = {**compute.progress(step), **row, **evaluator(state["params"])}
+                        _publish(row, run, logger, bar)
+                    if saving:
+                        checkpointer.save(step, state, data, {"wandb_run_id": logger.run_id, "step": step})
+                    if stopping:
+                        raise Interrupted(f"stopped by signal {stop.received} at step {step}; checkpoint saved, "
+                                          "relaunch the same command to resume", compute.progress(step))
+            final = {k: v for k, v in row.items() if k.startswith(("eval/", "train/"))}  # the last step's row
+        status, reached = "completed", compute.progress(tc.steps)
     except StoppedEarly as err:
-        summary.update(status=err.status, error=str(err), **err.progress)
+        status, error, reached = err.status, str(err), err.progress
         raise
     except Exception as err:
-        summary.update(status="failed", error=f"{type(err).__name__}: {err}")
+        status, error = "failed", f"{type(err).__name__}: {err}"
         raise
     finally:
-        for s, h in handlers.items():
-            signal.signal(s, h)
-        checkpointer.wait()
+        stop.restore()
         checkpointer.close()
-        summary["wall_seconds"] = previous.get("wall_seconds", 0.0) + time.perf_counter() - t_start
-        if is_main:
-            summary = run.update_summary(**summary)
+        wall_seconds = previous.get("wall_seconds", 0.0) + time.perf_counter() - t_start
+        summary = run.write_summary(previous, {**fields, **measured, **final}, status=status, progress=reached,
+                                    error=error, wall_seconds=wall_seconds)
         if logger is not None:
             logger.summary(summary)
-            logger.finish(exit_code=0 if summary["status"] == "completed" else 1)
+            logger.finish(exit_code=0 if status == "completed" else 1)
     return summary
-
-
-def _compile(s: Session, state, first_batch) -> tuple[Callable, dict]:
-    """AOT-compile the train step (timed) and count one micro-batch's FLOPs with XLA.
-
-    The FLOP count compiles the unpartitioned forward+backward (abstract, single-device shapes), so it is the
-    global figure whatever the mesh.
-    """
-    t0 = time.perf_counter()
-    with jax.set_mesh(s.mesh), logical_rules(s.rules):
-        compiled = s.train_step.lower(state, first_batch).compile()
-    compile_seconds = time.perf_counter() - t0
-    accum = s.config.train.grad_accum
-    plain = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)
-    micro = jax.tree.map(lambda x: jax.ShapeDtypeStruct((x.shape[0] // accum, *x.shape[1:]), x.dtype), first_batch)
-    xla = xla_flops_per_token(s.loss_and_grad, jax.tree.map(plain, state["params"]), micro,
-                              s.tokens_per_step // s.config.train.batch_size)
-    return compiled, {"compile_seconds": compile_seconds, "flops_per_token_xla": xla}
-
-
-def _run_loop(s: Session, state, start: int) -> dict:
-    tc = s.config.train
-    if start >= tc.steps:
-        return {}
-    first = s.next_batch()
-    compiled, out = _compile(s, state, first)
-    if s.is_main:
-        s.run.update_summary(**out)
-
-    interval, pending, last_good, final_row = _Interval(), None, start, {}
-
-    def settle(step_and_metrics) -> dict:
-        """Read a finished step's metrics (a host sync on that step only) and check them; returns its log row
-        when the step is a logging step, else {}."""
-        nonlocal interval, last_good
-        step, metrics = step_and_metrics
-        metrics = jax.device_get(metrics)
-        if not bool(metrics.pop("finite")):
-            raise NonFiniteError(
-                f"non-finite loss or gradient at step {step} (loss={float(metrics['train/loss'])}, "
-                f"grad_norm={float(metrics['grad_norm'])}); state not updated; last good checkpoint: "
-                f"step {s.checkpointer.latest_step()}", s.progress(last_good))
-        interval.add(metrics)
-        last_good = step
-        if step % tc.log_every and step != tc.steps:
-            return {}
-        row = {**s.progress(step), **interval.means(), "tokens_per_s": interval.rate(s.tokens_per_step)}
-        interval = _Interval()
-        return row
-
-    def write_row(row: dict) -> None:
-        final_row.update(row)
-        if s.is_main:
-            s.run.append_metrics([row])
-        s.logger.log(row)
-        progress.update(row["step"], row)
-
-    with TrainProgress(s.run.path.name, tc.steps, start, s.config.logging.progress) as progress:
-        batch = first
-        for step in range(start + 1, tc.steps + 1):
-            if batch is None:
-                batch = s.next_batch()
-            state, metrics = compiled(state, batch)
-            evaluating = step % tc.eval_every == 0 or step == tc.steps
-            # read the stop flag once: a signal landing later in this iteration stops the next one, after its save
-            stopping = s.stop["signal"] is not None
-            saving = step % tc.checkpoint_every == 0 or step == tc.steps or stopping
-            # Stage the next batch while this step runs, except before a checkpoint: the saved iterator position
-            # must be exactly `step` batches in.
-            batch = s.next_batch() if not saving and step < tc.steps else None
-            if pending is not None and (row := settle(pending)):
-                write_row(row)
-            pending, row = (step, metrics), {}
-            if evaluating or saving:
-                row, pending = settle(pending), None
-            if evaluating:
-                with jax.set_mesh(s.mesh), logical_rules(s.rules):
-                    scores = evaluate(s.eval_step, state["params"], s.evals, s.primary)
-                row = {**s.progress(step), **row, **scores, **s.derive(scores)}
-            if row:
-                write_row(row)
-            if saving:
-                s.checkpointer.save(step, state, s.data, {"wandb_run_id": s.logger.run_id, "step": step})
-            if stopping:
-                raise Interrupted(f"stopped by signal {s.stop['signal']} at step {step}; checkpoint saved, "
-                                  "relaunch the same command to resume", s.progress(step))
-    out.update({k: v for k, v in final_row.items() if k.startswith(("eval/", "train/"))})
-    out.update(s.progress(last_good))
-    return out

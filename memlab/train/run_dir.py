@@ -1,23 +1,40 @@
-"""The run directory: config.json, metrics.jsonl, summary.json (the single source of truth for analysis).
+"""What a run records about itself, and where: the run directory (config.json with provenance stamps,
+metrics.jsonl, summary.json, the single source of truth for analysis) and the compute the run spent.
 
-Files are written atomically (write to a temp file, then rename) so a reader or a killed writer never leaves
-half a JSON document; metrics.jsonl is append-only and trimmed back to the restored step on resume, so a
-resumed run's curve has no duplicate or orphaned rows.
+Files are written atomically (a temp file, then os.replace) so a reader or a killed writer never sees half a JSON
+document; metrics.jsonl is append-only and trimmed back to the restored step on resume, so a resumed run's curve
+has no duplicate or orphaned rows. Training FLOPs are counted as 3x the forward pass (backward = 2x forward), the
+convention of Kaplan et al. and Hoffmann et al., and cross-checked against XLA's cost analysis.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import importlib.metadata
 import json
 import math
 import os
+import platform
+import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import jax
+from flax import nnx
+
+PACKAGES = ("memlab", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "tensorstore", "wandb",
+            "ml-collections", "numpy")
+
+
+def _replace_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_jsonable))
-    os.replace(tmp, path)
+    _replace_atomically(path, json.dumps(data, indent=2, sort_keys=True, default=_jsonable))
 
 
 def read_json(path: Path) -> Any:
@@ -37,9 +54,13 @@ def _finite_or_none(value: Any) -> Any:
 
 
 class RunDir:
-    def __init__(self, path: str | Path):
+    """The files of one run. Every process of a multi-process run reads them; only the `writer` (process 0)
+    writes, since two processes rewriting a file would race on its temp file."""
+
+    def __init__(self, path: str | Path, *, writer: bool = True):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
+        self.writer = writer
         self.config_path = self.path / "config.json"
         self.metrics_path = self.path / "metrics.jsonl"
         self.summary_path = self.path / "summary.json"
@@ -48,20 +69,20 @@ class RunDir:
     def read_config(self) -> dict | None:
         return read_json(self.config_path) if self.config_path.exists() else None
 
-    def write_config(self, config: dict, stamps: dict) -> None:
-        write_json(self.config_path, {**config, "stamps": stamps})
+    def start(self, config: dict) -> None:
+        """A fresh run: config.json with this machine's provenance stamps, and no metrics yet."""
+        if self.writer:
+            write_json(self.config_path, {**config, "stamps": stamps()})
+            self.metrics_path.unlink(missing_ok=True)
 
-    def append_metrics(self, rows: list[dict]) -> None:
-        if not rows:
-            return
-        with self.metrics_path.open("a") as f:
-            for row in rows:
+    def append_metrics(self, row: dict) -> None:
+        if self.writer:
+            with self.metrics_path.open("a") as f:
                 f.write(json.dumps({k: _finite_or_none(v) for k, v in row.items()}) + "\n")
-            f.flush()
 
     def trim_metrics(self, last_step: int) -> None:
         """Drop rows after `last_step` (written by a run that died before its next checkpoint) and any torn line."""
-        if not self.metrics_path.exists():
+        if not self.writer or not self.metrics_path.exists():
             return
         kept = []
         for line in self.metrics_path.read_text().splitlines():
@@ -71,14 +92,92 @@ class RunDir:
                 continue
             if row.get("step", 0) <= last_step:
                 kept.append(line + "\n")
-        tmp = self.metrics_path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(kept))
-        os.replace(tmp, self.metrics_path)
+        _replace_atomically(self.metrics_path, "".join(kept))
 
     def read_summary(self) -> dict:
         return read_json(self.summary_path) if self.summary_path.exists() else {}
 
-    def update_summary(self, **fields: Any) -> dict:
-        summary = {**self.read_summary(), **{k: _finite_or_none(v) for k, v in fields.items()}}
-        write_json(self.summary_path, summary)
+    def write_summary(self, previous: dict, fields: dict, *, status: str, progress: dict, error: str | None = None,
+                      wall_seconds: float | None = None) -> dict:
+        """Replace summary.json with the whole summary of the run, the one place it is put together: what the
+        run's previous session recorded (a resumed run keeps its measurements until it makes them again), this
+        session's `fields`, how far it got (`progress`: step, tokens, flops) and how it stands. Returns it."""
+        summary = {**previous, **fields, **progress, "status": status, "error": error}
+        if wall_seconds is not None:
+            summary["wall_seconds"] = wall_seconds
+        summary = {k: _finite_or_none(v) for k, v in summary.items()}
+        if self.writer:
+            write_json(self.summary_path, summary)
         return summary
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    """HEAD of the memlab checkout (with '-dirty' if it has uncommitted changes), or 'unknown'."""
+    cwd = cwd or Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return head.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def stamps() -> dict:
+    """Provenance stamped into every run's config.json: code version, package versions, hardware."""
+    devices = jax.devices()
+    return {
+        "git_commit": git_commit(),
+        "packages": package_versions(),
+        "python": platform.python_version(),
+        "device_kind": devices[0].device_kind,
+        "platform": devices[0].platform,
+        "device_count": jax.device_count(),
+        "process_count": jax.process_count(),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class Compute:
+    """A run's compute accounting: tokens per optimizer step and (analytic) training FLOPs per token."""
+
+    tokens_per_step: int
+    flops_per_token: float
+
+    def progress(self, step: int) -> dict:
+        """Where the run stands after `step` steps: step, tokens and training FLOPs, the x axes of its curves."""
+        tokens = step * self.tokens_per_step
+        return {"step": step, "tokens": tokens, "flops": tokens * self.flops_per_token}
+
+
+def analytic_flops_per_token(model: nnx.Module, example_shapes: dict, tokens_per_example: int) -> float:
+    return 3.0 * model.forward_flops_per_example(example_shapes) / tokens_per_example
+
+
+def xla_flops_per_token(grad_fn: Callable, params: nnx.State, batch: dict, tokens_per_example: int,
+                        accum: int = 1) -> float | None:
+    """FLOPs XLA counts for `grad_fn` (value_and_grad of the loss) on one micro-batch (1/`accum` of `batch`), per
+    token; None if the backend reports none. It compiles the unpartitioned computation from shapes alone, so the
+    figure is the global one whatever mesh `params` and `batch` live on."""
+    params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+    micro = jax.tree.map(lambda x: jax.ShapeDtypeStruct((x.shape[0] // accum, *x.shape[1:]), x.dtype), batch)
+    analysis = jax.jit(grad_fn).lower(params, micro).compile().cost_analysis()
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0] if analysis else None
+    if not analysis or "flops" not in analysis:
+        return None
+    examples = jax.tree.leaves(micro)[0].shape[0]
+    return float(analysis["flops"]) / (examples * tokens_per_example)
