@@ -14,7 +14,7 @@ from memlab.models import build_model, count_params
 from memlab.models.layers import mlp_width
 from memlab.models.mixers import get_mixer
 from memlab.config import ConfigError
-from memlab.models.mixers.matrix import GatedDeltaNet
+from memlab.models.mixers.gdn import GatedDeltaNet
 from memlab.models.mixers.mlstm import MLSTM
 from memlab.train.flops import analytic_flops_per_token, xla_flops_per_token
 from memlab.train.steps import make_loss_fn

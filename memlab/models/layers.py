@@ -92,6 +92,17 @@ class ShortConv(nnx.Module):
             out = out + shifted * w[j]
         return out + self.bias[...].astype(self.dtype)
 
+    def init_cache(self, batch_size: int) -> jax.Array:
+        """Decoding state: the last kernel_size-1 inputs, newest first: buf[:, j-1] = x_{t-j} (zeros before the
+        first token)."""
+        return jnp.zeros((batch_size, self.kernel_size - 1, self.kernel.shape[1]), self.dtype)
+
+    def step(self, x: jax.Array, cache: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """One token x [B, F] given the previous inputs -> (y_t = sum_j w_j x_{t-j} + bias, the shifted cache)."""
+        w = self.kernel[...].astype(self.dtype)
+        y = x * w[0] + jnp.einsum("bjf,jf->bf", cache, w[1:]) + self.bias[...].astype(self.dtype)
+        return y, jnp.concatenate([x[:, None].astype(cache.dtype), cache[:, :-1]], axis=1)
+
     @staticmethod
     def forward_flops_per_token(features: int, kernel_size: int) -> float:
         return 2.0 * kernel_size * features

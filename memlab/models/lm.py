@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from memlab.models.layers import SwiGLU, compute_dtype, dense, mlp_width, rms_norm
-from memlab.models.mixers import get_mixer, parse_mixers, steps
+from memlab.models.mixers import get_mixer, parse_mixers
 from memlab.models.registry import register_model
 from memlab.parallel import constrain
 
@@ -60,14 +60,14 @@ class LM(nnx.Module):
     def init_cache(self, batch_size: int, max_len: int) -> dict:
         """Decoding cache for up to `max_len` tokens: one entry per layer plus the next position."""
         return {"pos": jnp.zeros((), jnp.int32),
-                "layers": [steps.init_cache(b.mixer, batch_size, max_len) for b in self.blocks]}
+                "layers": [b.mixer.init_cache(batch_size, max_len) for b in self.blocks]}
 
     def decode_step(self, tokens: jax.Array, cache: dict) -> tuple[jax.Array, dict]:
         """One token per sequence, tokens [B] -> (fp32 logits [B, vocab], cache); equals the parallel forward."""
         x = self.embed(tokens)
         layers = []
-        for block, layer_cache in zip(self.blocks, cache["layers"]):
-            y, layer_cache = steps.step(block.mixer, block.mixer_norm(x), layer_cache, cache["pos"])
+        for block, layer_cache in zip(self.blocks, cache["layers"], strict=True):
+            y, layer_cache = block.mixer.step(block.mixer_norm(x), layer_cache, position=cache["pos"])
             x = x + y
             x = x + block.mlp(block.mlp_norm(x))
             layers.append(layer_cache)

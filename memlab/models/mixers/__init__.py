@@ -39,6 +39,4 @@ def parse_mixers(spec: str, num_layers: int) -> list[str]:
     return names
 
 
-from memlab.models.mixers import attention, conv  # noqa: E402,F401  (registers "attn", "conv")
-from memlab.models.mixers import matrix  # noqa: E402,F401  (registers "gdn", "deltanet", "hebbian")
-from memlab.models.mixers import mlstm  # noqa: E402,F401  (registers "mlstm")
+from memlab.models.mixers import attn, conv, deltanet, gdn, hebbian, mlstm  # noqa: E402,F401  (each registers itself)
