@@ -12,7 +12,7 @@ slot 2 + 1 + 1 layers = 80 d^2, lm 5 layers = 80 d^2, encdec 3 + 2 layers = 88 d
 """
 
 from memlab.defaults import base_config
-from memlab.models import MODEL_DEFAULTS
+from memlab.models import MODELS
 
 DEPTH = {"slot_memory": 1, "encdec": 2, "lm": 5}  # model.num_layers per family at matched parameters
 
@@ -20,7 +20,7 @@ DEPTH = {"slot_memory": 1, "encdec": 2, "lm": 5}  # model.num_layers per family 
 def get_config(family: str = "slot_memory"):
     c = base_config(task="context_qa", model=family)
     for name in ("slot_memory", "encdec", "lm"):
-        for key, value in MODEL_DEFAULTS[name].items():
+        for key, value in MODELS.get(name).defaults().items():
             if key not in c.model:
                 c.model[key] = value
     c.model.num_layers = DEPTH[family]

@@ -12,9 +12,20 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from memlab.models.layers import ShortConv, SwiGLU, default_init, dense, rms_norm, rope
+from memlab.models.layers import ShortConv, SwiGLU, check_heads, default_init, dense, rms_norm, rope
 
 PARTS = ("self", "causal", "cross", "mlp")  # self: bidirectional self-attention; causal: masked to the past
+
+
+def check_encoder_decoder(cfg, positive: tuple[str, ...]) -> None:
+    """The checks both encoder-decoder families share: heads RoPE can rotate, the `positive` knobs positive
+    integers and a boolean `model.copy_init`; ValueError naming the key otherwise."""
+    check_heads(cfg)
+    for key in positive:
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ValueError(f"model.{key}={cfg[key]!r} must be a positive integer")
+    if not isinstance(cfg.copy_init, bool):
+        raise ValueError(f"model.copy_init={cfg.copy_init!r} must be True or False")
 
 
 class Attention(nnx.Module):
@@ -126,8 +137,6 @@ class TokenIO(nnx.Module):
     """
 
     def __init__(self, cfg, *, rngs: nnx.Rngs, dtype):
-        if not isinstance(cfg.copy_init, bool):  # checked here, where both encoder-decoder families build
-            raise ValueError(f"model.copy_init={cfg.copy_init!r} must be True or False")
         self.cfg = cfg
         self.embed = nnx.Embed(cfg.vocab_size, cfg.d_model, dtype=dtype, param_dtype=jnp.float32,
                                embedding_init=nnx.with_partitioning(nnx.initializers.normal(1.0), ("vocab", "embed")),

@@ -11,18 +11,20 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
-from memlab.models.cross_attention import Block, TokenIO, decode
+from memlab.models.cross_attention import Block, TokenIO, check_encoder_decoder, decode
 from memlab.models.layers import compute_dtype, mlp_width, rms_norm
-from memlab.models.registry import register_model
 from memlab.models.slot_memory import answer_all
 from memlab.parallel import constrain
+from memlab.registry import MODELS
 
 ENCODER_PARTS = ("self", "mlp")
 DECODER_PARTS = ("causal", "cross", "mlp")
 
 
+@MODELS.register("encdec")
 class EncDec(nnx.Module):
     def __init__(self, cfg, *, rngs: nnx.Rngs):
+        self.check(cfg)
         self.cfg = cfg
         dtype = compute_dtype(cfg.dtype)
         self.d_ff = d_ff = mlp_width(cfg.d_model, cfg.mlp_ratio)
@@ -32,6 +34,25 @@ class EncDec(nnx.Module):
         self.encoder_norm = rms_norm(cfg.d_model, rngs=rngs, dtype=dtype)
         self.decoder_blocks = nnx.List([Block(cfg, DECODER_PARTS, rngs=rngs, dtype=dtype, d_ff=d_ff)
                                         for _ in range(cfg.num_layers)])
+
+    @staticmethod
+    def defaults() -> dict:
+        """The family's `model.*` knobs with their defaults."""
+        return {
+            "d_model": 64,
+            "num_heads": 2,
+            "num_layers": 2,  # decoder layers
+            "encoder_layers": 3,
+            "mlp_ratio": 4.0,
+            "rope_theta": 10_000.0,
+            "conv_kernel": 4,  # taps of the causal convolution on the context embeddings
+            "tie_embeddings": False,
+            "copy_init": True,  # attention layers start as copying lookups, the context conv as a causal sum (TokenIO)
+        }
+
+    @staticmethod
+    def check(cfg) -> None:
+        check_encoder_decoder(cfg, positive=("encoder_layers", "conv_kernel"))
 
     def encode_context(self, context):
         """Encoded context [B, L, d]: the decoder's memory."""
@@ -60,23 +81,3 @@ class EncDec(nnx.Module):
         per_q += self.io.logits_flops(la)
         return total + num_q * per_q
 
-
-ENCDEC_DEFAULTS = {
-    "d_model": 64,
-    "num_heads": 2,
-    "num_layers": 2,        # decoder layers
-    "encoder_layers": 3,
-    "mlp_ratio": 4.0,
-    "rope_theta": 10_000.0,
-    "conv_kernel": 4,       # taps of the causal convolution on the context embeddings
-    "tie_embeddings": False,
-    "copy_init": True,      # attention layers start as copying lookups, the context conv as a causal sum (TokenIO)
-}
-
-
-@register_model("encdec", ENCDEC_DEFAULTS)
-def build_encdec(cfg, rngs: nnx.Rngs) -> EncDec:
-    for key in ("encoder_layers", "conv_kernel"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise ValueError(f"model.{key}={cfg[key]!r} must be a positive integer")
-    return EncDec(cfg, rngs=rngs)

@@ -41,6 +41,13 @@ def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
     return out.astype(x.dtype)
 
 
+def check_heads(cfg) -> None:
+    """ValueError unless `model.d_model` splits into `model.num_heads` heads of even width (RoPE rotates pairs)."""
+    if cfg.d_model % cfg.num_heads or (cfg.d_model // cfg.num_heads) % 2:
+        raise ValueError(f"model.d_model={cfg.d_model} must split into model.num_heads={cfg.num_heads} "
+                         "heads of even width (RoPE rotates pairs)")
+
+
 class SwiGLU(nnx.Module):
     """Gated MLP: down(silu(gate(x)) * up(x))."""
 

@@ -21,18 +21,20 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from memlab.models.cross_attention import Block, TokenIO, decode
+from memlab.models.cross_attention import Block, TokenIO, check_encoder_decoder, decode
 from memlab.models.layers import compute_dtype, dense, mlp_width, rms_norm
-from memlab.models.registry import register_model
 from memlab.parallel import constrain
+from memlab.registry import MODELS
 
 SLOT_PARTS = ("cross", "self", "mlp")
 QUESTION_PARTS = ("self", "cross", "mlp")
 DECODER_PARTS = ("causal", "cross", "mlp")
 
 
+@MODELS.register("slot_memory")
 class SlotMemory(nnx.Module):
     def __init__(self, cfg, *, rngs: nnx.Rngs):
+        self.check(cfg)
         self.cfg = cfg
         dtype = compute_dtype(cfg.dtype)
         self.d_ff = d_ff = mlp_width(cfg.d_model, cfg.mlp_ratio)
@@ -55,6 +57,35 @@ class SlotMemory(nnx.Module):
         self.question_norm = rms_norm(cfg.d_model, rngs=rngs, dtype=dtype)
         self.decoder_blocks = nnx.List([Block(cfg, DECODER_PARTS, rngs=rngs, dtype=dtype, d_ff=d_ff)
                                         for _ in range(cfg.num_layers)])
+
+    @staticmethod
+    def defaults() -> dict:
+        """The family's `model.*` knobs with their defaults."""
+        return {
+            "d_model": 64,
+            "num_heads": 2,
+            "num_layers": 1,  # decoder layers
+            "num_slots": 32,  # k: learned memory slots
+            "slot_layers": 2,  # slot-encoder layers (cross-attention to the context, slot self-attention, MLP)
+            "question_layers": 1,  # question-encoder layers (self-attention, cross-attention to M_ctx, MLP)
+            "mlp_ratio": 4.0,
+            "rope_theta": 10_000.0,
+            "conv_kernel": 4,  # taps of the causal convolution on the context embeddings
+            "slot_window_std": 0.5,  # > 0: slot i prefers the i-th of k context windows (Gaussian log-prior, std
+                                     # in windows); 0: slots place themselves by content alone
+            "slot_competition": False,  # True: slots compete for context positions (softmax over slots, Slot
+                                        # Attention) with the salience as a sigmoid gate; False: each slot's
+                                        # softmax over positions
+            "tie_embeddings": False,
+            "copy_init": True,  # attention layers start as copying lookups, the context conv as a causal sum (TokenIO)
+        }
+
+    @staticmethod
+    def check(cfg) -> None:
+        check_encoder_decoder(cfg, positive=("num_slots", "slot_layers", "question_layers", "conv_kernel"))
+        if not cfg.slot_window_std >= 0:
+            raise ValueError(f"model.slot_window_std={cfg.slot_window_std!r} must be >= 0 (0 turns the locality "
+                             "prior off)")
 
     def context_memory(self, context):
         """The normalised context token vectors the slots read [B, L, d]."""
@@ -130,31 +161,3 @@ def answer_all(model, memory, batch: dict) -> dict:
     return {"logits": logits.reshape(b, num_q, *logits.shape[1:]),
             "targets": batch["answer_targets"], "loss_mask": batch["answer_mask"]}
 
-
-SLOT_MEMORY_DEFAULTS = {
-    "d_model": 64,
-    "num_heads": 2,
-    "num_layers": 1,        # decoder layers
-    "num_slots": 32,        # k: learned memory slots
-    "slot_layers": 2,       # slot-encoder layers (cross-attention to the context, slot self-attention, MLP)
-    "question_layers": 1,   # question-encoder layers (self-attention, cross-attention to M_ctx, MLP)
-    "mlp_ratio": 4.0,
-    "rope_theta": 10_000.0,
-    "conv_kernel": 4,       # taps of the causal convolution on the context embeddings
-    "slot_window_std": 0.5,    # > 0: slot i prefers the i-th of k context windows (Gaussian log-prior, std in
-                               # windows); 0: slots place themselves by content alone
-    "slot_competition": False,  # True: slots compete for context positions (softmax over slots, Slot Attention)
-                                # with the salience as a sigmoid gate; False: each slot's softmax over positions
-    "tie_embeddings": False,
-    "copy_init": True,      # attention layers start as copying lookups, the context conv as a causal sum (TokenIO)
-}
-
-
-@register_model("slot_memory", SLOT_MEMORY_DEFAULTS)
-def build_slot_memory(cfg, rngs: nnx.Rngs) -> SlotMemory:
-    for key in ("num_slots", "slot_layers", "question_layers", "conv_kernel"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise ValueError(f"model.{key}={cfg[key]!r} must be a positive integer")
-    if not cfg.slot_window_std >= 0:
-        raise ValueError(f"model.slot_window_std={cfg.slot_window_std!r} must be >= 0 (0 turns the locality prior off)")
-    return SlotMemory(cfg, rngs=rngs)

@@ -13,10 +13,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from memlab.models.layers import ShortConv, dense, rope
-from memlab.models.mixers import register_mixer
+from memlab.registry import MIXERS
 
 
-@register_mixer("attn")
+@MIXERS.register("attn")
 class CausalSelfAttention(nnx.Module):
     def __init__(self, cfg, *, rngs: nnx.Rngs, dtype=jnp.float32):
         d, h = cfg.d_model, cfg.num_heads

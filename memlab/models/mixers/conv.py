@@ -11,10 +11,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from memlab.models.layers import ShortConv, dense
-from memlab.models.mixers import register_mixer
+from memlab.registry import MIXERS
 
 
-@register_mixer("conv")
+@MIXERS.register("conv")
 class GatedShortConv(nnx.Module):
     def __init__(self, cfg, *, rngs: nnx.Rngs, dtype=jnp.float32):
         d = cfg.d_model

@@ -3,10 +3,10 @@ step: MatrixMixer."""
 
 from __future__ import annotations
 
-from memlab.models.mixers import register_mixer
 from memlab.models.mixers.matrix_block import MatrixMixer
+from memlab.registry import MIXERS
 
 
-@register_mixer("deltanet")
+@MIXERS.register("deltanet")
 class DeltaNet(MatrixMixer):
     delta, decay = True, False

@@ -3,10 +3,10 @@ then the delta-rule write S <- S + beta k (v - S^T k)^T. Block, kernel and one-t
 
 from __future__ import annotations
 
-from memlab.models.mixers import register_mixer
 from memlab.models.mixers.matrix_block import MatrixMixer
+from memlab.registry import MIXERS
 
 
-@register_mixer("gdn")
+@MIXERS.register("gdn")
 class GatedDeltaNet(MatrixMixer):
     delta, decay = True, True

@@ -7,11 +7,11 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
-from memlab.models.mixers import register_mixer
 from memlab.models.mixers.matrix_block import MatrixMixer
+from memlab.registry import MIXERS
 
 
-@register_mixer("hebbian")
+@MIXERS.register("hebbian")
 class Hebbian(MatrixMixer):
     delta, decay = False, False
 

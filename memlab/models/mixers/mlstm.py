@@ -16,8 +16,8 @@ from flax import nnx
 
 import pallas_kernels
 from memlab.models.layers import ShortConv, dense, rms_norm
-from memlab.models.mixers import register_mixer
 from memlab.models.mixers.matrix_block import kernel_flops_per_token, map_head_blocks
+from memlab.registry import MIXERS
 
 EPS = 1e-6  # denominator guard of h (xLSTM's value)
 
@@ -50,7 +50,7 @@ class HeadwiseLinear(nnx.Module):
         return jnp.einsum("...hd,hde->...he", x, self.kernel[...].astype(self.dtype))
 
 
-@register_mixer("mlstm")
+@MIXERS.register("mlstm")
 class MLSTM(nnx.Module):
     def __init__(self, cfg, *, rngs: nnx.Rngs, dtype=jnp.float32):
         d = cfg.d_model
@@ -110,6 +110,15 @@ class MLSTM(nnx.Module):
         h, state = pallas_kernels.mlstm(*(y[:, None] for y in (q, k, v, i, f)), initial_state=cache["state"],
                                         return_final_state=True, eps=EPS, backend="reference")
         return self._out(h[:, 0], xc, self.up_z(x)), {"conv": conv, "state": tuple(state)}
+
+    @staticmethod
+    def check(cfg) -> None:
+        """The up-projection width must split into the heads."""
+        h, inner, _ = mlstm_dims(cfg)
+        if inner < h or inner % h:
+            raise ValueError(f"model.mlstm_proj_factor={cfg.mlstm_proj_factor} gives the mlstm width {inner} = factor "
+                             f"x model.d_model={cfg.d_model}, which must be a positive multiple of "
+                             f"model.num_heads={h}")
 
     @staticmethod
     def forward_flops_per_token(cfg, seq_len: int) -> float:
