@@ -1,10 +1,11 @@
 """Model families, one module per family; `build_model(model_config, seed)` builds the one `model.name` names.
 
-    lm.py            decoder-only LM: a stack of sequence mixers (mixers/: one module per mixer, each owning its
-                     one-token decoding) with SwiGLU MLPs
+    lm.py            decoder-only LM: a stack of sequence mixers with SwiGLU MLPs
+    mixers/          the LM's sequence mixers, one module per mixer, each owning its one-token decoding
     encdec.py        full encoder-decoder on context QA: the baseline the slot memory compresses away
     slot_memory.py   the context compressed into k learned slots
-    cross_attention.py   the attention, blocks and token I/O the two encoder-decoder families share
+    seq2seq.py       what the two encoder-decoder families share: attention between two sequences, blocks,
+                     token I/O, the decoder and their base class
     layers.py        building blocks of every family (projections, norms, RoPE, SwiGLU, short convolution)
 
 A family is an nnx.Module class registered in `memlab.registry.MODELS` (`@MODELS.register("lm")`) with
