@@ -70,7 +70,7 @@ def mlp_width(d_model: int, mlp_ratio: float, multiple_of: int = 16) -> int:
     return multiple_of * ((width + multiple_of - 1) // multiple_of)
 
 
-def compute_dtype(name: str):
+def compute_dtype(name: str) -> jnp.dtype:
     """Map the config's precision name to a dtype."""
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
 

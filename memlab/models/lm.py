@@ -26,7 +26,7 @@ class Block(nnx.Module):
         self.mlp_norm = rms_norm(cfg.d_model, rngs=rngs, dtype=dtype)
         self.mlp = SwiGLU(cfg.d_model, mlp_width(cfg.d_model, cfg.mlp_ratio), rngs=rngs, dtype=dtype)
 
-    def __call__(self, x, *, positions, segment_ids=None):
+    def __call__(self, x: jax.Array, *, positions: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
         x = x + self.mixer(self.mixer_norm(x), positions=positions, segment_ids=segment_ids)
         return x + self.mlp(self.mlp_norm(x))
 

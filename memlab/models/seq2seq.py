@@ -47,8 +47,9 @@ class Attention(nnx.Module):
         o_init = (lambda *_: self.v.kernel[...].T) if copy_init else default_init
         self.o = dense(d_model, d_model, ("heads", "embed"), rngs=rngs, dtype=dtype, init=o_init)
 
-    def weights_and_values(self, x, memory, *, causal: bool = False, positions=None, bias=None, prior=None,
-                           compete: bool = False):
+    def weights_and_values(self, x: jax.Array, memory: jax.Array, *, causal: bool = False,
+                           positions: jax.Array | None = None, bias: jax.Array | None = None,
+                           prior: jax.Array | None = None, compete: bool = False) -> tuple[jax.Array, jax.Array]:
         """Attention weights [B, H, T, S] (fp32; each query's sum to 1) and the projected values [B, S, H, Dh].
 
         `prior` [T, S] is a fixed log-prior of each query for each memory position, added to the scores.
@@ -76,8 +77,9 @@ class Attention(nnx.Module):
             logits = jnp.where(jnp.tril(jnp.ones((t, s), bool)), logits, -1e30)
         return jax.nn.softmax(logits, axis=-1), v
 
-    def __call__(self, x, memory=None, *, causal: bool = False, positions=None, bias=None, prior=None,
-                 compete: bool = False):
+    def __call__(self, x: jax.Array, memory: jax.Array | None = None, *, causal: bool = False,
+                 positions: jax.Array | None = None, bias: jax.Array | None = None, prior: jax.Array | None = None,
+                 compete: bool = False) -> jax.Array:
         memory = x if memory is None else memory
         probs, v = self.weights_and_values(x, memory, causal=causal, positions=positions, bias=bias, prior=prior,
                                            compete=compete)
@@ -107,9 +109,10 @@ class Block(nnx.Module):
                            copy_init=cfg.copy_init)
             for p in parts])
 
-    def __call__(self, x, memory=None, *, positions=None, read: dict | None = None):
+    def __call__(self, x: jax.Array, memory: jax.Array | None = None, *, positions: jax.Array | None = None,
+                 read: dict | None = None) -> jax.Array:
         """`read`: extra arguments of the cross-attention (`bias`, `prior`, `compete`; see Attention)."""
-        for part, norm, layer in zip(self.parts, self.norms, self.layers):
+        for part, norm, layer in zip(self.parts, self.norms, self.layers, strict=True):
             h = norm(x)
             if part == "mlp":
                 x = x + layer(h)
@@ -151,11 +154,13 @@ class TokenIO(nnx.Module):
         if not cfg.tie_embeddings:
             self.unembed = dense(cfg.d_model, cfg.vocab_size, ("embed", "vocab"), rngs=rngs, dtype=dtype)
 
-    def context(self, tokens):
+    def context(self, tokens: jax.Array) -> jax.Array:
+        """Context embeddings [B, L, d] with the causal front-end conv added."""
         x = self.embed(tokens)
         return x + self.context_conv(x)
 
-    def logits(self, x):
+    def logits(self, x: jax.Array) -> jax.Array:
+        """fp32 logits of states x [..., d]: the final norm, then the output head."""
         x = self.final_norm(x)
         out = self.embed.attend(x) if self.cfg.tie_embeddings else self.unembed(x)
         return out.astype(jnp.float32)

@@ -6,10 +6,10 @@
     decoder          causal self-attention over [question; answer], cross-attention to [M_ctx; M_q], MLP -> logits
 
 Perceiver / Q-Former style, plus a locality prior (`model.slot_window_std`): slot i starts out reading the i-th
-of k context windows, which lets training take off at L=512 where content-only slots stayed at chance. The
-decoder is the full encoder-decoder's (`decode`: the question leads the answer, so the first answer token reads
-M_ctx in one hop; over the answer alone it had to go through M_q and stayed near chance at L=512), and both start
-from `copy_init` (see Attention, TokenIO).
+of k context windows, so the slots need not first break their symmetry to divide the context. The decoder is the
+one both encoder-decoder families share (`EncoderDecoder.decode`: the question leads the answer, so the first
+answer token reads M_ctx in one hop instead of going through M_q), and both families start from `copy_init` (see
+Attention, TokenIO). BENCHMARKS.md has the context-QA runs that chose each of these.
 Compute grows as L*k*d (plus L*d^2 for the context keys and values) instead of the
 L^2*d of self-attention over the context. Called on a context-QA batch (`context`, `question`,
 `answer_inputs`); returns answer logits [B, Q, A, V] with the matching `targets` and `loss_mask`.
@@ -73,14 +73,15 @@ class SlotMemory(EncoderDecoder):
             raise ValueError(f"model.slot_window_std={cfg.slot_window_std!r} must be >= 0 (0 turns the locality "
                              "prior off)")
 
-    def context_memory(self, context):
+    def context_memory(self, context: jax.Array) -> jax.Array:
         """The normalised context token vectors the slots read [B, L, d]."""
         return self.context_norm(self.io.context(context))
 
-    def slot_queries(self):
+    def slot_queries(self) -> jax.Array:
+        """The k learned slot queries [k, d]: shared mean plus per-slot offsets."""
         return self.slot_mean[...] + self.slot_offsets[...]
 
-    def read_args(self, memory) -> dict:
+    def read_args(self, memory: jax.Array) -> dict:
         """How the slots read the context memory [B, L, d]: per-position salience, the locality prior (if on) and
         whether slots compete; the cross-attention arguments of every slot layer."""
         prior = None
@@ -88,7 +89,7 @@ class SlotMemory(EncoderDecoder):
             prior = locality_prior(self.cfg.num_slots, memory.shape[1], self.cfg.slot_window_std)
         return {"bias": self.salience(memory), "prior": prior, "compete": self.cfg.slot_competition}
 
-    def encode_context(self, context):
+    def encode_context(self, context: jax.Array) -> jax.Array:
         """M_ctx [B, k, d] from the context tokens [B, L] alone."""
         memory = self.context_memory(context)
         read = self.read_args(memory)
@@ -99,7 +100,7 @@ class SlotMemory(EncoderDecoder):
             slots = constrain(slots, ("batch", "slots", "embed"))
         return self.slot_norm(slots)
 
-    def answer(self, m_ctx, question, answer_inputs):
+    def answer(self, m_ctx: jax.Array, question: jax.Array, answer_inputs: jax.Array) -> jax.Array:
         """Answer logits [B, A, V] for one question per row, from a cached M_ctx [B, k, d]."""
         positions = jnp.broadcast_to(jnp.arange(question.shape[1]), question.shape)
         q = self.io.embed(question)

@@ -10,6 +10,7 @@ they differ only in the write rule: q/k/v projections -> short causal conv + SiL
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +37,7 @@ def _inv_softplus(y: jax.Array) -> jax.Array:
     return y + jnp.log(-jnp.expm1(-y))
 
 
-def map_head_blocks(kernel, *arrays):
+def map_head_blocks(kernel: Callable[..., jax.Array], *arrays: jax.Array | None) -> jax.Array:
     """`kernel(*arrays)` run on each (batch, heads) block of the mesh (see `map_shards`) -> its [B, T, H, V] output.
 
     Arrays are [B, T, H, ...] (q, k, v), [B, T, H] (gates) or [B, T] (segment ids); None passes through as None.
