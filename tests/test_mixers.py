@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from memlab.config import ConfigError
 from memlab.data.pipeline import example_shapes
 from memlab.models import build_model, count_params
 from memlab.models.layers import mlp_width
 from memlab.models.mixers import MIXERS
-from memlab.config import ConfigError
 from memlab.models.mixers.gdn import GatedDeltaNet
 from memlab.models.mixers.mlstm import MLSTM
 from memlab.train.flops import analytic_flops_per_token, xla_flops_per_token

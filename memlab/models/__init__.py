@@ -40,4 +40,4 @@ def count_params(model: nnx.Module) -> dict[str, int]:
     return {"params": int(total), "params_non_embedding": int(total - model.embedding_params())}
 
 
-__all__ = ["build_model", "count_params", "MODELS"]
+__all__ = ["MODELS", "build_model", "count_params"]

@@ -76,7 +76,7 @@ class LM(nnx.Module):
         """ValueError for a mixer list that does not fit the layers, an unknown mixer, knobs a mixer cannot run
         with, or heads RoPE cannot rotate."""
         names = parse_mixers(cfg.mixers, cfg.num_layers)
-        unknown = sorted(set(n for n in names if n not in MIXERS))
+        unknown = sorted({n for n in names if n not in MIXERS})
         if unknown:
             raise ValueError(f"model.mixers={cfg.mixers!r}: unknown mixer(s) {unknown}; "
                              f"registered mixers: {', '.join(MIXERS.names())}")

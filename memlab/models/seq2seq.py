@@ -178,11 +178,10 @@ class TokenIO(nnx.Module):
 
 class EncoderDecoder(nnx.Module):
     """The base of the encoder-decoder families: the family's `check(cfg)` first, then config, compute dtype, MLP
-    width and the token I/O;
-    a family then builds its encoder and last `decoder_blocks = self.blocks(DECODER_PARTS, ...)` (parameters are
-    drawn in that order), and defines `encode_context(context)` -> memory and `answer(memory, question,
-    answer_inputs)` -> logits [B, A, V], which ends in `decode`. Called on a context-QA batch; returns answer
-    logits [B, Q, A, V] with the answer targets and mask to score them."""
+    width and the token I/O; a family then builds its encoder and last `decoder_blocks = self.blocks(DECODER_PARTS,
+    ...)` (parameters are drawn in that order), and defines `encode_context(context)` -> memory and
+    `answer(memory, question, answer_inputs)` -> logits [B, A, V], which ends in `decode`. Called on a context-QA
+    batch; returns answer logits [B, Q, A, V] with the answer targets and mask to score them."""
 
     def __init__(self, cfg, *, rngs: nnx.Rngs):
         self.check(cfg)  # the family's
