@@ -1,26 +1,32 @@
-"""Context QA (512-token contexts, 8 facts, 8 single-fact questions per context) with the slot memory (k = 32 slots, L/k = 16) and its baselines.
+"""Context QA (512-token contexts, 8 facts, 8 single-fact questions per context): the task and training setup the
+three families share, and the slot memory (k = 32 slots, L/k = 16). Each baseline has its own file that takes
+this setup at its matched depth:
 
-    memlab train experiments/context_qa.py --workdir runs/cqa_slot
-    memlab train experiments/context_qa.py --set model.name=encdec --set model.num_layers=2 --workdir runs/cqa_encdec
-    memlab train experiments/context_qa.py --set model.name=lm --set model.num_layers=5 --workdir runs/cqa_lm
+    memlab train experiments/context_qa.py --workdir runs/cqa/slot
+    memlab train experiments/context_qa_encdec.py --workdir runs/cqa/encdec
+    memlab train experiments/context_qa_lm.py --workdir runs/cqa/lm
 
-The model group holds the knobs of all three families, so one sweep can vary `model.name`; each family reads
-its own: slot_memory (num_slots, slot_layers, question_layers, num_layers = decoder layers), encdec
-(encoder_layers, num_layers = decoder layers), lm (mixers, num_layers). `DEPTH` gives the layer counts that match
-parameter counts at equal d_model (SwiGLU at ratio 4: a layer is ~20 d^2 with cross-attention, ~16 d^2 without):
-slot 2 + 1 + 1 layers = 80 d^2, lm 5 layers = 80 d^2, encdec 3 + 2 layers = 88 d^2.
+`get_config(family)` gives any family. The model group holds the knobs of all three families, so one sweep over
+this file can vary `model.name` (setting `model.num_layers` from `DEPTH`, as sweeps/slot_efficiency.py does);
+each family reads its own: slot_memory (num_slots, slot_layers, question_layers, num_layers = decoder layers),
+encdec (encoder_layers, num_layers = decoder layers), lm (mixers, num_layers). `DEPTH` gives the layer counts
+that match parameter counts at equal d_model (SwiGLU at ratio 4: a layer is ~20 d^2 with cross-attention,
+~16 d^2 without): slot 2 + 1 + 1 layers = 80 d^2, lm 5 layers = 80 d^2, encdec 3 + 2 layers = 88 d^2.
 """
 
+import ml_collections
+
 from memlab.defaults import base_config
-from memlab.models import MODEL_DEFAULTS
+from memlab.models import MODELS
 
 DEPTH = {"slot_memory": 1, "encdec": 2, "lm": 5}  # model.num_layers per family at matched parameters
 
 
-def get_config(family: str = "slot_memory"):
+def get_config(family: str = "slot_memory") -> ml_collections.ConfigDict:
+    """The context-QA run of `family` at its matched depth, with every family's knobs in the model group."""
     c = base_config(task="context_qa", model=family)
-    for name in ("slot_memory", "encdec", "lm"):
-        for key, value in MODEL_DEFAULTS[name].items():
+    for name in DEPTH:
+        for key, value in MODELS.get(name).defaults().items():
             if key not in c.model:
                 c.model[key] = value
     c.model.num_layers = DEPTH[family]
@@ -35,7 +41,7 @@ def get_config(family: str = "slot_memory"):
     c.model.num_slots = 32
     # Output head tied to the embedding: with copy_init (attention that starts copying) a value token read from
     # the context raises its own logit from the first step, the signal that teaches the slots what to read
-    # among random distractors. Untied (or without copy_init) the slot model stayed near chance for 500+ steps.
+    # among random distractors. Untied (or without copy_init) the slot model stayed near chance (BENCHMARKS.md).
     c.model.tie_embeddings = True
     c.model.qkv_conv = True  # the LM baseline's attention with the q/k/v convs that solve MQAR (lm reads it only)
     c.objective = {"answer": 1.0}

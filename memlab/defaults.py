@@ -14,7 +14,7 @@ from memlab.parallel import DEFAULT_RULES
 
 def base_config(task: str = "mqar", model: str = "lm") -> ml_collections.ConfigDict:
     from memlab.data.tasks import TASKS
-    from memlab.models import MODEL_DEFAULTS
+    from memlab.models import MODELS
 
     c = ml_collections.ConfigDict()
 
@@ -27,9 +27,7 @@ def base_config(task: str = "mqar", model: str = "lm") -> ml_collections.ConfigD
 
     c.model = ml_collections.ConfigDict()
     c.model.name = model
-    if model not in MODEL_DEFAULTS:
-        raise KeyError(f"unknown model '{model}'; registered models: {', '.join(sorted(MODEL_DEFAULTS))}")
-    c.model.update(MODEL_DEFAULTS[model])
+    c.model.update(MODELS.get(model).defaults())
     if "vocab_size" in c.data:
         c.model.vocab_size = c.data.get_ref("vocab_size")  # the model's vocabulary is the task's
 

@@ -62,28 +62,12 @@ def check(config) -> None:
 
 def _check_model(model) -> None:
     from memlab.models import MODELS
-    from memlab.models.mixers import MIXERS, parse_mixers
 
-    if model.name not in MODELS:
-        raise ConfigError(f"model.name={model.name!r} is not a registered model; choose one of {', '.join(sorted(MODELS))}")
-    if "mixers" in model:
-        try:
-            names = parse_mixers(model.mixers, model.num_layers)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-        unknown = sorted(set(n for n in names if n not in MIXERS))
-        if unknown:
-            raise ConfigError(f"model.mixers={model.mixers!r}: unknown mixer(s) {unknown}; "
-                              f"registered mixers: {', '.join(sorted(MIXERS))}")
-        if "mlstm" in names:
-            width = int(model.mlstm_proj_factor * model.d_model)
-            if width < model.num_heads or width % model.num_heads:
-                raise ConfigError(f"model.mlstm_proj_factor={model.mlstm_proj_factor} gives the mlstm width "
-                                  f"{width} = factor x model.d_model={model.d_model}, which must be a positive "
-                                  f"multiple of model.num_heads={model.num_heads}")
-    if model.d_model % model.num_heads or (model.d_model // model.num_heads) % 2:
-        raise ConfigError(f"model.d_model={model.d_model} must split into model.num_heads={model.num_heads} "
-                          "heads of even width (RoPE rotates pairs)")
+    family = MODELS.get(model.name)  # a ConfigError naming the registered families
+    try:
+        family.check(model)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _check_data(config) -> None:

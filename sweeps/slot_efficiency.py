@@ -1,20 +1,28 @@
 """Slot-memory efficiency on context QA: k in {4, 8, 16, 32, 64} x L/k in {4, 8, 16, 32} (L = ratio * k), and
 the two baselines (full encoder-decoder, decoder-only LM over [context; question; answer]) at every L the grid
-reaches, all at matched parameter counts (experiments/context_qa.py DEPTH), then the efficiency report:
+reaches, all at matched parameter counts (the depths of experiments/context_qa.py's DEPTH), then the efficiency
+report:
 
     memlab sweep sweeps/slot_efficiency.py --workdir runs/slot_efficiency
     memlab efficiency runs/slot_efficiency --target 0.9
 
-Small scale (d_model 64, 1000 steps of 32 examples; the slot model at L=512, k=32 passes 0.9 near step 800) so
+Small scale (d_model 64, 1000 steps of 32 examples; BENCHMARKS.md has the slot model's curve at L=512, k=32) so
 points run on a laptop CPU; the largest L (2048) are the slowest, so `--parallel` or a subset (edit K / RATIOS)
 is the way to a first look.
 """
 
+import importlib.util
+from pathlib import Path
+
 from memlab.sweep import Sweep, chain, grid
+
+_spec = importlib.util.spec_from_file_location(
+    "context_qa", Path(__file__).resolve().parents[1] / "experiments" / "context_qa.py")
+context_qa = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(context_qa)
 
 K = [4, 8, 16, 32, 64]
 RATIOS = [4, 8, 16, 32]
-DEPTH = {"slot_memory": 1, "encdec": 2, "lm": 5}  # as experiments/context_qa.py: matched parameter counts
 LENGTHS = sorted({k * r for k in K for r in RATIOS})
 
 
@@ -22,7 +30,7 @@ def derive(point: dict) -> dict:
     """L from the point (ratio * k for slots), slots from k, facts that fit L, layers that match parameters."""
     length = point["@L"] if "@L" in point else point["@ratio"] * point["@k"]
     out = {"data.context_len": length, "data.num_facts": min(8, length // 4),
-           "model.num_layers": DEPTH[point["model.name"]]}
+           "model.num_layers": context_qa.DEPTH[point["model.name"]]}
     if point["model.name"] == "slot_memory":
         out["model.num_slots"] = point["@k"]
     return out

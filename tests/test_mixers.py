@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from memlab.config import ConfigError
 from memlab.data.pipeline import example_shapes
 from memlab.models import build_model, count_params
 from memlab.models.layers import mlp_width
-from memlab.models.mixers import get_mixer
-from memlab.config import ConfigError
-from memlab.models.mixers.matrix import GatedDeltaNet
+from memlab.models.mixers import MIXERS
+from memlab.models.mixers.gdn import GatedDeltaNet
 from memlab.models.mixers.mlstm import MLSTM
 from memlab.train.run_dir import analytic_flops_per_token, xla_flops_per_token
 from memlab.train.step import make_loss_fn
@@ -79,7 +79,7 @@ def test_mlstm_param_count_and_state_size(tiny_config):
     mixer = 3 * d * inner + 4 * inner + 3 * h * dh * dh + 2 * (3 * inner * h + h) + dh + inner
     per_layer = mixer + 3 * d * f + 2 * d
     assert count_params(build_model(cfg, seed=0))["params"] == 2 * per_layer + d + 2 * v * d
-    assert get_mixer("mlstm").state_size(cfg, 4096) == h * dh * dh + h * dh + h
+    assert MIXERS.get("mlstm").state_size(cfg, 4096) == h * dh * dh + h * dh + h
 
 
 def test_mlstm_width_must_split_into_heads(tiny_config):
@@ -98,7 +98,7 @@ def test_param_count_and_state_size(tiny_config, name):
     per_layer = mixer + 3 * d * f + 2 * d
     expected = 2 * per_layer + d + 2 * v * d
     assert count_params(build_model(cfg, seed=0))["params"] == expected
-    assert get_mixer(name).state_size(cfg, 4096) == h * dk * dv
+    assert MIXERS.get(name).state_size(cfg, 4096) == h * dk * dv
 
 
 # XLA's cost analysis counts a while-loop body once, not once per iteration, so the cross-check keeps every

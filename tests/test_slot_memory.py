@@ -18,15 +18,15 @@ from memlab.train.run_dir import analytic_flops_per_token, xla_flops_per_token
 from memlab.train.step import make_loss_fn
 from tests.helpers import ROOT, logits_of
 
-EXPERIMENT = ROOT / "experiments" / "context_qa.py"
-DEPTH = {"slot_memory": 1, "encdec": 2, "lm": 5}
+EXPERIMENTS = {"slot_memory": ROOT / "experiments" / "context_qa.py",  # each family at its matched depth
+               "encdec": ROOT / "experiments" / "context_qa_encdec.py", "lm": ROOT / "experiments" / "context_qa_lm.py"}
 TINY = ["data.context_len=48", "data.num_facts=4", "data.questions_per_context=3", "data.compose_fraction=0.5",
         "data.vocab_size=64", "model.d_model=32", "model.num_slots=6", "logging.wandb_mode=disabled",
         "logging.progress=False"]
 
 
 def config(family, *overrides):
-    return load_config(EXPERIMENT, [*TINY, f"model.name={family}", f"model.num_layers={DEPTH[family]}", *overrides])
+    return load_config(EXPERIMENTS[family], [*TINY, *overrides])
 
 
 def batch_of(cfg, n=4, split="train"):
@@ -78,8 +78,8 @@ def test_analytic_flops_match_xla_within_10_percent(family):
 
 def test_slots_cost_less_than_the_full_encoder_decoder_at_l512_k32():
     flops, params = {}, {}
-    for family in DEPTH:
-        cfg = load_config(EXPERIMENT, [f"model.name={family}", f"model.num_layers={DEPTH[family]}"])
+    for family, experiment in EXPERIMENTS.items():
+        cfg = load_config(experiment)
         assert (cfg.data.context_len, cfg.model.num_slots) == (512, 32)
         model = nnx.eval_shape(lambda: build_model(cfg.model, seed=0))
         flops[family] = model.forward_flops_per_example(example_shapes(cfg))

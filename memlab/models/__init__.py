@@ -1,4 +1,17 @@
-"""Model families. `build_model(model_config, seed)` looks `model.name` up in the registry.
+"""Model families, one module per family; `build_model(model_config, seed)` builds the one `model.name` names.
+
+    lm.py            decoder-only LM: a stack of sequence mixers with SwiGLU MLPs
+    mixers/          the LM's sequence mixers, one module per mixer, each owning its one-token decoding
+    encdec.py        full encoder-decoder on context QA: the baseline the slot memory compresses away
+    slot_memory.py   the context compressed into k learned slots
+    seq2seq.py       what the two encoder-decoder families share: attention between two sequences, blocks,
+                     token I/O, the decoder and their base class
+    layers.py        building blocks of every family (projections, norms, RoPE, SwiGLU, short convolution)
+
+A family is an nnx.Module class registered in `memlab.registry.MODELS` (`@MODELS.register("lm")`) with
+`__init__(cfg, *, rngs)`, the staticmethods `defaults()` (its `model.*` knobs, which `memlab.defaults` puts in
+the config) and `check(cfg)` (ValueError for bad knobs; `memlab.validation` turns it into a ConfigError), and
+`embedding_params()` and `forward_flops_per_example(shapes)` for accounting.
 
 Parameters carry logical axis names as metadata; they are not placed on a mesh at creation (that is
 `memlab.parallel`'s job), so eager sharding is switched off here.
@@ -10,17 +23,15 @@ import flax
 import jax
 from flax import nnx
 
-from memlab.models.registry import MODEL_DEFAULTS, MODELS, register_model
-from memlab.models import lm  # noqa: F401  (registers "lm")
-from memlab.models import encdec, slot_memory  # noqa: F401  (register "encdec", "slot_memory")
+from memlab.models import encdec, lm, slot_memory  # noqa: F401  (each registers itself)
+from memlab.registry import MODELS
 
 flax.config.update("flax_always_shard_variable", False)
 
 
 def build_model(model_config, seed: int) -> nnx.Module:
-    if model_config.name not in MODELS:
-        raise KeyError(f"unknown model.name '{model_config.name}'; registered models: {', '.join(sorted(MODELS))}")
-    return MODELS[model_config.name](model_config, nnx.Rngs(params=seed))
+    """The family `model_config.name` built from the config, its parameters drawn from `seed`."""
+    return MODELS.get(model_config.name)(model_config, rngs=nnx.Rngs(params=seed))
 
 
 def count_params(model: nnx.Module) -> dict[str, int]:
@@ -29,4 +40,4 @@ def count_params(model: nnx.Module) -> dict[str, int]:
     return {"params": int(total), "params_non_embedding": int(total - model.embedding_params())}
 
 
-__all__ = ["build_model", "count_params", "register_model", "MODELS", "MODEL_DEFAULTS"]
+__all__ = ["MODELS", "build_model", "count_params"]

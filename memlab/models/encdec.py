@@ -3,37 +3,40 @@
 The encoder runs bidirectional self-attention over all L context tokens (never the question); the decoder runs
 causal self-attention over [question; answer] and cross-attends to all L encoded tokens. Like the slot model it
 can encode a context once and answer many questions, so the two differ only in the memory: L token vectors here,
-k slots there. Called on a context-QA batch; returns answer logits [B, Q, A, V] with their targets and mask.
+k slots there. The token I/O, the decoder and the batched call come from `seq2seq.EncoderDecoder`.
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from memlab.models.cross_attention import Block, TokenIO, decode
-from memlab.models.layers import compute_dtype, mlp_width, rms_norm
-from memlab.models.registry import register_model
-from memlab.models.slot_memory import answer_all
+from memlab.models.seq2seq import DECODER_PARTS, Block, EncoderDecoder, check_encoder_decoder
 from memlab.parallel import constrain
+from memlab.registry import MODELS
 
 ENCODER_PARTS = ("self", "mlp")
-DECODER_PARTS = ("causal", "cross", "mlp")
 
 
-class EncDec(nnx.Module):
+@MODELS.register("encdec")
+class EncDec(EncoderDecoder):
     def __init__(self, cfg, *, rngs: nnx.Rngs):
-        self.cfg = cfg
-        dtype = compute_dtype(cfg.dtype)
-        self.d_ff = d_ff = mlp_width(cfg.d_model, cfg.mlp_ratio)
-        self.io = TokenIO(cfg, rngs=rngs, dtype=dtype)
-        self.encoder_blocks = nnx.List([Block(cfg, ENCODER_PARTS, rngs=rngs, dtype=dtype, d_ff=d_ff)
-                                        for _ in range(cfg.encoder_layers)])
-        self.encoder_norm = rms_norm(cfg.d_model, rngs=rngs, dtype=dtype)
-        self.decoder_blocks = nnx.List([Block(cfg, DECODER_PARTS, rngs=rngs, dtype=dtype, d_ff=d_ff)
-                                        for _ in range(cfg.num_layers)])
+        super().__init__(cfg, rngs=rngs)
+        self.encoder_blocks = self.blocks(ENCODER_PARTS, cfg.encoder_layers, rngs=rngs)
+        self.encoder_norm = self.norm(rngs=rngs)
+        self.decoder_blocks = self.blocks(DECODER_PARTS, cfg.num_layers, rngs=rngs)
 
-    def encode_context(self, context):
+    @staticmethod
+    def defaults() -> dict:
+        """The family's `model.*` knobs with their defaults."""
+        return {**EncoderDecoder.defaults(), "num_layers": 2, "encoder_layers": 3}  # num_layers: decoder layers
+
+    @staticmethod
+    def check(cfg) -> None:
+        check_encoder_decoder(cfg, positive=("encoder_layers",))
+
+    def encode_context(self, context: jax.Array) -> jax.Array:
         """Encoded context [B, L, d]: the decoder's memory."""
         x = self.io.context(context)
         positions = jnp.broadcast_to(jnp.arange(context.shape[1]), context.shape)
@@ -41,42 +44,15 @@ class EncDec(nnx.Module):
             x = constrain(block(x, positions=positions), ("batch", "seq", "embed"))
         return self.encoder_norm(x)
 
-    def answer(self, memory, question, answer_inputs):
+    def answer(self, memory: jax.Array, question: jax.Array, answer_inputs: jax.Array) -> jax.Array:
         """Answer logits [B, A, V] for one question per row from a cached encoded context."""
-        return decode(self.io, self.decoder_blocks, memory, question, answer_inputs)
-
-    def __call__(self, batch: dict) -> dict:
-        return answer_all(self, self.encode_context(batch["context"]), batch)
-
-    def embedding_params(self) -> int:
-        return self.io.embedding_params()
+        return self.decode(memory, question, answer_inputs)
 
     def forward_flops_per_example(self, shapes: dict) -> float:
+        """Context encoding once per example, then decoding once per question."""
         cfg, d = self.cfg, self.cfg.d_model
         length, (num_q, lq), la = shapes["context"][0], shapes["question"], shapes["answer_inputs"][1]
         total = self.io.context_flops(length)
         total += cfg.encoder_layers * Block.forward_flops(ENCODER_PARTS, d, self.d_ff, length, length)
-        per_q = cfg.num_layers * Block.forward_flops(DECODER_PARTS, d, self.d_ff, lq + la, length)
-        per_q += self.io.logits_flops(la)
-        return total + num_q * per_q
+        return total + num_q * self.decode_flops(lq, la, length)
 
-
-ENCDEC_DEFAULTS = {
-    "d_model": 64,
-    "num_heads": 2,
-    "num_layers": 2,        # decoder layers
-    "encoder_layers": 3,
-    "mlp_ratio": 4.0,
-    "rope_theta": 10_000.0,
-    "conv_kernel": 4,       # taps of the causal convolution on the context embeddings
-    "tie_embeddings": False,
-    "copy_init": True,      # attention layers start as copying lookups, the context conv as a causal sum (TokenIO)
-}
-
-
-@register_model("encdec", ENCDEC_DEFAULTS)
-def build_encdec(cfg, rngs: nnx.Rngs) -> EncDec:
-    for key in ("encoder_layers", "conv_kernel"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise ValueError(f"model.{key}={cfg[key]!r} must be a positive integer")
-    return EncDec(cfg, rngs=rngs)

@@ -41,6 +41,13 @@ def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
     return out.astype(x.dtype)
 
 
+def check_heads(cfg) -> None:
+    """ValueError unless `model.d_model` splits into `model.num_heads` heads of even width (RoPE rotates pairs)."""
+    if cfg.d_model % cfg.num_heads or (cfg.d_model // cfg.num_heads) % 2:
+        raise ValueError(f"model.d_model={cfg.d_model} must split into model.num_heads={cfg.num_heads} "
+                         "heads of even width (RoPE rotates pairs)")
+
+
 class SwiGLU(nnx.Module):
     """Gated MLP: down(silu(gate(x)) * up(x))."""
 
@@ -63,7 +70,7 @@ def mlp_width(d_model: int, mlp_ratio: float, multiple_of: int = 16) -> int:
     return multiple_of * ((width + multiple_of - 1) // multiple_of)
 
 
-def compute_dtype(name: str):
+def compute_dtype(name: str) -> jnp.dtype:
     """Map the config's precision name to a dtype."""
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
 
@@ -91,6 +98,17 @@ class ShortConv(nnx.Module):
                 shifted = shifted * same[..., None].astype(x.dtype)
             out = out + shifted * w[j]
         return out + self.bias[...].astype(self.dtype)
+
+    def init_cache(self, batch_size: int) -> jax.Array:
+        """Decoding state: the last kernel_size-1 inputs, newest first: buf[:, j-1] = x_{t-j} (zeros before the
+        first token)."""
+        return jnp.zeros((batch_size, self.kernel_size - 1, self.kernel.shape[1]), self.dtype)
+
+    def step(self, x: jax.Array, cache: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """One token x [B, F] given the previous inputs -> (y_t = sum_j w_j x_{t-j} + bias, the shifted cache)."""
+        w = self.kernel[...].astype(self.dtype)
+        y = x * w[0] + jnp.einsum("bjf,jf->bf", cache, w[1:]) + self.bias[...].astype(self.dtype)
+        return y, jnp.concatenate([x[:, None].astype(cache.dtype), cache[:, :-1]], axis=1)
 
     @staticmethod
     def forward_flops_per_token(features: int, kernel_size: int) -> float:

@@ -1,6 +1,8 @@
-"""Decoder-only language model: token embedding, pre-norm blocks (mixer + SwiGLU), final norm, logits.
+"""Decoder-only language model (`model.name = "lm"`): token embedding, pre-norm blocks (mixer + SwiGLU), final
+norm, logits.
 
-The sequence mixer of each layer comes from `model.mixers` through the mixer registry.
+The sequence mixer of each layer comes from `model.mixers` through the mixer registry; decoding runs each
+layer's mixer one token at a time through its own `init_cache` / `step`.
 """
 
 from __future__ import annotations
@@ -9,10 +11,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from memlab.models.layers import SwiGLU, compute_dtype, dense, mlp_width, rms_norm
-from memlab.models.mixers import get_mixer, parse_mixers, steps
-from memlab.models.registry import register_model
+from memlab.models.layers import SwiGLU, check_heads, compute_dtype, dense, mlp_width, rms_norm
+from memlab.models.mixers import MIXERS, parse_mixers
 from memlab.parallel import constrain
+from memlab.registry import MODELS
 
 ACTIVATION = ("batch", "seq", "embed")  # logical names of the residual stream, constrained at block boundaries
 
@@ -20,19 +22,21 @@ ACTIVATION = ("batch", "seq", "embed")  # logical names of the residual stream, 
 class Block(nnx.Module):
     def __init__(self, cfg, mixer: str, *, rngs: nnx.Rngs, dtype):
         self.mixer_norm = rms_norm(cfg.d_model, rngs=rngs, dtype=dtype)
-        self.mixer = get_mixer(mixer)(cfg, rngs=rngs, dtype=dtype)
+        self.mixer = MIXERS.get(mixer)(cfg, rngs=rngs, dtype=dtype)
         self.mlp_norm = rms_norm(cfg.d_model, rngs=rngs, dtype=dtype)
         self.mlp = SwiGLU(cfg.d_model, mlp_width(cfg.d_model, cfg.mlp_ratio), rngs=rngs, dtype=dtype)
 
-    def __call__(self, x, *, positions, segment_ids=None):
+    def __call__(self, x: jax.Array, *, positions: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
         x = x + self.mixer(self.mixer_norm(x), positions=positions, segment_ids=segment_ids)
         return x + self.mlp(self.mlp_norm(x))
 
 
+@MODELS.register("lm")
 class LM(nnx.Module):
     """`model.name = "lm"`. Called on a batch dict with `inputs` [B, T] (and optional `segment_ids`)."""
 
     def __init__(self, cfg, *, rngs: nnx.Rngs):
+        self.check(cfg)
         self.cfg = cfg
         dtype = compute_dtype(cfg.dtype)
         self.mixer_names = parse_mixers(cfg.mixers, cfg.num_layers)
@@ -43,6 +47,44 @@ class LM(nnx.Module):
         self.final_norm = rms_norm(cfg.d_model, rngs=rngs, dtype=dtype)
         if not cfg.tie_embeddings:
             self.unembed = dense(cfg.d_model, cfg.vocab_size, ("embed", "vocab"), rngs=rngs, dtype=dtype)
+
+    @staticmethod
+    def defaults() -> dict:
+        """The family's `model.*` knobs with their defaults."""
+        return {
+            "mixers": "attn",  # one mixer for all layers, or a comma list with one per layer
+            "d_model": 64,
+            "num_layers": 2,
+            "num_heads": 2,
+            "mlp_ratio": 4.0,
+            "rope_theta": 10_000.0,
+            "qkv_conv": False,  # attn: short causal convolutions on queries, keys and values
+            "conv_kernel": 4,  # taps of the short causal convolutions (conv mixer, conv paths of recurrent mixers)
+            "tie_embeddings": False,
+            # matrix-memory mixers (gdn, deltanet, hebbian): per-head [K, V] state, K = matrix_head_dim,
+            # V = K * expand_v
+            "matrix_head_dim": 0,  # key dim per head; 0 = d_model // num_heads
+            "matrix_expand_v": 1.0,  # value dim / key dim (Gated DeltaNet uses 2)
+            "matrix_chunk_size": 64,  # chunk length of the chunked / Pallas kernels (mlstm too)
+            "matrix_backend": "auto",  # pallas_kernels backend: auto | reference | chunked | pallas (mlstm too)
+            "hebbian_decay": False,  # hebbian: learned data-dependent decay alpha (gated linear attention)
+            "mlstm_proj_factor": 2.0,  # mlstm: up-projection width / d_model (xLSTM uses 2); head dim = width / heads
+        }
+
+    @staticmethod
+    def check(cfg) -> None:
+        """ValueError for a mixer list that does not fit the layers, an unknown mixer, knobs a mixer cannot run
+        with, or heads RoPE cannot rotate."""
+        names = parse_mixers(cfg.mixers, cfg.num_layers)
+        unknown = sorted({n for n in names if n not in MIXERS})
+        if unknown:
+            raise ValueError(f"model.mixers={cfg.mixers!r}: unknown mixer(s) {unknown}; "
+                             f"registered mixers: {', '.join(MIXERS.names())}")
+        for name in dict.fromkeys(names):
+            mixer_check = getattr(MIXERS.get(name), "check", None)
+            if mixer_check is not None:
+                mixer_check(cfg)
+        check_heads(cfg)
 
     def __call__(self, batch: dict) -> dict:
         tokens = batch["inputs"]
@@ -60,14 +102,14 @@ class LM(nnx.Module):
     def init_cache(self, batch_size: int, max_len: int) -> dict:
         """Decoding cache for up to `max_len` tokens: one entry per layer plus the next position."""
         return {"pos": jnp.zeros((), jnp.int32),
-                "layers": [steps.init_cache(b.mixer, batch_size, max_len) for b in self.blocks]}
+                "layers": [b.mixer.init_cache(batch_size, max_len) for b in self.blocks]}
 
     def decode_step(self, tokens: jax.Array, cache: dict) -> tuple[jax.Array, dict]:
         """One token per sequence, tokens [B] -> (fp32 logits [B, vocab], cache); equals the parallel forward."""
         x = self.embed(tokens)
         layers = []
-        for block, layer_cache in zip(self.blocks, cache["layers"]):
-            y, layer_cache = steps.step(block.mixer, block.mixer_norm(x), layer_cache, cache["pos"])
+        for block, layer_cache in zip(self.blocks, cache["layers"], strict=True):
+            y, layer_cache = block.mixer.step(block.mixer_norm(x), layer_cache, position=cache["pos"])
             x = x + y
             x = x + block.mlp(block.mlp_norm(x))
             layers.append(layer_cache)
@@ -89,7 +131,7 @@ class LM(nnx.Module):
 
     def state_size(self, seq_len: int) -> int:
         """Numbers one sequence carries when decoding after seq_len tokens, summed over the layers' mixers."""
-        return sum(get_mixer(name).state_size(self.cfg, seq_len) for name in self.mixer_names)
+        return sum(MIXERS.get(name).state_size(self.cfg, seq_len) for name in self.mixer_names)
 
     def embedding_params(self) -> int:
         """Parameters in the token embedding and (untied) unembedding: excluded from `params_non_embedding`."""
@@ -100,32 +142,7 @@ class LM(nnx.Module):
         """Analytic forward FLOPs for one example: 2 FLOPs per multiply-accumulate of every matmul."""
         cfg, seq_len = self.cfg, shapes["inputs"][-1]
         d_ff = mlp_width(cfg.d_model, cfg.mlp_ratio)
-        per_token = sum(get_mixer(name).forward_flops_per_token(cfg, seq_len) for name in self.mixer_names)
+        per_token = sum(MIXERS.get(name).forward_flops_per_token(cfg, seq_len) for name in self.mixer_names)
         per_token += cfg.num_layers * SwiGLU.forward_flops_per_token(cfg.d_model, d_ff)
         per_token += 2.0 * cfg.d_model * cfg.vocab_size  # logits
         return per_token * seq_len
-
-
-LM_DEFAULTS = {
-    "mixers": "attn",      # one mixer for all layers, or a comma list with one per layer
-    "d_model": 64,
-    "num_layers": 2,
-    "num_heads": 2,
-    "mlp_ratio": 4.0,
-    "rope_theta": 10_000.0,
-    "qkv_conv": False,     # attn: short causal convolutions on queries, keys and values
-    "conv_kernel": 4,      # taps of the short causal convolutions (conv mixer, conv paths of recurrent mixers)
-    "tie_embeddings": False,
-    # matrix-memory mixers (gdn, deltanet, hebbian): per-head [K, V] state, K = matrix_head_dim, V = K * expand_v
-    "matrix_head_dim": 0,         # key dim per head; 0 = d_model // num_heads
-    "matrix_expand_v": 1.0,       # value dim / key dim (Gated DeltaNet uses 2)
-    "matrix_chunk_size": 64,      # chunk length of the chunked / Pallas kernels (mlstm too)
-    "matrix_backend": "auto",     # pallas_kernels backend: auto | reference | chunked | pallas (mlstm too)
-    "hebbian_decay": False,       # hebbian: learned data-dependent decay alpha (gated linear attention)
-    "mlstm_proj_factor": 2.0,     # mlstm: up-projection width / d_model (xLSTM uses 2); head dim = width / heads
-}
-
-
-@register_model("lm", LM_DEFAULTS)
-def build_lm(cfg, rngs: nnx.Rngs) -> LM:
-    return LM(cfg, rngs=rngs)

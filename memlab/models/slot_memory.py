@@ -6,10 +6,10 @@
     decoder          causal self-attention over [question; answer], cross-attention to [M_ctx; M_q], MLP -> logits
 
 Perceiver / Q-Former style, plus a locality prior (`model.slot_window_std`): slot i starts out reading the i-th
-of k context windows, which lets training take off at L=512 where content-only slots stayed at chance. The
-decoder is the full encoder-decoder's (`decode`: the question leads the answer, so the first answer token reads
-M_ctx in one hop; over the answer alone it had to go through M_q and stayed near chance at L=512), and both start
-from `copy_init` (see Attention, TokenIO).
+of k context windows, so the slots need not first break their symmetry to divide the context. The decoder is the
+one both encoder-decoder families share (`EncoderDecoder.decode`: the question leads the answer, so the first
+answer token reads M_ctx in one hop instead of going through M_q), and both families start from `copy_init` (see
+Attention, TokenIO). BENCHMARKS.md has the context-QA runs that chose each of these.
 Compute grows as L*k*d (plus L*d^2 for the context keys and values) instead of the
 L^2*d of self-attention over the context. Called on a context-QA batch (`context`, `question`,
 `answer_inputs`); returns answer logits [B, Q, A, V] with the matching `targets` and `loss_mask`.
@@ -21,49 +21,67 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from memlab.models.cross_attention import Block, TokenIO, decode
-from memlab.models.layers import compute_dtype, dense, mlp_width, rms_norm
-from memlab.models.registry import register_model
+from memlab.models.layers import dense
+from memlab.models.seq2seq import DECODER_PARTS, Block, EncoderDecoder, check_encoder_decoder
 from memlab.parallel import constrain
+from memlab.registry import MODELS
 
 SLOT_PARTS = ("cross", "self", "mlp")
 QUESTION_PARTS = ("self", "cross", "mlp")
-DECODER_PARTS = ("causal", "cross", "mlp")
 
 
-class SlotMemory(nnx.Module):
+@MODELS.register("slot_memory")
+class SlotMemory(EncoderDecoder):
     def __init__(self, cfg, *, rngs: nnx.Rngs):
-        self.cfg = cfg
-        dtype = compute_dtype(cfg.dtype)
-        self.d_ff = d_ff = mlp_width(cfg.d_model, cfg.mlp_ratio)
-        self.io = TokenIO(cfg, rngs=rngs, dtype=dtype)
+        super().__init__(cfg, rngs=rngs)
         # Slot queries = a shared mean + per-slot offsets: the mean's gradient is the sum over slots, so "what is
         # worth reading" (facts, not distractors) is learnt at once by all slots; the offsets break the symmetry.
         self.slot_mean = nnx.Param(jnp.zeros((cfg.d_model,)), out_sharding=("embed",))
         self.slot_offsets = nnx.Param(nnx.initializers.normal(1.0)(rngs.params(), (cfg.num_slots, cfg.d_model)),
                                       out_sharding=("slots", "embed"))
-        self.context_norm = rms_norm(cfg.d_model, rngs=rngs, dtype=dtype)
+        self.context_norm = self.norm(rngs=rngs)
         # A salience score per context position and head, added to every slot's attention score there: lets the
         # slots agree to skip distractors without each query having to learn it separately.
-        self.salience = dense(cfg.d_model, cfg.num_heads, ("embed", "heads"), rngs=rngs, dtype=dtype,
+        self.salience = dense(cfg.d_model, cfg.num_heads, ("embed", "heads"), rngs=rngs, dtype=self.dtype,
                               init=nnx.initializers.zeros_init())
-        self.slot_blocks = nnx.List([Block(cfg, SLOT_PARTS, rngs=rngs, dtype=dtype, d_ff=d_ff)
-                                     for _ in range(cfg.slot_layers)])
-        self.slot_norm = rms_norm(cfg.d_model, rngs=rngs, dtype=dtype)
-        self.question_blocks = nnx.List([Block(cfg, QUESTION_PARTS, rngs=rngs, dtype=dtype, d_ff=d_ff)
-                                         for _ in range(cfg.question_layers)])
-        self.question_norm = rms_norm(cfg.d_model, rngs=rngs, dtype=dtype)
-        self.decoder_blocks = nnx.List([Block(cfg, DECODER_PARTS, rngs=rngs, dtype=dtype, d_ff=d_ff)
-                                        for _ in range(cfg.num_layers)])
+        self.slot_blocks = self.blocks(SLOT_PARTS, cfg.slot_layers, rngs=rngs)
+        self.slot_norm = self.norm(rngs=rngs)
+        self.question_blocks = self.blocks(QUESTION_PARTS, cfg.question_layers, rngs=rngs)
+        self.question_norm = self.norm(rngs=rngs)
+        self.decoder_blocks = self.blocks(DECODER_PARTS, cfg.num_layers, rngs=rngs)
 
-    def context_memory(self, context):
+    @staticmethod
+    def defaults() -> dict:
+        """The family's `model.*` knobs with their defaults."""
+        return {
+            **EncoderDecoder.defaults(),
+            "num_layers": 1,  # decoder layers
+            "num_slots": 32,  # k: learned memory slots
+            "slot_layers": 2,  # slot-encoder layers (cross-attention to the context, slot self-attention, MLP)
+            "question_layers": 1,  # question-encoder layers (self-attention, cross-attention to M_ctx, MLP)
+            "slot_window_std": 0.5,  # > 0: slot i prefers the i-th of k context windows (Gaussian log-prior, std
+                                     # in windows); 0: slots place themselves by content alone
+            "slot_competition": False,  # True: slots compete for context positions (softmax over slots, Slot
+                                        # Attention) with the salience as a sigmoid gate; False: each slot's
+                                        # softmax over positions
+        }
+
+    @staticmethod
+    def check(cfg) -> None:
+        check_encoder_decoder(cfg, positive=("num_slots", "slot_layers", "question_layers"))
+        if not cfg.slot_window_std >= 0:
+            raise ValueError(f"model.slot_window_std={cfg.slot_window_std!r} must be >= 0 (0 turns the locality "
+                             "prior off)")
+
+    def context_memory(self, context: jax.Array) -> jax.Array:
         """The normalised context token vectors the slots read [B, L, d]."""
         return self.context_norm(self.io.context(context))
 
-    def slot_queries(self):
+    def slot_queries(self) -> jax.Array:
+        """The k learned slot queries [k, d]: shared mean plus per-slot offsets."""
         return self.slot_mean[...] + self.slot_offsets[...]
 
-    def read_args(self, memory) -> dict:
+    def read_args(self, memory: jax.Array) -> dict:
         """How the slots read the context memory [B, L, d]: per-position salience, the locality prior (if on) and
         whether slots compete; the cross-attention arguments of every slot layer."""
         prior = None
@@ -71,7 +89,7 @@ class SlotMemory(nnx.Module):
             prior = locality_prior(self.cfg.num_slots, memory.shape[1], self.cfg.slot_window_std)
         return {"bias": self.salience(memory), "prior": prior, "compete": self.cfg.slot_competition}
 
-    def encode_context(self, context):
+    def encode_context(self, context: jax.Array) -> jax.Array:
         """M_ctx [B, k, d] from the context tokens [B, L] alone."""
         memory = self.context_memory(context)
         read = self.read_args(memory)
@@ -82,21 +100,14 @@ class SlotMemory(nnx.Module):
             slots = constrain(slots, ("batch", "slots", "embed"))
         return self.slot_norm(slots)
 
-    def answer(self, m_ctx, question, answer_inputs):
+    def answer(self, m_ctx: jax.Array, question: jax.Array, answer_inputs: jax.Array) -> jax.Array:
         """Answer logits [B, A, V] for one question per row, from a cached M_ctx [B, k, d]."""
         positions = jnp.broadcast_to(jnp.arange(question.shape[1]), question.shape)
         q = self.io.embed(question)
         for block in self.question_blocks:
             q = block(q, m_ctx, positions=positions)
         memory = jnp.concatenate([m_ctx, self.question_norm(q)], axis=1)  # [M_ctx; M_q]
-        return decode(self.io, self.decoder_blocks, memory, question, answer_inputs)
-
-    def __call__(self, batch: dict) -> dict:
-        m_ctx = self.encode_context(batch["context"])
-        return answer_all(self, m_ctx, batch)
-
-    def embedding_params(self) -> int:
-        return self.io.embedding_params()
+        return self.decode(memory, question, answer_inputs)
 
     def forward_flops_per_example(self, shapes: dict) -> float:
         """Context encoding once per example, then question encoding and decoding once per question."""
@@ -105,8 +116,7 @@ class SlotMemory(nnx.Module):
         total = self.io.context_flops(length) + 2.0 * length * d * cfg.num_heads  # front end, salience
         total += cfg.slot_layers * Block.forward_flops(SLOT_PARTS, d, self.d_ff, k, length)
         per_q = cfg.question_layers * Block.forward_flops(QUESTION_PARTS, d, self.d_ff, lq, k)
-        per_q += cfg.num_layers * Block.forward_flops(DECODER_PARTS, d, self.d_ff, lq + la, k + lq)
-        per_q += self.io.logits_flops(la)
+        per_q += self.decode_flops(lq, la, k + lq)
         return total + num_q * per_q
 
 
@@ -119,42 +129,3 @@ def locality_prior(num_slots: int, length: int, std: float) -> jax.Array:
     where = (jnp.arange(length) + 0.5) * num_slots / length
     return -0.5 * ((where[None, :] - centers[:, None]) / std) ** 2
 
-
-def answer_all(model, memory, batch: dict) -> dict:
-    """Answer every question of the batch ([B, Q, ...]) from one encoding of each context: the memory is repeated
-    per question, never recomputed. Returns logits [B, Q, A, V] with the answer targets and mask to score them."""
-    question, answer_inputs = batch["question"], batch["answer_inputs"]
-    b, num_q = question.shape[:2]
-    flat = lambda t: t.reshape(b * num_q, *t.shape[2:])
-    logits = model.answer(jnp.repeat(memory, num_q, axis=0), flat(question), flat(answer_inputs))
-    return {"logits": logits.reshape(b, num_q, *logits.shape[1:]),
-            "targets": batch["answer_targets"], "loss_mask": batch["answer_mask"]}
-
-
-SLOT_MEMORY_DEFAULTS = {
-    "d_model": 64,
-    "num_heads": 2,
-    "num_layers": 1,        # decoder layers
-    "num_slots": 32,        # k: learned memory slots
-    "slot_layers": 2,       # slot-encoder layers (cross-attention to the context, slot self-attention, MLP)
-    "question_layers": 1,   # question-encoder layers (self-attention, cross-attention to M_ctx, MLP)
-    "mlp_ratio": 4.0,
-    "rope_theta": 10_000.0,
-    "conv_kernel": 4,       # taps of the causal convolution on the context embeddings
-    "slot_window_std": 0.5,    # > 0: slot i prefers the i-th of k context windows (Gaussian log-prior, std in
-                               # windows); 0: slots place themselves by content alone
-    "slot_competition": False,  # True: slots compete for context positions (softmax over slots, Slot Attention)
-                                # with the salience as a sigmoid gate; False: each slot's softmax over positions
-    "tie_embeddings": False,
-    "copy_init": True,      # attention layers start as copying lookups, the context conv as a causal sum (TokenIO)
-}
-
-
-@register_model("slot_memory", SLOT_MEMORY_DEFAULTS)
-def build_slot_memory(cfg, rngs: nnx.Rngs) -> SlotMemory:
-    for key in ("num_slots", "slot_layers", "question_layers", "conv_kernel"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise ValueError(f"model.{key}={cfg[key]!r} must be a positive integer")
-    if not cfg.slot_window_std >= 0:
-        raise ValueError(f"model.slot_window_std={cfg.slot_window_std!r} must be >= 0 (0 turns the locality prior off)")
-    return SlotMemory(cfg, rngs=rngs)

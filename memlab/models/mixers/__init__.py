@@ -1,31 +1,23 @@
-"""Sequence mixers, chosen per layer by `model.mixers`.
+"""Sequence mixers, chosen per layer by `model.mixers`: one module per mixer, each owning its decoding.
 
-A mixer maps [B, T, d_model] -> [B, T, d_model] causally. Each registers itself under a name with
-`register_mixer`; the LM looks names up here, so a new mixer plugs in without touching the LM. A mixer class
-provides `forward_flops_per_token(cfg, seq_len)` (analytic, forward only) for compute accounting and
-`state_size(cfg, seq_len)` (numbers a sequence carries when decoding) for memory accounting.
+A mixer maps [B, T, d_model] -> [B, T, d_model] causally. Its module registers the class in
+`memlab.registry.MIXERS` (`@MIXERS.register("gdn")`); this package imports every member so that they register,
+and the LM looks names up there, so a new mixer plugs in without touching the LM. A mixer class provides:
+
+    __init__(cfg, *, rngs, dtype), __call__(x, *, positions, segment_ids)   the parallel forward
+    init_cache(batch_size, max_len), step(x, cache, *, position)             one-token decoding, equal to it
+    forward_flops_per_token(cfg, seq_len)   analytic forward FLOPs, for compute accounting
+    state_size(cfg, seq_len)                numbers a sequence carries when decoding, for memory accounting
+    check(cfg) (optional)                   ValueError for knobs the mixer cannot run with
+
+attn.py, conv.py and mlstm.py hold whole mixers; gdn.py, deltanet.py and hebbian.py subclass the block they
+share in matrix_block.py.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
-MIXERS: dict[str, type] = {}
-
-
-def register_mixer(name: str) -> Callable[[type], type]:
-    def wrap(cls: type) -> type:
-        if name in MIXERS:
-            raise ValueError(f"mixer '{name}' registered twice")
-        MIXERS[name] = cls
-        return cls
-    return wrap
-
-
-def get_mixer(name: str) -> type:
-    if name not in MIXERS:
-        raise KeyError(f"unknown mixer '{name}'; registered mixers: {', '.join(sorted(MIXERS))}")
-    return MIXERS[name]
+from memlab.models.mixers import attn, conv, deltanet, gdn, hebbian, mlstm  # noqa: F401  (each registers itself)
+from memlab.registry import MIXERS
 
 
 def parse_mixers(spec: str, num_layers: int) -> list[str]:
@@ -39,6 +31,4 @@ def parse_mixers(spec: str, num_layers: int) -> list[str]:
     return names
 
 
-from memlab.models.mixers import attention, conv  # noqa: E402,F401  (registers "attn", "conv")
-from memlab.models.mixers import matrix  # noqa: E402,F401  (registers "gdn", "deltanet", "hebbian")
-from memlab.models.mixers import mlstm  # noqa: E402,F401  (registers "mlstm")
+__all__ = ["MIXERS", "parse_mixers"]

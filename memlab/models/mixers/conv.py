@@ -1,7 +1,7 @@
 """Gated short convolution (Zoology's BaseConv): y = W_o( conv(x) * W_g x ).
 
 Placed before an attention layer it supplies the previous-token features that associative recall needs, the
-architecture Zoology uses for its MQAR baselines ("conv,attn").
+architecture Zoology uses for its MQAR baselines ("conv,attn"). Decoding carries the conv's last inputs.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from memlab.models.layers import ShortConv, dense
-from memlab.models.mixers import register_mixer
+from memlab.registry import MIXERS
 
 
-@register_mixer("conv")
+@MIXERS.register("conv")
 class GatedShortConv(nnx.Module):
     def __init__(self, cfg, *, rngs: nnx.Rngs, dtype=jnp.float32):
         d = cfg.d_model
@@ -24,6 +24,15 @@ class GatedShortConv(nnx.Module):
 
     def __call__(self, x: jax.Array, *, positions: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
         return self.out(self.conv(x, segment_ids) * self.gate(x))
+
+    def init_cache(self, batch_size: int, max_len: int) -> jax.Array:
+        """The conv's last conv_kernel-1 inputs, whatever max_len."""
+        return self.conv.init_cache(batch_size)
+
+    def step(self, x: jax.Array, cache: jax.Array, *, position: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """One token x [B, d] -> (y [B, d], cache)."""
+        y, cache = self.conv.step(x, cache)
+        return self.out(y * self.gate(x)), cache
 
     @staticmethod
     def state_size(cfg, seq_len: int) -> int:

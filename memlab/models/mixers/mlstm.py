@@ -16,9 +16,8 @@ from flax import nnx
 
 import pallas_kernels
 from memlab.models.layers import ShortConv, dense, rms_norm
-from memlab.models.mixers import register_mixer
-from memlab.models.mixers.matrix import kernel_flops_per_token, map_head_blocks
-from memlab.models.mixers.steps import conv_step, init_conv_cache
+from memlab.models.mixers.matrix_block import kernel_flops_per_token, map_head_blocks
+from memlab.registry import MIXERS
 
 EPS = 1e-6  # denominator guard of h (xLSTM's value)
 
@@ -31,7 +30,7 @@ def mlstm_dims(cfg) -> tuple[int, int, int]:
 
 def mlstm_kernel_flops_per_token(h: int, dh: int, chunk: int) -> float:
     """Forward FLOPs per token of the chunked mLSTM: the linear-attention kernel's (state read and write,
-    C x C scores and weighted sum; see matrix.kernel_flops_per_token) plus the normaliser n: its read q . n,
+    C x C scores and weighted sum; see matrix_block.kernel_flops_per_token) plus the normaliser n: its read q . n,
     its write and the row sums of the score matrix."""
     return kernel_flops_per_token(h, dh, dh, chunk, delta=False) + 2.0 * h * (2 * dh + chunk)
 
@@ -51,7 +50,7 @@ class HeadwiseLinear(nnx.Module):
         return jnp.einsum("...hd,hde->...he", x, self.kernel[...].astype(self.dtype))
 
 
-@register_mixer("mlstm")
+@MIXERS.register("mlstm")
 class MLSTM(nnx.Module):
     def __init__(self, cfg, *, rngs: nnx.Rngs, dtype=jnp.float32):
         d = cfg.d_model
@@ -100,17 +99,26 @@ class MLSTM(nnx.Module):
         b, h, dh = batch_size, self.heads, self.dh
         state = (jnp.zeros((b, h, dh, dh), jnp.float32), jnp.zeros((b, h, dh), jnp.float32),
                  jnp.full((b, h), -jnp.inf, jnp.float32))
-        return {"conv": init_conv_cache(self.conv, batch_size, self.dtype), "state": state}
+        return {"conv": self.conv.init_cache(batch_size), "state": state}
 
     def step(self, x: jax.Array, cache: dict, *, position: jax.Array) -> tuple[jax.Array, dict]:
         """One token x [B, d] -> (y [B, d], cache): the op itself on a length-1 sequence from the cached state
         (the token-serial reference is the cheapest backend for one token)."""
         xm = self.up_m(x)
-        conv_out, conv = conv_step(self.conv, xm, cache["conv"])
+        conv_out, conv = self.conv.step(xm, cache["conv"])
         q, k, v, i, f, xc = self._branches(xm, conv_out)
         h, state = pallas_kernels.mlstm(*(y[:, None] for y in (q, k, v, i, f)), initial_state=cache["state"],
                                         return_final_state=True, eps=EPS, backend="reference")
         return self._out(h[:, 0], xc, self.up_z(x)), {"conv": conv, "state": tuple(state)}
+
+    @staticmethod
+    def check(cfg) -> None:
+        """The up-projection width must split into the heads."""
+        h, inner, _ = mlstm_dims(cfg)
+        if inner < h or inner % h:
+            raise ValueError(f"model.mlstm_proj_factor={cfg.mlstm_proj_factor} gives the mlstm width {inner} = factor "
+                             f"x model.d_model={cfg.d_model}, which must be a positive multiple of "
+                             f"model.num_heads={h}")
 
     @staticmethod
     def forward_flops_per_token(cfg, seq_len: int) -> float:

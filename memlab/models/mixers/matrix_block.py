@@ -1,14 +1,16 @@
-"""Matrix-memory mixers: a per-head [K, V] state written token by token through pallas_kernels.
+"""The block the matrix-memory mixers share: a per-head [K, V] state written token by token through pallas_kernels.
 
 `gdn` (Gated DeltaNet: decay alpha and delta write beta), `deltanet` (delta write, no decay) and `hebbian`
-(outer-product write, linear attention, optional decay) share one block so that they differ only in the write
-rule: q/k/v projections -> short causal conv + SiLU -> L2-normalised q, k -> kernel -> per-head RMSNorm(o) *
-SiLU(W_g x) -> output projection. Each also has a one-token `step` on an O(1) cache (conv taps + state).
+(outer-product write, linear attention, optional decay), each in its own module, subclass `MatrixMixer` so that
+they differ only in the write rule: q/k/v projections -> short causal conv + SiLU -> L2-normalised q, k -> kernel
+-> per-head RMSNorm(o) * SiLU(W_g x) -> output projection. The block's one-token `step` runs on an O(1) cache
+(conv taps + state). `head_dims`, `map_head_blocks` and `kernel_flops_per_token` also serve the mlstm mixer.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -16,8 +18,6 @@ from flax import nnx
 
 import pallas_kernels
 from memlab.models.layers import ShortConv, dense, rms_norm
-from memlab.models.mixers import register_mixer
-from memlab.models.mixers.steps import conv_step, init_conv_cache
 from memlab.parallel import map_shards
 
 
@@ -37,7 +37,7 @@ def _inv_softplus(y: jax.Array) -> jax.Array:
     return y + jnp.log(-jnp.expm1(-y))
 
 
-def map_head_blocks(kernel, *arrays):
+def map_head_blocks(kernel: Callable[..., jax.Array], *arrays: jax.Array | None) -> jax.Array:
     """`kernel(*arrays)` run on each (batch, heads) block of the mesh (see `map_shards`) -> its [B, T, H, V] output.
 
     Arrays are [B, T, H, ...] (q, k, v), [B, T, H] (gates) or [B, T] (segment ids); None passes through as None.
@@ -131,8 +131,7 @@ class MatrixMixer(nnx.Module):
 
     def init_cache(self, batch_size: int, max_len: int) -> dict:
         """O(1) decoding state: the last conv_kernel-1 inputs of each conv and the [B, H, K, V] fp32 memory."""
-        convs = {n: init_conv_cache(c, batch_size, self.dtype)
-                 for n, c in (("q", self.q_conv), ("k", self.k_conv), ("v", self.v_conv))}
+        convs = {n: c.init_cache(batch_size) for n, c in (("q", self.q_conv), ("k", self.k_conv), ("v", self.v_conv))}
         return {"conv": convs, "state": jnp.zeros((batch_size, self.heads, self.dk, self.dv), jnp.float32)}
 
     def step(self, x: jax.Array, cache: dict, *, position: jax.Array) -> tuple[jax.Array, dict]:
@@ -140,7 +139,7 @@ class MatrixMixer(nnx.Module):
         conv = {}
         outs = []
         for name, proj, c in (("q", self.q, self.q_conv), ("k", self.k, self.k_conv), ("v", self.v, self.v_conv)):
-            y, conv[name] = conv_step(c, proj(x), cache["conv"][name])
+            y, conv[name] = c.step(proj(x), cache["conv"][name])
             outs.append(y)
         q, k, v = (y.astype(jnp.float32) for y in self._qkv(*outs))
         beta, g = self._gates(x)
@@ -171,27 +170,3 @@ class MatrixMixer(nnx.Module):
         h, k, v = head_dims(cfg)
         return h * k * v
 
-
-@register_mixer("gdn")
-class GatedDeltaNet(MatrixMixer):
-    delta, decay = True, True
-
-
-@register_mixer("deltanet")
-class DeltaNet(MatrixMixer):
-    delta, decay = True, False
-
-
-@register_mixer("hebbian")
-class Hebbian(MatrixMixer):
-    """Linear attention; with model.hebbian_decay the same learned decay alpha as gdn."""
-
-    delta, decay = False, False
-
-    def __init__(self, cfg, *, rngs: nnx.Rngs, dtype=jnp.float32):
-        self.decay = bool(cfg.hebbian_decay)
-        super().__init__(cfg, rngs=rngs, dtype=dtype)
-
-    @staticmethod
-    def forward_flops_per_token(cfg, seq_len: int) -> float:
-        return MatrixMixer.forward_flops_per_token.__func__(Hebbian, cfg, seq_len) + (2.0 * cfg.d_model * cfg.num_heads if cfg.hebbian_decay else 0.0)

@@ -1,9 +1,11 @@
-"""Attention between two sequences and the pre-norm blocks built from it, shared by the encoder-decoder families
-(slot memory, full encoder-decoder).
+"""What the encoder-decoder families (encdec, slot_memory) share: attention between two sequences, the pre-norm
+blocks built from it, the token I/O, the decoder, their common base class and their common knob checks.
 
 `Attention` maps queries x [B, T, d] over a memory m [B, S, d] (self-attention when m is x). RoPE is applied only
 to self-attention over token sequences (`positions` given); learned slots and cross-attention carry no positions.
 Scores are computed explicitly (einsum + fp32 softmax) so probes can read the attention weights.
+`EncoderDecoder` holds the token I/O and builds the blocks; a family adds its encoder and the decoder blocks,
+`encode_context` (context -> memory) and `answer` (memory, one question -> answer logits).
 """
 
 from __future__ import annotations
@@ -12,9 +14,22 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from memlab.models.layers import ShortConv, SwiGLU, default_init, dense, rms_norm, rope
+from memlab.models.layers import (ShortConv, SwiGLU, check_heads, compute_dtype, default_init, dense, mlp_width,
+                                  rms_norm, rope)
 
 PARTS = ("self", "causal", "cross", "mlp")  # self: bidirectional self-attention; causal: masked to the past
+DECODER_PARTS = ("causal", "cross", "mlp")
+
+
+def check_encoder_decoder(cfg, positive: tuple[str, ...]) -> None:
+    """The checks both encoder-decoder families share: heads RoPE can rotate, the family's `positive` knobs and
+    `model.conv_kernel` positive integers and a boolean `model.copy_init`; ValueError naming the key otherwise."""
+    check_heads(cfg)
+    for key in (*positive, "conv_kernel"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ValueError(f"model.{key}={cfg[key]!r} must be a positive integer")
+    if not isinstance(cfg.copy_init, bool):
+        raise ValueError(f"model.copy_init={cfg.copy_init!r} must be True or False")
 
 
 class Attention(nnx.Module):
@@ -32,8 +47,9 @@ class Attention(nnx.Module):
         o_init = (lambda *_: self.v.kernel[...].T) if copy_init else default_init
         self.o = dense(d_model, d_model, ("heads", "embed"), rngs=rngs, dtype=dtype, init=o_init)
 
-    def weights_and_values(self, x, memory, *, causal: bool = False, positions=None, bias=None, prior=None,
-                           compete: bool = False):
+    def weights_and_values(self, x: jax.Array, memory: jax.Array, *, causal: bool = False,
+                           positions: jax.Array | None = None, bias: jax.Array | None = None,
+                           prior: jax.Array | None = None, compete: bool = False) -> tuple[jax.Array, jax.Array]:
         """Attention weights [B, H, T, S] (fp32; each query's sum to 1) and the projected values [B, S, H, Dh].
 
         `prior` [T, S] is a fixed log-prior of each query for each memory position, added to the scores.
@@ -61,8 +77,9 @@ class Attention(nnx.Module):
             logits = jnp.where(jnp.tril(jnp.ones((t, s), bool)), logits, -1e30)
         return jax.nn.softmax(logits, axis=-1), v
 
-    def __call__(self, x, memory=None, *, causal: bool = False, positions=None, bias=None, prior=None,
-                 compete: bool = False):
+    def __call__(self, x: jax.Array, memory: jax.Array | None = None, *, causal: bool = False,
+                 positions: jax.Array | None = None, bias: jax.Array | None = None, prior: jax.Array | None = None,
+                 compete: bool = False) -> jax.Array:
         memory = x if memory is None else memory
         probs, v = self.weights_and_values(x, memory, causal=causal, positions=positions, bias=bias, prior=prior,
                                            compete=compete)
@@ -92,9 +109,10 @@ class Block(nnx.Module):
                            copy_init=cfg.copy_init)
             for p in parts])
 
-    def __call__(self, x, memory=None, *, positions=None, read: dict | None = None):
+    def __call__(self, x: jax.Array, memory: jax.Array | None = None, *, positions: jax.Array | None = None,
+                 read: dict | None = None) -> jax.Array:
         """`read`: extra arguments of the cross-attention (`bias`, `prior`, `compete`; see Attention)."""
-        for part, norm, layer in zip(self.parts, self.norms, self.layers):
+        for part, norm, layer in zip(self.parts, self.norms, self.layers, strict=True):
             h = norm(x)
             if part == "mlp":
                 x = x + layer(h)
@@ -126,8 +144,6 @@ class TokenIO(nnx.Module):
     """
 
     def __init__(self, cfg, *, rngs: nnx.Rngs, dtype):
-        if not isinstance(cfg.copy_init, bool):  # checked here, where both encoder-decoder families build
-            raise ValueError(f"model.copy_init={cfg.copy_init!r} must be True or False")
         self.cfg = cfg
         self.embed = nnx.Embed(cfg.vocab_size, cfg.d_model, dtype=dtype, param_dtype=jnp.float32,
                                embedding_init=nnx.with_partitioning(nnx.initializers.normal(1.0), ("vocab", "embed")),
@@ -138,11 +154,13 @@ class TokenIO(nnx.Module):
         if not cfg.tie_embeddings:
             self.unembed = dense(cfg.d_model, cfg.vocab_size, ("embed", "vocab"), rngs=rngs, dtype=dtype)
 
-    def context(self, tokens):
+    def context(self, tokens: jax.Array) -> jax.Array:
+        """Context embeddings [B, L, d] with the causal front-end conv added."""
         x = self.embed(tokens)
         return x + self.context_conv(x)
 
-    def logits(self, x):
+    def logits(self, x: jax.Array) -> jax.Array:
+        """fp32 logits of states x [..., d]: the final norm, then the output head."""
         x = self.final_norm(x)
         out = self.embed.attend(x) if self.cfg.tie_embeddings else self.unembed(x)
         return out.astype(jnp.float32)
@@ -158,13 +176,70 @@ class TokenIO(nnx.Module):
         return 2.0 * tokens * self.cfg.d_model * self.cfg.vocab_size
 
 
-def decode(io: TokenIO, blocks, memory, question, answer_inputs):
-    """Answer logits [B, A, V] of a causal decoder over [question; answer] that cross-attends to `memory`. The
-    question leads the sequence so the first answer position's query already holds the key it looks up: a single
-    hop into the memory, where a decoder over the answer alone must find the key through a second memory first."""
-    tokens = jnp.concatenate([question, answer_inputs], axis=1)
-    positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-    x = io.embed(tokens)
-    for block in blocks:
-        x = block(x, memory, positions=positions)
-    return io.logits(x[:, question.shape[1]:])
+class EncoderDecoder(nnx.Module):
+    """The base of the encoder-decoder families: the family's `check(cfg)` first, then config, compute dtype, MLP
+    width and the token I/O; a family then builds its encoder and last `decoder_blocks = self.blocks(DECODER_PARTS,
+    ...)` (parameters are drawn in that order), and defines `encode_context(context)` -> memory and
+    `answer(memory, question, answer_inputs)` -> logits [B, A, V], which ends in `decode`. Called on a context-QA
+    batch; returns answer logits [B, Q, A, V] with the answer targets and mask to score them."""
+
+    def __init__(self, cfg, *, rngs: nnx.Rngs):
+        self.check(cfg)  # the family's
+        self.cfg = cfg
+        self.dtype = compute_dtype(cfg.dtype)
+        self.d_ff = mlp_width(cfg.d_model, cfg.mlp_ratio)
+        self.io = TokenIO(cfg, rngs=rngs, dtype=self.dtype)
+
+    @staticmethod
+    def defaults() -> dict:
+        """The `model.*` knobs every encoder-decoder family reads; a family's `defaults()` adds its own."""
+        return {
+            "d_model": 64,
+            "num_heads": 2,
+            "mlp_ratio": 4.0,
+            "rope_theta": 10_000.0,
+            "conv_kernel": 4,  # taps of the causal convolution on the context embeddings
+            "tie_embeddings": False,
+            "copy_init": True,  # attention layers start as copying lookups, the context conv as a causal sum (TokenIO)
+        }
+
+    def blocks(self, parts: tuple[str, ...], num_layers: int, *, rngs: nnx.Rngs) -> nnx.List:
+        """`num_layers` pre-norm blocks running `parts` (see Block)."""
+        return nnx.List([Block(self.cfg, parts, rngs=rngs, dtype=self.dtype, d_ff=self.d_ff)
+                         for _ in range(num_layers)])
+
+    def norm(self, *, rngs: nnx.Rngs) -> nnx.RMSNorm:
+        return rms_norm(self.cfg.d_model, rngs=rngs, dtype=self.dtype)
+
+    def decode(self, memory: jax.Array, question: jax.Array, answer_inputs: jax.Array) -> jax.Array:
+        """Answer logits [B, A, V] of the causal decoder over [question; answer] that cross-attends to `memory`.
+        The question leads the sequence so the first answer position's query already holds the key it looks up: a
+        single hop into the memory, where a decoder over the answer alone must find the key through a second
+        memory first."""
+        tokens = jnp.concatenate([question, answer_inputs], axis=1)
+        positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+        x = self.io.embed(tokens)
+        for block in self.decoder_blocks:
+            x = block(x, memory, positions=positions)
+        return self.io.logits(x[:, question.shape[1]:])
+
+    def decode_flops(self, question_len: int, answer_len: int, memory_len: int) -> float:
+        """Forward FLOPs of `decode` for one question over a memory of `memory_len` vectors."""
+        cfg = self.cfg
+        flops = cfg.num_layers * Block.forward_flops(DECODER_PARTS, cfg.d_model, self.d_ff, question_len + answer_len,
+                                                     memory_len)
+        return flops + self.io.logits_flops(answer_len)
+
+    def __call__(self, batch: dict) -> dict:
+        """Answer every question of the batch ([B, Q, ...]) from one encoding of each context: the memory is
+        repeated per question, never recomputed."""
+        memory = self.encode_context(batch["context"])
+        question, answer_inputs = batch["question"], batch["answer_inputs"]
+        b, num_q = question.shape[:2]
+        flat = lambda t: t.reshape(b * num_q, *t.shape[2:])
+        logits = self.answer(jnp.repeat(memory, num_q, axis=0), flat(question), flat(answer_inputs))
+        return {"logits": logits.reshape(b, num_q, *logits.shape[1:]),
+                "targets": batch["answer_targets"], "loss_mask": batch["answer_mask"]}
+
+    def embedding_params(self) -> int:
+        return self.io.embedding_params()

@@ -1,0 +1,19 @@
+"""Context QA with the decoder-only LM baseline over [context; question; answer] (5 attention layers with q/k/v
+convs, the slot model's parameter count): experiments/context_qa.py's task and training with `model.name = "lm"`
+at its `DEPTH`.
+
+    memlab train experiments/context_qa_lm.py --workdir runs/cqa/lm
+"""
+
+import importlib.util
+from pathlib import Path
+
+import ml_collections
+
+_spec = importlib.util.spec_from_file_location("context_qa", Path(__file__).with_name("context_qa.py"))
+context_qa = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(context_qa)
+
+
+def get_config() -> ml_collections.ConfigDict:
+    return context_qa.get_config("lm")

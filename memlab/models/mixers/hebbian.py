@@ -1,0 +1,26 @@
+"""Hebbian memory (`hebbian`): the outer-product write S <- S + k v^T, i.e. linear attention; with
+`model.hebbian_decay` the same learned decay alpha as gdn (gated linear attention). Block, kernel and one-token
+step: MatrixMixer."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from flax import nnx
+
+from memlab.models.mixers.matrix_block import MatrixMixer
+from memlab.registry import MIXERS
+
+
+@MIXERS.register("hebbian")
+class Hebbian(MatrixMixer):
+    delta, decay = False, False
+
+    def __init__(self, cfg, *, rngs: nnx.Rngs, dtype=jnp.float32):
+        self.decay = bool(cfg.hebbian_decay)
+        super().__init__(cfg, rngs=rngs, dtype=dtype)
+
+    @classmethod
+    def forward_flops_per_token(cls, cfg, seq_len: int) -> float:
+        """The block's count without decay, plus the alpha projection when `model.hebbian_decay` is on."""
+        decay = 2.0 * cfg.d_model * cfg.num_heads if cfg.hebbian_decay else 0.0
+        return super().forward_flops_per_token(cfg, seq_len) + decay
