@@ -5,14 +5,13 @@ at its `DEPTH`.
     memlab train experiments/context_qa_lm.py --workdir runs/cqa/lm
 """
 
-import importlib.util
 from pathlib import Path
 
 import ml_collections
 
-_spec = importlib.util.spec_from_file_location("context_qa", Path(__file__).with_name("context_qa.py"))
-context_qa = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(context_qa)
+from memlab.config import load_module
+
+context_qa = load_module(Path(__file__).with_name("context_qa.py"))
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -12,6 +12,7 @@ import difflib
 import importlib.util
 import json
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Iterable
 
 import ml_collections
@@ -29,14 +30,24 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ml_collectio
     return config
 
 
+def load_module(path: str | Path, kind: str = "experiment") -> ModuleType:
+    """Import a Python file by path: experiments and sweeps are files, not packages, and build on each other
+    (a baseline's experiment reuses another's setup; a sweep reads an experiment's constants)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{kind} file not found: {path} (expected a .py file)")
+    spec = importlib.util.spec_from_file_location(f"memlab_{kind}_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def call_file_function(path: str | Path, function: str, expected: type, kind: str) -> Any:
     """Import a user's Python file (an experiment or a sweep) and return `function()`, checking its type."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{kind} file not found: {path} (expected a .py file defining {function}())")
-    spec = importlib.util.spec_from_file_location(f"memlab_{kind}_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module(path, kind)
     if not hasattr(module, function):
         raise ConfigError(f"{path} defines no {function}(); a {kind} file returns a {expected.__name__} from it")
     value = getattr(module, function)()

@@ -11,15 +11,12 @@ points run on a laptop CPU; the largest L (2048) are the slowest, so `--parallel
 is the way to a first look.
 """
 
-import importlib.util
 from pathlib import Path
 
+from memlab.config import load_module
 from memlab.sweep import Sweep, chain, grid
 
-_spec = importlib.util.spec_from_file_location(
-    "context_qa", Path(__file__).resolve().parents[1] / "experiments" / "context_qa.py")
-context_qa = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(context_qa)
+context_qa = load_module(Path(__file__).resolve().parents[1] / "experiments" / "context_qa.py")
 
 K = [4, 8, 16, 32, 64]
 RATIOS = [4, 8, 16, 32]
