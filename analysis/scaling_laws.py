@@ -55,7 +55,7 @@ if not SWEEP_DIR.is_dir():
     raise FileNotFoundError(
         f"no sweep at {SWEEP_DIR}: run `memlab sweep sweeps/quickstart.py` first, or set MEMLAB_SWEEP_DIR"
     )
-SWEEP_DIR
+SWEEP_DIR  # noqa: B018  (the cell's output: which sweep the notebook reads)
 
 # %% [markdown]
 # ## The runs
@@ -98,7 +98,7 @@ for family, group in runs.groupby("family"):
 # %%
 keys = [k for k in dict.fromkeys([LOSS, "eval/accuracy"]) if k in runs and runs[k].notna().any()]
 fig, axs = plt.subplots(1, len(keys), figsize=(7.5 * len(keys), 4.8), squeeze=False)
-for ax, key in zip(axs[0], keys):
+for ax, key in zip(axs[0], keys, strict=True):
     draw_vs_compute(ax, runs, key, frontier_laws)
 fig.tight_layout()
 plt.show()
@@ -118,14 +118,20 @@ for family, group in runs.groupby("family"):
         print(f"{family}: {sized['params'].nunique()} model sizes, too few for a law in N")
         continue
     best = best_per_value(sized, "params", LOSS)
-    fit = params_fits[family] = fit_power_law(best["params"].to_numpy(float), best[LOSS].to_numpy(float),
-                                              bootstrap=BOOTSTRAP, seed=0)
+    fit = params_fits[family] = fit_power_law(
+        best["params"].to_numpy(float), best[LOSS].to_numpy(float), bootstrap=BOOTSTRAP, seed=0
+    )
     print(f"{family}: {fit.formula()}")
     grid = np.geomspace(best["params"].min() / 1.5, best["params"].max() * 1.5, 100)
     ax.scatter(best["params"], best[LOSS], color=colors[family], label=f"{family} runs")
     ax.plot(grid, fit.predict(grid), "--", color=colors[family], label=f"{family}: α = {fit.alpha:.3g}")
-ax.set(xscale="log", yscale="log", xlabel="parameters N", ylabel=f"final {LOSS}",
-       title=f"{LOSS} against model size (best run per size)")
+ax.set(
+    xscale="log",
+    yscale="log",
+    xlabel="parameters N",
+    ylabel=f"final {LOSS}",
+    title=f"{LOSS} against model size (best run per size)",
+)
 ax.grid(True, which="both", alpha=0.3)
 if ax.get_legend_handles_labels()[0]:
     ax.legend()
@@ -145,10 +151,13 @@ for family, group in runs.groupby("family"):
     if len(done) < 8 or min(n_sizes, n_budgets) < 3:
         print(f"{family}: {len(done)} runs, {n_sizes} sizes × {n_budgets} token budgets: too few for L(N, D)")
         continue
-    chinchilla = chinchilla_fits[family] = fit_chinchilla(done["params"].to_numpy(float), done["tokens"].to_numpy(float),
-                                done[LOSS].to_numpy(float))
-    print(f"{family}: E={chinchilla.E:.3g} A={chinchilla.A:.3g} B={chinchilla.B:.3g} "
-          f"alpha={chinchilla.alpha:.3g} beta={chinchilla.beta:.3g}")
+    chinchilla = chinchilla_fits[family] = fit_chinchilla(
+        done["params"].to_numpy(float), done["tokens"].to_numpy(float), done[LOSS].to_numpy(float)
+    )
+    print(
+        f"{family}: E={chinchilla.E:.3g} A={chinchilla.A:.3g} B={chinchilla.B:.3g} "
+        f"alpha={chinchilla.alpha:.3g} beta={chinchilla.beta:.3g}"
+    )
     budget = float(done["flops"].max())
     print(f"    compute-optimal (N, D) at C={budget:.3g} FLOPs: {chinchilla.compute_optimal(budget)}")
 

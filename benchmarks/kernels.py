@@ -72,8 +72,18 @@ def _timed(fn, args, reps):
     return min(ts), temp
 
 
-def bench_point(backend: str, B: int, T: int, H: int, K: int, dtype: Any, gated: bool, chunk_size: int, reps: int,
-                op: str = "delta_rule") -> dict[str, Any]:
+def bench_point(
+    backend: str,
+    B: int,
+    T: int,
+    H: int,
+    K: int,
+    dtype: Any,
+    gated: bool,
+    chunk_size: int,
+    reps: int,
+    op: str = "delta_rule",
+) -> dict[str, Any]:
     """Time forward and forward+backward of ``op`` on ``backend`` at one point (K = V)."""
     a = _inputs(op, B, T, H, K, K, dtype, gated)
     names = list(a)
@@ -88,8 +98,14 @@ def bench_point(backend: str, B: int, T: int, H: int, K: int, dtype: Any, gated:
     args = [a[n] for n in names]
     t_f, m_f = _timed(fwd, args, reps)
     t_fb, m_fb = _timed(grad, args, reps)
-    return dict(fwd_s=t_f, fwd_bwd_s=t_fb, fwd_tok_s=B * T / t_f, fwd_bwd_tok_s=B * T / t_fb,
-                fwd_temp_bytes=m_f, fwd_bwd_temp_bytes=m_fb)
+    return dict(
+        fwd_s=t_f,
+        fwd_bwd_s=t_fb,
+        fwd_tok_s=B * T / t_f,
+        fwd_bwd_tok_s=B * T / t_fb,
+        fwd_temp_bytes=m_f,
+        fwd_bwd_temp_bytes=m_fb,
+    )
 
 
 def bench_fla(B: int = 4, T: int = 4096, H: int = 16, K: int = 128, reps: int = 10) -> dict[str, Any]:
@@ -107,7 +123,7 @@ def bench_fla(B: int = 4, T: int = 4096, H: int = 16, K: int = 128, reps: int = 
     g = torch.nn.functional.logsigmoid(r(B, T, H) - 2.0).to(torch.float32).requires_grad_()
 
     def fwd():
-        return chunk_gated_delta_rule(q, k, v, g=g, beta=beta, scale=K ** -0.5)[0]
+        return chunk_gated_delta_rule(q, k, v, g=g, beta=beta, scale=K**-0.5)[0]
 
     def fwd_bwd():
         o = fwd()
@@ -127,8 +143,14 @@ def bench_fla(B: int = 4, T: int = 4096, H: int = 16, K: int = 128, reps: int = 
     with torch.no_grad():
         t_f = timeit(fwd)
     t_fb = timeit(fwd_bwd)
-    return dict(fwd_s=t_f, fwd_bwd_s=t_fb, fwd_tok_s=B * T / t_f, fwd_bwd_tok_s=B * T / t_fb,
-                fwd_temp_bytes=None, fwd_bwd_temp_bytes=None)
+    return dict(
+        fwd_s=t_f,
+        fwd_bwd_s=t_fb,
+        fwd_tok_s=B * T / t_f,
+        fwd_bwd_tok_s=B * T / t_fb,
+        fwd_temp_bytes=None,
+        fwd_bwd_temp_bytes=None,
+    )
 
 
 def _fmt_bytes(b):
@@ -137,22 +159,29 @@ def _fmt_bytes(b):
 
 def _row(r):
     if "skipped" in r:
-        return (f"{r['backend']:<10} {r['B']:>2} {r['T']:>5} {r['H']:>2} {r['K']:>4} {r['dtype']:<8} "
-                f"skipped: {r['skipped']}")
-    return (f"{r['backend']:<10} {r['B']:>2} {r['T']:>5} {r['H']:>2} {r['K']:>4} {r['dtype']:<8} "
-            f"{r['fwd_s'] * 1e3:>10.1f} {r['fwd_bwd_s'] * 1e3:>11.1f} {r['fwd_tok_s']:>11,.0f} "
-            f"{r['fwd_bwd_tok_s']:>11,.0f} {_fmt_bytes(r['fwd_temp_bytes']):>10} "
-            f"{_fmt_bytes(r['fwd_bwd_temp_bytes']):>11}")
+        return (
+            f"{r['backend']:<10} {r['B']:>2} {r['T']:>5} {r['H']:>2} {r['K']:>4} {r['dtype']:<8} "
+            f"skipped: {r['skipped']}"
+        )
+    return (
+        f"{r['backend']:<10} {r['B']:>2} {r['T']:>5} {r['H']:>2} {r['K']:>4} {r['dtype']:<8} "
+        f"{r['fwd_s'] * 1e3:>10.1f} {r['fwd_bwd_s'] * 1e3:>11.1f} {r['fwd_tok_s']:>11,.0f} "
+        f"{r['fwd_bwd_tok_s']:>11,.0f} {_fmt_bytes(r['fwd_temp_bytes']):>10} "
+        f"{_fmt_bytes(r['fwd_bwd_temp_bytes']):>11}"
+    )
 
 
-HEADER = (f"{'backend':<10} {'B':>2} {'T':>5} {'H':>2} {'K=V':>4} {'dtype':<8} {'fwd ms':>10} "
-          f"{'fwd+bwd ms':>11} {'fwd tok/s':>11} {'f+b tok/s':>11} {'fwd MiB':>10} {'f+b MiB':>11}")
+HEADER = (
+    f"{'backend':<10} {'B':>2} {'T':>5} {'H':>2} {'K=V':>4} {'dtype':<8} {'fwd ms':>10} "
+    f"{'fwd+bwd ms':>11} {'fwd tok/s':>11} {'f+b tok/s':>11} {'fwd MiB':>10} {'f+b MiB':>11}"
+)
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     """Parse the flags, run the grid (and --fla), print the table and write the JSON; returns the rows."""
-    p = argparse.ArgumentParser(prog="python -m benchmarks.kernels", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.kernels", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--op", default="delta_rule", choices=["delta_rule", "mlstm"])
     p.add_argument("--backends", default="reference,chunked,pallas,auto")
     p.add_argument("--B", default="1,8", type=_ints)
@@ -163,13 +192,24 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--no-gate", action="store_true", help="benchmark without the log-decay g")
     p.add_argument("--chunk-size", default=64, type=int)
     p.add_argument("--reps", default=3, type=int)
-    p.add_argument("--max-reference-state-gb", default=2.2, type=float,
-                   help="skip the token-serial reference when its per-token states B*T*H*K*V*4 bytes exceed "
-                        "this many GB (its backward keeps them all; compiled temp is a multiple of that)")
-    p.add_argument("--max-interpret-tokens", default=512, type=int,
-                   help="skip Pallas in interpret mode (non-GPU) when B*T exceeds this")
-    p.add_argument("--fla", action="store_true",
-                   help="GPU only: also time fla's chunk_gated_delta_rule at B=4,T=4096,H=16,K=V=128 bf16")
+    p.add_argument(
+        "--max-reference-state-gb",
+        default=2.2,
+        type=float,
+        help="skip the token-serial reference when its per-token states B*T*H*K*V*4 bytes exceed "
+        "this many GB (its backward keeps them all; compiled temp is a multiple of that)",
+    )
+    p.add_argument(
+        "--max-interpret-tokens",
+        default=512,
+        type=int,
+        help="skip Pallas in interpret mode (non-GPU) when B*T exceeds this",
+    )
+    p.add_argument(
+        "--fla",
+        action="store_true",
+        help="GPU only: also time fla's chunk_gated_delta_rule at B=4,T=4096,H=16,K=V=128 bf16",
+    )
     p.add_argument("--out", default="bench_results/kernels.json")
     args = p.parse_args(argv)
 
@@ -178,13 +218,24 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     dtype = jnp.dtype(args.dtype)
     meta = dict(
         command="python -m benchmarks.kernels " + " ".join(sys.argv[1:] if argv is None else argv),
-        jax=jax.__version__, platform=platform_name, device=str(jax.devices()[0].device_kind),
-        cpu_count=os.cpu_count(), machine=platform.machine(), processor=platform.processor(),
-        op=args.op, auto_backend=dispatch.auto_backend(), gated=not args.no_gate, chunk_size=args.chunk_size,
-        reps=args.reps, time="min over reps after one warm-up", date=time.strftime("%Y-%m-%d %H:%M:%S"),
+        jax=jax.__version__,
+        platform=platform_name,
+        device=str(jax.devices()[0].device_kind),
+        cpu_count=os.cpu_count(),
+        machine=platform.machine(),
+        processor=platform.processor(),
+        op=args.op,
+        auto_backend=dispatch.auto_backend(),
+        gated=not args.no_gate,
+        chunk_size=args.chunk_size,
+        reps=args.reps,
+        time="min over reps after one warm-up",
+        date=time.strftime("%Y-%m-%d %H:%M:%S"),
     )
-    print(f"# {args.op}; jax {meta['jax']} on {platform_name} ({meta['device']}, {meta['cpu_count']} CPUs); "
-          f"auto -> {meta['auto_backend']}; gated={meta['gated']}; chunk={args.chunk_size}")
+    print(
+        f"# {args.op}; jax {meta['jax']} on {platform_name} ({meta['device']}, {meta['cpu_count']} CPUs); "
+        f"auto -> {meta['auto_backend']}; gated={meta['gated']}; chunk={args.chunk_size}"
+    )
     print(HEADER)
     results = []
 
@@ -200,13 +251,18 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     concrete = dispatch.auto_backend() if backend == "auto" else backend
                     state_gb = B * T * args.H * K * K * 4 / 1e9
                     if concrete == "reference" and state_gb > args.max_reference_state_gb:
-                        r["skipped"] = (f"reference per-token states {state_gb:.1f} GB > "
-                                        f"--max-reference-state-gb={args.max_reference_state_gb}")
+                        r["skipped"] = (
+                            f"reference per-token states {state_gb:.1f} GB > "
+                            f"--max-reference-state-gb={args.max_reference_state_gb}"
+                        )
                     elif concrete == "pallas" and not on_gpu and B * T > args.max_interpret_tokens:
                         r["skipped"] = f"pallas interpret mode with B*T={B * T} > --max-interpret-tokens"
                     else:
-                        r.update(bench_point(backend, B, T, args.H, K, dtype, not args.no_gate,
-                                             args.chunk_size, args.reps, args.op))
+                        r.update(
+                            bench_point(
+                                backend, B, T, args.H, K, dtype, not args.no_gate, args.chunk_size, args.reps, args.op
+                            )
+                        )
                     record(r)
 
     if args.fla:
@@ -224,15 +280,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             ours = {}
             for backend in ("pallas", "reference"):
                 r = dict(backend=backend, **pt)
-                r.update(bench_point(backend, 4, 4096, 16, 128, jnp.bfloat16, True, args.chunk_size,
-                                     max(args.reps, 5)))
+                r.update(bench_point(backend, 4, 4096, 16, 128, jnp.bfloat16, True, args.chunk_size, max(args.reps, 5)))
                 record(r)
                 ours[backend] = r
             if "skipped" not in fla:
                 meta["fla_ratio_fwd_bwd"] = fla["fwd_bwd_s"] / ours["pallas"]["fwd_bwd_s"]
                 meta["fla_ratio_fwd"] = fla["fwd_s"] / ours["pallas"]["fwd_s"]
-                print(f"fla/pallas time ratio: fwd {meta['fla_ratio_fwd']:.2f}x, "
-                      f"fwd+bwd {meta['fla_ratio_fwd_bwd']:.2f}x (>= 1 means pallas is at least as fast)")
+                print(
+                    f"fla/pallas time ratio: fwd {meta['fla_ratio_fwd']:.2f}x, "
+                    f"fwd+bwd {meta['fla_ratio_fwd_bwd']:.2f}x (>= 1 means pallas is at least as fast)"
+                )
 
     # Headline comparison: auto against the reference at each point where both ran.
     by = {(r["backend"], r["B"], r["T"], r["K"]): r for r in results if "skipped" not in r}
@@ -246,7 +303,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 line += f", {mem:.1f}x less temp memory"
             print(line)
             meta.setdefault("auto_vs_reference", []).append(
-                dict(B=B, T=T, K=K, speedup_fwd_bwd=sp, temp_memory_ratio_fwd_bwd=mem))
+                dict(B=B, T=T, K=K, speedup_fwd_bwd=sp, temp_memory_ratio_fwd_bwd=mem)
+            )
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

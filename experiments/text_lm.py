@@ -12,7 +12,7 @@ from memlab.defaults import base_config
 
 def get_config():
     c = base_config(task="text", model="lm")
-    c.data.path = ""          # required: a directory from `memlab data prepare`
+    c.data.path = ""  # required: a directory from `memlab data prepare`
     c.data.seq_len = 128
     c.data.packing = "segments"
     c.model.mixers = "attn"

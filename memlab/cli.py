@@ -8,12 +8,12 @@ import sys
 from memlab.entry import run
 
 COMMAND_MODULES = (
-    "memlab.train.commands",      # train
-    "memlab.analysis.commands",   # report
-    "memlab.data.commands",       # data prepare, data verify
-    "memlab.sweep.commands",      # sweep, sweep-point, agent, status
+    "memlab.train.commands",  # train
+    "memlab.analysis.commands",  # report
+    "memlab.data.commands",  # data prepare, data verify
+    "memlab.sweep.commands",  # sweep, sweep-point, agent, status
     "memlab.studies.slot_memory.commands",  # efficiency, slots
-    "memlab.store.commands",      # store-capacity
+    "memlab.store.commands",  # store-capacity
 )
 
 

@@ -11,9 +11,10 @@ import ast
 import difflib
 import importlib.util
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterable
+from typing import Any
 
 import ml_collections
 
@@ -117,7 +118,8 @@ def set_value(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
     current = parent[leaf]
     if isinstance(current, ml_collections.ConfigDict):
         if not isinstance(value, dict):
-            raise ConfigError(f"'{key}' is a group of {sorted(current.keys())}; set its members, e.g. {key}.{next(iter(current.keys()), 'x')}=...")
+            example = f"{key}.{next(iter(current.keys()), 'x')}=..."
+            raise ConfigError(f"'{key}' is a group of {sorted(current.keys())}; set its members, e.g. {example}")
         for name, item in value.items():
             set_value(config, f"{key}.{name}", item)
         return
@@ -134,7 +136,9 @@ def _add_objective(group: ml_collections.ConfigDict, name: str, weight: Any) -> 
     from memlab.objectives import OBJECTIVES
 
     if name not in OBJECTIVES:
-        raise ConfigError(f"unknown objective 'objective.{name}'; registered objectives: {', '.join(OBJECTIVES.names())}")
+        raise ConfigError(
+            f"unknown objective 'objective.{name}'; registered objectives: {', '.join(OBJECTIVES.names())}"
+        )
     if isinstance(weight, bool) or not isinstance(weight, (int, float)):
         raise ConfigError(f"'objective.{name}' = {weight!r} has the wrong type: expected a float weight")
     with group.unlocked():

@@ -20,9 +20,9 @@ def base_config(task: str = "mqar", model: str = "lm") -> ml_collections.ConfigD
 
     c.data = ml_collections.ConfigDict()
     c.data.task = task
-    c.data.seed = 0            # seed of the example streams (train and eval are disjoint streams of it)
-    c.data.num_workers = 2     # grain reader threads
-    c.data.prefetch = 8        # batches prefetched ahead of the train step
+    c.data.seed = 0  # seed of the example streams (train and eval are disjoint streams of it)
+    c.data.num_workers = 2  # grain reader threads
+    c.data.prefetch = 8  # batches prefetched ahead of the train step
     c.data.update(TASKS.get(task).defaults())
 
     c.model = ml_collections.ConfigDict()
@@ -35,11 +35,11 @@ def base_config(task: str = "mqar", model: str = "lm") -> ml_collections.ConfigD
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 1000
-    c.train.batch_size = 64    # examples per optimizer step (split into grad_accum micro-batches)
+    c.train.batch_size = 64  # examples per optimizer step (split into grad_accum micro-batches)
     c.train.grad_accum = 1
     c.train.lr = 3e-3
     c.train.schedule = "cosine"  # cosine | wsd | constant
-    c.train.warmup_steps = 100   # linear warmup from 0; one >= steps is clipped to steps - 1 (with a warning)
+    c.train.warmup_steps = 100  # linear warmup from 0; one >= steps is clipped to steps - 1 (with a warning)
     c.train.warmup_fraction = 0.0  # in [0, 1): when > 0, warm up over this share of steps (warmup_steps is ignored)
     c.train.decay_fraction = 0.2  # wsd: share of steps spent decaying at the end
     c.train.min_lr_ratio = 0.1
@@ -60,17 +60,19 @@ def base_config(task: str = "mqar", model: str = "lm") -> ml_collections.ConfigD
     c.eval.batch_size = 128
 
     c.mesh = ml_collections.ConfigDict()
-    c.mesh.data = 1            # sizes of the mesh axes; one may be -1 (the devices the others leave)
+    c.mesh.data = 1  # sizes of the mesh axes; one may be -1 (the devices the others leave)
     c.mesh.fsdp = 1
     c.mesh.tensor = 1
-    c.mesh.dcn_data = 1        # multi-slice / multi-node: how many slices the data axis spans
+    c.mesh.dcn_data = 1  # multi-slice / multi-node: how many slices the data axis spans
     c.mesh.rules = DEFAULT_RULES  # logical axis name -> mesh axes ("a,b"; "" = replicated)
     c.mesh.coordinator_address = ""  # explicit multi-process setup (else SLURM / TPU pods are detected)
     c.mesh.num_processes = 1
     c.mesh.process_id = 0
 
     c.logging = ml_collections.ConfigDict()
-    c.logging.wandb_mode = "auto"  # auto (WANDB_MODE if set, else online when logged in, else offline) | offline | online | disabled
+    c.logging.wandb_mode = (
+        "auto"  # auto (WANDB_MODE if set, else online when logged in, else offline) | offline | online | disabled
+    )
     c.logging.project = "memlab"
     c.logging.entity = ""
     c.logging.group = ""

@@ -11,15 +11,18 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from memlab.errors import MemlabError
 
 
 def setup_logging(verbose: bool) -> None:
     """memlab's own INFO lines (e.g. `resuming ... from step N`) always; the libraries' only with -v."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     logging.getLogger("memlab").setLevel(logging.INFO)
     try:
         import absl.logging

@@ -13,11 +13,13 @@ import contextvars
 import logging
 import math
 import os
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from memlab.errors import MeshError
 
@@ -57,11 +59,13 @@ def mesh_shape(mesh_config, device_count: int) -> tuple[int, int, int]:
     """Sizes of (data, fsdp, tensor); one -1 takes the devices the others leave."""
     sizes = [mesh_config[a] for a in AXES]
     if sizes.count(-1) > 1:
-        raise MeshError(f"mesh sizes {dict(zip(AXES, sizes))}: at most one axis may be -1")
+        raise MeshError(f"mesh sizes {dict(zip(AXES, sizes, strict=True))}: at most one axis may be -1")
     known = math.prod(s for s in sizes if s != -1)
     if device_count % known:
-        raise MeshError(f"mesh sizes {dict(zip(AXES, sizes))} (product {known}) do not divide the "
-                        f"{device_count} available devices")
+        raise MeshError(
+            f"mesh sizes {dict(zip(AXES, sizes, strict=True))} (product {known}) do not divide the "
+            f"{device_count} available devices"
+        )
     sizes = [device_count // known if s == -1 else s for s in sizes]
     return tuple(sizes)
 
@@ -81,8 +85,9 @@ def make_mesh(mesh_config, devices: Sequence | None = None) -> Mesh:
 
         if shape[0] % dcn:
             raise MeshError(f"mesh.data={shape[0]} must be a multiple of mesh.dcn_data={dcn}")
-        grid = mesh_utils.create_hybrid_device_mesh((shape[0] // dcn, shape[1], shape[2]), (dcn, 1, 1),
-                                                    devices=devices[:used])
+        grid = mesh_utils.create_hybrid_device_mesh(
+            (shape[0] // dcn, shape[1], shape[2]), (dcn, 1, 1), devices=devices[:used]
+        )
     else:
         grid = np.asarray(devices[:used]).reshape(shape)
     return Mesh(grid, AXES)
@@ -93,7 +98,7 @@ def spec_for(names: Sequence[str | None], shape: Sequence[int], mesh: Mesh, rule
     already used by another dim or the dim does not divide evenly (then that dim is replicated)."""
     used: set[str] = set()
     spec = []
-    for name, dim in zip(names, shape):
+    for name, dim in zip(names, shape, strict=True):
         axes = tuple(a for a in rules.get(name, ()) if a not in used) if name else ()
         size = math.prod(mesh.shape[a] for a in axes)
         if not axes or dim % size:
@@ -159,8 +164,7 @@ def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, spec_for(names, x.shape, mesh, rules))
 
 
-def map_shards(fn: Callable, args: Sequence[jax.Array], names: Sequence[Sequence[str | None]],
-               out_names: Any) -> Any:
+def map_shards(fn: Callable, args: Sequence[jax.Array], names: Sequence[Sequence[str | None]], out_names: Any) -> Any:
     """Run `fn(*args)` per shard under `jax.shard_map`, each array split by its logical axis names.
 
     For ops that are independent along the named axes (a kernel over batch and heads): every device runs the op on
@@ -175,8 +179,7 @@ def map_shards(fn: Callable, args: Sequence[jax.Array], names: Sequence[Sequence
     in_specs = tuple(spec_for(n, a.shape, mesh, rules) for n, a in zip(names, args, strict=True))
     out_shapes = jax.eval_shape(fn, *args)
     is_names = lambda x: isinstance(x, tuple) and all(n is None or isinstance(n, str) for n in x)
-    out_specs = jax.tree.map(lambda n, s: spec_for(n, s.shape, mesh, rules), out_names, out_shapes,
-                             is_leaf=is_names)
+    out_specs = jax.tree.map(lambda n, s: spec_for(n, s.shape, mesh, rules), out_names, out_shapes, is_leaf=is_names)
     return jax.shard_map(fn, in_specs=in_specs, out_specs=out_specs, check_vma=False)(*args)
 
 
@@ -193,11 +196,16 @@ def maybe_initialize_distributed(mesh_config) -> None:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     address = mesh_config.get("coordinator_address", "")
     if address:
-        jax.distributed.initialize(coordinator_address=address, num_processes=mesh_config.num_processes,
-                                   process_id=mesh_config.process_id)
+        jax.distributed.initialize(
+            coordinator_address=address, num_processes=mesh_config.num_processes, process_id=mesh_config.process_id
+        )
     elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 or os.environ.get("TPU_WORKER_HOSTNAMES", "").count(",") > 0:
         jax.distributed.initialize()
     else:
         return
-    log.info("joined distributed job: process %d of %d, %d global devices", jax.process_index(),
-             jax.process_count(), jax.device_count())
+    log.info(
+        "joined distributed job: process %d of %d, %d global devices",
+        jax.process_index(),
+        jax.process_count(),
+        jax.device_count(),
+    )

@@ -5,9 +5,9 @@ Each failure is a `ConfigError` naming the key, the value and what is accepted.
 
 from __future__ import annotations
 
-from memlab.errors import ConfigError
 from memlab import objectives
 from memlab.data.tasks import TASKS
+from memlab.errors import ConfigError
 from memlab.parallel import parse_rules
 
 CHOICES = {
@@ -15,9 +15,21 @@ CHOICES = {
     "train.precision": ("float32", "bfloat16"),
     "logging.wandb_mode": ("auto", "offline", "online", "disabled"),
 }
-POSITIVE_INTS = ("model.d_model", "model.num_layers", "model.num_heads", "train.steps", "train.batch_size",
-                 "train.grad_accum", "train.checkpoint_every", "train.keep_checkpoints", "train.eval_every",
-                 "train.log_every", "eval.num_examples", "eval.batch_size", "data.prefetch")
+POSITIVE_INTS = (
+    "model.d_model",
+    "model.num_layers",
+    "model.num_heads",
+    "train.steps",
+    "train.batch_size",
+    "train.grad_accum",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.eval_every",
+    "train.log_every",
+    "eval.num_examples",
+    "eval.batch_size",
+    "data.prefetch",
+)
 
 
 def _get(config, key):
@@ -41,15 +53,21 @@ def check(config) -> None:
     if config.train.warmup_steps < 0:  # one >= train.steps is clipped when the schedule is built
         raise ConfigError(f"train.warmup_steps={config.train.warmup_steps} must be >= 0")
     if not 0 <= config.train.warmup_fraction < 1:
-        raise ConfigError(f"train.warmup_fraction={config.train.warmup_fraction} must be in [0, 1) "
-                          "(a share of train.steps; 0 uses train.warmup_steps)")
+        raise ConfigError(
+            f"train.warmup_fraction={config.train.warmup_fraction} must be in [0, 1) "
+            "(a share of train.steps; 0 uses train.warmup_steps)"
+        )
     if not 0 < config.train.decay_fraction <= 1:
         raise ConfigError(f"train.decay_fraction={config.train.decay_fraction} must be in (0, 1]")
     if config.train.batch_size % config.train.grad_accum:
-        raise ConfigError(f"train.batch_size={config.train.batch_size} must be divisible by "
-                          f"train.grad_accum={config.train.grad_accum}")
+        raise ConfigError(
+            f"train.batch_size={config.train.batch_size} must be divisible by "
+            f"train.grad_accum={config.train.grad_accum}"
+        )
     if config.eval.num_examples < config.eval.batch_size:
-        raise ConfigError(f"eval.num_examples={config.eval.num_examples} must be >= eval.batch_size={config.eval.batch_size}")
+        raise ConfigError(
+            f"eval.num_examples={config.eval.num_examples} must be >= eval.batch_size={config.eval.batch_size}"
+        )
     _check_model(config.model)
     _check_data(config)
     _check_objective(config)

@@ -14,9 +14,17 @@ def get_sweep():
     return Sweep(
         name="quickstart",
         experiment="experiments/mqar.py",
-        base={"data.vocab_size": 64, "data.seq_len": 64, "data.num_kv_pairs": 8,
-              "train.steps": 300, "train.batch_size": 32, "train.warmup_steps": 30,
-              "train.eval_every": 50, "train.checkpoint_every": 200, "eval.num_examples": 256,
-              "logging.progress": False},
+        base={
+            "data.vocab_size": 64,
+            "data.seq_len": 64,
+            "data.num_kv_pairs": 8,
+            "train.steps": 300,
+            "train.batch_size": 32,
+            "train.warmup_steps": 30,
+            "train.eval_every": 50,
+            "train.checkpoint_every": 200,
+            "eval.num_examples": 256,
+            "logging.progress": False,
+        },
         points=grid({"model.mixers": ["attn", "gdn"], "model.d_model": [16, 32, 48, 64]}),
     )

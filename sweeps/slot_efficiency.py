@@ -26,8 +26,11 @@ LENGTHS = sorted({k * r for k in K for r in RATIOS})
 def derive(point: dict) -> dict:
     """L from the point (ratio * k for slots), slots from k, facts that fit L, layers that match parameters."""
     length = point["@L"] if "@L" in point else point["@ratio"] * point["@k"]
-    out = {"data.context_len": length, "data.num_facts": min(8, length // 4),
-           "model.num_layers": context_qa.DEPTH[point["model.name"]]}
+    out = {
+        "data.context_len": length,
+        "data.num_facts": min(8, length // 4),
+        "model.num_layers": context_qa.DEPTH[point["model.name"]],
+    }
     if point["model.name"] == "slot_memory":
         out["model.num_slots"] = point["@k"]
     return out
@@ -37,9 +40,17 @@ def get_sweep():
     return Sweep(
         name="slot_efficiency",
         experiment="experiments/context_qa.py",
-        base={"train.steps": 1000, "train.eval_every": 50, "train.checkpoint_every": 500, "train.warmup_steps": 100,
-              "eval.num_examples": 256, "logging.wandb_mode": "offline"},
-        points=chain(grid({"model.name": ["slot_memory"], "@k": K, "@ratio": RATIOS}),
-                     grid({"model.name": ["encdec", "lm"], "@L": LENGTHS})),
+        base={
+            "train.steps": 1000,
+            "train.eval_every": 50,
+            "train.checkpoint_every": 500,
+            "train.warmup_steps": 100,
+            "eval.num_examples": 256,
+            "logging.wandb_mode": "offline",
+        },
+        points=chain(
+            grid({"model.name": ["slot_memory"], "@k": K, "@ratio": RATIOS}),
+            grid({"model.name": ["encdec", "lm"], "@L": LENGTHS}),
+        ),
         derive=derive,
     )

@@ -38,8 +38,10 @@ def pytest_configure(config):
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     if "jax" in sys.modules:  # imported already (by a plugin): it read the environment before we set it
         sys.modules["jax"].config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-        sys.modules["jax"].config.update("jax_persistent_cache_min_compile_time_secs",
-                                         float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+        sys.modules["jax"].config.update(
+            "jax_persistent_cache_min_compile_time_secs",
+            float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]),
+        )
 
 
 def pytest_unconfigure(config):
@@ -54,6 +56,7 @@ def tiny_config():
 
     def make(*overrides: str):
         return load_config(ROOT / "experiments" / "mqar.py", [*TINY, *overrides])
+
     return make
 
 

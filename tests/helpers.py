@@ -18,11 +18,23 @@ ROOT = Path(__file__).resolve().parents[1]
 DRIVERS = ROOT / "tests" / "drivers"
 
 TINY = [
-    "data.vocab_size=64", "data.seq_len=32", "data.num_kv_pairs=4",
-    "model.d_model=32", "model.num_heads=2", "model.num_layers=2", "model.qkv_conv=False",  # plain transformer
-    "train.steps=20", "train.warmup_steps=2", "train.batch_size=8", "train.eval_every=10",
-    "train.checkpoint_every=10", "train.log_every=5", "eval.num_examples=32", "eval.batch_size=16",
-    "logging.wandb_mode=disabled", "logging.progress=False",
+    "data.vocab_size=64",
+    "data.seq_len=32",
+    "data.num_kv_pairs=4",
+    "model.d_model=32",
+    "model.num_heads=2",
+    "model.num_layers=2",
+    "model.qkv_conv=False",  # plain transformer
+    "train.steps=20",
+    "train.warmup_steps=2",
+    "train.batch_size=8",
+    "train.eval_every=10",
+    "train.checkpoint_every=10",
+    "train.log_every=5",
+    "eval.num_examples=32",
+    "eval.batch_size=16",
+    "logging.wandb_mode=disabled",
+    "logging.progress=False",
 ]
 
 
@@ -66,8 +78,7 @@ def fake_devices_env(devices: int) -> dict:
 def drive(*args: str, devices: int = 8, extra_env: dict | None = None) -> dict:
     """Run tests/drivers/sharding.py with `devices` fake CPU devices; its JSON result."""
     env = {**fake_devices_env(devices), **(extra_env or {})}
-    out = subprocess.run(driver_command(*args), cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=900)
+    out = subprocess.run(driver_command(*args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -81,8 +92,7 @@ def rollback(run_dir, step: int) -> None:
     (run_dir / "summary.json").write_text(json.dumps({**summary, "status": "running", "step": step}))
 
 
-def make_inputs(B=2, T=13, H=3, K=4, V=5, *, dtype=None, gated=True, h0=False, segments=False,
-                key_scale=0.5, seed=0):
+def make_inputs(B=2, T=13, H=3, K=4, V=5, *, dtype=None, gated=True, h0=False, segments=False, key_scale=0.5, seed=0):
     """Inputs for delta_rule / linear_attention. Keys are scaled down so that beta * |k|^2 stays < 2 (the
     stable regime of the delta rule) unless ``key_scale`` says otherwise."""
     import jax.numpy as jnp

@@ -18,10 +18,17 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 from fake_sweep import (  # noqa: E402
-    TRUTH, compute_optimal_n, n_params, write_isoflop_sweep, write_run, write_slot_sweep, write_sweep)
+    TRUTH,
+    compute_optimal_n,
+    n_params,
+    write_isoflop_sweep,
+    write_run,
+    write_slot_sweep,
+    write_sweep,
+)
 
-from memlab.analysis import load_curves, load_runs, load_wandb_runs, varied_axes, write_report  # noqa: E402
 from memlab.analysis import laws as laws_module  # noqa: E402
+from memlab.analysis import load_curves, load_runs, load_wandb_runs, varied_axes, write_report  # noqa: E402
 from memlab.analysis.axes import infer_varied, plot_axes, with_derived_axes  # noqa: E402
 from memlab.analysis.laws import fit_laws, pareto_front  # noqa: E402
 from memlab.analysis.runs import flatten  # noqa: E402
@@ -173,8 +180,10 @@ class FakeRun:
         self.summary_metrics = {**summary, "_runtime": 12.5, "_step": summary["step"], "_wandb": {"runtime": 12}}
         self.state, self.name, self.id = state, run_dir.name, f"id{run_dir.name}"
         self.path = ["ent", "proj", self.id]
-        self._history = [{k: v for k, v in r.items() if k != "step"} | {"_step": r["step"], "_runtime": 1.0}
-                         for r in load_curves(run_dir).to_dict("records")]
+        self._history = [
+            {k: v for k, v in r.items() if k != "step"} | {"_step": r["step"], "_runtime": 1.0}
+            for r in load_curves(run_dir).to_dict("records")
+        ]
 
     def scan_history(self):
         return iter(self._history)
@@ -235,7 +244,8 @@ def test_laws_skip_with_reasons_when_points_are_too_few(runs):
     few = runs[runs["model.d_model"].isin([32, 64, 96]) | (runs["status"] != "completed")]
     laws = fit_laws(few, bootstrap=0)
     assert {(law.family, law.kind) for law in laws} == {
-        (f, k) for f in ("lm:attn", "lm:gdn") for k in ("compute", "params", "chinchilla", "isoflop")}
+        (f, k) for f in ("lm:attn", "lm:gdn") for k in ("compute", "params", "chinchilla", "isoflop")
+    }
     for law in laws:
         assert law.fit is None and law.skipped
     compute = next(law for law in laws if law.kind == "compute")
@@ -267,7 +277,7 @@ def test_isoflop_valleys_find_the_compute_optimal_size(tmp_path):
     assert law.fit is not None, law.skipped
     table = law.fit.table
     assert table["n_runs"].tolist() == [6, 6] and not table["extrapolated"].any()
-    for flops, n_opt in zip(table["flops"], table["n_opt"]):
+    for flops, n_opt in zip(table["flops"], table["n_opt"], strict=True):
         assert abs(n_opt / compute_optimal_n(TRUTH["attn"], flops) - 1) < 0.15
     with pytest.raises(ValueError, match="unknown law kinds"):
         fit_laws(runs, kinds=("isoflops",))
@@ -309,8 +319,17 @@ def test_report_on_a_model_size_sweep(sweep):
     report = write_report(sweep, bootstrap=20)
     assert report == sweep / "report.md"
     text = report.read_text()
-    for heading in ("# Sweep report: tiny", "## Runs", "## Best run per family", "## Fitted laws", "### lm:attn",
-                    "### lm:gdn", "**eval/loss vs compute C (FLOPs)**", "**eval/loss vs parameters N**", "## Plots"):
+    for heading in (
+        "# Sweep report: tiny",
+        "## Runs",
+        "## Best run per family",
+        "## Fitted laws",
+        "### lm:attn",
+        "### lm:gdn",
+        "**eval/loss vs compute C (FLOPs)**",
+        "**eval/loss vs parameters N**",
+        "## Plots",
+    ):
         assert heading in text, heading
     assert "- runs: 13 (10 completed, 2 running, 1 failed)" in text
     assert "main metric: `eval/accuracy` (higher is better)" in text
@@ -326,8 +345,12 @@ def test_report_on_a_model_size_sweep(sweep):
     assert fitted["runs"] == ["attn-d32", "attn-d64", "attn-d96", "attn-d128", "attn-d192"]
     assert fitted["fit"]["ci"]["alpha"][0] < fitted["fit"]["alpha"] < fitted["fit"]["ci"]["alpha"][1]
     names = _pngs_ok(report)
-    assert names == ["eval_loss_vs_compute.png", "eval_accuracy_vs_compute.png", "eval_loss_vs_params.png",
-                     "eval_accuracy_vs_model_d_model.png"]
+    assert names == [
+        "eval_loss_vs_compute.png",
+        "eval_accuracy_vs_compute.png",
+        "eval_loss_vs_params.png",
+        "eval_accuracy_vs_model_d_model.png",
+    ]
 
 
 def test_report_on_a_slot_sweep_plots_each_axis(tmp_path):
@@ -338,7 +361,9 @@ def test_report_on_a_slot_sweep_plots_each_axis(tmp_path):
     assert "Skipped: needs 4 distinct values of flops on the compute frontier of completed runs, has 1." in text
     assert "model size was not varied" in text
     names = _pngs_ok(root / "report.md")
-    assert {"eval_loss_vs_model_num_slots.png", "eval_loss_vs_data_context_len.png", "eval_loss_vs_L_k.png"} <= set(names)
+    assert {"eval_loss_vs_model_num_slots.png", "eval_loss_vs_data_context_len.png", "eval_loss_vs_L_k.png"} <= set(
+        names
+    )
 
 
 def test_report_survives_a_failing_fit(sweep, monkeypatch):

@@ -44,17 +44,20 @@ def test_wrong_type_names_expected():
         load_config(MQAR, ["model.d_model=big"])
 
 
-@pytest.mark.parametrize("override, match", [
-    ("train.schedule=linear", "choose one of cosine, wsd, constant"),
-    ("model.mixers=attn,lstm", r"unknown mixer\(s\) \['lstm'\]"),
-    ("model.mixers=attn,attn,attn", "lists 3 mixers"),
-    ("model.num_heads=3", "must split into"),
-    ("train.steps=0", "must be a positive integer"),
-    ("data.num_kv_pairs=200", r"data.num_kv_pairs must be in \[1, 31\] for data.vocab_size=64"),
-    ("objective.answr=1.0", "unknown objective 'objective.answr'; registered objectives: answer, next_token"),
-    ("objective.answer=-1.0", "weights must be >= 0"),
-    ("train.batch_size=10", None),
-])
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("train.schedule=linear", "choose one of cosine, wsd, constant"),
+        ("model.mixers=attn,lstm", r"unknown mixer\(s\) \['lstm'\]"),
+        ("model.mixers=attn,attn,attn", "lists 3 mixers"),
+        ("model.num_heads=3", "must split into"),
+        ("train.steps=0", "must be a positive integer"),
+        ("data.num_kv_pairs=200", r"data.num_kv_pairs must be in \[1, 31\] for data.vocab_size=64"),
+        ("objective.answr=1.0", "unknown objective 'objective.answr'; registered objectives: answer, next_token"),
+        ("objective.answer=-1.0", "weights must be >= 0"),
+        ("train.batch_size=10", None),
+    ],
+)
 def test_bad_values_rejected(override, match):
     extra = ["train.grad_accum=4"] if override == "train.batch_size=10" else []
     with pytest.raises(ConfigError, match=match or "divisible by train.grad_accum"):
@@ -80,8 +83,12 @@ def test_roundtrip_through_json():
 
 
 def test_cli_error_is_one_line(tmp_path):
-    out = subprocess.run(memlab_cmd("train", str(MQAR), "--set", "model.d_modle=4", "--workdir", str(tmp_path)),
-                         capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+        memlab_cmd("train", str(MQAR), "--set", "model.d_modle=4", "--workdir", str(tmp_path)),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0, out.stderr
     assert "did you mean model.d_model" in out.stderr and "Traceback" not in out.stderr

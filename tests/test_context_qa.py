@@ -9,8 +9,15 @@ from memlab.data.pipeline import example_shapes, tokens_per_example
 from memlab.data.tasks.context_qa import ANSWER, PAD, QUERY, ContextQA, token_ranges
 from tests.helpers import ROOT
 
-SMALL = ["data.context_len=40", "data.num_facts=4", "data.key_len=2", "data.value_len=2",
-         "data.questions_per_context=3", "data.compose_fraction=0.5", "logging.wandb_mode=disabled"]
+SMALL = [
+    "data.context_len=40",
+    "data.num_facts=4",
+    "data.key_len=2",
+    "data.value_len=2",
+    "data.questions_per_context=3",
+    "data.compose_fraction=0.5",
+    "logging.wandb_mode=disabled",
+]
 
 
 def config(*overrides):
@@ -33,11 +40,14 @@ def test_answers_are_the_values_of_the_named_keys():
     for index in range(20):
         ex, lay = task[index], task.layout(index)
         ctx = ex["context"]
-        for start, key, value in zip(lay["starts"], lay["keys"], lay["values"]):
-            np.testing.assert_array_equal(ctx[start:start + 2], key)
-            np.testing.assert_array_equal(ctx[start + 2:start + 4], value)
-        keys_in_ctx = [tuple(ctx[i:i + 2]) for i in range(len(ctx) - 1)
-                       if all(ranges["key"][0] <= t < ranges["key"][1] for t in ctx[i:i + 2])]
+        for start, key, value in zip(lay["starts"], lay["keys"], lay["values"], strict=True):
+            np.testing.assert_array_equal(ctx[start : start + 2], key)
+            np.testing.assert_array_equal(ctx[start + 2 : start + 4], value)
+        keys_in_ctx = [
+            tuple(ctx[i : i + 2])
+            for i in range(len(ctx) - 1)
+            if all(ranges["key"][0] <= t < ranges["key"][1] for t in ctx[i : i + 2])
+        ]
         assert len(keys_in_ctx) == len(set(keys_in_ctx)) == 4  # keys distinct, and only at fact positions
         for j, facts in enumerate(lay["questions"]):
             kinds.add(len(facts))
@@ -61,8 +71,8 @@ def test_flat_form_scores_the_same_answers():
     lq, la = shapes["question"][1], shapes["answer_inputs"][1]
     for j in range(3):  # question then answer-decoder inputs, block after block
         start = 40 + j * (lq + la)
-        np.testing.assert_array_equal(ex["inputs"][start:start + lq], ex["question"][j])
-        np.testing.assert_array_equal(ex["inputs"][start + lq:start + lq + la], ex["answer_inputs"][j])
+        np.testing.assert_array_equal(ex["inputs"][start : start + lq], ex["question"][j])
+        np.testing.assert_array_equal(ex["inputs"][start + lq : start + lq + la], ex["answer_inputs"][j])
 
 
 def test_filler_distractors_leave_only_facts():
@@ -71,13 +81,16 @@ def test_filler_distractors_leave_only_facts():
     assert (ex["context"] != PAD).sum() == 4 * 4 and set(lay["starts"]) == set(np.flatnonzero(ex["context"])[::4])
 
 
-@pytest.mark.parametrize("override, message", [
-    ("data.context_len=10", "cannot hold 4 facts"),
-    ("data.distractors=noise", "distractors='noise' is not accepted"),
-    ("data.compose_fraction=1.5", "compose_fraction=1.5 must be in"),
-    ("data.num_facts=0", "num_facts=0 must be a positive integer"),
-    ("data.vocab_size=6", "vocab_size must be >= 9"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.context_len=10", "cannot hold 4 facts"),
+        ("data.distractors=noise", "distractors='noise' is not accepted"),
+        ("data.compose_fraction=1.5", "compose_fraction=1.5 must be in"),
+        ("data.num_facts=0", "num_facts=0 must be a positive integer"),
+        ("data.vocab_size=6", "vocab_size must be >= 9"),
+    ],
+)
 def test_bad_knobs_fail_with_a_clear_error(override, message):
     with pytest.raises(ConfigError, match=message):
         config(override)

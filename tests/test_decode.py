@@ -9,12 +9,17 @@ from memlab.models import build_model
 from tests.helpers import logits_of
 
 
-@pytest.mark.parametrize("mixers", ["attn", "attn+qkv_conv", "conv", "gdn", "deltanet", "hebbian", "mlstm", "conv,gdn",
-                                    "gdn,attn"])
+@pytest.mark.parametrize(
+    "mixers", ["attn", "attn+qkv_conv", "conv", "gdn", "deltanet", "hebbian", "mlstm", "conv,gdn", "gdn,attn"]
+)
 def test_step_by_step_logits_equal_parallel_forward(tiny_config, mixers):
     mixers, _, conv = mixers.partition("+")
-    cfg = tiny_config(f"model.mixers={mixers}", f"model.qkv_conv={bool(conv)}", "model.matrix_chunk_size=4",
-                      "model.hebbian_decay=True").model
+    cfg = tiny_config(
+        f"model.mixers={mixers}",
+        f"model.qkv_conv={bool(conv)}",
+        "model.matrix_chunk_size=4",
+        "model.hebbian_decay=True",
+    ).model
     model = build_model(cfg, seed=0)
     tokens = jax.random.randint(jax.random.key(3), (2, 10), 0, cfg.vocab_size)
     parallel = np.asarray(logits_of(model, {"inputs": tokens}))
@@ -40,8 +45,8 @@ def test_model_loaded_from_a_checkpoint_scores_like_the_run_and_generates(tiny_c
     """load_model restores the trained parameters (its eval loss is the run's), and `memlab generate` decodes."""
     from memlab.cli import main
     from memlab.data.pipeline import eval_batches
-    from memlab.train.loop import train
     from memlab.train.checkpoint import load_model
+    from memlab.train.loop import train
     from memlab.train.step import evaluate, make_eval_step
 
     config = tiny_config("model.mixers=gdn,attn")
@@ -49,8 +54,9 @@ def test_model_loaded_from_a_checkpoint_scores_like_the_run_and_generates(tiny_c
     model, loaded_config, step = load_model(tmp_path)
     assert step == config.train.steps and loaded_config.model.mixers == "gdn,attn"
     graphdef, params = nnx.split(model, nnx.Param)
-    metrics = evaluate(jax.jit(make_eval_step(graphdef, dict(config.objective))), params, eval_batches(config),
-                       "answer")
+    metrics = evaluate(
+        jax.jit(make_eval_step(graphdef, dict(config.objective))), params, eval_batches(config), "answer"
+    )
     np.testing.assert_allclose(metrics["eval/loss"], summary["eval/loss"], rtol=1e-6)
 
     assert main(["generate", str(tmp_path), "--prompt", "3 40 5 41", "--tokens", "3", "--step", "10"]) == 0

@@ -107,7 +107,7 @@ def test_isoflop_recovers_compute_optimal_exponents():
             if 1e8 <= d <= 1e13:
                 c_actual = 6 * n * d * rng.uniform(0.97, 1.03)  # sweeps round budgets
                 rows.append((n, d, _law(n, d) * np.exp(rng.normal(0, 0.001)), c_actual))
-    n, d, loss, flops = map(np.array, zip(*rows))
+    n, d, loss, flops = map(np.array, zip(*rows, strict=True))
     fit = fit_isoflop(n, d, loss, flops)
     a_true = TRUE["beta"] / (TRUE["alpha"] + TRUE["beta"])
     assert len(fit.table) == 4 and (fit.table["n_runs"] >= 5).all()

@@ -45,11 +45,14 @@ def test_param_count_matches_formula(tiny_config):
     assert counts == {"params": expected, "params_non_embedding": expected - 2 * v * d}
 
 
-@pytest.mark.parametrize("overrides", [
-    (),
-    ("model.d_model=128", "model.num_heads=4", "data.seq_len=64", "data.vocab_size=512"),
-    ("model.num_layers=4", "data.seq_len=128", "data.num_kv_pairs=8", "model.tie_embeddings=True"),
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        (),
+        ("model.d_model=128", "model.num_heads=4", "data.seq_len=64", "data.vocab_size=512"),
+        ("model.num_layers=4", "data.seq_len=128", "data.num_kv_pairs=8", "model.tie_embeddings=True"),
+    ],
+)
 def test_analytic_flops_match_xla_within_10_percent(tiny_config, overrides):
     cfg = tiny_config(*overrides)
     model = build_model(cfg.model, seed=0)

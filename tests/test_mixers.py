@@ -20,10 +20,16 @@ from memlab.train.run_dir import analytic_flops_per_token, xla_flops_per_token
 from memlab.train.step import make_loss_fn
 from tests.helpers import logits_of
 
-MIXER_CASES = [("model.mixers=gdn",), ("model.mixers=deltanet",), ("model.mixers=hebbian",),
-               ("model.mixers=hebbian", "model.hebbian_decay=True"), ("model.mixers=conv,gdn",),
-               ("model.mixers=gdn,attn", "model.matrix_expand_v=2"), ("model.mixers=mlstm",),
-               ("model.mixers=attn", "model.qkv_conv=True")]
+MIXER_CASES = [
+    ("model.mixers=gdn",),
+    ("model.mixers=deltanet",),
+    ("model.mixers=hebbian",),
+    ("model.mixers=hebbian", "model.hebbian_decay=True"),
+    ("model.mixers=conv,gdn",),
+    ("model.mixers=gdn,attn", "model.matrix_expand_v=2"),
+    ("model.mixers=mlstm",),
+    ("model.mixers=attn", "model.qkv_conv=True"),
+]
 
 
 @pytest.mark.parametrize("overrides", MIXER_CASES, ids=lambda o: "-".join(s.split("=")[1] for s in o))
@@ -105,13 +111,20 @@ def test_param_count_and_state_size(tiny_config, name):
 # sequence inside one kernel chunk (seq_len <= matrix_chunk_size), where it sees every FLOP.
 # The analytic count is matmul FLOPs only; at d_model=32 the elementwise work (norms, SiLU, masks) is ~14% of
 # hebbian's XLA count (its kernel is the cheapest), so hebbian is checked from d_model=64 (within 3% there).
-@pytest.mark.parametrize("overrides", [
-    ("model.mixers=gdn",), ("model.mixers=deltanet",), ("model.mixers=conv,gdn",),
-    ("model.mixers=gdn,attn", "model.matrix_expand_v=2"),
-    ("model.mixers=hebbian", "model.d_model=64", "data.seq_len=64", "data.vocab_size=256"),
-    ("model.mixers=hebbian", "model.hebbian_decay=True", "model.d_model=64", "data.seq_len=64"),
-    ("model.mixers=mlstm",), ("model.mixers=attn", "model.qkv_conv=True"),
-], ids=lambda o: "-".join(s.split("=")[1] for s in o))
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("model.mixers=gdn",),
+        ("model.mixers=deltanet",),
+        ("model.mixers=conv,gdn",),
+        ("model.mixers=gdn,attn", "model.matrix_expand_v=2"),
+        ("model.mixers=hebbian", "model.d_model=64", "data.seq_len=64", "data.vocab_size=256"),
+        ("model.mixers=hebbian", "model.hebbian_decay=True", "model.d_model=64", "data.seq_len=64"),
+        ("model.mixers=mlstm",),
+        ("model.mixers=attn", "model.qkv_conv=True"),
+    ],
+    ids=lambda o: "-".join(s.split("=")[1] for s in o),
+)
 def test_analytic_flops_match_xla_within_10_percent(tiny_config, overrides):
     cfg = tiny_config(*overrides)
     model = build_model(cfg.model, seed=0)

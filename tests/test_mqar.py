@@ -10,8 +10,9 @@ from tests.helpers import ROOT
 
 @pytest.fixture
 def cfg():
-    return load_config(ROOT / "experiments" / "mqar.py", ["data.vocab_size=128", "data.seq_len=96",
-                                                           "data.num_kv_pairs=12"]).data
+    return load_config(
+        ROOT / "experiments" / "mqar.py", ["data.vocab_size=128", "data.seq_len=96", "data.num_kv_pairs=12"]
+    ).data
 
 
 def test_keys_values_and_mask(cfg):
@@ -21,10 +22,10 @@ def test_keys_values_and_mask(cfg):
         ex = src[i]
         inputs, targets, mask = ex["inputs"], ex["targets"], ex["loss_mask"]
         assert inputs.shape == targets.shape == mask.shape == (cfg.seq_len,)
-        keys, values = inputs[0:2 * n:2], inputs[1:2 * n:2]
+        keys, values = inputs[0 : 2 * n : 2], inputs[1 : 2 * n : 2]
         assert np.all((keys >= 1) & (keys < half)) and np.all((values >= half) & (values < cfg.vocab_size))
         assert len(set(keys)) == n and len(set(values)) == n  # without replacement
-        binding = dict(zip(keys.tolist(), values.tolist()))
+        binding = dict(zip(keys.tolist(), values.tolist(), strict=True))
         answer_pos = np.flatnonzero(mask)
         assert len(answer_pos) == n and np.all(answer_pos >= 2 * n)
         for p in answer_pos:  # at a scored position the input is a key and the target its value

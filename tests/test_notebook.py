@@ -37,7 +37,9 @@ print("PROBE " + json.dumps({
 
 
 def _outputs(nb, kind: str) -> list:
-    return [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", []) if o["output_type"] == kind]
+    return [
+        o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", []) if o["output_type"] == kind
+    ]
 
 
 def test_scaling_laws_notebook_executes_and_recovers_the_law(tmp_path, monkeypatch):
@@ -49,8 +51,9 @@ def test_scaling_laws_notebook_executes_and_recovers_the_law(tmp_path, monkeypat
     nb = jupytext.read(NOTEBOOK)
     assert nb.metadata["kernelspec"]["name"] == "python3"
     nb.cells.append(nbformat.v4.new_code_cell(PROBE))
-    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
+    client = nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
     client.execute()
 
     text = "".join(o.get("text", "") for o in _outputs(nb, "stream"))

@@ -53,12 +53,13 @@ def test_kernels_under_shard_map_match_one_device(kernels_on_2_2_2, backend):
 def test_parameter_shardings_follow_the_rules():
     custom_rules = "mesh.rules=(('embed', ''), ('heads', 'tensor'), ('mlp', 'fsdp,tensor'))"
     # the three configurations in one driver process: (2,2,2), (8,1,1), (2,2,2) with custom rules
-    specs, replicated, custom = drive("shardings", "-", "2,2,2;8,1,1;2,2,2", "[]", "[]",
-                                      json.dumps([custom_rules]))["specs"]
-    assert specs["blocks/0/mixer/q/kernel"] == ["fsdp", "tensor"]      # (embed, heads)
-    assert specs["blocks/0/mixer/o/kernel"] == ["tensor", "fsdp"]      # (heads, embed)
-    assert specs["blocks/1/mlp/down/kernel"] == ["tensor", "fsdp"]     # (mlp, embed)
-    assert specs["embed/embedding"] == ["tensor", "fsdp"]              # (vocab, embed)
+    specs, replicated, custom = drive("shardings", "-", "2,2,2;8,1,1;2,2,2", "[]", "[]", json.dumps([custom_rules]))[
+        "specs"
+    ]
+    assert specs["blocks/0/mixer/q/kernel"] == ["fsdp", "tensor"]  # (embed, heads)
+    assert specs["blocks/0/mixer/o/kernel"] == ["tensor", "fsdp"]  # (heads, embed)
+    assert specs["blocks/1/mlp/down/kernel"] == ["tensor", "fsdp"]  # (mlp, embed)
+    assert specs["embed/embedding"] == ["tensor", "fsdp"]  # (vocab, embed)
     assert specs["final_norm/scale"] == ["fsdp"]
     assert replicated["blocks/0/mixer/q/kernel"] == ["fsdp", "tensor"]  # pure data parallel: fsdp/tensor size 1
     assert custom["blocks/0/mixer/q/kernel"] == [None, "tensor"]
@@ -66,6 +67,12 @@ def test_parameter_shardings_follow_the_rules():
 
 
 def test_mesh_that_does_not_divide_devices_is_rejected(tmp_path):
-    out = subprocess.run(driver_command("train", str(tmp_path), "3,1,1"), cwd=ROOT,
-                         env=fake_devices_env(8), capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        driver_command("train", str(tmp_path), "3,1,1"),
+        cwd=ROOT,
+        env=fake_devices_env(8),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode != 0 and "(product 3) do not divide the 8 available devices" in out.stderr

@@ -17,7 +17,7 @@ def test_data_parallel_matches_one_device_and_checkpoint_restores_across_meshes(
     assert result["devices"] == 8 and len(result["losses"]) == len(single_device) == 20
     np.testing.assert_allclose(result["losses"], single_device, rtol=1e-5)
     rollback(tmp_path, 10)
-    resumed = drive("train", str(tmp_path), "2,2,1", devices=8)["losses"]   # 8 devices -> 4, data -> fsdp
+    resumed = drive("train", str(tmp_path), "2,2,1", devices=8)["losses"]  # 8 devices -> 4, data -> fsdp
     np.testing.assert_allclose(resumed, single_device, rtol=1e-5)
 
 
@@ -30,12 +30,26 @@ def _free_port() -> int:
 def _two_processes(workdir) -> list[dict]:
     port = _free_port()
     env = fake_devices_env(2)
-    procs = [subprocess.Popen(driver_command("train", str(workdir), "-1,1,1",
-                                             f"mesh.coordinator_address='127.0.0.1:{port}'", "mesh.num_processes=2",
-                                             f"mesh.process_id={i}"), cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            driver_command(
+                "train",
+                str(workdir),
+                "-1,1,1",
+                f"mesh.coordinator_address='127.0.0.1:{port}'",
+                "mesh.num_processes=2",
+                f"mesh.process_id={i}",
+            ),
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outs = [p.communicate(timeout=900) for p in procs]
-    for p, (_, err) in zip(procs, outs):
+    for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
     return [json.loads(o.strip().splitlines()[-1]) for o, _ in outs]
 

@@ -18,11 +18,22 @@ from memlab.train.run_dir import analytic_flops_per_token, xla_flops_per_token
 from memlab.train.step import make_loss_fn
 from tests.helpers import ROOT, logits_of
 
-EXPERIMENTS = {"slot_memory": ROOT / "experiments" / "context_qa.py",  # each family at its matched depth
-               "encdec": ROOT / "experiments" / "context_qa_encdec.py", "lm": ROOT / "experiments" / "context_qa_lm.py"}
-TINY = ["data.context_len=48", "data.num_facts=4", "data.questions_per_context=3", "data.compose_fraction=0.5",
-        "data.vocab_size=64", "model.d_model=32", "model.num_slots=6", "logging.wandb_mode=disabled",
-        "logging.progress=False"]
+EXPERIMENTS = {
+    "slot_memory": ROOT / "experiments" / "context_qa.py",  # each family at its matched depth
+    "encdec": ROOT / "experiments" / "context_qa_encdec.py",
+    "lm": ROOT / "experiments" / "context_qa_lm.py",
+}
+TINY = [
+    "data.context_len=48",
+    "data.num_facts=4",
+    "data.questions_per_context=3",
+    "data.compose_fraction=0.5",
+    "data.vocab_size=64",
+    "model.d_model=32",
+    "model.num_slots=6",
+    "logging.wandb_mode=disabled",
+    "logging.progress=False",
+]
 
 
 def config(family, *overrides):
@@ -81,7 +92,7 @@ def test_slots_cost_less_than_the_full_encoder_decoder_at_l512_k32():
     for family, experiment in EXPERIMENTS.items():
         cfg = load_config(experiment)
         assert (cfg.data.context_len, cfg.model.num_slots) == (512, 32)
-        model = nnx.eval_shape(lambda: build_model(cfg.model, seed=0))
+        model = nnx.eval_shape(lambda cfg=cfg: build_model(cfg.model, seed=0))
         flops[family] = model.forward_flops_per_example(example_shapes(cfg))
         params[family] = count_params(model)["params"]
     assert flops["slot_memory"] < flops["encdec"] / 5 and flops["slot_memory"] < flops["lm"] / 5, flops
@@ -109,13 +120,24 @@ def test_slot_model_trains_and_records_compute(tmp_path):
     """A batch without `inputs` goes through the generic loop; compute comes from the task's token count."""
     from memlab.train.loop import train
 
-    cfg = config("slot_memory", "model.d_model=16", "train.steps=12", "train.warmup_steps=2", "train.batch_size=8", "train.eval_every=6",
-                 "train.checkpoint_every=12", "train.log_every=6", "eval.num_examples=16", "eval.batch_size=8")
+    cfg = config(
+        "slot_memory",
+        "model.d_model=16",
+        "train.steps=12",
+        "train.warmup_steps=2",
+        "train.batch_size=8",
+        "train.eval_every=6",
+        "train.checkpoint_every=12",
+        "train.log_every=6",
+        "eval.num_examples=16",
+        "eval.batch_size=8",
+    )
     summary = train(cfg, tmp_path)
     assert summary["status"] == "completed"
     on_disk = json.loads((tmp_path / "summary.json").read_text())
-    assert on_disk["flops_per_example"] == pytest.approx(3 * build_model(cfg.model, 0).forward_flops_per_example(
-        example_shapes(cfg)))
+    assert on_disk["flops_per_example"] == pytest.approx(
+        3 * build_model(cfg.model, 0).forward_flops_per_example(example_shapes(cfg))
+    )
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["flops"] for r in rows] == pytest.approx([r["step"] * 8 * on_disk["flops_per_example"] for r in rows])
     assert 0.0 <= rows[-1]["eval/accuracy"] <= 1.0 and np.isfinite(rows[-1]["eval/loss"])

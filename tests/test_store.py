@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from memlab.store import CorruptStoreError, MatrixMemory, StoreError, memory_config
-
 from tests.drivers import store_kill as driver
 from tests.helpers import DRIVERS, ROOT
 
@@ -54,7 +53,7 @@ def test_writes_follow_the_rule_pair_by_pair(rule):
     keys /= np.linalg.norm(keys, axis=1, keepdims=True)
     alpha, beta = 0.9, 0.6
     S = np.zeros((3, 6))  # [V, K] orientation: recall is S q
-    for k, v in zip(keys, values):
+    for k, v in zip(keys, values, strict=True):
         erase = np.eye(6) - beta * np.outer(k, k) if rule == "delta" else np.eye(6)
         S = alpha * S @ erase + beta * np.outer(v, k)
     memory = MatrixMemory(6, 3, rule=rule, growth_threshold=None)
@@ -119,8 +118,7 @@ def _flip_byte(path: Path, offset: int) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("target", ["snapshot-1/state.zarr/0.0", "snapshot-1/occupancy.zarr/.zarray",
-                                    "manifest.json"])
+@pytest.mark.parametrize("target", ["snapshot-1/state.zarr/0.0", "snapshot-1/occupancy.zarr/.zarray", "manifest.json"])
 def test_a_flipped_byte_is_an_error(tmp_path, target):
     memory = MatrixMemory(8, 4)
     memory.write(orthonormal(3, 8), normal(3, 4))
@@ -154,8 +152,9 @@ def test_journal_torn_tail_is_dropped_and_corruption_is_an_error(tmp_path):
 
 
 def test_kill_during_writes_loses_no_acknowledged_write(tmp_path):
-    proc = subprocess.Popen([sys.executable, str(DRIVERS / "store_kill.py"), str(tmp_path)],
-                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, str(DRIVERS / "store_kill.py"), str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
     acked = -1
     try:
         for line in proc.stdout:

@@ -15,8 +15,9 @@ from memlab.store.capacity import crossing, scores
 
 def test_hebbian_and_delta_recall_orthonormal_keys_perfectly_up_to_n_equals_d():
     d, trials = 16, 2
-    keys = jnp.asarray(np.stack([np.linalg.qr(np.random.default_rng(t).normal(size=(d, d)))[0] for t in range(trials)]),
-                       jnp.float32)
+    keys = jnp.asarray(
+        np.stack([np.linalg.qr(np.random.default_rng(t).normal(size=(d, d)))[0] for t in range(trials)]), jnp.float32
+    )
     values = jnp.asarray(np.random.default_rng(9).normal(size=(trials, d, d)), jnp.float32)
     values = values / jnp.linalg.norm(values, axis=-1, keepdims=True)
     for rule in ("hebbian", "delta"):
@@ -34,8 +35,24 @@ def test_crossing_interpolates_and_marks_out_of_range():
 
 def test_command_writes_table_csv_and_plot(tmp_path, capsys):
     out = tmp_path / "cap"
-    assert main(["store-capacity", "--out", str(out), "--dims", "16", "--ratios", "0.5,1,2", "--trials", "2",
-                 "--passes", "3"]) == 0
+    assert (
+        main(
+            [
+                "store-capacity",
+                "--out",
+                str(out),
+                "--dims",
+                "16",
+                "--ratios",
+                "0.5,1,2",
+                "--trials",
+                "2",
+                "--passes",
+                "3",
+            ]
+        )
+        == 0
+    )
     assert "| rule | keys | passes | d |" in capsys.readouterr().out
     frame = pd.read_csv(out / "capacity.csv")
     assert len(frame) == 2 * 2 * 3  # rules x key kinds x ratios

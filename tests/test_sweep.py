@@ -23,13 +23,21 @@ from memlab.sweep.status import STALE_SECONDS, run_rows
 from tests.helpers import ROOT, TINY, memlab_cmd
 
 EXPERIMENT = str(ROOT / "experiments" / "mqar.py")
-BASE = {t.split("=")[0]: eval(t.split("=")[1]) if t.split("=")[1][0].isdigit() or t.split("=")[1] in ("False", "True")
-        else t.split("=")[1] for t in TINY}
+BASE = {
+    t.split("=")[0]: eval(t.split("=")[1])
+    if t.split("=")[1][0].isdigit() or t.split("=")[1] in ("False", "True")
+    else t.split("=")[1]
+    for t in TINY
+}
 
 
 def test_axis_builders():
-    assert grid({"a": [1, 2], "b": ["x", "y"]}) == [{"a": 1, "b": "x"}, {"a": 1, "b": "y"},
-                                                     {"a": 2, "b": "x"}, {"a": 2, "b": "y"}]
+    assert grid({"a": [1, 2], "b": ["x", "y"]}) == [
+        {"a": 1, "b": "x"},
+        {"a": 1, "b": "y"},
+        {"a": 2, "b": "x"},
+        {"a": 2, "b": "y"},
+    ]
     assert zipped({"a": [1, 2], "b": [3, 4]}) == [{"a": 1, "b": 3}, {"a": 2, "b": 4}]
     with pytest.raises(ValueError, match="equal lengths"):
         zipped({"a": [1, 2], "b": [3]})
@@ -39,12 +47,20 @@ def test_axis_builders():
 
 
 def test_expansion_names_ids_and_derived_values():
-    sweep = Sweep(name="t", experiment=EXPERIMENT, base=BASE,
-                  points=product(grid({"model.d_model": [32, 64]}), grid({"@ratio": [2, 4]})),
-                  derive=lambda p: {"data.num_kv_pairs": p["@ratio"] * 2})
+    sweep = Sweep(
+        name="t",
+        experiment=EXPERIMENT,
+        base=BASE,
+        points=product(grid({"model.d_model": [32, 64]}), grid({"@ratio": [2, 4]})),
+        derive=lambda p: {"data.num_kv_pairs": p["@ratio"] * 2},
+    )
     pts = expand(sweep, launch_id="L1")
-    assert [p.name for p in pts] == ["d_model=32-ratio=2", "d_model=32-ratio=4", "d_model=64-ratio=2",
-                                     "d_model=64-ratio=4"]
+    assert [p.name for p in pts] == [
+        "d_model=32-ratio=2",
+        "d_model=32-ratio=4",
+        "d_model=64-ratio=2",
+        "d_model=64-ratio=4",
+    ]
     assert [p.config.data.num_kv_pairs for p in pts] == [4, 8, 4, 8]
     for p in pts:
         assert p.config.logging.sweep_id == sweep_id(sweep) and p.config.logging.launch_id == "L1"
@@ -62,10 +78,13 @@ def test_ladder_turns_token_budget_into_steps():
     assert pts[1].name == "d_model=32-tokens=5120"
 
 
-@pytest.mark.parametrize("bad, match", [
-    ({"model.d_modle": [32, 64]}, r"axis 'model.d_modle': unknown config key .*did you mean model.d_model"),
-    ({"model.mixers": ["attn", "nope"]}, r"point 'mixers=nope'.*unknown mixer"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"model.d_modle": [32, 64]}, r"axis 'model.d_modle': unknown config key .*did you mean model.d_model"),
+        ({"model.mixers": ["attn", "nope"]}, r"point 'mixers=nope'.*unknown mixer"),
+    ],
+)
 def test_bad_axis_fails_before_anything_runs(bad, match, tmp_path):
     sweep = Sweep(name="bad", experiment=EXPERIMENT, base=BASE, points=grid(bad))
     with pytest.raises(ConfigError, match=match):
@@ -74,15 +93,19 @@ def test_bad_axis_fails_before_anything_runs(bad, match, tmp_path):
 
 
 def test_chained_groups_name_only_their_own_axes():
-    sweep = Sweep(name="ch", experiment=EXPERIMENT, base=BASE,
-                  points=chain(grid({"model.mixers": ["attn"]}),
-                               grid({"model.mixers": ["gdn"], "model.matrix_expand_v": [2.0]})))
+    sweep = Sweep(
+        name="ch",
+        experiment=EXPERIMENT,
+        base=BASE,
+        points=chain(grid({"model.mixers": ["attn"]}), grid({"model.mixers": ["gdn"], "model.matrix_expand_v": [2.0]})),
+    )
     assert [p.name for p in expand(sweep)] == ["mixers=attn", "mixers=gdn-matrix_expand_v=2"]
 
 
 def test_duplicate_names_rejected():
-    sweep = Sweep(name="dup", experiment=EXPERIMENT, base=BASE, points=points({"model.d_model": 32},
-                                                                               {"model.d_model": 32}))
+    sweep = Sweep(
+        name="dup", experiment=EXPERIMENT, base=BASE, points=points({"model.d_model": 32}, {"model.d_model": 32})
+    )
     with pytest.raises(ConfigError):
         expand(sweep)
 
@@ -93,12 +116,14 @@ def sweep_file(tmp_path):
     runs below compile its programs once (test_submitit_local_executor, first, does it) and then hit the
     session's compilation cache, however many processes they start."""
     path = tmp_path / "tiny_sweep.py"
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         from memlab.sweep import Sweep, grid
         def get_sweep():
             return Sweep(name="tiny", experiment={EXPERIMENT!r}, base={BASE!r},
                          points=grid({{"data.seed": [0, 1]}}))
-    """))
+    """)
+    )
     return path
 
 
@@ -112,13 +137,18 @@ def test_submitit_local_executor(sweep_file, tmp_path):
 
 def test_launch_is_idempotent_and_resumes_interrupted(sweep_file, tmp_path):
     workdir = tmp_path / "runs"
-    out = subprocess.run(memlab_cmd("sweep", str(sweep_file), "--workdir", str(workdir), "--parallel", "2"),
-                         cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run(
+        memlab_cmd("sweep", str(sweep_file), "--workdir", str(workdir), "--parallel", "2"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert "2 to run, 0 already completed" in out.stdout
     # not a terminal: plain progress lines, one per finished run with its last numbers, and a closing count
-    finished = re.findall(r"^\[sweep\] done (seed=\d) step 20/20 loss \d+\.\d{4} acc \d\.\d{3} \| (\d)/2 runs done",
-                          out.stdout, re.M)
+    finished = re.findall(
+        r"^\[sweep\] done (seed=\d) step 20/20 loss \d+\.\d{4} acc \d\.\d{3} \| (\d)/2 runs done", out.stdout, re.M
+    )
     assert sorted(name for name, _ in finished) == ["seed=0", "seed=1"], out.stdout
     assert sorted(count for _, count in finished) == ["1", "2"]
     assert re.search(r"^\[sweep\] 2/2 runs done in \d+:\d\d:\d\d$", out.stdout, re.M), out.stdout
@@ -131,21 +161,24 @@ def test_launch_is_idempotent_and_resumes_interrupted(sweep_file, tmp_path):
     for step_dir in (victim / "checkpoints").iterdir():
         if step_dir.name == "20":
             import shutil
+
             shutil.rmtree(step_dir)
     summary = json.loads((victim / "summary.json").read_text())
     (victim / "summary.json").write_text(json.dumps({**summary, "status": "running", "step": 10}))
     final_before = summary["train/loss"]
 
-    again = subprocess.run(memlab_cmd("sweep", str(sweep_file), "--workdir", str(workdir)), cwd=ROOT,
-                           capture_output=True, text=True)
+    again = subprocess.run(
+        memlab_cmd("sweep", str(sweep_file), "--workdir", str(workdir)), cwd=ROOT, capture_output=True, text=True
+    )
     assert "1 to run, 1 already completed" in again.stdout
     resumed = json.loads((victim / "summary.json").read_text())
     assert resumed["status"] == "completed" and abs(resumed["train/loss"] - final_before) < 1e-6
     log = (victim / "train.log").read_text()
     assert "resuming" in log and "from step 10" in log
 
-    third = subprocess.run(memlab_cmd("sweep", str(sweep_file), "--workdir", str(workdir)), cwd=ROOT,
-                           capture_output=True, text=True)
+    third = subprocess.run(
+        memlab_cmd("sweep", str(sweep_file), "--workdir", str(workdir)), cwd=ROOT, capture_output=True, text=True
+    )
     assert "0 to run, 2 already completed" in third.stdout  # a second launch starts nothing
     assert len(json.loads((workdir / "sweep.json").read_text())["launches"]) == 3
 
@@ -155,8 +188,12 @@ def test_launch_is_idempotent_and_resumes_interrupted(sweep_file, tmp_path):
 
 def test_wandb_export_and_point_command(sweep_file, tmp_path):
     export = tmp_path / "wandb_sweep.json"
-    out = subprocess.run(memlab_cmd("sweep", str(sweep_file), "--workdir", str(tmp_path / "w"), "--wandb-export",
-                                    str(export)), cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run(
+        memlab_cmd("sweep", str(sweep_file), "--workdir", str(tmp_path / "w"), "--wandb-export", str(export)),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     config = json.loads(export.read_text())
     assert config["method"] == "grid" and config["parameters"]["point"]["values"] == ["seed=0", "seed=1"]
@@ -192,9 +229,16 @@ def test_sweep_progress_from_run_directories(tmp_path, capsys):
     progress = SweepProgress(tmp_path, {"a": 20, "b": 20, "c": 20}, live=False, every=30, clock=lambda: now[0])
     progress.started("a")
     progress.started("b")
-    _write_run(tmp_path / "a", {"status": "running", "step": 0, "steps": 20},  # the step it started from
-               [{"step": 5, "train/loss": 4.0}, {"step": 10, "train/loss": 3.5, "eval/accuracy": 0.125},
-                {"step": 15, "train/loss": 3.25}], tail='{"step": 1')  # a torn last line is skipped
+    _write_run(
+        tmp_path / "a",
+        {"status": "running", "step": 0, "steps": 20},  # the step it started from
+        [
+            {"step": 5, "train/loss": 4.0},
+            {"step": 10, "train/loss": 3.5, "eval/accuracy": 0.125},
+            {"step": 15, "train/loss": 3.25},
+        ],
+        tail='{"step": 1',
+    )  # a torn last line is skipped
     os.utime(tmp_path / "b" / "summary.json", (t - 200, t - 200))  # its process has not written yet
     now[0] = t - 70
     # a: 15 steps in 30 s, 5 to go -> 10 s; the sweep: 15 steps done in 30 s, 5 + 10 + 20 to go -> 70 s
@@ -208,18 +252,25 @@ def test_sweep_progress_from_run_directories(tmp_path, capsys):
     progress.finished("a", 0)
     progress.finished("b", 1)
     assert capsys.readouterr().out.splitlines() == [
-        "[sweep] start a", "[sweep] start b", f"[sweep] {line}",
+        "[sweep] start a",
+        "[sweep] start b",
+        f"[sweep] {line}",
         "[sweep] done a step 20/20 loss 3.0000 acc 0.125 | 1/3 runs done, 1 running, eta 0:00:46",
-        f"[sweep] FAILED (exit 1, see {tmp_path}/b/train.log) b step 10/20 | 2/3 runs done (1 failed)"]
+        f"[sweep] FAILED (exit 1, see {tmp_path}/b/train.log) b step 10/20 | 2/3 runs done (1 failed)",
+    ]
 
     big = tmp_path / "big.jsonl"  # only the tail is read: the accuracy logged long ago is not found
-    big.write_text(json.dumps({"eval/accuracy": 0.5}) + "\n" + "".join(json.dumps({"step": i, "train/loss": 1.0 / i})
-                                                                      + "\n" for i in range(1, 2000)))
+    big.write_text(
+        json.dumps({"eval/accuracy": 0.5})
+        + "\n"
+        + "".join(json.dumps({"step": i, "train/loss": 1.0 / i}) + "\n" for i in range(1, 2000))
+    )
     assert tail_metrics(big, ["train/loss", "eval/accuracy"]) == {"train/loss": 1.0 / 1999}
 
     out = io.StringIO()  # on a terminal: rich bars, and the same line per finished run above them
-    with SweepProgress(tmp_path, {"a": 20}, title="sweep t", console=Console(file=out, force_terminal=True,
-                                                                             width=160)) as live:
+    with SweepProgress(
+        tmp_path, {"a": 20}, title="sweep t", console=Console(file=out, force_terminal=True, width=160)
+    ) as live:
         assert live.live
         live.started("a")
         _write_run(tmp_path / "a", {"status": "running", "step": 5, "steps": 20}, [{"step": 5, "train/loss": 3.0}])

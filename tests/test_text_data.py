@@ -13,20 +13,32 @@ import pytest
 
 from memlab.config import ConfigError, load_config
 from memlab.data import manifest as mf
-from memlab.errors import DataError
 from memlab.data.packing import pack
 from memlab.data.prepare import prepare
 from memlab.data.shards import DOC_STARTS, TOKENS, open_array, read
 from memlab.data.sources import open_source, split_of
 from memlab.data.tasks.text import Text
 from memlab.data.tokenizer import EOS, ByteTokenizer, load_tokenizer
+from memlab.errors import DataError
 from tests.helpers import ROOT
 
 EXPERIMENT = ROOT / "experiments" / "text_lm.py"
-SMALL = ["data.seq_len=32", "model.d_model=32", "model.num_heads=2", "train.batch_size=8", "train.steps=20",
-         "train.warmup_steps=2", "train.eval_every=10", "train.checkpoint_every=10", "train.log_every=5",
-         "eval.num_examples=16", "eval.batch_size=8", "data.num_workers=1", "logging.wandb_mode=disabled",
-         "logging.progress=False"]
+SMALL = [
+    "data.seq_len=32",
+    "model.d_model=32",
+    "model.num_heads=2",
+    "train.batch_size=8",
+    "train.steps=20",
+    "train.warmup_steps=2",
+    "train.eval_every=10",
+    "train.checkpoint_every=10",
+    "train.log_every=5",
+    "eval.num_examples=16",
+    "eval.batch_size=8",
+    "data.num_workers=1",
+    "logging.wandb_mode=disabled",
+    "logging.progress=False",
+]
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +67,7 @@ def config(path, *extra):
 def split_documents(path, split):
     tokens = read(open_array(path / split / TOKENS), 0, None)
     starts = list(read(open_array(path / split / DOC_STARTS), 0, None)) + [len(tokens)]
-    return [tokens[a:b] for a, b in zip(starts[:-1], starts[1:])]
+    return [tokens[a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)]
 
 
 def test_byte_tokenizer_round_trip():
@@ -69,8 +81,16 @@ def test_byte_tokenizer_round_trip():
 @pytest.mark.parametrize("kind", ["byte", "bpe"])
 def test_shards_decode_back_to_the_source_documents(tmp_path, kind):
     out = tmp_path / kind
-    prepare("stdlib", out, tokenizer=kind, vocab_size=512, tokenizer_sample_mb=0.3, max_docs=12,
-            validation_fraction=0.3, progress=False)
+    prepare(
+        "stdlib",
+        out,
+        tokenizer=kind,
+        vocab_size=512,
+        tokenizer_sample_mb=0.3,
+        max_docs=12,
+        validation_fraction=0.3,
+        progress=False,
+    )
     manifest = mf.load(out)
     info = manifest["tokenizer"]
     assert info["kind"] == kind
@@ -83,7 +103,9 @@ def test_shards_decode_back_to_the_source_documents(tmp_path, kind):
         texts = [t for s, t in docs if s == split]
         stored = split_documents(out, split)
         assert len(stored) == len(texts) == manifest["splits"][split]["documents"] > 0
-        assert all(ids[-1] == tok.eos_id and tok.decode(ids[:-1]) == text for ids, text in zip(stored, texts))
+        assert all(
+            ids[-1] == tok.eos_id and tok.decode(ids[:-1]) == text for ids, text in zip(stored, texts, strict=True)
+        )
         assert manifest["splits"][split]["bytes"] == sum(len(t.encode()) for t in texts)
         assert manifest["splits"][split]["tokens"] == sum(len(ids) for ids in stored)
     if kind == "bpe":
@@ -93,8 +115,18 @@ def test_shards_decode_back_to_the_source_documents(tmp_path, kind):
 def test_prepare_cli_reports_counts_is_idempotent_and_deterministic(tmp_path, capsys):
     from memlab.cli import main
 
-    args = ["data", "prepare", "--source", "stdlib", "--max-files", "20", "--validation-fraction", "0.3",
-            "--no-progress", "--out"]
+    args = [
+        "data",
+        "prepare",
+        "--source",
+        "stdlib",
+        "--max-files",
+        "20",
+        "--validation-fraction",
+        "0.3",
+        "--no-progress",
+        "--out",
+    ]
     assert main([*args, str(tmp_path / "a")]) == 0
     first = capsys.readouterr().out
     assert "prepared" in first and "tokens" in first and "bytes" in first and "validation" in first
@@ -143,7 +175,7 @@ def test_truncated_or_corrupted_shard_is_detected(stdlib_dir, tmp_path, capsys):
 
 
 def test_packing_segment_ids_positions_and_mask():
-    tokens = np.array([10, 11, 9, 20, 9, 30, 31, 32, 33])   # 9 = EOS; documents start at 0, 3, 5
+    tokens = np.array([10, 11, 9, 20, 9, 30, 31, 32, 33])  # 9 = EOS; documents start at 0, 3, 5
     ex = pack(tokens, start=100, doc_starts=np.array([0, 98, 103, 105]), mode="segments")
     #   stream offsets 100..108: doc 1 (98..102), doc 2 (103..104), doc 3 (105..)
     np.testing.assert_array_equal(ex["inputs"], tokens[:-1])
@@ -163,8 +195,8 @@ def test_windows_follow_the_stream_and_documents(stdlib_dir):
     eos = mf.load(stdlib_dir)["tokenizer"]["eos_id"]
     for index in range(0, 200, 7):
         ex, start = src[index], src.window(index) * cfg.seq_len
-        np.testing.assert_array_equal(ex["inputs"], tokens[start:start + cfg.seq_len])
-        np.testing.assert_array_equal(ex["targets"], tokens[start + 1:start + cfg.seq_len + 1])
+        np.testing.assert_array_equal(ex["inputs"], tokens[start : start + cfg.seq_len])
+        np.testing.assert_array_equal(ex["targets"], tokens[start + 1 : start + cfg.seq_len + 1])
         new_segment = np.diff(ex["segment_ids"]) == 1
         assert np.all(np.diff(ex["segment_ids"]) >= 0)
         np.testing.assert_array_equal(new_segment, ex["inputs"][:-1] == eos)  # boundaries exactly after EOS
@@ -232,7 +264,8 @@ def test_hugging_face_streaming_on_a_local_dataset(tmp_path, monkeypatch):
     repo = tmp_path / "tiny_stories"
     (repo / "data").mkdir(parents=True)
     datasets.Dataset.from_dict({"text": texts, "id": list(range(60))}).to_parquet(
-        str(repo / "data" / "train-00000-of-00001.parquet"))
+        str(repo / "data" / "train-00000-of-00001.parquet")
+    )
     out = tmp_path / "hf"
     done = prepare(f"hf:{repo}", out, max_docs=50, validation_fraction=0.2, progress=False)
     splits = done.manifest["splits"]

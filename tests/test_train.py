@@ -58,8 +58,17 @@ def test_run_directory_contract(reference):
     assert np.all(np.diff([r["flops"] for r in metrics]) > 0)
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk["status"] == "completed" and on_disk["error"] is None and on_disk["step"] == 20
-    for key in ("params", "params_non_embedding", "flops_per_token", "flops_per_token_xla", "eval/loss",
-                "eval/accuracy", "wall_seconds", "compile_seconds", "flops"):
+    for key in (
+        "params",
+        "params_non_embedding",
+        "flops_per_token",
+        "flops_per_token_xla",
+        "eval/loss",
+        "eval/accuracy",
+        "wall_seconds",
+        "compile_seconds",
+        "flops",
+    ):
         assert on_disk[key] is not None, key
     assert on_disk["eval/loss"] == metrics[-1]["eval/loss"] == summary["eval/loss"]
     assert on_disk == summary  # train() returns exactly what it wrote
@@ -91,8 +100,9 @@ def test_sigkill_and_resume_gives_identical_final_loss(tmp_path):
     # Killed once its checkpoint at step 20 or 40 exists: >= 80 steps (about 2 s on 2 busy cores) still to go,
     # so it dies mid-run with checkpoints and an eval both before and after the kill.
     args = [*TINY, "train.steps=120", "train.checkpoint_every=20", "train.eval_every=40"]
-    cmd = lambda wd: memlab_cmd("train", str(ROOT / "experiments" / "mqar.py"), "--workdir", str(wd),
-                                *sum((["--set", a] for a in args), []))
+    cmd = lambda wd: memlab_cmd(
+        "train", str(ROOT / "experiments" / "mqar.py"), "--workdir", str(wd), *sum((["--set", a] for a in args), [])
+    )
     from memlab.config import load_config
 
     train(load_config(ROOT / "experiments" / "mqar.py", args), tmp_path / "ref")  # what `memlab train` runs
@@ -139,12 +149,14 @@ def test_corrupt_latest_checkpoint_falls_back(reference, tiny_config, tmp_path, 
 @pytest.fixture
 def nan_task():
     """MQAR whose loss mask turns NaN from example 120 on (the 16th step at batch 8): a NaN in the loss."""
+
     class NaNAfter(MQAR):
         def __getitem__(self, index):
             ex = super().__getitem__(index)
             if index >= 120:
                 ex["loss_mask"] = ex["loss_mask"] * np.float32("nan")
             return ex
+
     TASKS.register("mqar_nan_test")(NaNAfter)
     yield "mqar_nan_test"
     TASKS.unregister("mqar_nan_test")
@@ -166,11 +178,13 @@ def test_nan_stops_run_and_keeps_last_good_checkpoint(tiny_config, tmp_path, nan
 def sigterm_task():
     """MQAR that sends this process SIGTERM when example 80 is read (prefetching reads it a few steps early), as a
     scheduler would."""
+
     class TermAt(MQAR):
         def __getitem__(self, index):
             if index == 80:
                 os.kill(os.getpid(), signal.SIGTERM)
             return super().__getitem__(index)
+
     TASKS.register("mqar_sigterm_test")(TermAt)
     yield "mqar_sigterm_test"
     TASKS.unregister("mqar_sigterm_test")
@@ -212,16 +226,23 @@ def test_warmup_past_the_last_step_is_clipped_with_a_warning(tiny_config, caplog
 
 @pytest.mark.parametrize("schedule", ["cosine", "wsd", "constant"])
 def test_warmup_fraction_is_a_share_of_the_steps(tiny_config, schedule):
-    tc = tiny_config(f"train.schedule={schedule}", "train.steps=200", "train.warmup_fraction=0.1",
-                     "train.warmup_steps=50", "train.lr=1.0").train  # the fraction wins over warmup_steps
+    tc = tiny_config(
+        f"train.schedule={schedule}",
+        "train.steps=200",
+        "train.warmup_fraction=0.1",
+        "train.warmup_steps=50",
+        "train.lr=1.0",
+    ).train  # the fraction wins over warmup_steps
     lr = learning_rate_schedule(tc)
     assert warmup_steps(tc) == 20
     assert abs(float(lr(10)) - 0.5) < 1e-6 and abs(float(lr(20)) - 1.0) < 1e-6
     assert warmup_steps(tiny_config("train.steps=30", "train.warmup_fraction=0.99").train) == 29
 
 
-@pytest.mark.parametrize("override", ["train.warmup_steps=-1", "train.warmup_fraction=-0.1",
-                                      "train.warmup_fraction=1.0", "train.warmup_fraction=1.5"])
+@pytest.mark.parametrize(
+    "override",
+    ["train.warmup_steps=-1", "train.warmup_fraction=-0.1", "train.warmup_fraction=1.0", "train.warmup_fraction=1.5"],
+)
 def test_negative_warmup_or_a_fraction_outside_0_1_is_a_config_error(tiny_config, override):
     from memlab.errors import ConfigError
 
@@ -242,10 +263,18 @@ def test_wandb_offline_files_and_no_secret_written(tmp_path):
     secret = "memlab-test-secret-0123456789abcdef0123456789"
     env = {**os.environ, "WANDB_API_KEY": secret}
     env.pop("WANDB_MODE", None)
-    args = [a for a in TINY if not a.startswith("logging.wandb_mode")] + ["logging.wandb_mode=offline",
-                                                                          "logging.group=g1", "logging.tags=x,y"]
-    cmd = memlab_cmd("train", str(ROOT / "experiments" / "mqar.py"), "--workdir", str(tmp_path),
-                     *sum((["--set", a] for a in args), []))
+    args = [a for a in TINY if not a.startswith("logging.wandb_mode")] + [
+        "logging.wandb_mode=offline",
+        "logging.group=g1",
+        "logging.tags=x,y",
+    ]
+    cmd = memlab_cmd(
+        "train",
+        str(ROOT / "experiments" / "mqar.py"),
+        "--workdir",
+        str(tmp_path),
+        *sum((["--set", a] for a in args), []),
+    )
     subprocess.run(cmd, check=True, cwd=ROOT, env=env, capture_output=True)
     summary = json.loads((tmp_path / "summary.json").read_text())
     runs = list((tmp_path / "wandb").glob("offline-run-*"))

@@ -35,9 +35,15 @@ class Law:
 
     def to_dict(self) -> dict:
         """JSON-ready record (laws.json beside the report) for scripts that compare sweeps."""
-        return {"family": self.family, "kind": self.kind, "x": self.x, "y": self.y, "runs": list(self.points["run"])
-                if "run" in self.points else [], "fit": self.fit.to_dict() if self.fit is not None else None,
-                "skipped": self.skipped}
+        return {
+            "family": self.family,
+            "kind": self.kind,
+            "x": self.x,
+            "y": self.y,
+            "runs": list(self.points["run"]) if "run" in self.points else [],
+            "fit": self.fit.to_dict() if self.fit is not None else None,
+            "skipped": self.skipped,
+        }
 
     @property
     def title(self) -> str:
@@ -76,7 +82,7 @@ def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     """Runs that no cheaper-or-equal run beats: the compute-efficient frontier a law of compute describes."""
     ordered = points.sort_values([x, y])
     best, keep = np.inf, []
-    for index, value in zip(ordered.index, ordered[y]):
+    for index, value in zip(ordered.index, ordered[y], strict=True):
         if value < best:
             best = value
             keep.append(index)
@@ -109,8 +115,7 @@ def _chinchilla(family, y, points, bootstrap, seed) -> Law:
         reason = f"needs {MIN_CHINCHILLA_POINTS} completed runs, has {len(points)}"
     elif min(n_levels, d_levels) < MIN_CHINCHILLA_LEVELS:
         reason = (
-            f"needs {MIN_CHINCHILLA_LEVELS} distinct values of both params and tokens, "
-            f"has {n_levels} and {d_levels}"
+            f"needs {MIN_CHINCHILLA_LEVELS} distinct values of both params and tokens, has {n_levels} and {d_levels}"
         )
     elif abs(np.corrcoef(np.log(points["params"].astype(float)), np.log(points["tokens"].astype(float)))[0, 1]) > 0.98:
         reason = "params and tokens moved together (no independent variation of N and D)"
@@ -167,8 +172,18 @@ def fit_laws(
         if "compute" in kinds:
             compute = usable(group, ["flops", loss])
             front = pareto_front(compute, "flops", loss) if len(compute) else compute
-            laws.append(_power_law(family, "compute", "flops", loss, front, bootstrap, seed,
-                                   "on the compute frontier of completed runs"))
+            laws.append(
+                _power_law(
+                    family,
+                    "compute",
+                    "flops",
+                    loss,
+                    front,
+                    bootstrap,
+                    seed,
+                    "on the compute frontier of completed runs",
+                )
+            )
         if "params" not in group or group["params"].dropna().nunique() < 2:
             continue  # model size fixed: no law in N (the report says so)
         if "params" in kinds:
@@ -176,7 +191,9 @@ def fit_laws(
             best = best_per_value(sized, "params", loss) if len(sized) else sized
             laws.append(_power_law(family, "params", "params", loss, best, bootstrap, seed, "among completed runs"))
         if "chinchilla" in kinds:
-            laws.append(_chinchilla(family, loss, usable(group, ["params", "tokens", loss]), chinchilla_bootstrap, seed))
+            laws.append(
+                _chinchilla(family, loss, usable(group, ["params", "tokens", loss]), chinchilla_bootstrap, seed)
+            )
         if "isoflop" in kinds:
             laws.append(_isoflop(family, loss, usable(group, ["params", "tokens", "flops", loss])))
     return laws

@@ -9,9 +9,8 @@ switches the backend of the notebook or program that imported this module."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
-
-from typing import Callable
 
 import matplotlib
 import numpy as np
@@ -106,8 +105,14 @@ def draw_vs_compute(ax, runs: pd.DataFrame, key: str, laws: list[Law]) -> bool:
     for law in laws:
         if law.kind == "compute" and law.y == key and law.fit is not None:
             grid = _law_grid(law.points["flops"])
-            ax.plot(grid, law.fit.predict(grid), "--", color=colors.get(law.family, "k"), linewidth=2,
-                    label=f"{law.family} frontier: {_short_law(law)}")
+            ax.plot(
+                grid,
+                law.fit.predict(grid),
+                "--",
+                color=colors.get(law.family, "k"),
+                linewidth=2,
+                label=f"{law.family} frontier: {_short_law(law)}",
+            )
     ax.set_xscale("log")
     if "loss" in key:
         ax.set_yscale("log")
@@ -129,7 +134,14 @@ def draw_vs_params(ax, laws: list[Law]) -> bool:
             ax.scatter(law.points["params"], law.points[law.y], color=color, s=26, zorder=3, label=f"{law.family} runs")
         if law.fit is not None:
             grid = _law_grid(law.points["params"])
-            ax.plot(grid, law.fit.predict(grid), "--", color=color, linewidth=2, label=f"{law.family} fit: {_short_law(law)}")
+            ax.plot(
+                grid,
+                law.fit.predict(grid),
+                "--",
+                color=color,
+                linewidth=2,
+                label=f"{law.family} fit: {_short_law(law)}",
+            )
     ax.set_xscale("log")
     ax.set_yscale("log")
     _plain_log_y(ax)
@@ -173,12 +185,24 @@ def draw_vs_axis(ax, runs: pd.DataFrame, axis: str, metric: str, others: list[st
         order = np.argsort(np.asarray(xs))
         xs, stats = np.asarray(xs)[order], stats.iloc[order]
         k = setting_order.index(setting)
-        ax.errorbar(xs, stats["mean"], yerr=stats["std"].fillna(0).where(stats["count"] > 1, 0),
-                    color=colors[family], marker=MARKERS[k % len(MARKERS)], linestyle=LINESTYLES[k % len(LINESTYLES)],
-                    capsize=3, label=f"{family}, {setting}" if setting else family)
+        ax.errorbar(
+            xs,
+            stats["mean"],
+            yerr=stats["std"].fillna(0).where(stats["count"] > 1, 0),
+            color=colors[family],
+            marker=MARKERS[k % len(MARKERS)],
+            linestyle=LINESTYLES[k % len(LINESTYLES)],
+            capsize=3,
+            label=f"{family}, {setting}" if setting else family,
+        )
     for family, group in baselines.groupby("family"):
-        ax.axhline(group[metric].mean(), color=colors[family], linestyle=(0, (1, 2)), linewidth=1.5,
-                   label=f"{family} (no {axis.split('.')[-1]}; mean of {len(group)} runs)")
+        ax.axhline(
+            group[metric].mean(),
+            color=colors[family],
+            linestyle=(0, (1, 2)),
+            linewidth=1.5,
+            label=f"{family} (no {axis.split('.')[-1]}; mean of {len(group)} runs)",
+        )
     if numeric:
         _numeric_ticks(ax, np.array(categories, dtype=float))
     else:
@@ -211,7 +235,7 @@ def _numeric_ticks(ax, values: np.ndarray) -> None:
         where = np.log10(values) if log else values
         gap = 0.04 * (where.max() - where.min())
         kept = []
-        for value, x in sorted(zip(values, where)):
+        for value, x in sorted(zip(values, where, strict=True)):
             if not kept or x - kept[-1][1] >= gap:
                 kept.append((value, x))
         ax.set_xticks([v for v, _ in kept], [_plain(v) for v, _ in kept])

@@ -20,8 +20,12 @@ from .plots import draw_vs_axis, draw_vs_compute, draw_vs_params, save_png, slug
 from .runs import load_runs
 from .tables import is_missing, markdown_table, num, sci, si
 
-_PARAMS = {"compute": ("E", "A", "alpha"), "params": ("E", "A", "alpha"), "chinchilla": ("E", "A", "B", "alpha", "beta"),
-           "isoflop": ("a", "b")}
+_PARAMS = {
+    "compute": ("E", "A", "alpha"),
+    "params": ("E", "A", "alpha"),
+    "chinchilla": ("E", "A", "B", "alpha", "beta"),
+    "isoflop": ("a", "b"),
+}
 
 
 def main_metric(runs: pd.DataFrame) -> str:
@@ -60,8 +64,19 @@ def _runs_table(runs: pd.DataFrame, metric: str) -> list[str]:
     rows = []
     for _, r in runs.sort_values(order, na_position="last").iterrows():
         step = f"{num(r.get('step'))}/{num(r.get('steps'))}" if not is_missing(r.get("steps")) else num(r.get("step"))
-        rows.append([f"`{r['run']}`", r.get("family"), si(r.get("params")), si(r.get("tokens")), sci(r.get("flops")),
-                     r.get("status"), step] + [num(r.get(m)) for m in metrics] + [num(r.get("wall_seconds"), 3)])
+        rows.append(
+            [
+                f"`{r['run']}`",
+                r.get("family"),
+                si(r.get("params")),
+                si(r.get("tokens")),
+                sci(r.get("flops")),
+                r.get("status"),
+                step,
+            ]
+            + [num(r.get(m)) for m in metrics]
+            + [num(r.get("wall_seconds"), 3)]
+        )
     lines = ["## Runs", "", markdown_table(header, rows), ""]
     failed = runs[runs["status"].isin(["failed", "interrupted"])] if "status" in runs else runs.iloc[0:0]
     if len(failed):
@@ -75,9 +90,13 @@ def _best_runs(runs: pd.DataFrame, metric: str) -> list[str]:
     done = runs[(runs["status"] == "completed") & runs[metric].notna()] if metric in runs else runs.iloc[0:0]
     if done.empty:
         return ["## Best run per family", "", f"No completed run has `{metric}` yet.", ""]
-    pick = done.groupby("family")[metric].idxmax() if higher_is_better(metric) else done.groupby("family")[metric].idxmin()
-    rows = [[r["family"], f"`{r['run']}`", num(r[metric]), si(r.get("params")), sci(r.get("flops"))]
-            for _, r in done.loc[pick].iterrows()]
+    pick = (
+        done.groupby("family")[metric].idxmax() if higher_is_better(metric) else done.groupby("family")[metric].idxmin()
+    )
+    rows = [
+        [r["family"], f"`{r['run']}`", num(r[metric]), si(r.get("params")), sci(r.get("flops"))]
+        for _, r in done.loc[pick].iterrows()
+    ]
     return ["## Best run per family", "", markdown_table(["family", "run", metric, "params", "FLOPs"], rows), ""]
 
 
@@ -96,21 +115,34 @@ def _law_lines(law: Law) -> list[str]:
     lines = [f"**{law.title}**"]
     if law.fit is None:
         return lines + ["", f"Skipped: {law.skipped}.", ""]
-    what = {"compute": "runs on the compute frontier (Pareto front of final loss vs FLOPs)",
-            "params": "model sizes (best run of each size)", "chinchilla": "completed runs",
-            "isoflop": "completed runs"}[law.kind]
+    what = {
+        "compute": "runs on the compute frontier (Pareto front of final loss vs FLOPs)",
+        "params": "model sizes (best run of each size)",
+        "chinchilla": "completed runs",
+        "isoflop": "completed runs",
+    }[law.kind]
     lines += ["", f"Fitted on {len(law.points)} {what}."]
-    formula = law.fit.formula("C" if law.kind == "compute" else "N") if law.kind in ("compute", "params") else law.fit.formula()
+    formula = (
+        law.fit.formula("C" if law.kind == "compute" else "N")
+        if law.kind in ("compute", "params")
+        else law.fit.formula()
+    )
     lines += ["", f"`{formula}`"]
     rows = [[name, num(getattr(law.fit, name)), _interval(law.fit, name)] for name in _PARAMS[law.kind]]
     lines += ["", markdown_table(["parameter", "estimate", "interval"], rows)]
     if law.kind == "chinchilla":
         lines += _compute_optimal(law)
     if law.kind == "isoflop":
-        rows = [[sci(r.flops), int(r.n_runs), si(r.n_opt), si(r.d_opt), num(r.loss_opt), "yes" if r.extrapolated else ""]
-                for r in law.fit.table.itertuples()]
-        lines += ["", "Per budget (parabola in log N):", "",
-                  markdown_table(["C (FLOPs)", "runs", "N_opt", "D_opt", "loss at N_opt", "extrapolated"], rows)]
+        rows = [
+            [sci(r.flops), int(r.n_runs), si(r.n_opt), si(r.d_opt), num(r.loss_opt), "yes" if r.extrapolated else ""]
+            for r in law.fit.table.itertuples()
+        ]
+        lines += [
+            "",
+            "Per budget (parabola in log N):",
+            "",
+            markdown_table(["C (FLOPs)", "runs", "N_opt", "D_opt", "loss at N_opt", "extrapolated"], rows),
+        ]
     return lines + [""]
 
 
@@ -124,8 +156,12 @@ def _compute_optimal(law: Law) -> list[str]:
         except Exception as error:  # e.g. an exponent estimate that makes the optimum undefined
             return ["", f"Compute-optimal allocation unavailable: {type(error).__name__}: {error}."]
         rows.append([sci(c), si(n_opt), si(d_opt), num(d_opt / n_opt, 3)])
-    return ["", "Compute-optimal allocation (C = 6·N·D):", "",
-            markdown_table(["C (FLOPs)", "N_opt", "D_opt", "tokens per parameter"], rows)]
+    return [
+        "",
+        "Compute-optimal allocation (C = 6·N·D):",
+        "",
+        markdown_table(["C (FLOPs)", "N_opt", "D_opt", "tokens per parameter"], rows),
+    ]
 
 
 def _pair(result: Any) -> tuple[float, float]:
@@ -176,14 +212,24 @@ def _plots(runs, laws, loss, metric, axes, out: Path, notes: list[str]) -> list[
     keys = [k for k in dict.fromkeys([loss, "eval/accuracy", metric]) if k in runs and runs[k].notna().any()]
     for key in keys:
         name = f"{slug(key)}_vs_compute.png"
-        figures.append((f"{key} against compute",
-                        _safe_plot(lambda k=key, n=name: save_png(out / n, draw_vs_compute, runs, k, laws), name, notes)))
+        figures.append(
+            (
+                f"{key} against compute",
+                _safe_plot(lambda k=key, n=name: save_png(out / n, draw_vs_compute, runs, k, laws), name, notes),
+            )
+        )
     name = f"{slug(loss)}_vs_params.png"
-    figures.append((f"{loss} against parameters", _safe_plot(lambda: save_png(out / name, draw_vs_params, laws), name, notes)))
+    figures.append(
+        (f"{loss} against parameters", _safe_plot(lambda: save_png(out / name, draw_vs_params, laws), name, notes))
+    )
     for axis in plot_axes(runs, axes):
         name = f"{slug(metric)}_vs_{slug(axis)}.png"
-        figures.append((f"{metric} against {axis}",
-                        _safe_plot(lambda a=axis, n=name: save_png(out / n, draw_vs_axis, runs, a, metric, axes), name, notes)))
+        figures.append(
+            (
+                f"{metric} against {axis}",
+                _safe_plot(lambda a=axis, n=name: save_png(out / n, draw_vs_axis, runs, a, metric, axes), name, notes),
+            )
+        )
     return [(title, path) for title, path in figures if path is not None]
 
 
@@ -201,7 +247,9 @@ def write_report(
     runs = load_runs(sweep_dir)
     if runs.empty:
         path = sweep_dir / "report.md"
-        path.write_text(f"# Sweep report: {sweep_dir.name}\n\nNo run directories (with a config.json) under `{sweep_dir}`.\n")
+        path.write_text(
+            f"# Sweep report: {sweep_dir.name}\n\nNo run directories (with a config.json) under `{sweep_dir}`.\n"
+        )
         return path
     metric = metric or main_metric(runs)
     if metric not in runs:
@@ -220,8 +268,11 @@ def write_report(
         lines += [f"### {title}", "", f"![{title}]({path.name})", ""]
     family_only = [a for a in axes if a not in plot_axes(runs, axes)]
     if family_only:
-        lines += ["Not plotted on their own (constant within each family, so the family legend shows them, "
-                  "or replicate seeds): " + ", ".join(f"`{a}`" for a in family_only) + ".", ""]
+        lines += [
+            "Not plotted on their own (constant within each family, so the family legend shows them, "
+            "or replicate seeds): " + ", ".join(f"`{a}`" for a in family_only) + ".",
+            "",
+        ]
     if notes:
         lines += ["Plots not drawn:", ""] + notes + [""]
     (sweep_dir / "laws.json").write_text(json.dumps([law.to_dict() for law in laws], indent=1, default=float))

@@ -55,4 +55,3 @@ class EncDec(EncoderDecoder):
         total = self.io.context_flops(length)
         total += cfg.encoder_layers * Block.forward_flops(ENCODER_PARTS, d, self.d_ff, length, length)
         return total + num_q * self.decode_flops(lq, la, length)
-

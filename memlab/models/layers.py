@@ -13,11 +13,23 @@ from flax import nnx
 default_init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
 
 
-def dense(in_features: int, out_features: int, axes: tuple[str | None, str | None], *, rngs: nnx.Rngs,
-          dtype=jnp.float32, use_bias: bool = False, init=default_init) -> nnx.Linear:
+def dense(
+    in_features: int,
+    out_features: int,
+    axes: tuple[str | None, str | None],
+    *,
+    rngs: nnx.Rngs,
+    dtype=jnp.float32,
+    use_bias: bool = False,
+    init=default_init,
+) -> nnx.Linear:
     """A bias-free linear layer whose kernel carries logical axis names `axes` = (input axis, output axis)."""
     return nnx.Linear(
-        in_features, out_features, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32,
+        in_features,
+        out_features,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=jnp.float32,
         kernel_init=nnx.with_partitioning(init, axes),
         bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), (axes[1],)),
         rngs=rngs,
@@ -26,8 +38,14 @@ def dense(in_features: int, out_features: int, axes: tuple[str | None, str | Non
 
 def rms_norm(features: int, *, rngs: nnx.Rngs, dtype=jnp.float32, axis_name: str = "embed") -> nnx.RMSNorm:
     """RMSNorm with a learned scale; statistics are computed in fp32 whatever the compute dtype."""
-    return nnx.RMSNorm(features, epsilon=1e-6, dtype=dtype, param_dtype=jnp.float32,
-                       scale_init=nnx.with_partitioning(nnx.initializers.ones_init(), (axis_name,)), rngs=rngs)
+    return nnx.RMSNorm(
+        features,
+        epsilon=1e-6,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        scale_init=nnx.with_partitioning(nnx.initializers.ones_init(), (axis_name,)),
+        rngs=rngs,
+    )
 
 
 def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
@@ -44,8 +62,10 @@ def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
 def check_heads(cfg) -> None:
     """ValueError unless `model.d_model` splits into `model.num_heads` heads of even width (RoPE rotates pairs)."""
     if cfg.d_model % cfg.num_heads or (cfg.d_model // cfg.num_heads) % 2:
-        raise ValueError(f"model.d_model={cfg.d_model} must split into model.num_heads={cfg.num_heads} "
-                         "heads of even width (RoPE rotates pairs)")
+        raise ValueError(
+            f"model.d_model={cfg.d_model} must split into model.num_heads={cfg.num_heads} "
+            "heads of even width (RoPE rotates pairs)"
+        )
 
 
 class SwiGLU(nnx.Module):

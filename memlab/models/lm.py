@@ -40,9 +40,14 @@ class LM(nnx.Module):
         self.cfg = cfg
         dtype = compute_dtype(cfg.dtype)
         self.mixer_names = parse_mixers(cfg.mixers, cfg.num_layers)
-        self.embed = nnx.Embed(cfg.vocab_size, cfg.d_model, dtype=dtype, param_dtype=jnp.float32,
-                               embedding_init=nnx.with_partitioning(nnx.initializers.normal(1.0), ("vocab", "embed")),
-                               rngs=rngs)
+        self.embed = nnx.Embed(
+            cfg.vocab_size,
+            cfg.d_model,
+            dtype=dtype,
+            param_dtype=jnp.float32,
+            embedding_init=nnx.with_partitioning(nnx.initializers.normal(1.0), ("vocab", "embed")),
+            rngs=rngs,
+        )
         self.blocks = nnx.List([Block(cfg, name, rngs=rngs, dtype=dtype) for name in self.mixer_names])
         self.final_norm = rms_norm(cfg.d_model, rngs=rngs, dtype=dtype)
         if not cfg.tie_embeddings:
@@ -78,8 +83,10 @@ class LM(nnx.Module):
         names = parse_mixers(cfg.mixers, cfg.num_layers)
         unknown = sorted({n for n in names if n not in MIXERS})
         if unknown:
-            raise ValueError(f"model.mixers={cfg.mixers!r}: unknown mixer(s) {unknown}; "
-                             f"registered mixers: {', '.join(MIXERS.names())}")
+            raise ValueError(
+                f"model.mixers={cfg.mixers!r}: unknown mixer(s) {unknown}; "
+                f"registered mixers: {', '.join(MIXERS.names())}"
+            )
         for name in dict.fromkeys(names):
             mixer_check = getattr(MIXERS.get(name), "check", None)
             if mixer_check is not None:
@@ -101,8 +108,10 @@ class LM(nnx.Module):
 
     def init_cache(self, batch_size: int, max_len: int) -> dict:
         """Decoding cache for up to `max_len` tokens: one entry per layer plus the next position."""
-        return {"pos": jnp.zeros((), jnp.int32),
-                "layers": [b.mixer.init_cache(batch_size, max_len) for b in self.blocks]}
+        return {
+            "pos": jnp.zeros((), jnp.int32),
+            "layers": [b.mixer.init_cache(batch_size, max_len) for b in self.blocks],
+        }
 
     def decode_step(self, tokens: jax.Array, cache: dict) -> tuple[jax.Array, dict]:
         """One token per sequence, tokens [B] -> (fp32 logits [B, vocab], cache); equals the parallel forward."""

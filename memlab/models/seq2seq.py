@@ -14,8 +14,17 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from memlab.models.layers import (ShortConv, SwiGLU, check_heads, compute_dtype, default_init, dense, mlp_width,
-                                  rms_norm, rope)
+from memlab.models.layers import (
+    ShortConv,
+    SwiGLU,
+    check_heads,
+    compute_dtype,
+    default_init,
+    dense,
+    mlp_width,
+    rms_norm,
+    rope,
+)
 
 PARTS = ("self", "causal", "cross", "mlp")  # self: bidirectional self-attention; causal: masked to the past
 DECODER_PARTS = ("causal", "cross", "mlp")
@@ -37,8 +46,16 @@ class Attention(nnx.Module):
     similarity to it (W_q W_q^T ~ I), and W_o = W_v^T, so what it reads arrives unrotated (W_v W_v^T ~ I); the
     mimetic initialisation of Trockman & Kolter (2023). The kernels are separate parameters that only start equal."""
 
-    def __init__(self, d_model: int, num_heads: int, *, rngs: nnx.Rngs, dtype=jnp.float32, rope_theta: float = 1e4,
-                 copy_init: bool = False):
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        *,
+        rngs: nnx.Rngs,
+        dtype=jnp.float32,
+        rope_theta: float = 1e4,
+        copy_init: bool = False,
+    ):
         self.num_heads, self.head_dim, self.rope_theta, self.dtype = num_heads, d_model // num_heads, rope_theta, dtype
         self.q = dense(d_model, d_model, ("embed", "heads"), rngs=rngs, dtype=dtype)
         k_init = (lambda *_: jnp.copy(self.q.kernel[...])) if copy_init else default_init
@@ -47,9 +64,17 @@ class Attention(nnx.Module):
         o_init = (lambda *_: self.v.kernel[...].T) if copy_init else default_init
         self.o = dense(d_model, d_model, ("heads", "embed"), rngs=rngs, dtype=dtype, init=o_init)
 
-    def weights_and_values(self, x: jax.Array, memory: jax.Array, *, causal: bool = False,
-                           positions: jax.Array | None = None, bias: jax.Array | None = None,
-                           prior: jax.Array | None = None, compete: bool = False) -> tuple[jax.Array, jax.Array]:
+    def weights_and_values(
+        self,
+        x: jax.Array,
+        memory: jax.Array,
+        *,
+        causal: bool = False,
+        positions: jax.Array | None = None,
+        bias: jax.Array | None = None,
+        prior: jax.Array | None = None,
+        compete: bool = False,
+    ) -> tuple[jax.Array, jax.Array]:
         """Attention weights [B, H, T, S] (fp32; each query's sum to 1) and the projected values [B, S, H, Dh].
 
         `prior` [T, S] is a fixed log-prior of each query for each memory position, added to the scores.
@@ -77,12 +102,21 @@ class Attention(nnx.Module):
             logits = jnp.where(jnp.tril(jnp.ones((t, s), bool)), logits, -1e30)
         return jax.nn.softmax(logits, axis=-1), v
 
-    def __call__(self, x: jax.Array, memory: jax.Array | None = None, *, causal: bool = False,
-                 positions: jax.Array | None = None, bias: jax.Array | None = None, prior: jax.Array | None = None,
-                 compete: bool = False) -> jax.Array:
+    def __call__(
+        self,
+        x: jax.Array,
+        memory: jax.Array | None = None,
+        *,
+        causal: bool = False,
+        positions: jax.Array | None = None,
+        bias: jax.Array | None = None,
+        prior: jax.Array | None = None,
+        compete: bool = False,
+    ) -> jax.Array:
         memory = x if memory is None else memory
-        probs, v = self.weights_and_values(x, memory, causal=causal, positions=positions, bias=bias, prior=prior,
-                                           compete=compete)
+        probs, v = self.weights_and_values(
+            x, memory, causal=causal, positions=positions, bias=bias, prior=prior, compete=compete
+        )
         out = jnp.einsum("bhts,bshd->bthd", probs.astype(v.dtype), v)
         return self.o(out.reshape(*x.shape[:2], -1))
 
@@ -103,14 +137,30 @@ class Block(nnx.Module):
             raise ValueError(f"unknown block parts {unknown}; accepted: {', '.join(PARTS)}")
         self.parts = tuple(parts)
         self.norms = nnx.List([rms_norm(cfg.d_model, rngs=rngs, dtype=dtype) for _ in parts])
-        self.layers = nnx.List([
-            SwiGLU(cfg.d_model, d_ff, rngs=rngs, dtype=dtype) if p == "mlp"
-            else Attention(cfg.d_model, cfg.num_heads, rngs=rngs, dtype=dtype, rope_theta=cfg.rope_theta,
-                           copy_init=cfg.copy_init)
-            for p in parts])
+        self.layers = nnx.List(
+            [
+                SwiGLU(cfg.d_model, d_ff, rngs=rngs, dtype=dtype)
+                if p == "mlp"
+                else Attention(
+                    cfg.d_model,
+                    cfg.num_heads,
+                    rngs=rngs,
+                    dtype=dtype,
+                    rope_theta=cfg.rope_theta,
+                    copy_init=cfg.copy_init,
+                )
+                for p in parts
+            ]
+        )
 
-    def __call__(self, x: jax.Array, memory: jax.Array | None = None, *, positions: jax.Array | None = None,
-                 read: dict | None = None) -> jax.Array:
+    def __call__(
+        self,
+        x: jax.Array,
+        memory: jax.Array | None = None,
+        *,
+        positions: jax.Array | None = None,
+        read: dict | None = None,
+    ) -> jax.Array:
         """`read`: extra arguments of the cross-attention (`bias`, `prior`, `compete`; see Attention)."""
         for part, norm, layer in zip(self.parts, self.norms, self.layers, strict=True):
             h = norm(x)
@@ -145,9 +195,14 @@ class TokenIO(nnx.Module):
 
     def __init__(self, cfg, *, rngs: nnx.Rngs, dtype):
         self.cfg = cfg
-        self.embed = nnx.Embed(cfg.vocab_size, cfg.d_model, dtype=dtype, param_dtype=jnp.float32,
-                               embedding_init=nnx.with_partitioning(nnx.initializers.normal(1.0), ("vocab", "embed")),
-                               rngs=rngs)
+        self.embed = nnx.Embed(
+            cfg.vocab_size,
+            cfg.d_model,
+            dtype=dtype,
+            param_dtype=jnp.float32,
+            embedding_init=nnx.with_partitioning(nnx.initializers.normal(1.0), ("vocab", "embed")),
+            rngs=rngs,
+        )
         taps = nnx.initializers.constant(0.5) if cfg.copy_init else None
         self.context_conv = ShortConv(cfg.d_model, cfg.conv_kernel, rngs=rngs, dtype=dtype, init=taps)
         self.final_norm = rms_norm(cfg.d_model, rngs=rngs, dtype=dtype)
@@ -205,8 +260,9 @@ class EncoderDecoder(nnx.Module):
 
     def blocks(self, parts: tuple[str, ...], num_layers: int, *, rngs: nnx.Rngs) -> nnx.List:
         """`num_layers` pre-norm blocks running `parts` (see Block)."""
-        return nnx.List([Block(self.cfg, parts, rngs=rngs, dtype=self.dtype, d_ff=self.d_ff)
-                         for _ in range(num_layers)])
+        return nnx.List(
+            [Block(self.cfg, parts, rngs=rngs, dtype=self.dtype, d_ff=self.d_ff) for _ in range(num_layers)]
+        )
 
     def norm(self, *, rngs: nnx.Rngs) -> nnx.RMSNorm:
         return rms_norm(self.cfg.d_model, rngs=rngs, dtype=self.dtype)
@@ -221,13 +277,14 @@ class EncoderDecoder(nnx.Module):
         x = self.io.embed(tokens)
         for block in self.decoder_blocks:
             x = block(x, memory, positions=positions)
-        return self.io.logits(x[:, question.shape[1]:])
+        return self.io.logits(x[:, question.shape[1] :])
 
     def decode_flops(self, question_len: int, answer_len: int, memory_len: int) -> float:
         """Forward FLOPs of `decode` for one question over a memory of `memory_len` vectors."""
         cfg = self.cfg
-        flops = cfg.num_layers * Block.forward_flops(DECODER_PARTS, cfg.d_model, self.d_ff, question_len + answer_len,
-                                                     memory_len)
+        flops = cfg.num_layers * Block.forward_flops(
+            DECODER_PARTS, cfg.d_model, self.d_ff, question_len + answer_len, memory_len
+        )
         return flops + self.io.logits_flops(answer_len)
 
     def __call__(self, batch: dict) -> dict:
@@ -238,8 +295,11 @@ class EncoderDecoder(nnx.Module):
         b, num_q = question.shape[:2]
         flat = lambda t: t.reshape(b * num_q, *t.shape[2:])
         logits = self.answer(jnp.repeat(memory, num_q, axis=0), flat(question), flat(answer_inputs))
-        return {"logits": logits.reshape(b, num_q, *logits.shape[1:]),
-                "targets": batch["answer_targets"], "loss_mask": batch["answer_mask"]}
+        return {
+            "logits": logits.reshape(b, num_q, *logits.shape[1:]),
+            "targets": batch["answer_targets"],
+            "loss_mask": batch["answer_mask"],
+        }
 
     def embedding_params(self) -> int:
         return self.io.embedding_params()

@@ -37,13 +37,20 @@ class SlotMemory(EncoderDecoder):
         # Slot queries = a shared mean + per-slot offsets: the mean's gradient is the sum over slots, so "what is
         # worth reading" (facts, not distractors) is learnt at once by all slots; the offsets break the symmetry.
         self.slot_mean = nnx.Param(jnp.zeros((cfg.d_model,)), out_sharding=("embed",))
-        self.slot_offsets = nnx.Param(nnx.initializers.normal(1.0)(rngs.params(), (cfg.num_slots, cfg.d_model)),
-                                      out_sharding=("slots", "embed"))
+        self.slot_offsets = nnx.Param(
+            nnx.initializers.normal(1.0)(rngs.params(), (cfg.num_slots, cfg.d_model)), out_sharding=("slots", "embed")
+        )
         self.context_norm = self.norm(rngs=rngs)
         # A salience score per context position and head, added to every slot's attention score there: lets the
         # slots agree to skip distractors without each query having to learn it separately.
-        self.salience = dense(cfg.d_model, cfg.num_heads, ("embed", "heads"), rngs=rngs, dtype=self.dtype,
-                              init=nnx.initializers.zeros_init())
+        self.salience = dense(
+            cfg.d_model,
+            cfg.num_heads,
+            ("embed", "heads"),
+            rngs=rngs,
+            dtype=self.dtype,
+            init=nnx.initializers.zeros_init(),
+        )
         self.slot_blocks = self.blocks(SLOT_PARTS, cfg.slot_layers, rngs=rngs)
         self.slot_norm = self.norm(rngs=rngs)
         self.question_blocks = self.blocks(QUESTION_PARTS, cfg.question_layers, rngs=rngs)
@@ -60,18 +67,19 @@ class SlotMemory(EncoderDecoder):
             "slot_layers": 2,  # slot-encoder layers (cross-attention to the context, slot self-attention, MLP)
             "question_layers": 1,  # question-encoder layers (self-attention, cross-attention to M_ctx, MLP)
             "slot_window_std": 0.5,  # > 0: slot i prefers the i-th of k context windows (Gaussian log-prior, std
-                                     # in windows); 0: slots place themselves by content alone
+            # in windows); 0: slots place themselves by content alone
             "slot_competition": False,  # True: slots compete for context positions (softmax over slots, Slot
-                                        # Attention) with the salience as a sigmoid gate; False: each slot's
-                                        # softmax over positions
+            # Attention) with the salience as a sigmoid gate; False: each slot's
+            # softmax over positions
         }
 
     @staticmethod
     def check(cfg) -> None:
         check_encoder_decoder(cfg, positive=("num_slots", "slot_layers", "question_layers"))
         if not cfg.slot_window_std >= 0:
-            raise ValueError(f"model.slot_window_std={cfg.slot_window_std!r} must be >= 0 (0 turns the locality "
-                             "prior off)")
+            raise ValueError(
+                f"model.slot_window_std={cfg.slot_window_std!r} must be >= 0 (0 turns the locality prior off)"
+            )
 
     def context_memory(self, context: jax.Array) -> jax.Array:
         """The normalised context token vectors the slots read [B, L, d]."""
@@ -128,4 +136,3 @@ def locality_prior(num_slots: int, length: int, std: float) -> jax.Array:
     centers = jnp.arange(num_slots) + 0.5
     where = (jnp.arange(length) + 0.5) * num_slots / length
     return -0.5 * ((where[None, :] - centers[:, None]) / std) ** 2
-

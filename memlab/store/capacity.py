@@ -89,8 +89,9 @@ def scores(keys, values, counts, *, rule: str, passes: int, beta: float):
         seq = jnp.tile(jnp.where(held, keys, 0), (1, passes, 1))
         vals = jnp.tile(values, (1, passes, 1))
         strength = jnp.full(seq.shape[:2], beta)
-        states = write_states(jnp.zeros((trials, d, d)), seq, vals, None, strength, rule=rule,
-                              backend=backend_for(seq.shape[1]))
+        states = write_states(
+            jnp.zeros((trials, d, d)), seq, vals, None, strength, rule=rule, backend=backend_for(seq.shape[1])
+        )
         return recall_scores(states, keys, values, stored)
 
     return jax.lax.map(one, counts)
@@ -106,8 +107,18 @@ def measure(study: Study, kind: str, d: int, rule: str, passes: int) -> pd.DataF
     rng = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(study.seed), d), KEY_KINDS.index(kind))
     keys, values = sample_pairs(rng, kind, study.trials, int(counts.max()), d, study.rho)
     accuracy, cosine = scores(keys, values, jnp.asarray(counts), rule=rule, passes=passes, beta=study.beta)
-    return pd.DataFrame({"rule": rule, "keys": kind, "passes": passes, "d": d, "n": counts,
-                         "n_over_d": counts / d, "accuracy": np.asarray(accuracy), "cosine": np.asarray(cosine)})
+    return pd.DataFrame(
+        {
+            "rule": rule,
+            "keys": kind,
+            "passes": passes,
+            "d": d,
+            "n": counts,
+            "n_over_d": counts / d,
+            "accuracy": np.asarray(accuracy),
+            "cosine": np.asarray(cosine),
+        }
+    )
 
 
 def crossing(ratios: np.ndarray, accuracy: np.ndarray, threshold: float) -> float:
@@ -129,7 +140,11 @@ def run(study: Study, *, progress: bool = True) -> pd.DataFrame:
     from rich.progress import track
 
     console = Console(stderr=True)
-    bar = track(study.configurations(), description="memory capacity", console=console,
-                disable=not (progress and console.is_terminal))
+    bar = track(
+        study.configurations(),
+        description="memory capacity",
+        console=console,
+        disable=not (progress and console.is_terminal),
+    )
     frames = [measure(study, *config) for config in bar]
     return pd.concat(frames, ignore_index=True)

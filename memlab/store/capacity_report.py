@@ -45,25 +45,44 @@ def _utilisation(value: float, top: float) -> str:
 
 def _table(table: pd.DataFrame, top: float) -> str:
     shown = [r for r in SHOWN_RATIOS if table[f"acc@{r:g}"].notna().any()]
-    header = ["rule", "keys", "passes", "d", *(f"N/d at {t:.0%}" for t in THRESHOLDS),
-              *(f"acc N/d={r:g}" for r in shown), *(f"cos N/d={r:g}" for r in shown[:2])]
-    rows = [[r["rule"], r["keys"], r["passes"], r["d"], *(_utilisation(r[f"util@{t:g}"], top) for t in THRESHOLDS),
-             *(num(r[f"acc@{x:g}"], 3) for x in shown), *(num(r[f"cos@{x:g}"], 3) for x in shown[:2])]
-            for _, r in table.iterrows()]
+    header = [
+        "rule",
+        "keys",
+        "passes",
+        "d",
+        *(f"N/d at {t:.0%}" for t in THRESHOLDS),
+        *(f"acc N/d={r:g}" for r in shown),
+        *(f"cos N/d={r:g}" for r in shown[:2]),
+    ]
+    rows = [
+        [
+            r["rule"],
+            r["keys"],
+            r["passes"],
+            r["d"],
+            *(_utilisation(r[f"util@{t:g}"], top) for t in THRESHOLDS),
+            *(num(r[f"acc@{x:g}"], 3) for x in shown),
+            *(num(r[f"cos@{x:g}"], 3) for x in shown[:2]),
+        ]
+        for _, r in table.iterrows()
+    ]
     return markdown_table(header, rows)
 
 
 def _claim(table: pd.DataFrame, top: float) -> list[str]:
     """The claim against the measured utilisation at 90% accuracy, one pass, for each key kind."""
-    lines = ["## Claim: outer-product memory saturates around 60% utilisation, the delta rule passes 90%", "",
-             f"Utilisation here: N/d at {THRESHOLDS[0]:.0%} recall accuracy, one pass; \"around 0.6\" is read as "
-             "0.45-0.75 at every d, \"passes 0.9\" as at least 0.9 at every d.", ""]
+    lines = [
+        "## Claim: outer-product memory saturates around 60% utilisation, the delta rule passes 90%",
+        "",
+        f'Utilisation here: N/d at {THRESHOLDS[0]:.0%} recall accuracy, one pass; "around 0.6" is read as '
+        '0.45-0.75 at every d, "passes 0.9" as at least 0.9 at every d.',
+        "",
+    ]
     one_pass = table[table["passes"] == table["passes"].min()]
     for (kind, rule), group in one_pass.groupby(["keys", "rule"], sort=False):
         claimed = CLAIM[rule]
         values = group.set_index("d")[f"util@{THRESHOLDS[0]:g}"]
-        holds = values.between(claimed - 0.15, claimed + 0.15).all() if rule == "hebbian" else \
-            (values >= claimed).all()
+        holds = values.between(claimed - 0.15, claimed + 0.15).all() if rule == "hebbian" else (values >= claimed).all()
         found = ", ".join(f"d={d}: {_utilisation(v, top)}" for d, v in values.items())
         lines.append(f"- {kind} keys, {rule}: {found} -> {'consistent with' if holds else 'does not match'} the claim")
     return lines + [""]
@@ -82,17 +101,27 @@ def plot(path: Path, frame: pd.DataFrame) -> Path:
         for (rule, p, d), group in frame[frame["keys"] == kind].groupby(["rule", "passes", "d"]):
             shade = 0.45 + 0.5 * dims.index(d) / max(1, len(dims) - 1)
             group = group.sort_values("n_over_d")
-            ax.plot(group["n_over_d"], group["accuracy"], color=matplotlib.colormaps[_SHADES[rule]](shade),
-                    linestyle="-" if p == passes[0] else "--", marker="os^"[dims.index(d) % 3], markersize=4,
-                    label=f"{rule}, {p} pass{'es' if p > 1 else ''}, d={d}")
+            ax.plot(
+                group["n_over_d"],
+                group["accuracy"],
+                color=matplotlib.colormaps[_SHADES[rule]](shade),
+                linestyle="-" if p == passes[0] else "--",
+                marker="os^"[dims.index(d) % 3],
+                markersize=4,
+                label=f"{rule}, {p} pass{'es' if p > 1 else ''}, d={d}",
+            )
         for t in THRESHOLDS:
             ax.axhline(t, color="grey", linestyle=":", linewidth=1)
         ax.set_xscale("log", base=2)
         if frame["n_over_d"].nunique() <= 12:  # ticks at the measured N/d, printed plainly
             ax.set_xticks(sorted(frame["n_over_d"].round(6).unique()))
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.set(xlabel="stored pairs per key dimension N/d", ylabel="recall accuracy (nearest stored value)",
-               ylim=(-0.02, 1.02), title=f"{kind} keys")
+        ax.set(
+            xlabel="stored pairs per key dimension N/d",
+            ylabel="recall accuracy (nearest stored value)",
+            ylim=(-0.02, 1.02),
+            title=f"{kind} keys",
+        )
         ax.grid(True, alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize="small", frameon=False)
@@ -109,16 +138,27 @@ def write(out: Path, study: Study, frame: pd.DataFrame, wall_seconds: float) -> 
     table = summary(frame)
     top = float(frame["n_over_d"].max())
     settings = ", ".join(f"{k}={v}" for k, v in asdict(study).items())
-    lines = ["# Associative-memory capacity: delta rule vs Hebbian writes", "",
-             f"- settings: {settings}", f"- wall time: {wall_seconds:.1f} s", "",
-             "Each configuration writes N (key, value) pairs into a zero d x d matrix (`passes` times over the same "
-             "pairs) and recalls every stored key; a recall is correct when its nearest stored value by cosine is "
-             "its own. Utilisation at a threshold = the largest N/d whose accuracy is still at least the threshold "
-             "(interpolated). `cos` = mean cosine between a recall and its own value (1 = exact recall). "
-             "Correlated keys have mean pairwise cosine rho. With beta fixed, repeating a Hebbian write only scales "
-             "the matrix, so its passes give identical curves (drawn on top of each other).", "",
-             "## Utilisation and accuracy", "", _table(table, top), "", *_claim(table, top),
-             f"![accuracy vs N/d]({png.name})", ""]
+    lines = [
+        "# Associative-memory capacity: delta rule vs Hebbian writes",
+        "",
+        f"- settings: {settings}",
+        f"- wall time: {wall_seconds:.1f} s",
+        "",
+        "Each configuration writes N (key, value) pairs into a zero d x d matrix (`passes` times over the same "
+        "pairs) and recalls every stored key; a recall is correct when its nearest stored value by cosine is "
+        "its own. Utilisation at a threshold = the largest N/d whose accuracy is still at least the threshold "
+        "(interpolated). `cos` = mean cosine between a recall and its own value (1 = exact recall). "
+        "Correlated keys have mean pairwise cosine rho. With beta fixed, repeating a Hebbian write only scales "
+        "the matrix, so its passes give identical curves (drawn on top of each other).",
+        "",
+        "## Utilisation and accuracy",
+        "",
+        _table(table, top),
+        "",
+        *_claim(table, top),
+        f"![accuracy vs N/d]({png.name})",
+        "",
+    ]
     path = out / "capacity.md"
     path.write_text("\n".join(lines))
     return path

@@ -11,12 +11,16 @@ def register(sub) -> None:
 
     d = Study()
     join = lambda values: ",".join(f"{v:g}" for v in values)
-    p = sub.add_parser("store-capacity", help="capacity of the associative store: delta vs Hebbian writes, "
-                                               "random and correlated keys, one and several passes")
+    p = sub.add_parser(
+        "store-capacity",
+        help="capacity of the associative store: delta vs Hebbian writes, "
+        "random and correlated keys, one and several passes",
+    )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--dims", default=join(d.dims), help=f"key = value dimensions d (default {join(d.dims)})")
-    p.add_argument("--ratios", default=join(d.ratios),
-                   help=f"stored pairs per dimension N/d (default {join(d.ratios)})")
+    p.add_argument(
+        "--ratios", default=join(d.ratios), help=f"stored pairs per dimension N/d (default {join(d.ratios)})"
+    )
     p.add_argument("--passes", default=join(d.passes), help=f"write passes over the pairs (default {join(d.passes)})")
     p.add_argument("--rules", default=",".join(d.rules), help=f"default {','.join(d.rules)}")
     p.add_argument("--keys", default=",".join(d.keys), help=f"key kinds (default {','.join(d.keys)})")
@@ -49,10 +53,17 @@ def study_from_args(args):
         raise ConfigError(f"--rho={args.rho}: expected a mean key cosine in [0, 1)")
     if args.trials < 1:
         raise ConfigError(f"--trials={args.trials}: expected a positive integer")
-    return Study(dims=_items("dims", args.dims, int), ratios=tuple(sorted(_items("ratios", args.ratios, float))),
-                 passes=_items("passes", args.passes, int), rules=_items("rules", args.rules, str, RULES),
-                 keys=_items("keys", args.keys, str, KEY_KINDS), trials=args.trials, beta=args.beta, rho=args.rho,
-                 seed=args.seed)
+    return Study(
+        dims=_items("dims", args.dims, int),
+        ratios=tuple(sorted(_items("ratios", args.ratios, float))),
+        passes=_items("passes", args.passes, int),
+        rules=_items("rules", args.rules, str, RULES),
+        keys=_items("keys", args.keys, str, KEY_KINDS),
+        trials=args.trials,
+        beta=args.beta,
+        rho=args.rho,
+        seed=args.seed,
+    )
 
 
 def run(args) -> int:

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from memlab.errors import StoreError
+
 from .rules import RULES
 
 
@@ -26,8 +27,12 @@ def check_size(name: str, value) -> int:
 
 def check_strength(name: str, value) -> float:
     """alpha (decay) and beta (write strength) are scalars in (0, 1]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(value) or not 0.0 < value <= 1.0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not math.isfinite(value)
+        or not 0.0 < value <= 1.0
+    ):
         raise StoreError(f"{name}={value!r}: expected a float in (0, 1]")
     return float(value)
 
@@ -39,8 +44,10 @@ def as_rows(name: str, x, widths: tuple[int, ...], rows: int | None = None) -> n
         x = np.asarray(x)
         dtype = x.dtype
     if not jnp.issubdtype(dtype, jnp.floating):
-        raise StoreError(f"{name} has dtype {dtype}; expected a real floating dtype (float32, float64, bfloat16, "
-                         "float16), stored as float32")
+        raise StoreError(
+            f"{name} has dtype {dtype}; expected a real floating dtype (float32, float64, bfloat16, "
+            "float16), stored as float32"
+        )
     x = np.asarray(x, dtype=np.float32)
     accepted = " or ".join(str(w) for w in widths)
     if x.ndim != 2 or x.shape[1] not in widths:

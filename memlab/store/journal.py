@@ -34,25 +34,32 @@ _HEAD = struct.Struct("<4sQ32s")
 @dataclass(frozen=True)
 class Record:
     op: str
-    keys: np.ndarray | None = None    # [N, w] float32
+    keys: np.ndarray | None = None  # [N, w] float32
     values: np.ndarray | None = None  # [N, d_value] float32
     alpha: float = 1.0
     beta: float = 1.0
-    d_key: int | None = None          # growth: the new key size
+    d_key: int | None = None  # growth: the new key size
 
 
 def encode(record: Record) -> bytes:
     arrays = [a for a in (record.keys, record.values) if a is not None]
-    header = json.dumps({"op": record.op, "alpha": record.alpha, "beta": record.beta, "d_key": record.d_key,
-                         "keys": None if record.keys is None else list(record.keys.shape),
-                         "values": None if record.values is None else list(record.values.shape)}).encode()
+    header = json.dumps(
+        {
+            "op": record.op,
+            "alpha": record.alpha,
+            "beta": record.beta,
+            "d_key": record.d_key,
+            "keys": None if record.keys is None else list(record.keys.shape),
+            "values": None if record.values is None else list(record.values.shape),
+        }
+    ).encode()
     payload = struct.pack("<I", len(header)) + header + b"".join(a.astype("<f4").tobytes() for a in arrays)
     return _HEAD.pack(MAGIC, len(payload), hashlib.sha256(payload).digest()) + payload
 
 
 def decode(payload: bytes) -> Record:
     (size,) = struct.unpack_from("<I", payload)
-    header = json.loads(payload[4:4 + size])
+    header = json.loads(payload[4 : 4 + size])
     offset, arrays = 4 + size, {}
     for name in ("keys", "values"):
         if header[name] is not None:
@@ -60,8 +67,9 @@ def decode(payload: bytes) -> Record:
             count = rows * width
             arrays[name] = np.frombuffer(payload, "<f4", count, offset).reshape(rows, width).astype(np.float32)
             offset += 4 * count
-    return Record(header["op"], arrays.get("keys"), arrays.get("values"), header["alpha"], header["beta"],
-                  header["d_key"])
+    return Record(
+        header["op"], arrays.get("keys"), arrays.get("values"), header["alpha"], header["beta"], header["d_key"]
+    )
 
 
 def read(path: Path) -> list[Record]:
@@ -73,14 +81,19 @@ def read(path: Path) -> list[Record]:
     while offset < len(data):
         problem, end = _check(data, offset)
         if problem is None:
-            records.append(decode(data[offset + _HEAD.size:end]))
+            records.append(decode(data[offset + _HEAD.size : end]))
             offset = end
             continue
         if end < len(data):
-            raise CorruptStoreError(f"journal {path} is corrupted: record {len(records)} at byte {offset} "
-                                    f"{problem}, and {len(data) - end} bytes follow it")
-        warnings.warn(f"journal {path}: dropped a torn last record at byte {offset} ({problem}); it was never "
-                      f"acknowledged", RuntimeWarning, stacklevel=2)
+            raise CorruptStoreError(
+                f"journal {path} is corrupted: record {len(records)} at byte {offset} "
+                f"{problem}, and {len(data) - end} bytes follow it"
+            )
+        warnings.warn(
+            f"journal {path}: dropped a torn last record at byte {offset} ({problem}); it was never acknowledged",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         with path.open("r+b") as f:
             f.truncate(offset)
             os.fsync(f.fileno())
@@ -99,7 +112,7 @@ def _check(data: bytes, offset: int) -> tuple[str | None, int]:
     end = offset + _HEAD.size + size
     if end > len(data):
         return f"is cut short ({len(data) - offset - _HEAD.size} of {size} payload bytes)", len(data)
-    if hashlib.sha256(data[offset + _HEAD.size:end]).digest() != digest:
+    if hashlib.sha256(data[offset + _HEAD.size : end]).digest() != digest:
         return "fails its SHA-256 check", end
     return None, end
 

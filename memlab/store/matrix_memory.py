@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import journal, occupancy, rules, snapshot
 from memlab.errors import CorruptStoreError, StoreError
+
+from . import journal, occupancy, rules, snapshot
 from .inputs import as_rows, check_rule, check_size, check_strength
 from .journal import Journal, Record
 
@@ -43,14 +44,22 @@ def _pad(x: np.ndarray, rows: int, width: int) -> np.ndarray:
 class MatrixMemory:
     """Associative store: write(keys, values), recall(queries), forget(keys); see the module docstring."""
 
-    def __init__(self, d_key: int, d_value: int, *, rule: str = "delta", growth_threshold: float | None = 0.85,
-                 growth_factor: int = 2):
+    def __init__(
+        self,
+        d_key: int,
+        d_value: int,
+        *,
+        rule: str = "delta",
+        growth_threshold: float | None = 0.85,
+        growth_factor: int = 2,
+    ):
         self.rule = check_rule(rule)
         self.d_value = check_size("d_value", d_value)
         self.key_dims = [check_size("d_key", d_key)]  # every size d_key has had; keys of any of them are accepted
         # the saturation that triggers growth; None: never grow
-        self.growth_threshold = None if growth_threshold is None else check_strength("growth_threshold",
-                                                                                     growth_threshold)
+        self.growth_threshold = (
+            None if growth_threshold is None else check_strength("growth_threshold", growth_threshold)
+        )
         if check_size("growth_factor", growth_factor) < 2:
             raise StoreError(f"growth_factor={growth_factor!r}: expected an integer >= 2")
         self.growth_factor = int(growth_factor)
@@ -62,7 +71,7 @@ class MatrixMemory:
         self._journal: Journal | None = None
 
     @classmethod
-    def for_domain(cls, name: str, config=None) -> "MatrixMemory":
+    def for_domain(cls, name: str, config=None) -> MatrixMemory:
         """A memory with the sizes and rule of a named domain (see `memlab.store.domains`)."""
         from .domains import domain_settings
 
@@ -75,15 +84,17 @@ class MatrixMemory:
     @property
     def matrix(self) -> np.ndarray:
         """The association matrix S in [d_key, d_value] orientation (recall is S^T q here)."""
-        return self._state[:, :self.d_value].copy()
+        return self._state[:, : self.d_value].copy()
 
     @property
     def occupancy(self) -> np.ndarray:
-        return self._state[:, self.d_value:].copy()
+        return self._state[:, self.d_value :].copy()
 
     def __repr__(self) -> str:
-        return (f"MatrixMemory(rule={self.rule!r}, d_key={self.d_key}, d_value={self.d_value}, "
-                f"counts={self.counts}, path={str(self.path) if self.path else None!r})")
+        return (
+            f"MatrixMemory(rule={self.rule!r}, d_key={self.d_key}, d_value={self.d_value}, "
+            f"counts={self.counts}, path={str(self.path) if self.path else None!r})"
+        )
 
     # ------------------------------------------------------------------ operations
     def write(self, keys, values, *, alpha: float = 1.0, beta: float = 1.0) -> None:
@@ -100,7 +111,7 @@ class MatrixMemory:
     def recall(self, queries) -> np.ndarray:
         """S q for each query [N, d_key] (or an earlier d_key) -> [N, d_value] float32."""
         queries = as_rows("queries", queries, tuple(self.key_dims))
-        return _pad(queries, len(queries), self.d_key) @ self._state[:, :self.d_value]
+        return _pad(queries, len(queries), self.d_key) @ self._state[:, : self.d_value]
 
     def forget(self, keys) -> None:
         """Remove what each key recalls (see the module docstring); zero keys are no-ops."""
@@ -117,11 +128,11 @@ class MatrixMemory:
 
     def utilisation(self) -> float:
         """trace(M) / d_key: stored keys per key dimension (see `occupancy`)."""
-        return occupancy.utilisation(self._state[:, self.d_value:])
+        return occupancy.utilisation(self._state[:, self.d_value :])
 
     def saturation(self) -> float:
         """effective rank(M) / d_key in [0, 1]: the share of key space in use (see `occupancy`)."""
-        return occupancy.saturation(self._state[:, self.d_value:])
+        return occupancy.saturation(self._state[:, self.d_value :])
 
     # ------------------------------------------------------------------ applying records
     def _commit(self, record: Record) -> None:
@@ -145,15 +156,22 @@ class MatrixMemory:
         values = np.concatenate([_pad(record.values, rows, self.d_value), keys], axis=1)
         alpha = np.where(np.arange(rows) < n, record.alpha, 1.0).astype(np.float32)
         beta = np.full(rows, record.beta, np.float32)
-        new = rules.write_states(self._state[None], keys[None], values[None], alpha[None], beta[None],
-                                 rule=self.rule, backend=rules.backend_for(rows))
+        new = rules.write_states(
+            self._state[None],
+            keys[None],
+            values[None],
+            alpha[None],
+            beta[None],
+            rule=self.rule,
+            backend=rules.backend_for(rows),
+        )
         self._state = np.asarray(new[0])
         self.counts["writes"] += n
 
     def _embed(self, new: int) -> None:
         K, V = self.d_key, self.d_value
         state = np.zeros((new, V + new), np.float32)
-        state[:K, :V], state[:K, V:V + K] = self._state[:, :V], self._state[:, V:]
+        state[:K, :V], state[:K, V : V + K] = self._state[:, :V], self._state[:, V:]
         self._state = state
         self.key_dims.append(new)
         self.counts["growths"] += 1
@@ -162,24 +180,37 @@ class MatrixMemory:
     def save(self, path) -> Path:
         """Snapshot to directory `path` and journal every later change there (the old journal is retired)."""
         path = Path(path)
-        meta = {"rule": self.rule, "d_value": self.d_value, "key_dims": self.key_dims, "counts": self.counts,
-                "growth_threshold": self.growth_threshold, "growth_factor": self.growth_factor}
+        meta = {
+            "rule": self.rule,
+            "d_value": self.d_value,
+            "key_dims": self.key_dims,
+            "counts": self.counts,
+            "growth_threshold": self.growth_threshold,
+            "growth_factor": self.growth_factor,
+        }
         generation = snapshot.write(path, {"state": self.matrix, "occupancy": self.occupancy}, meta)
         self._attach(path, snapshot.journal_path(path, generation))
         return path
 
     @classmethod
-    def load(cls, path) -> "MatrixMemory":
+    def load(cls, path) -> MatrixMemory:
         """The memory saved at `path`: verified snapshot plus every journaled change after it; stays attached."""
         path = Path(path)
         arrays, manifest = snapshot.read(path)
-        memory = cls(manifest["key_dims"][0], manifest["d_value"], rule=manifest["rule"],
-                     growth_threshold=manifest["growth_threshold"], growth_factor=manifest["growth_factor"])
+        memory = cls(
+            manifest["key_dims"][0],
+            manifest["d_value"],
+            rule=manifest["rule"],
+            growth_threshold=manifest["growth_threshold"],
+            growth_factor=manifest["growth_factor"],
+        )
         memory.key_dims, memory.counts = list(manifest["key_dims"]), dict(manifest["counts"])
         want = {"state": (memory.d_key, memory.d_value), "occupancy": (memory.d_key, memory.d_key)}
         if any(arrays[name].shape != shape for name, shape in want.items()):
-            raise CorruptStoreError(f"{path}: array shapes {[a.shape for a in arrays.values()]} do not match "
-                                    f"d_key={memory.d_key}, d_value={memory.d_value} in its manifest")
+            raise CorruptStoreError(
+                f"{path}: array shapes {[a.shape for a in arrays.values()]} do not match "
+                f"d_key={memory.d_key}, d_value={memory.d_value} in its manifest"
+            )
         memory._state = np.concatenate([arrays["state"], arrays["occupancy"]], axis=1)
         log = snapshot.journal_path(path, manifest["generation"])
         for record in journal.read(log):

@@ -40,11 +40,28 @@ def write_states(states, keys, values, alpha, beta, *, rule: str, backend: str =
     g = None if alpha is None else jnp.log(alpha)[..., None]
     h0 = states[:, None]
     if rule == "delta":
-        _, final = delta_rule(q, k, values[:, :, None], beta[..., None], g=g, scale=1.0, initial_state=h0,
-                              return_final_state=True, backend=backend)
+        _, final = delta_rule(
+            q,
+            k,
+            values[:, :, None],
+            beta[..., None],
+            g=g,
+            scale=1.0,
+            initial_state=h0,
+            return_final_state=True,
+            backend=backend,
+        )
     else:
-        _, final = linear_attention(q, k, (beta[..., None] * values)[:, :, None], g=g, scale=1.0,
-                                    initial_state=h0, return_final_state=True, backend=backend)
+        _, final = linear_attention(
+            q,
+            k,
+            (beta[..., None] * values)[:, :, None],
+            g=g,
+            scale=1.0,
+            initial_state=h0,
+            return_final_state=True,
+            backend=backend,
+        )
     return final[:, 0]
 
 
@@ -53,8 +70,9 @@ def erase(states, keys, *, backend: str = "auto"):
     """Remove what each unit key recalls: S <- (I - k k^T) S per key, in order (the delta rule writing the
     zero value with beta = 1). Zero keys are no-ops. states [B, K, W], keys [B, T, K]."""
     zeros = jnp.zeros(keys.shape[:2] + states.shape[-1:], states.dtype)
-    return write_states(states, keys, zeros, None, jnp.ones(keys.shape[:2], states.dtype), rule="delta",
-                        backend=backend)
+    return write_states(
+        states, keys, zeros, None, jnp.ones(keys.shape[:2], states.dtype), rule="delta", backend=backend
+    )
 
 
 def recall(states, queries):

@@ -21,8 +21,8 @@ import numpy as np
 import tensorstore as ts
 
 from memlab.data.manifest import file_table, sha256_file
-
 from memlab.errors import CorruptStoreError, StoreError
+
 from .journal import fsync_dir
 
 MANIFEST = "manifest.json"
@@ -65,10 +65,17 @@ def write(directory: Path, arrays: dict[str, np.ndarray], meta: dict) -> int:
     snap = directory / f"snapshot-{generation}"
     for name, array in arrays.items():
         _zarr(snap / f"{name}.zarr", np.asarray(array, np.float32))
-    manifest = {"format": FORMAT, "generation": generation, **meta, "dtype": "float32",
-                "arrays": {name: {"shape": list(np.shape(a)), "sha256": _array_digest(np.asarray(a, np.float32))}
-                           for name, a in arrays.items()},
-                "files": file_table(snap)}
+    manifest = {
+        "format": FORMAT,
+        "generation": generation,
+        **meta,
+        "dtype": "float32",
+        "arrays": {
+            name: {"shape": list(np.shape(a)), "sha256": _array_digest(np.asarray(a, np.float32))}
+            for name, a in arrays.items()
+        },
+        "files": file_table(snap),
+    }
     manifest["manifest_sha256"] = _self_digest(manifest)
     tmp = directory / f"{MANIFEST}.tmp"
     with tmp.open("w") as f:
@@ -111,7 +118,8 @@ def read(directory: Path) -> tuple[dict[str, np.ndarray], dict]:
     for name, want in manifest["arrays"].items():
         array = np.asarray(_zarr(snap / f"{name}.zarr").read().result(), np.float32)
         if list(array.shape) != want["shape"] or _array_digest(array) != want["sha256"]:
-            raise CorruptStoreError(f"array {name!r} in {snap} is corrupted: shape {list(array.shape)} or SHA-256 "
-                                    f"differs from {path}")
+            raise CorruptStoreError(
+                f"array {name!r} in {snap} is corrupted: shape {list(array.shape)} or SHA-256 differs from {path}"
+            )
         arrays[name] = array
     return arrays, manifest

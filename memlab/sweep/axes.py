@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 
 def grid(axes: dict[str, Sequence]) -> list[dict]:
@@ -39,8 +39,13 @@ def chain(*groups: Iterable[dict]) -> list[dict]:
     return [dict(p) for group in groups for p in group]
 
 
-def ladder(rungs: Sequence[tuple[int, int]], tokens: Sequence[float] | float, *,
-           width: str = "model.d_model", depth: str = "model.num_layers") -> list[dict]:
+def ladder(
+    rungs: Sequence[tuple[int, int]],
+    tokens: Sequence[float] | float,
+    *,
+    width: str = "model.d_model",
+    depth: str = "model.num_layers",
+) -> list[dict]:
     """A scale ladder: model sizes (width, depth) crossed with training-token budgets.
 
     The budget goes in the `@tokens` label; the sweep turns it into `train.steps` from the batch size and the

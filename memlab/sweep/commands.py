@@ -73,14 +73,23 @@ def run_sweep(args: argparse.Namespace) -> int:
         failed = [name for name, code in codes.items() if code != 0]
     elif todo:
         cluster = "local" if args.launcher == "submitit-local" else "slurm"
-        params = {k: v for k, v in {"timeout_min": args.timeout_min, "slurm_partition": args.partition,
-                                    "gpus_per_node": args.gpus_per_node,
-                                    "slurm_array_parallelism": args.array_parallelism}.items() if v is not None}
+        params = {
+            k: v
+            for k, v in {
+                "timeout_min": args.timeout_min,
+                "slurm_partition": args.partition,
+                "gpus_per_node": args.gpus_per_node,
+                "slurm_array_parallelism": args.array_parallelism,
+            }.items()
+            if v is not None
+        }
         if cluster == "local":
             params = {"timeout_min": args.timeout_min}
         jobs = launch.launch_submitit(todo, workdir, cluster=cluster, **params)
-        print(f"memlab: submitted {len(jobs)} jobs ({jobs[0].job_id.split('_')[0]}); `memlab status {workdir}` "
-              "shows progress")
+        print(
+            f"memlab: submitted {len(jobs)} jobs ({jobs[0].job_id.split('_')[0]}); `memlab status {workdir}` "
+            "shows progress"
+        )
         if cluster == "local":
             failed = [p.name for p, job in zip(todo, jobs, strict=True) if job.exception() is not None]
     if args.report:
@@ -104,8 +113,14 @@ def _print_dry_run(points: list[Point], done: list[Point]) -> None:
         table.add_column(column, justify="right" if column != "run" else "left")
     for p in points:
         e = estimate(p.config)
-        table.add_row(p.name, f"{e['params']:,}", f"{e['params_non_embedding']:,}", f"{e['tokens']:.3g}",
-                      f"{e['flops']:.3g}", "completed" if p in done else "to run")
+        table.add_row(
+            p.name,
+            f"{e['params']:,}",
+            f"{e['params_non_embedding']:,}",
+            f"{e['tokens']:.3g}",
+            f"{e['flops']:.3g}",
+            "completed" if p in done else "to run",
+        )
     Console().print(table)
 
 

@@ -16,5 +16,9 @@ def estimate(config: ml_collections.ConfigDict) -> dict:
     per_example = tokens_per_example(config)
     tokens = config.train.steps * config.train.batch_size * per_example
     flops_per_token = analytic_flops_per_token(model, example_shapes(config), per_example)
-    return {**count_params(model), "tokens": tokens, "flops_per_token": flops_per_token,
-            "flops": flops_per_token * tokens}
+    return {
+        **count_params(model),
+        "tokens": tokens,
+        "flops_per_token": flops_per_token,
+        "flops": flops_per_token * tokens,
+    }

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 def new_launch_id() -> str:
     """A fresh id per launch (time, then random), so relaunches of one sweep can be told apart."""
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+    return datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
 
 
 def run_status(run_dir: Path) -> str:
@@ -83,8 +83,12 @@ def launch_local(points: list[Point], workdir: Path, *, parallel: int = 1, title
         run_dir.mkdir(parents=True, exist_ok=True)
         progress.started(point.name)
         with (run_dir / "train.log").open("a") as log:
-            code = subprocess.run([sys.executable, "-m", "memlab.cli", *train_argv(point, run_dir)],
-                                  stdout=log, stderr=subprocess.STDOUT, env=_child_env()).returncode
+            code = subprocess.run(
+                [sys.executable, "-m", "memlab.cli", *train_argv(point, run_dir)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=_child_env(),
+            ).returncode
         progress.finished(point.name, code)
         return point.name, code
 
@@ -93,8 +97,9 @@ def launch_local(points: list[Point], workdir: Path, *, parallel: int = 1, title
         return dict(pool.map(run_one, points))
 
 
-def launch_submitit(points: list[Point], workdir: Path, *, cluster: str | None = None,
-                    **parameters: Any) -> list[submitit.Job]:
+def launch_submitit(
+    points: list[Point], workdir: Path, *, cluster: str | None = None, **parameters: Any
+) -> list[submitit.Job]:
     """Submit the points as one job array (SLURM through submitit; cluster='local' runs them on this machine).
 
     `parameters` go to `executor.update_parameters` (e.g. timeout_min, slurm_partition, gpus_per_node,

@@ -15,16 +15,16 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
 from memlab.train.run_dir import read_json
 
-POLL_SECONDS = 0.5     # file reads at most twice a second
-TAIL_BYTES = 8192      # a few dozen metrics rows
+POLL_SECONDS = 0.5  # file reads at most twice a second
+TAIL_BYTES = 8192  # a few dozen metrics rows
 SHOWN = {"train/loss": ("loss", "{:.4f}"), "eval/accuracy": ("acc", "{:.3f}")}  # key -> (label, format)
 
 
@@ -60,16 +60,17 @@ class RunView:
     """One run as the display shows it."""
 
     name: str
-    state: str                  # queued, starting, running, done, failed
+    state: str  # queued, starting, running, done, failed
     step: int
     steps: int
-    metrics: dict[str, float]   # the newest value of each SHOWN key the run has logged
-    eta: float | None           # seconds left, from the run's own pace since it started
+    metrics: dict[str, float]  # the newest value of each SHOWN key the run has logged
+    eta: float | None  # seconds left, from the run's own pace since it started
 
     def shown(self) -> str:
         """`loss 3.2101 acc 0.250`: the newest logged value of each SHOWN metric."""
-        return " ".join(f"{label} {form.format(self.metrics[key])}" for key, (label, form) in SHOWN.items()
-                        if key in self.metrics)
+        return " ".join(
+            f"{label} {form.format(self.metrics[key])}" for key, (label, form) in SHOWN.items() if key in self.metrics
+        )
 
     def describe(self) -> str:
         """`seed=1 step 15/20 loss 3.2101 acc 0.250 eta 0:00:04`, or `seed=1 starting` before it reports."""
@@ -84,8 +85,8 @@ class SweepView:
     """The runs of one launch, the steps they have made and have left, the time since it began and the time left."""
 
     runs: list[RunView]
-    steps_done: int             # by this launch (a resumed run counts from where it resumed)
-    steps_left: int             # queued and running runs' remaining steps
+    steps_done: int  # by this launch (a resumed run counts from where it resumed)
+    steps_left: int  # queued and running runs' remaining steps
     elapsed: float
     eta: float | None
 
@@ -110,8 +111,8 @@ class SweepView:
 @dataclasses.dataclass
 class _Run:
     steps: int
-    step: int                    # newest known; before its process reports, the step an earlier launch left
-    base: int                    # the lowest step seen: this launch's progress counts from there (resumed runs)
+    step: int  # newest known; before its process reports, the step an earlier launch left
+    base: int  # the lowest step seen: this launch's progress counts from there (resumed runs)
     state: str = "queued"
     started: float = 0.0
     metrics: dict = dataclasses.field(default_factory=dict)
@@ -126,9 +127,17 @@ class SweepProgress:
     `clock` (wall time, comparable with file mtimes) is for tests.
     """
 
-    def __init__(self, workdir: Path, steps: dict[str, int], *, title: str = "sweep", every: float = 30.0,
-                 live: bool | None = None, console: Console | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        steps: dict[str, int],
+        *,
+        title: str = "sweep",
+        every: float = 30.0,
+        live: bool | None = None,
+        console: Console | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.workdir, self.title, self.every, self.clock = Path(workdir), title, every, clock
         self.console = console or Console()
         self.live = self.console.is_interactive if live is None else live
@@ -175,8 +184,9 @@ class SweepProgress:
             run = self.runs[name]
             run.state, run.started = "starting", self.clock()
             if self._bars is not None:
-                self._tasks[name] = self._bars.add_task(name, total=run.steps, completed=run.step,
-                                                        count=f"{run.step}/{run.steps}", info="starting", eta="?")
+                self._tasks[name] = self._bars.add_task(
+                    name, total=run.steps, completed=run.step, count=f"{run.step}/{run.steps}", info="starting", eta="?"
+                )
             else:
                 self._say(f"start {name}")
 
@@ -228,14 +238,23 @@ class SweepProgress:
                 self._say(view.line())
                 return
             finished, running = view.count("done", "failed"), view.count("starting", "running")
-            self._bars.update(self._tasks[self.title], total=view.steps_done + view.steps_left,  # a bar of steps
-                              completed=view.steps_done, count=f"{finished}/{len(view.runs)} runs",
-                              info=f"{running} running",
-                              eta=fmt_seconds(view.eta))
+            self._bars.update(
+                self._tasks[self.title],
+                total=view.steps_done + view.steps_left,  # a bar of steps
+                completed=view.steps_done,
+                count=f"{finished}/{len(view.runs)} runs",
+                info=f"{running} running",
+                eta=fmt_seconds(view.eta),
+            )
             for r in view.runs:
                 if r.name in self._tasks:
-                    self._bars.update(self._tasks[r.name], completed=r.step, count=f"{r.step}/{r.steps}",
-                                      info=r.shown() or r.state, eta=fmt_seconds(r.eta))
+                    self._bars.update(
+                        self._tasks[r.name],
+                        completed=r.step,
+                        count=f"{r.step}/{r.steps}",
+                        info=r.shown() or r.state,
+                        eta=fmt_seconds(r.eta),
+                    )
 
     def _loop(self) -> None:
         while not self._stop.wait(POLL_SECONDS):
@@ -243,14 +262,19 @@ class SweepProgress:
 
     def __enter__(self) -> SweepProgress:
         if self.live:
-            self._bars = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
-                                  TextColumn("{task.fields[count]}", markup=False),
-                                  TextColumn("{task.fields[info]}", markup=False),
-                                  TextColumn("eta {task.fields[eta]}", markup=False),
-                                  console=self.console, refresh_per_second=2)
+            self._bars = Progress(
+                TextColumn("{task.description}", markup=False),
+                BarColumn(),
+                TextColumn("{task.fields[count]}", markup=False),
+                TextColumn("{task.fields[info]}", markup=False),
+                TextColumn("eta {task.fields[eta]}", markup=False),
+                console=self.console,
+                refresh_per_second=2,
+            )
             left = sum(r.steps - r.step for r in self.runs.values())
-            self._tasks[self.title] = self._bars.add_task(self.title, total=left, count=f"0/{len(self.runs)} runs",
-                                                          info="", eta="?")
+            self._tasks[self.title] = self._bars.add_task(
+                self.title, total=left, count=f"0/{len(self.runs)} runs", info="", eta="?"
+            )
             self._bars.start()
         self._thread = threading.Thread(target=self._loop, name="sweep-progress", daemon=True)
         self._thread.start()

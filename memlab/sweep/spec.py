@@ -6,8 +6,9 @@ import dataclasses
 import hashlib
 import json
 import math
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import ml_collections
 
@@ -39,10 +40,10 @@ class Point:
     """One run of a sweep, fully resolved: what `memlab train` is given and what names it."""
 
     name: str
-    values: dict          # the point's own values (config keys and labels), before derivation
-    overrides: dict       # every config key set on top of the experiment, derived ones included
+    values: dict  # the point's own values (config keys and labels), before derivation
+    overrides: dict  # every config key set on top of the experiment, derived ones included
     config: ml_collections.ConfigDict
-    experiment: str       # resolved path of the base experiment file
+    experiment: str  # resolved path of the base experiment file
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -56,13 +57,18 @@ def experiment_path(sweep: Sweep) -> Path:
     """The experiment file, looked for next to the sweep file, in its parent, then in the working directory."""
     candidates = [Path(sweep.experiment)]
     if sweep.source is not None:
-        candidates = [sweep.source.parent / sweep.experiment, sweep.source.parent.parent / sweep.experiment,
-                      *candidates]
+        candidates = [
+            sweep.source.parent / sweep.experiment,
+            sweep.source.parent.parent / sweep.experiment,
+            *candidates,
+        ]
     for candidate in candidates:
         if candidate.is_file():
             return candidate.resolve()
-    raise ConfigError(f"sweep '{sweep.name}': experiment file {sweep.experiment!r} not found "
-                      f"(looked in {', '.join(str(c.parent) for c in candidates)})")
+    raise ConfigError(
+        f"sweep '{sweep.name}': experiment file {sweep.experiment!r} not found "
+        f"(looked in {', '.join(str(c.parent) for c in candidates)})"
+    )
 
 
 def sweep_id(sweep: Sweep) -> str:
@@ -140,10 +146,16 @@ def expand(sweep: Sweep, *, launch_id: str = "") -> list[Point]:
 def describe(sweep: Sweep, points: list[Point], launch_id: str) -> dict:
     """What sweep.json records: ids, varied axes and their values, the runs."""
     varied = varied_keys(sweep)
-    return {"name": sweep.name, "sweep_id": sweep_id(sweep), "launch_id": launch_id,
-            "experiment": str(experiment_path(sweep)), "source": str(sweep.source) if sweep.source else None,
-            "axes": {k: _distinct(p.values.get(k) for p in points) for k in varied},
-            "runs": [p.name for p in points], "configs": {p.name: to_dict(p.config) for p in points}}
+    return {
+        "name": sweep.name,
+        "sweep_id": sweep_id(sweep),
+        "launch_id": launch_id,
+        "experiment": str(experiment_path(sweep)),
+        "source": str(sweep.source) if sweep.source else None,
+        "axes": {k: _distinct(p.values.get(k) for p in points) for k in varied},
+        "runs": [p.name for p in points],
+        "configs": {p.name: to_dict(p.config) for p in points},
+    }
 
 
 def _distinct(values: Iterable) -> list:

@@ -30,8 +30,17 @@ def run_rows(workdir: Path) -> list[dict]:
             if time.time() - updated > STALE_SECONDS:
                 state = "stale"  # no update for a while: the process probably died; relaunch resumes it
         metric = "eval/accuracy" if summary.get("eval/accuracy") is not None else "eval/loss"
-        rows.append({"run": name, "state": state, "step": step, "steps": summary.get("steps"),
-                     "metric": metric, "value": summary.get(metric), "error": summary.get("error")})
+        rows.append(
+            {
+                "run": name,
+                "state": state,
+                "step": step,
+                "steps": summary.get("steps"),
+                "metric": metric,
+                "value": summary.get(metric),
+                "error": summary.get("error"),
+            }
+        )
     return rows
 
 

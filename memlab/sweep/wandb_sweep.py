@@ -18,8 +18,17 @@ def wandb_sweep_config(sweep: Sweep, points: list[Point], workdir: Path, metric:
         "method": "grid",
         "metric": {"name": metric, "goal": "maximize" if "accuracy" in metric else "minimize"},
         "parameters": {"point": {"values": [p.name for p in points]}},
-        "command": ["${env}", "${interpreter}", "-m", "memlab.cli", "sweep-point", str(sweep.source),
-                    "--workdir", str(Path(workdir).resolve()), "${args}"],
+        "command": [
+            "${env}",
+            "${interpreter}",
+            "-m",
+            "memlab.cli",
+            "sweep-point",
+            str(sweep.source),
+            "--workdir",
+            str(Path(workdir).resolve()),
+            "${args}",
+        ],
     }
 
 

@@ -35,33 +35,54 @@ class Checkpointer:
         self.quarantine = self.directory.parent / "corrupt_checkpoints"
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=True)
         self.manager = ocp.CheckpointManager(
-            self.directory, options=options,
-            item_handlers={"state": ocp.StandardCheckpointHandler(), "data": grain.checkpoint.CheckpointHandler(),
-                           "meta": ocp.JsonCheckpointHandler()})
+            self.directory,
+            options=options,
+            item_handlers={
+                "state": ocp.StandardCheckpointHandler(),
+                "data": grain.checkpoint.CheckpointHandler(),
+                "meta": ocp.JsonCheckpointHandler(),
+            },
+        )
 
     def save(self, step: int, state: dict, data_iterator: grain.DatasetIterator, meta: dict) -> None:
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iterator),
-            meta=ocp.args.JsonSave(meta)), force=True)
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                data=grain.checkpoint.CheckpointSave(data_iterator),
+                meta=ocp.args.JsonSave(meta),
+            ),
+            force=True,
+        )
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def restore_latest(self, abstract_state: dict,
-                       data_iterator: grain.DatasetIterator) -> tuple[int, dict, dict] | None:
+    def restore_latest(
+        self, abstract_state: dict, data_iterator: grain.DatasetIterator
+    ) -> tuple[int, dict, dict] | None:
         """(step, state, meta) from the newest readable checkpoint, or None if there is none.
 
         `data_iterator` is moved to the saved position in place.
         """
         for step in sorted(self.manager.all_steps(), reverse=True):
             try:
-                restored = self.manager.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state),
-                    data=grain.checkpoint.CheckpointRestore(data_iterator),
-                    meta=ocp.args.JsonRestore()))
+                restored = self.manager.restore(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract_state),
+                        data=grain.checkpoint.CheckpointRestore(data_iterator),
+                        meta=ocp.args.JsonRestore(),
+                    ),
+                )
             except Exception as err:  # orbax/tensorstore raise many types for damaged files
-                log.warning("checkpoint at step %d is unreadable (%s: %s); moved to %s, trying an older one",
-                            step, type(err).__name__, str(err).splitlines()[0][:200], self.quarantine)
+                log.warning(
+                    "checkpoint at step %d is unreadable (%s: %s); moved to %s, trying an older one",
+                    step,
+                    type(err).__name__,
+                    str(err).splitlines()[0][:200],
+                    self.quarantine,
+                )
                 self._quarantine(step)
                 continue
             return step, restored["state"], restored["meta"]
@@ -101,11 +122,17 @@ def load_model(run_dir: str | Path, step: int | None = None) -> tuple[nnx.Module
         step = steps[-1] if step is None else step
         if step not in steps:
             raise ConfigError(f"{run_dir} has no checkpoint at step {step}; saved steps: {steps}")
-        graphdef, abstract = nnx.split(nnx.eval_shape(lambda: build_model(config.model, config.train.seed)),
-                                       nnx.Param)
+        graphdef, abstract = nnx.split(nnx.eval_shape(lambda: build_model(config.model, config.train.seed)), nnx.Param)
         device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # whatever mesh it was trained on
         target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
-        restored = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.PyTreeRestore({"params": target}, partial_restore=True,
-                                         restore_args=ocp.checkpoint_utils.construct_restore_args({"params": target}))))
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(
+                    {"params": target},
+                    partial_restore=True,
+                    restore_args=ocp.checkpoint_utils.construct_restore_args({"params": target}),
+                )
+            ),
+        )
     return nnx.merge(graphdef, restored["state"]["params"]), config, step

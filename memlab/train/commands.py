@@ -9,8 +9,13 @@ import sys
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one run (resumes if the workdir has checkpoints)")
     p.add_argument("config", help="experiment file defining get_config(), e.g. experiments/mqar.py")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set model.d_model=64 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set model.d_model=64 (repeatable)",
+    )
     p.add_argument("--workdir", required=True, help="run directory (config.json, metrics.jsonl, checkpoints/ ...)")
     p.set_defaults(func=run)
     g = sub.add_parser("generate", help="greedy decoding from a run's checkpoint through the one-token step")
@@ -38,8 +43,10 @@ def run(args: argparse.Namespace) -> int:
         return 130
     keys = ("step", "eval/loss", "eval/accuracy", "eval/bits_per_byte", "wall_seconds")
     shown = {k: summary[k] for k in keys if k in summary}
-    print(f"memlab: {summary['status']} {args.workdir} "
-          + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
+    print(
+        f"memlab: {summary['status']} {args.workdir} "
+        + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
+    )
     return 0
 
 
@@ -52,14 +59,16 @@ def generate(args) -> int:
     try:
         prompt = [int(t) for t in args.prompt.split()]
     except ValueError:
-        raise ConfigError(f"--prompt {args.prompt!r} must be token ids separated by spaces, e.g. \"3 40 5 41\"")
+        raise ConfigError(f'--prompt {args.prompt!r} must be token ids separated by spaces, e.g. "3 40 5 41"') from None
     model, config, step = load_model(args.run_dir, args.step)
     if not hasattr(model, "generate"):
         raise ConfigError(f"model.name={config.model.name!r} has no decoder-only generation; only 'lm' runs decode")
     vocab = config.data.vocab_size
     if not prompt or args.tokens < 1 or any(not 0 <= t < vocab for t in prompt):
-        raise ConfigError(f"--prompt needs >= 1 token id in [0, {vocab}) and --tokens >= 1 "
-                          f"(got {len(prompt)} ids, --tokens {args.tokens})")
+        raise ConfigError(
+            f"--prompt needs >= 1 token id in [0, {vocab}) and --tokens >= 1 "
+            f"(got {len(prompt)} ids, --tokens {args.tokens})"
+        )
     out = model.generate(jnp.asarray([prompt], jnp.int32), args.tokens)
-    print(f"step {step}: " + " ".join(str(int(t)) for t in out[0, len(prompt):]))
+    print(f"step {step}: " + " ".join(str(int(t)) for t in out[0, len(prompt) :]))
     return 0

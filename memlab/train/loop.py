@@ -23,8 +23,15 @@ from memlab.config import diff, to_dict
 from memlab.data.pipeline import derived_eval_metrics, eval_batches, example_shapes, tokens_per_example, train_iterator
 from memlab.errors import ConfigError
 from memlab.models import build_model, count_params
-from memlab.parallel import (create_sharded, logical_rules, make_mesh, param_shardings, parse_rules, replicated,
-                             shard_batch)
+from memlab.parallel import (
+    create_sharded,
+    logical_rules,
+    make_mesh,
+    param_shardings,
+    parse_rules,
+    replicated,
+    shard_batch,
+)
 from memlab.train.checkpoint import Checkpointer
 from memlab.train.monitor import TrainProgress, WandbLogger, wandb_run_id
 from memlab.train.run_dir import Compute, RunDir, analytic_flops_per_token, xla_flops_per_token
@@ -44,11 +51,13 @@ class StoppedEarly(RuntimeError):
 
 class NonFiniteError(StoppedEarly):
     """Loss or gradient norm became NaN/Inf."""
+
     status = "failed"
 
 
 class Interrupted(StoppedEarly):
     """SIGTERM/SIGINT: the run checkpoints and stops; relaunching resumes it."""
+
     status = "interrupted"
 
 
@@ -70,8 +79,10 @@ def check_resumable(run: RunDir, config: dict) -> None:
         existing.get(group, {}).setdefault(key, value)
     changed = [k for k in diff(existing, config) if not k.startswith(RESUME_MAY_DIFFER)]
     if changed:
-        raise ConfigError(f"{run.path} holds a run with a different config (differs in {', '.join(changed[:8])}); "
-                          "resume with the same config or use a new --workdir")
+        raise ConfigError(
+            f"{run.path} holds a run with a different config (differs in {', '.join(changed[:8])}); "
+            "resume with the same config or use a new --workdir"
+        )
 
 
 class StopSignal:
@@ -109,15 +120,20 @@ class HostMetrics:
             raise NonFiniteError(
                 f"non-finite loss or gradient at step {step} (loss={float(metrics['train/loss'])}, "
                 f"grad_norm={float(metrics['grad_norm'])}); state not updated; last good checkpoint: "
-                f"step {self.checkpointer.latest_step()}", self.compute.progress(step - 1))
+                f"step {self.checkpointer.latest_step()}",
+                self.compute.progress(step - 1),
+            )
         for k, v in metrics.items():
             self.sums[k] = self.sums.get(k, 0.0) + float(v)
         self.count += 1
         if step % self.log_every and step != self.steps:
             return {}
         elapsed = time.perf_counter() - self.t0
-        row = {**self.compute.progress(step), **{k: v / self.count for k, v in self.sums.items()},
-               "tokens_per_s": self.count * self.compute.tokens_per_step / elapsed if elapsed > 0 else None}
+        row = {
+            **self.compute.progress(step),
+            **{k: v / self.count for k, v in self.sums.items()},
+            "tokens_per_s": self.count * self.compute.tokens_per_step / elapsed if elapsed > 0 else None,
+        }
         self._new_window()
         return row
 
@@ -151,9 +167,14 @@ def _publish(row: dict, run: RunDir, logger: WandbLogger, bar: TrainProgress) ->
 def _facts(config: ml_collections.ConfigDict, model: nnx.Module, per_example: int, flops_per_token: float) -> dict:
     """What the summary says of a run before it trains: its model's size and its compute per example."""
     family = config.model.name + (f":{config.model.mixers}" if "mixers" in config.model else "")
-    facts = {"steps": config.train.steps, "family": family, **count_params(model),
-             "flops_per_token": flops_per_token, "tokens_per_example": per_example,
-             "flops_per_example": flops_per_token * per_example}
+    facts = {
+        "steps": config.train.steps,
+        "family": family,
+        **count_params(model),
+        "flops_per_token": flops_per_token,
+        "tokens_per_example": per_example,
+        "flops_per_example": flops_per_token * per_example,
+    }
     if hasattr(model, "state_size"):  # decoding memory per sequence, the x axis of Zoology's recall plots
         facts["state_size"] = model.state_size(example_shapes(config)["inputs"][-1])
     return facts
@@ -175,10 +196,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     graphdef, abstract_params = nnx.split(model, nnx.Param)
     tx, schedule = make_optimizer(tc)
     with jax.set_mesh(mesh):
-        params = create_sharded(lambda: nnx.split(build(), nnx.Param)[1],
-                                param_shardings(abstract_params, mesh, rules))
-        state = {"params": params, "opt_state": jax.jit(tx.init)(params),
-                 "step": jax.device_put(jnp.zeros((), jnp.int32), replicated(mesh))}
+        params = create_sharded(lambda: nnx.split(build(), nnx.Param)[1], param_shardings(abstract_params, mesh, rules))
+        state = {
+            "params": params,
+            "opt_state": jax.jit(tx.init)(params),
+            "step": jax.device_put(jnp.zeros((), jnp.int32), replicated(mesh)),
+        }
     shardings = jax.tree.map(lambda x: x.sharding, state)
 
     # Resume from the newest readable checkpoint (the state lands in this mesh's shardings), or start afresh.
@@ -196,10 +219,11 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
         log.info("resuming %s from step %d", run.path, start)
 
     per_example = tokens_per_example(config)
-    compute = Compute(tc.batch_size * per_example,
-                      analytic_flops_per_token(model, example_shapes(config), per_example))
-    fields = {**_facts(config, model, per_example, compute.flops_per_token),
-              "wandb_run_id": wandb_run_id(saved_wandb_id)}
+    compute = Compute(tc.batch_size * per_example, analytic_flops_per_token(model, example_shapes(config), per_example))
+    fields = {
+        **_facts(config, model, per_example, compute.flops_per_token),
+        "wandb_run_id": wandb_run_id(saved_wandb_id),
+    }
     status, error, reached, measured, final = "running", None, compute.progress(start), {}, {}
     run.write_summary(previous, fields, status="running", progress=reached)
 
@@ -207,17 +231,27 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     try:
         logger = WandbLogger(config.logging, run.path, config_dict, fields["wandb_run_id"], is_main)
         weights = dict(config.objective)
-        train_step = jax.jit(make_train_step(graphdef, weights, tx, schedule, tc.grad_accum),
-                             donate_argnums=0, out_shardings=(shardings, replicated(mesh)))
+        train_step = jax.jit(
+            make_train_step(graphdef, weights, tx, schedule, tc.grad_accum),
+            donate_argnums=0,
+            out_shardings=(shardings, replicated(mesh)),
+        )
         evaluator = Evaluator(config, graphdef, mesh, rules)
         if start < tc.steps:
             batch = shard_batch(next(data), mesh)
             t0 = time.perf_counter()
             with jax.set_mesh(mesh), logical_rules(rules):
                 compiled = train_step.lower(state, batch).compile()
-            measured = {"compile_seconds": time.perf_counter() - t0, "flops_per_token_xla": xla_flops_per_token(
-                jax.value_and_grad(make_loss_fn(graphdef, weights), has_aux=True), state["params"], batch,
-                per_example, tc.grad_accum)}
+            measured = {
+                "compile_seconds": time.perf_counter() - t0,
+                "flops_per_token_xla": xla_flops_per_token(
+                    jax.value_and_grad(make_loss_fn(graphdef, weights), has_aux=True),
+                    state["params"],
+                    batch,
+                    per_example,
+                    tc.grad_accum,
+                ),
+            }
             run.write_summary(previous, {**fields, **measured}, status="running", progress=reached)
 
             host, unread = HostMetrics(tc, compute, checkpointer), None
@@ -244,8 +278,11 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
                     if saving:
                         checkpointer.save(step, state, data, {"wandb_run_id": logger.run_id, "step": step})
                     if stopping:
-                        raise Interrupted(f"stopped by signal {stop.received} at step {step}; checkpoint saved, "
-                                          "relaunch the same command to resume", compute.progress(step))
+                        raise Interrupted(
+                            f"stopped by signal {stop.received} at step {step}; checkpoint saved, "
+                            "relaunch the same command to resume",
+                            compute.progress(step),
+                        )
             final = {k: v for k, v in row.items() if k.startswith(("eval/", "train/"))}  # the last step's row
         status, reached = "completed", compute.progress(tc.steps)
     except StoppedEarly as err:
@@ -258,8 +295,14 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
         stop.restore()
         checkpointer.close()
         wall_seconds = previous.get("wall_seconds", 0.0) + time.perf_counter() - t_start
-        summary = run.write_summary(previous, {**fields, **measured, **final}, status=status, progress=reached,
-                                    error=error, wall_seconds=wall_seconds)
+        summary = run.write_summary(
+            previous,
+            {**fields, **measured, **final},
+            status=status,
+            progress=reached,
+            error=error,
+            wall_seconds=wall_seconds,
+        )
         if logger is not None:
             logger.summary(summary)
             logger.finish(exit_code=0 if status == "completed" else 1)

@@ -46,8 +46,9 @@ def wandb_run_id(saved: str | None) -> str:
 
 
 class WandbLogger:
-    def __init__(self, logging_config: ml_collections.ConfigDict, run_dir: Path, config_dict: dict, run_id: str,
-                 is_main: bool):
+    def __init__(
+        self, logging_config: ml_collections.ConfigDict, run_dir: Path, config_dict: dict, run_id: str, is_main: bool
+    ):
         import wandb
 
         self.run = None
@@ -56,10 +57,16 @@ class WandbLogger:
         if not is_main or self.mode == "disabled":
             return
         self.run = wandb.init(
-            project=logging_config.project, entity=logging_config.entity or None,
-            group=logging_config.group or None, tags=list(logging_config.tags) or None,
-            name=logging_config.run_name or run_dir.name, id=self.run_id, resume="allow", mode=self.mode,
-            dir=str(run_dir), config=config_dict,
+            project=logging_config.project,
+            entity=logging_config.entity or None,
+            group=logging_config.group or None,
+            tags=list(logging_config.tags) or None,
+            name=logging_config.run_name or run_dir.name,
+            id=self.run_id,
+            resume="allow",
+            mode=self.mode,
+            dir=str(run_dir),
+            config=config_dict,
             settings=wandb.Settings(silent=True, console="off", save_code=False, x_disable_stats=True),
         )
 
@@ -84,9 +91,17 @@ class TrainProgress:
         self.console = Console(stderr=True)
         self.live = enabled and self.console.is_terminal
         self.name, self.total, self._last_print = name, total, 0.0
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("eta"),
-                            TimeRemainingColumn(), console=self.console, disable=not self.live)
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=self.console,
+            disable=not self.live,
+        )
         self.task = self.bar.add_task(name, total=total, completed=start, status="compiling")
         self.enabled = enabled
 

@@ -17,14 +17,26 @@ import math
 import os
 import platform
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 from flax import nnx
 
-PACKAGES = ("memlab", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "tensorstore", "wandb",
-            "ml-collections", "numpy")
+PACKAGES = (
+    "memlab",
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "orbax-checkpoint",
+    "grain",
+    "tensorstore",
+    "wandb",
+    "ml-collections",
+    "numpy",
+)
 
 
 def _replace_atomically(path: Path, text: str) -> None:
@@ -97,8 +109,16 @@ class RunDir:
     def read_summary(self) -> dict:
         return read_json(self.summary_path) if self.summary_path.exists() else {}
 
-    def write_summary(self, previous: dict, fields: dict, *, status: str, progress: dict, error: str | None = None,
-                      wall_seconds: float | None = None) -> dict:
+    def write_summary(
+        self,
+        previous: dict,
+        fields: dict,
+        *,
+        status: str,
+        progress: dict,
+        error: str | None = None,
+        wall_seconds: float | None = None,
+    ) -> dict:
         """Replace summary.json with the whole summary of the run, the one place it is put together: what the
         run's previous session recorded (a resumed run keeps its measurements until it makes them again), this
         session's `fields`, how far it got (`progress`: step, tokens, flops) and how it stands. Returns it."""
@@ -118,8 +138,13 @@ def git_commit(cwd: Path | None = None) -> str:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
             return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return head.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -146,7 +171,7 @@ def stamps() -> dict:
         "platform": devices[0].platform,
         "device_count": jax.device_count(),
         "process_count": jax.process_count(),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -167,8 +192,9 @@ def analytic_flops_per_token(model: nnx.Module, example_shapes: dict, tokens_per
     return 3.0 * model.forward_flops_per_example(example_shapes) / tokens_per_example
 
 
-def xla_flops_per_token(grad_fn: Callable, params: nnx.State, batch: dict, tokens_per_example: int,
-                        accum: int = 1) -> float | None:
+def xla_flops_per_token(
+    grad_fn: Callable, params: nnx.State, batch: dict, tokens_per_example: int, accum: int = 1
+) -> float | None:
     """FLOPs XLA counts for `grad_fn` (value_and_grad of the loss) on one micro-batch (1/`accum` of `batch`), per
     token; None if the backend reports none. It compiles the unpartitioned computation from shapes alone, so the
     figure is the global one whatever mesh `params` and `batch` live on."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -34,8 +34,12 @@ def warmup_steps(train: ml_collections.ConfigDict) -> int:
     if train.warmup_fraction > 0:
         return min(math.ceil(train.warmup_fraction * steps), steps - 1)
     if train.warmup_steps >= steps:
-        log.warning("train.warmup_steps=%d >= train.steps=%d: warming up over %d steps instead",
-                    train.warmup_steps, steps, steps - 1)
+        log.warning(
+            "train.warmup_steps=%d >= train.steps=%d: warming up over %d steps instead",
+            train.warmup_steps,
+            steps,
+            steps - 1,
+        )
         return steps - 1
     return train.warmup_steps
 
@@ -50,11 +54,16 @@ def learning_rate_schedule(train: ml_collections.ConfigDict) -> optax.Schedule:
         decay = max(1, int(round(train.decay_fraction * steps)))
         stable = max(steps - warmup - decay, 0)
         return optax.join_schedules(
-            [optax.linear_schedule(0.0, peak, max(warmup, 1)), optax.constant_schedule(peak),
-             optax.linear_schedule(peak, floor, decay)],
-            boundaries=[warmup, warmup + stable])
-    return optax.join_schedules([optax.linear_schedule(0.0, peak, max(warmup, 1)), optax.constant_schedule(peak)],
-                                boundaries=[warmup])
+            [
+                optax.linear_schedule(0.0, peak, max(warmup, 1)),
+                optax.constant_schedule(peak),
+                optax.linear_schedule(peak, floor, decay),
+            ],
+            boundaries=[warmup, warmup + stable],
+        )
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, peak, max(warmup, 1)), optax.constant_schedule(peak)], boundaries=[warmup]
+    )
 
 
 def _decay_mask(params):
@@ -74,9 +83,11 @@ def make_optimizer(train: ml_collections.ConfigDict) -> tuple[optax.GradientTran
 
 def make_loss_fn(graphdef: nnx.GraphDef, weights: dict) -> Callable:
     """loss_fn(params, batch) -> (loss, per-objective terms) of the objective mix `weights`."""
+
     def loss_fn(params, batch):
         model = nnx.merge(graphdef, params)
         return mixed_loss(weights, model(batch), batch)
+
     return loss_fn
 
 
@@ -94,8 +105,9 @@ def _accumulated_grads(grad_fn, params, batch, accum: int):
     return jax.tree.map(lambda x: x / accum, total)
 
 
-def make_train_step(graphdef: nnx.GraphDef, weights: dict, tx: optax.GradientTransformation,
-                    schedule: optax.Schedule, accum: int) -> Callable:
+def make_train_step(
+    graphdef: nnx.GraphDef, weights: dict, tx: optax.GradientTransformation, schedule: optax.Schedule, accum: int
+) -> Callable:
     """train_step(state, batch) -> (state, metrics); `metrics["finite"]` says whether the update was applied."""
     grad_fn = jax.value_and_grad(make_loss_fn(graphdef, weights), has_aux=True)
 
@@ -104,12 +116,20 @@ def make_train_step(graphdef: nnx.GraphDef, weights: dict, tx: optax.GradientTra
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        new = {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state,
-               "step": state["step"] + 1}
+        new = {
+            "params": optax.apply_updates(state["params"], updates),
+            "opt_state": opt_state,
+            "step": state["step"] + 1,
+        }
         kept = {"params": state["params"], "opt_state": state["opt_state"], "step": state["step"] + 1}
         new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, kept)
-        metrics = {"train/loss": loss, "grad_norm": grad_norm, "lr": schedule(state["step"]), "finite": finite,
-                   **{f"train/{k}": v for k, v in terms.items()}}
+        metrics = {
+            "train/loss": loss,
+            "grad_norm": grad_norm,
+            "lr": schedule(state["step"]),
+            "finite": finite,
+            **{f"train/{k}": v for k, v in terms.items()},
+        }
         return new, metrics
 
     return train_step

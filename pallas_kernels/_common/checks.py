@@ -36,8 +36,7 @@ def check_float(name: str, x: Any, allowed: tuple[Any, ...] = INPUT_DTYPES) -> N
     dt = np.dtype(jnp.result_type(x))
     if dt not in [np.dtype(a) for a in allowed]:
         raise ValueError(
-            f"{name} has dtype {dt} (shape {tuple(np.shape(x))}), expected one of "
-            f"{[np.dtype(a).name for a in allowed]}"
+            f"{name} has dtype {dt} (shape {tuple(np.shape(x))}), expected one of {[np.dtype(a).name for a in allowed]}"
         )
 
 
@@ -93,8 +92,16 @@ def check_options(segment_ids: Any, chunk_size: Any, backend: Any, B: int, T: in
 
 
 def check_common(
-    q: Any, k: Any, v: Any, beta: Any, g: Any, initial_state: Any, segment_ids: Any,
-    chunk_size: Any, backend: Any, scale: Any,
+    q: Any,
+    k: Any,
+    v: Any,
+    beta: Any,
+    g: Any,
+    initial_state: Any,
+    segment_ids: Any,
+    chunk_size: Any,
+    backend: Any,
+    scale: Any,
 ) -> tuple[int, int, int, int, int]:
     """Validate everything the delta-rule family shares. ``beta`` may be None (Hebbian ops)."""
     B, T, H, K, V = check_qkv(q, k, v)
@@ -113,8 +120,16 @@ def check_common(
 
 
 def check_mlstm(
-    q: Any, k: Any, v: Any, i: Any, f: Any, initial_state: Any, segment_ids: Any, chunk_size: Any,
-    backend: Any, eps: Any,
+    q: Any,
+    k: Any,
+    v: Any,
+    i: Any,
+    f: Any,
+    initial_state: Any,
+    segment_ids: Any,
+    chunk_size: Any,
+    backend: Any,
+    eps: Any,
 ) -> tuple[int, int, int, int, int]:
     """Validate the arguments of :func:`pallas_kernels.mlstm`."""
     B, T, H, K, V = check_qkv(q, k, v)
@@ -123,11 +138,14 @@ def check_mlstm(
         check_float(name, gate)
     if initial_state is not None:
         if not isinstance(initial_state, (tuple, list)) or len(initial_state) != 3:
-            raise ValueError(f"initial_state is {type(initial_state).__name__}, expected a tuple (C, n, m) of "
-                             f"shapes ({B}, {H}, {K}, {V}), ({B}, {H}, {K}), ({B}, {H})")
-        for name, x, names in zip(("C", "n", "m"), initial_state,
-                                  (("B", "H", "K", "V"), ("B", "H", "K"), ("B", "H")), strict=True):
-            check_state(f"initial_state {name}", x, names, (B, H, K, V)[:len(names)], q)
+            raise ValueError(
+                f"initial_state is {type(initial_state).__name__}, expected a tuple (C, n, m) of "
+                f"shapes ({B}, {H}, {K}, {V}), ({B}, {H}, {K}), ({B}, {H})"
+            )
+        for name, x, names in zip(
+            ("C", "n", "m"), initial_state, (("B", "H", "K", "V"), ("B", "H", "K"), ("B", "H")), strict=True
+        ):
+            check_state(f"initial_state {name}", x, names, (B, H, K, V)[: len(names)], q)
     check_options(segment_ids, chunk_size, backend, B, T)
     if isinstance(eps, bool) or not isinstance(eps, (int, float, np.integer, np.floating)) or not eps >= 0:
         raise ValueError(f"eps is {eps!r}, expected a non-negative Python float (static)")

@@ -103,8 +103,13 @@ def chunk_local_gates(
 
 
 def padded_gates(
-    log_decay: jnp.ndarray | None, segment_ids: jnp.ndarray | None, shape: tuple[int, int, int], chunk: int,
-    acc: Any, *, decay_resets: bool,
+    log_decay: jnp.ndarray | None,
+    segment_ids: jnp.ndarray | None,
+    shape: tuple[int, int, int],
+    chunk: int,
+    acc: Any,
+    *,
+    decay_resets: bool,
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
     """(G, c) of :func:`chunk_local_gates` over the time axis padded to a multiple of ``chunk``.
 

@@ -38,8 +38,9 @@ def geometry(q: jax.Array, v: jax.Array, C: int) -> tuple[int, int, int, int, in
     return B, Tp, H, K, v.shape[-1], Tp // C, acc_dtype(q.dtype)
 
 
-def specs(Tp: int, K: int, V: int, NC: int) -> tuple[Callable[[int], pl.BlockSpec], pl.BlockSpec, pl.BlockSpec,
-                                                     pl.BlockSpec]:
+def specs(
+    Tp: int, K: int, V: int, NC: int
+) -> tuple[Callable[[int], pl.BlockSpec], pl.BlockSpec, pl.BlockSpec, pl.BlockSpec]:
     """BlockSpecs of the (batch, head) grid: (per-token [T, D] for a given D, per-token scalar [T], state
     [K, V], per-chunk states [NC, K, V])."""
     tok = lambda D: pl.BlockSpec((None, Tp, None, D), lambda b, h: (b, 0, h, 0))
@@ -49,8 +50,9 @@ def specs(Tp: int, K: int, V: int, NC: int) -> tuple[Callable[[int], pl.BlockSpe
     return tok, scal, state, states
 
 
-def load_chunk(sl: Any, q_ref: Any, k_ref: Any, v_ref: Any, gate_ref: Any, G_ref: Any, c_ref: Any, scale: float,
-               acc: Any) -> tuple[jax.Array, ...]:
+def load_chunk(
+    sl: Any, q_ref: Any, k_ref: Any, v_ref: Any, gate_ref: Any, G_ref: Any, c_ref: Any, scale: float, acc: Any
+) -> tuple[jax.Array, ...]:
     """One chunk (rows ``sl``) of q (times ``scale``), k, v, a per-token gate (None if ``gate_ref`` is), the
     chunk-local log-decay G and reset count c, in the accumulation dtype (c stays int)."""
     q = q_ref[sl, :].astype(acc) * jnp.asarray(scale, acc)
@@ -60,9 +62,17 @@ def load_chunk(sl: Any, q_ref: Any, k_ref: Any, v_ref: Any, gate_ref: Any, G_ref
     return q, k, v, gate, G_ref[sl].astype(acc), c_ref[sl]
 
 
-def call(kernel: Callable[..., None], ins: Sequence[Any], in_specs: Sequence[Any],
-         outs: Sequence[tuple[tuple[int, ...], Any]], out_specs: Sequence[Any], *, grid: tuple[int, int],
-         interpret: bool, name: str) -> list[jax.Array]:
+def call(
+    kernel: Callable[..., None],
+    ins: Sequence[Any],
+    in_specs: Sequence[Any],
+    outs: Sequence[tuple[tuple[int, ...], Any]],
+    out_specs: Sequence[Any],
+    *,
+    grid: tuple[int, int],
+    interpret: bool,
+    name: str,
+) -> list[jax.Array]:
     """Run ``kernel`` over ``grid`` on ``ins`` (cast to one shard_map variance) with outputs given as
     (shape, dtype) pairs that vary like the inputs."""
     ins = [match_vma(x, *ins) for x in ins]
@@ -73,6 +83,12 @@ def call(kernel: Callable[..., None], ins: Sequence[Any], in_specs: Sequence[Any
 
         compiler_params = plgpu.CompilerParams(num_warps=4, num_stages=1)
     return pl.pallas_call(
-        kernel, out_shape=out_shape, grid=grid, in_specs=list(in_specs), out_specs=list(out_specs),
-        interpret=interpret, compiler_params=compiler_params, name=name,
+        kernel,
+        out_shape=out_shape,
+        grid=grid,
+        in_specs=list(in_specs),
+        out_specs=list(out_specs),
+        interpret=interpret,
+        compiler_params=compiler_params,
+        name=name,
     )(*ins)

@@ -27,6 +27,7 @@ def cotangents_like(cts: Any, primals: Any) -> Any:
     cotangent varies over that axis gets the sum over the axis: the transpose of the implicit broadcast that
     made it vary.
     """
+
     def one(ct, primal):
         if ct is None or primal is None:
             return ct
@@ -45,6 +46,7 @@ def recompute_vjp(forward: Callable[..., Any], backward: Callable[..., Any]) -> 
     cotangent ``cts`` of the outputs, and returns one cotangent per entry of ``arrays`` with its structure
     (None for a None or integer input).
     """
+
     @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
     def core(static, *arrays):
         return forward(*arrays, **dict(static))

@@ -37,20 +37,38 @@ except ImportError:  # pragma: no cover
     pass
 
 
-def _run(op, q, k, v, beta, g, scale, initial_state, return_final_state, segment_ids, chunk_size, backend,
-         delta):
+def _run(op, q, k, v, beta, g, scale, initial_state, return_final_state, segment_ids, chunk_size, backend, delta):
     B, T, H, K, V = check_common(q, k, v, beta, g, initial_state, segment_ids, chunk_size, backend, scale)
-    scale = K ** -0.5 if scale is None else float(scale)
+    scale = K**-0.5 if scale is None else float(scale)
     _, impl = dispatch.resolve(op, backend)
-    o, state = impl(q, k, v, beta, g, scale=scale, initial_state=initial_state, segment_ids=segment_ids,
-                    chunk_size=int(chunk_size), delta=delta)
+    o, state = impl(
+        q,
+        k,
+        v,
+        beta,
+        g,
+        scale=scale,
+        initial_state=initial_state,
+        segment_ids=segment_ids,
+        chunk_size=int(chunk_size),
+        delta=delta,
+    )
     return o, (state if return_final_state else None)
 
 
 def delta_rule(
-    q: jax.Array, k: jax.Array, v: jax.Array, beta: jax.Array, *, g: jax.Array | None = None,
-    scale: float | None = None, initial_state: jax.Array | None = None, return_final_state: bool = False,
-    segment_ids: jax.Array | None = None, chunk_size: int = 64, backend: str = "auto",
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    beta: jax.Array,
+    *,
+    g: jax.Array | None = None,
+    scale: float | None = None,
+    initial_state: jax.Array | None = None,
+    return_final_state: bool = False,
+    segment_ids: jax.Array | None = None,
+    chunk_size: int = 64,
+    backend: str = "auto",
 ) -> tuple[jax.Array, jax.Array | None]:
     """Gated delta rule. Per token, with S in [K, V] orientation:
 
@@ -69,20 +87,42 @@ def delta_rule(
     Returns:
       (o [B, T, H, V] in q's dtype, final state [B, H, K, V] or None).
     """
-    return _run("delta_rule", q, k, v, beta, g, scale, initial_state, return_final_state, segment_ids,
-                chunk_size, backend, True)
+    return _run(
+        "delta_rule", q, k, v, beta, g, scale, initial_state, return_final_state, segment_ids, chunk_size, backend, True
+    )
 
 
 def linear_attention(
-    q: jax.Array, k: jax.Array, v: jax.Array, *, g: jax.Array | None = None, scale: float | None = None,
-    initial_state: jax.Array | None = None, return_final_state: bool = False,
-    segment_ids: jax.Array | None = None, chunk_size: int = 64, backend: str = "auto",
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    *,
+    g: jax.Array | None = None,
+    scale: float | None = None,
+    initial_state: jax.Array | None = None,
+    return_final_state: bool = False,
+    segment_ids: jax.Array | None = None,
+    chunk_size: int = 64,
+    backend: str = "auto",
 ) -> tuple[jax.Array, jax.Array | None]:
     """(Gated) linear attention, the Hebbian member: S <- exp(g_t) S + k_t v_t^T; o_t = S^T (scale q_t).
 
     Arguments and returns as :func:`delta_rule`, without beta."""
-    return _run("linear_attention", q, k, v, None, g, scale, initial_state, return_final_state, segment_ids,
-                chunk_size, backend, False)
+    return _run(
+        "linear_attention",
+        q,
+        k,
+        v,
+        None,
+        g,
+        scale,
+        initial_state,
+        return_final_state,
+        segment_ids,
+        chunk_size,
+        backend,
+        False,
+    )
 
 
 __all__ = ["delta_rule", "linear_attention"]

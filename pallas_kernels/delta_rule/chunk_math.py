@@ -48,8 +48,16 @@ class Prepared(NamedTuple):
     h0: jax.Array  # [B, H, K, V] acc dtype
 
 
-def prepare(q: jax.Array, k: jax.Array, v: jax.Array, beta: jax.Array | None, g: jax.Array | None,
-            initial_state: jax.Array | None, segment_ids: jax.Array | None, chunk: int) -> Prepared:
+def prepare(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    beta: jax.Array | None,
+    g: jax.Array | None,
+    initial_state: jax.Array | None,
+    segment_ids: jax.Array | None,
+    chunk: int,
+) -> Prepared:
     """Pad the time axis to a multiple of ``chunk``, turn g and the segments into (G, c), default h0 to 0."""
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -123,13 +131,13 @@ class BlockedSolver(_ExplicitInverse):
         if P != C:  # extend with identity rows/cols: inverse of blockdiag(L, I) is blockdiag(L^-1, I)
             pad = [(0, 0)] * (A.ndim - 2) + [(0, P - C), (0, P - C)]
             A = jnp.pad(A, pad)
-        blocks = [InverseSolver.prepare(A[..., i:i + s, i:i + s]) for i in range(0, P, s)]
+        blocks = [InverseSolver.prepare(A[..., i : i + s, i : i + s]) for i in range(0, P, s)]
         while s < P:
             merged = []
             for j in range(0, len(blocks), 2):
                 i0 = j * s
                 T11, T22 = blocks[j], blocks[j + 1]
-                L21 = A[..., i0 + s:i0 + 2 * s, i0:i0 + s]
+                L21 = A[..., i0 + s : i0 + 2 * s, i0 : i0 + s]
                 T21 = -dot(dot(T22, L21), T11)
                 top = jnp.concatenate([T11, jnp.zeros_like(T11)], axis=-1)
                 bottom = jnp.concatenate([T21, T22], axis=-1)

@@ -69,11 +69,15 @@ def _backward(res, cts, *, scale, C, delta):
             U = v_
         m = cm.masks(G_, c_)
         QK, KK = cm.gram(q_, k_, delta)
-        dS0, dq, dk, dv, db, dG = cm.chunk_backward(q_, k_, v_, b_, S0, dS1, do_, U, fac, QK, KK, m, SOLVER,
-                                                    delta)
+        dS0, dq, dk, dv, db, dG = cm.chunk_backward(q_, k_, v_, b_, S0, dS1, do_, U, fac, QK, KK, m, SOLVER, delta)
         dq = dq * jnp.asarray(scale, acc)
-        return dS0, (dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype),
-                     None if db is None else db.astype(beta.dtype), dG)
+        return dS0, (
+            dq.astype(q.dtype),
+            dk.astype(k.dtype),
+            dv.astype(v.dtype),
+            None if db is None else db.astype(beta.dtype),
+            dG,
+        )
 
     dS_init = match_vma(dhT.astype(acc), *jax.tree.leaves((xs, per_chunk)))
     dh0, grads = jax.lax.scan(step, dS_init, (xs, per_chunk), reverse=True)
@@ -85,8 +89,17 @@ _core = recompute_vjp(_forward, _backward)
 
 
 def chunked(
-    q: jax.Array, k: jax.Array, v: jax.Array, beta: jax.Array | None, g: jax.Array | None, *, scale: float,
-    initial_state: jax.Array | None, segment_ids: jax.Array | None, chunk_size: int, delta: bool,
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    beta: jax.Array | None,
+    g: jax.Array | None,
+    *,
+    scale: float,
+    initial_state: jax.Array | None,
+    segment_ids: jax.Array | None,
+    chunk_size: int,
+    delta: bool,
 ) -> tuple[jax.Array, jax.Array]:
     """Chunked backend entry point; same contract as :func:`.reference.recurrent_reference`."""
     T = q.shape[1]

@@ -36,8 +36,8 @@ def _fwd_kernel(*refs, scale, C, NC, delta, acc, emit_out, emit_states):
     refs = list(refs)
     q_ref, k_ref, v_ref = refs[:3]
     beta_ref = refs[3] if delta else None
-    G_ref, c_ref, h0_ref = refs[3 + delta:6 + delta]
-    outs = refs[6 + delta:]
+    G_ref, c_ref, h0_ref = refs[3 + delta : 6 + delta]
+    outs = refs[6 + delta :]
     o_ref = outs.pop(0) if emit_out else None
     hT_ref = outs.pop(0)
     st_ref = outs.pop(0) if emit_states else None
@@ -71,10 +71,10 @@ def _fwd_call(q, k, v, beta, G, c, h0, *, scale, C, delta, interpret, emit_out, 
     if emit_states:
         outs.append(((B, H, NC, K, V), acc))
         out_specs.append(states)
-    kernel = partial(_fwd_kernel, scale=scale, C=C, NC=NC, delta=delta, acc=acc, emit_out=emit_out,
-                     emit_states=emit_states)
-    return plc.call(kernel, ins, in_specs, outs, out_specs, grid=(B, H), interpret=interpret,
-                    name="delta_rule_fwd")
+    kernel = partial(
+        _fwd_kernel, scale=scale, C=C, NC=NC, delta=delta, acc=acc, emit_out=emit_out, emit_states=emit_states
+    )
+    return plc.call(kernel, ins, in_specs, outs, out_specs, grid=(B, H), interpret=interpret, name="delta_rule_fwd")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -85,11 +85,11 @@ def _bwd_kernel(*refs, scale, C, NC, delta, acc):
     refs = list(refs)
     q_ref, k_ref, v_ref = refs[:3]
     beta_ref = refs[3] if delta else None
-    G_ref, c_ref, st_ref, do_ref, dhT_ref = refs[3 + delta:8 + delta]
-    outs = refs[8 + delta:]
+    G_ref, c_ref, st_ref, do_ref, dhT_ref = refs[3 + delta : 8 + delta]
+    outs = refs[8 + delta :]
     dq_ref, dk_ref, dv_ref = outs[:3]
     db_ref = outs[3] if delta else None
-    dG_ref, dh0_ref = outs[3 + delta:]
+    dG_ref, dh0_ref = outs[3 + delta :]
 
     def body(i, dS1):
         n = NC - 1 - i
@@ -101,8 +101,7 @@ def _bwd_kernel(*refs, scale, C, NC, delta, acc):
         it = cm.intra(q, k, beta, m, SOLVER, delta, need_output=False)
         U = cm.chunk_update(S0, k, v, beta, it, m, SOLVER, delta)
         QK, KK = cm.gram(q, k, delta)
-        dS0, dq, dk, dv, db, dG = cm.chunk_backward(q, k, v, beta, S0, dS1, dO, U, it.fac, QK, KK, m, SOLVER,
-                                                    delta)
+        dS0, dq, dk, dv, db, dG = cm.chunk_backward(q, k, v, beta, S0, dS1, dO, U, it.fac, QK, KK, m, SOLVER, delta)
         dq_ref[sl, :] = (dq * jnp.asarray(scale, acc)).astype(dq_ref.dtype)
         dk_ref[sl, :] = dk.astype(dk_ref.dtype)
         dv_ref[sl, :] = dv.astype(dv_ref.dtype)
@@ -127,8 +126,7 @@ def _bwd_call(q, k, v, beta, G, c, states, do, dhT, *, scale, C, delta, interpre
     outs += [(G.shape, G.dtype), ((B, H, K, V), acc)]
     out_specs += [scal, state]
     kernel = partial(_bwd_kernel, scale=scale, C=C, NC=NC, delta=delta, acc=acc)
-    return plc.call(kernel, ins, in_specs, outs, out_specs, grid=(B, H), interpret=interpret,
-                    name="delta_rule_bwd")
+    return plc.call(kernel, ins, in_specs, outs, out_specs, grid=(B, H), interpret=interpret, name="delta_rule_bwd")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -136,21 +134,24 @@ def _bwd_call(q, k, v, beta, G, c, states, do, dhT, *, scale, C, delta, interpre
 
 
 def _forward(q, k, v, beta, G, c, h0, *, scale, C, delta, interpret):
-    o, hT = _fwd_call(q, k, v, beta, G, c, h0, scale=scale, C=C, delta=delta, interpret=interpret,
-                      emit_out=True, emit_states=False)
+    o, hT = _fwd_call(
+        q, k, v, beta, G, c, h0, scale=scale, C=C, delta=delta, interpret=interpret, emit_out=True, emit_states=False
+    )
     return o, hT
 
 
 def _backward(res, cts, *, scale, C, delta, interpret):
     q, k, v, beta, G, c, h0 = res
     do, dhT = cts
-    _, states = _fwd_call(q, k, v, beta, G, c, h0, scale=scale, C=C, delta=delta, interpret=interpret,
-                          emit_out=False, emit_states=True)
-    outs = _bwd_call(q, k, v, beta, G, c, states, do, dhT.astype(h0.dtype), scale=scale, C=C, delta=delta,
-                     interpret=interpret)
+    _, states = _fwd_call(
+        q, k, v, beta, G, c, h0, scale=scale, C=C, delta=delta, interpret=interpret, emit_out=False, emit_states=True
+    )
+    outs = _bwd_call(
+        q, k, v, beta, G, c, states, do, dhT.astype(h0.dtype), scale=scale, C=C, delta=delta, interpret=interpret
+    )
     dq, dk, dv = outs[:3]
     db = outs[3] if delta else None
-    dG, dh0 = outs[3 + delta:]
+    dG, dh0 = outs[3 + delta :]
     return dq, dk, dv, db, dG, None, dh0
 
 
@@ -158,8 +159,17 @@ _core = recompute_vjp(_forward, _backward)
 
 
 def pallas_chunked(
-    q: jax.Array, k: jax.Array, v: jax.Array, beta: jax.Array | None, g: jax.Array | None, *, scale: float,
-    initial_state: jax.Array | None, segment_ids: jax.Array | None, chunk_size: int, delta: bool,
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    beta: jax.Array | None,
+    g: jax.Array | None,
+    *,
+    scale: float,
+    initial_state: jax.Array | None,
+    segment_ids: jax.Array | None,
+    chunk_size: int,
+    delta: bool,
     interpret: bool | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Pallas backend entry point; same contract as :func:`.reference.recurrent_reference`. ``interpret``
@@ -167,6 +177,5 @@ def pallas_chunked(
     T = q.shape[1]
     interpret, C = plc.interpret_and_chunk(interpret, T, chunk_size)
     p = cm.prepare(q, k, v, beta, g, initial_state, segment_ids, C)
-    o, hT = _core(p.q, p.k, p.v, p.beta, p.G, p.c, p.h0, scale=float(scale), C=C, delta=delta,
-                  interpret=interpret)
+    o, hT = _core(p.q, p.k, p.v, p.beta, p.G, p.c, p.h0, scale=float(scale), C=C, delta=delta, interpret=interpret)
     return o[:, :T], hT

@@ -20,8 +20,17 @@ from .._common.chunking import segment_resets
 
 
 def recurrent_reference(
-    q: jax.Array, k: jax.Array, v: jax.Array, beta: jax.Array | None, g: jax.Array | None, *, scale: float,
-    initial_state: jax.Array | None, segment_ids: jax.Array | None, delta: bool, chunk_size: int | None = None,
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    beta: jax.Array | None,
+    g: jax.Array | None,
+    *,
+    scale: float,
+    initial_state: jax.Array | None,
+    segment_ids: jax.Array | None,
+    delta: bool,
+    chunk_size: int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Return (o [B,T,H,V] in q.dtype, final state [B,H,K,V] in the accumulation dtype). chunk_size is
     accepted for a uniform backend signature and ignored."""

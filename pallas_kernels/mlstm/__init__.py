@@ -33,9 +33,18 @@ except ImportError:  # pragma: no cover
 
 
 def mlstm(
-    q: jax.Array, k: jax.Array, v: jax.Array, i: jax.Array, f: jax.Array, *,
-    initial_state: tuple[jax.Array, jax.Array, jax.Array] | None = None, return_final_state: bool = False,
-    segment_ids: jax.Array | None = None, chunk_size: int = 64, eps: float = 1e-6, backend: str = "auto",
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    i: jax.Array,
+    f: jax.Array,
+    *,
+    initial_state: tuple[jax.Array, jax.Array, jax.Array] | None = None,
+    return_final_state: bool = False,
+    segment_ids: jax.Array | None = None,
+    chunk_size: int = 64,
+    eps: float = 1e-6,
+    backend: str = "auto",
 ) -> tuple[jax.Array, State | None]:
     """mLSTM over a sequence. Per token, with log f_t = log_sigmoid(f_t) and q~ = q K^-0.5:
 
@@ -64,8 +73,17 @@ def mlstm(
     """
     check_mlstm(q, k, v, i, f, initial_state, segment_ids, chunk_size, backend, eps)
     _, impl = dispatch.resolve("mlstm", backend)
-    h, state = impl(q, k, v, i, f, initial_state=None if initial_state is None else tuple(initial_state),
-                    segment_ids=segment_ids, chunk_size=int(chunk_size), eps=float(eps))
+    h, state = impl(
+        q,
+        k,
+        v,
+        i,
+        f,
+        initial_state=None if initial_state is None else tuple(initial_state),
+        segment_ids=segment_ids,
+        chunk_size=int(chunk_size),
+        eps=float(eps),
+    )
     return h, (state if return_final_state else None)
 
 

@@ -63,8 +63,16 @@ class Prepared(NamedTuple):
     s0: State
 
 
-def prepare(q: jax.Array, k: jax.Array, v: jax.Array, i: jax.Array, f: jax.Array,
-            initial_state: tuple[jax.Array, ...] | None, segment_ids: jax.Array | None, chunk: int) -> Prepared:
+def prepare(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    i: jax.Array,
+    f: jax.Array,
+    initial_state: tuple[jax.Array, ...] | None,
+    segment_ids: jax.Array | None,
+    chunk: int,
+) -> Prepared:
     """Pad the time axis to a multiple of ``chunk``, turn the forget gates and the segments into (G, c)."""
     B, T, H, K = q.shape
     acc = acc_dtype(q.dtype)

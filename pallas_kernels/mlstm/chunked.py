@@ -67,12 +67,20 @@ _core = recompute_vjp(_forward, _backward)
 
 
 def mlstm_chunked(
-    q: jax.Array, k: jax.Array, v: jax.Array, i: jax.Array, f: jax.Array, *,
-    initial_state: tuple[jax.Array, ...] | None, segment_ids: jax.Array | None, chunk_size: int, eps: float,
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    i: jax.Array,
+    f: jax.Array,
+    *,
+    initial_state: tuple[jax.Array, ...] | None,
+    segment_ids: jax.Array | None,
+    chunk_size: int,
+    eps: float,
 ) -> tuple[jax.Array, mm.State]:
     """Chunked backend entry point; same contract as :func:`.reference.mlstm_reference`."""
     T, K = q.shape[1], q.shape[3]
     C = effective_chunk(T, chunk_size)
     p = mm.prepare(q, k, v, i, f, initial_state, segment_ids, C)
-    h, sT = _core(p.q, p.k, p.v, p.ig, p.G, p.c, p.s0, scale=K ** -0.5, C=C, eps=float(eps))
+    h, sT = _core(p.q, p.k, p.v, p.ig, p.G, p.c, p.s0, scale=K**-0.5, C=C, eps=float(eps))
     return h[:, :T], sT

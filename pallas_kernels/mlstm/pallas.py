@@ -44,8 +44,25 @@ def _write_state(refs, s: mm.State) -> None:
 # Forward kernel.
 
 
-def _fwd_kernel(q_ref, k_ref, v_ref, i_ref, G_ref, c_ref, C0_ref, n0_ref, m0_ref, *outs, scale, C, NC, eps, acc,
-                emit_out, emit_states):
+def _fwd_kernel(
+    q_ref,
+    k_ref,
+    v_ref,
+    i_ref,
+    G_ref,
+    c_ref,
+    C0_ref,
+    n0_ref,
+    m0_ref,
+    *outs,
+    scale,
+    C,
+    NC,
+    eps,
+    acc,
+    emit_out,
+    emit_states,
+):
     outs = list(outs)
     h_ref = outs.pop(0) if emit_out else None
     final, per_chunk = outs[:3], outs[3:]
@@ -80,10 +97,19 @@ def _fwd_call(q, k, v, ig, G, c, s0, *, scale, C, eps, interpret, emit_out, emit
     if emit_states:
         outs += [(s, acc) for s in ((B, H, NC, K, V), (B, H, NC, K), (B, H, NC))]
         out_specs += [sts, stns, stms]
-    kernel = partial(_fwd_kernel, scale=scale, C=C, NC=NC, eps=eps, acc=acc, emit_out=emit_out,
-                     emit_states=emit_states)
-    outs = list(plc.call(kernel, ins, [tok(K), tok(K), tok(V), scal, scal, scal, st, stn, stm], outs, out_specs,
-                         grid=(B, H), interpret=interpret, name="mlstm_fwd"))
+    kernel = partial(_fwd_kernel, scale=scale, C=C, NC=NC, eps=eps, acc=acc, emit_out=emit_out, emit_states=emit_states)
+    outs = list(
+        plc.call(
+            kernel,
+            ins,
+            [tok(K), tok(K), tok(V), scal, scal, scal, st, stn, stm],
+            outs,
+            out_specs,
+            grid=(B, H),
+            interpret=interpret,
+            name="mlstm_fwd",
+        )
+    )
     h = outs.pop(0) if emit_out else None
     CT, nT, mT = outs[:3]
     return h, mm.State(CT, nT, mT[..., 0]), (mm.State(*outs[3:]) if emit_states else None)
@@ -93,8 +119,35 @@ def _fwd_call(q, k, v, ig, G, c, s0, *, scale, C, eps, interpret, emit_out, emit
 # Backward kernel.
 
 
-def _bwd_kernel(q_ref, k_ref, v_ref, i_ref, G_ref, c_ref, stC_ref, stn_ref, stm_ref, dh_ref, dC_ref, dn_ref,
-                dm_ref, dq_ref, dk_ref, dv_ref, di_ref, dG_ref, dC0_ref, dn0_ref, dm0_ref, *, scale, C, NC, eps, acc):
+def _bwd_kernel(
+    q_ref,
+    k_ref,
+    v_ref,
+    i_ref,
+    G_ref,
+    c_ref,
+    stC_ref,
+    stn_ref,
+    stm_ref,
+    dh_ref,
+    dC_ref,
+    dn_ref,
+    dm_ref,
+    dq_ref,
+    dk_ref,
+    dv_ref,
+    di_ref,
+    dG_ref,
+    dC0_ref,
+    dn0_ref,
+    dm0_ref,
+    *,
+    scale,
+    C,
+    NC,
+    eps,
+    acc,
+):
     def body(r, ds):
         j = NC - 1 - r
         sl = pl.ds(j * C, C)
@@ -121,9 +174,16 @@ def _bwd_call(q, k, v, ig, G, c, states, dh, dsT, *, scale, C, eps, interpret):
     outs = [(x.shape, x.dtype) for x in (q, k, v, ig, G)]
     outs += [(s, acc) for s in ((B, H, K, V), (B, H, K), (B, H, 1))]
     kernel = partial(_bwd_kernel, scale=scale, C=C, NC=NC, eps=eps, acc=acc)
-    outs = plc.call(kernel, ins, [tok(K), tok(K), tok(V), scal, scal, scal, sts, stns, stms, tok(V), st, stn, stm],
-                    outs, [tok(K), tok(K), tok(V), scal, scal, st, stn, stm], grid=(B, H), interpret=interpret,
-                    name="mlstm_bwd")
+    outs = plc.call(
+        kernel,
+        ins,
+        [tok(K), tok(K), tok(V), scal, scal, scal, sts, stns, stms, tok(V), st, stn, stm],
+        outs,
+        [tok(K), tok(K), tok(V), scal, scal, st, stn, stm],
+        grid=(B, H),
+        interpret=interpret,
+        name="mlstm_bwd",
+    )
     dC0, dn0, dm0 = outs[5:]
     return (*outs[:5], mm.State(dC0, dn0, dm0[..., 0]))
 
@@ -133,19 +193,22 @@ def _bwd_call(q, k, v, ig, G, c, states, dh, dsT, *, scale, C, eps, interpret):
 
 
 def _forward(q, k, v, ig, G, c, s0, *, scale, C, eps, interpret):
-    h, sT, _ = _fwd_call(q, k, v, ig, G, c, s0, scale=scale, C=C, eps=eps, interpret=interpret, emit_out=True,
-                         emit_states=False)
+    h, sT, _ = _fwd_call(
+        q, k, v, ig, G, c, s0, scale=scale, C=C, eps=eps, interpret=interpret, emit_out=True, emit_states=False
+    )
     return h, sT
 
 
 def _backward(res, cts, *, scale, C, eps, interpret):
     q, k, v, ig, G, c, s0 = res
     dh, dsT = cts
-    _, _, states = _fwd_call(q, k, v, ig, G, c, s0, scale=scale, C=C, eps=eps, interpret=interpret,
-                             emit_out=False, emit_states=True)
+    _, _, states = _fwd_call(
+        q, k, v, ig, G, c, s0, scale=scale, C=C, eps=eps, interpret=interpret, emit_out=False, emit_states=True
+    )
     dsT = mm.State(*(x.astype(y.dtype) for x, y in zip(dsT, s0, strict=True)))
-    dq, dk, dv, dig, dG, ds0 = _bwd_call(q, k, v, ig, G, c, states, dh, dsT, scale=scale, C=C, eps=eps,
-                                         interpret=interpret)
+    dq, dk, dv, dig, dG, ds0 = _bwd_call(
+        q, k, v, ig, G, c, states, dh, dsT, scale=scale, C=C, eps=eps, interpret=interpret
+    )
     return dq, dk, dv, dig, dG, None, ds0
 
 
@@ -153,8 +216,16 @@ _core = recompute_vjp(_forward, _backward)
 
 
 def mlstm_pallas(
-    q: jax.Array, k: jax.Array, v: jax.Array, i: jax.Array, f: jax.Array, *,
-    initial_state: tuple[jax.Array, ...] | None, segment_ids: jax.Array | None, chunk_size: int, eps: float,
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    i: jax.Array,
+    f: jax.Array,
+    *,
+    initial_state: tuple[jax.Array, ...] | None,
+    segment_ids: jax.Array | None,
+    chunk_size: int,
+    eps: float,
     interpret: bool | None = None,
 ) -> tuple[jax.Array, mm.State]:
     """Pallas backend entry point; same contract as :func:`.reference.mlstm_reference`. ``interpret``
@@ -162,5 +233,5 @@ def mlstm_pallas(
     T, K = q.shape[1], q.shape[3]
     interpret, C = plc.interpret_and_chunk(interpret, T, chunk_size)
     p = mm.prepare(q, k, v, i, f, initial_state, segment_ids, C)
-    h, sT = _core(p.q, p.k, p.v, p.ig, p.G, p.c, p.s0, scale=K ** -0.5, C=C, eps=float(eps), interpret=interpret)
+    h, sT = _core(p.q, p.k, p.v, p.ig, p.G, p.c, p.s0, scale=K**-0.5, C=C, eps=float(eps), interpret=interpret)
     return h[:, :T], sT

@@ -19,8 +19,15 @@ from .chunk_math import State, gates, initial
 
 
 def mlstm_reference(
-    q: jax.Array, k: jax.Array, v: jax.Array, i: jax.Array, f: jax.Array, *,
-    initial_state: tuple[jax.Array, ...] | None, segment_ids: jax.Array | None, eps: float,
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    i: jax.Array,
+    f: jax.Array,
+    *,
+    initial_state: tuple[jax.Array, ...] | None,
+    segment_ids: jax.Array | None,
+    eps: float,
     chunk_size: int | None = None,
 ) -> tuple[jax.Array, State]:
     """Return (h [B,T,H,V] in q.dtype, final State). chunk_size is accepted for a uniform backend signature
@@ -29,8 +36,14 @@ def mlstm_reference(
     acc = acc_dtype(q.dtype)
     tm = lambda x: jnp.moveaxis(x, 1, 0)  # time-major
     ig, logf = gates(i, f, acc)
-    xs = (tm(q.astype(acc)) * jnp.asarray(K ** -0.5, acc), tm(k.astype(acc)), tm(v.astype(acc)), tm(ig),
-          tm(logf), tm(segment_resets(segment_ids, B, T)))
+    xs = (
+        tm(q.astype(acc)) * jnp.asarray(K**-0.5, acc),
+        tm(k.astype(acc)),
+        tm(v.astype(acc)),
+        tm(ig),
+        tm(logf),
+        tm(segment_resets(segment_ids, B, T)),
+    )
 
     def step(s, x):
         C, n, m = s

@@ -42,13 +42,16 @@ def shardings(mesh: tuple[int, int, int], *extra: str) -> dict:
     from memlab.models import build_model
     from memlab.parallel import create_sharded, make_mesh, param_shardings, parse_rules
 
-    config = load_config(ROOT / "experiments" / "mqar.py",
-                         [*OVERRIDES, f"mesh.data={mesh[0]}", f"mesh.fsdp={mesh[1]}", f"mesh.tensor={mesh[2]}", *extra])
+    config = load_config(
+        ROOT / "experiments" / "mqar.py",
+        [*OVERRIDES, f"mesh.data={mesh[0]}", f"mesh.fsdp={mesh[1]}", f"mesh.tensor={mesh[2]}", *extra],
+    )
     m = make_mesh(config.mesh)
     build = lambda: build_model(config.model, 0)
     _, abstract = nnx.split(nnx.eval_shape(build), nnx.Param)
-    params = create_sharded(lambda: nnx.split(build(), nnx.Param)[1],
-                            param_shardings(abstract, m, parse_rules(config.mesh.rules)))
+    params = create_sharded(
+        lambda: nnx.split(build(), nnx.Param)[1], param_shardings(abstract, m, parse_rules(config.mesh.rules))
+    )
     out = {}
     for path, array in jax.tree_util.tree_flatten_with_path(params)[0]:
         keys = [getattr(k, "key", getattr(k, "idx", None)) for k in path]  # the Variable's own `.value` has neither
@@ -78,19 +81,26 @@ def kernels(mesh: tuple[int, int, int], backend: str) -> dict:
         return pallas_kernels.delta_rule(q, k, v, beta, g=g, segment_ids=seg, chunk_size=8, backend=backend)[0]
 
     def loss(args, sharded):
-        o = map_shards(op, [*args, seg], [heads, heads, heads, gates, gates, ("batch", "seq")], heads) if sharded \
+        o = (
+            map_shards(op, [*args, seg], [heads, heads, heads, gates, gates, ("batch", "seq")], heads)
+            if sharded
             else op(*args, seg)
+        )
         return jnp.sum(jnp.cos(jnp.arange(o.size, dtype=o.dtype)).reshape(o.shape) * o), o
 
     args = (q, k, v, beta, g)
     (_, o1), g1 = jax.value_and_grad(lambda a: loss(a, False), has_aux=True)(args)
-    config = load_config(ROOT / "experiments" / "mqar.py", [f"mesh.data={mesh[0]}", f"mesh.fsdp={mesh[1]}",
-                                                           f"mesh.tensor={mesh[2]}"])
+    config = load_config(
+        ROOT / "experiments" / "mqar.py", [f"mesh.data={mesh[0]}", f"mesh.fsdp={mesh[1]}", f"mesh.tensor={mesh[2]}"]
+    )
     with jax.set_mesh(make_mesh(config.mesh)), logical_rules(parse_rules(DEFAULT_RULES)):
         (_, o8), g8 = jax.jit(jax.value_and_grad(lambda a: loss(a, True), has_aux=True))(args)
     diff = lambda a, b: float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-12))
-    return {"output": diff(o8, o1), "grads": [diff(a, b) for a, b in zip(g8, g1)],
-            "spec": [list(a) if isinstance(a, tuple) else a for a in o8.sharding.spec]}
+    return {
+        "output": diff(o8, o1),
+        "grads": [diff(a, b) for a, b in zip(g8, g1, strict=True)],
+        "spec": [list(a) if isinstance(a, tuple) else a for a in o8.sharding.spec],
+    }
 
 
 if __name__ == "__main__":

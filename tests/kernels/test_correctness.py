@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.helpers import make_inputs
 from pallas_kernels import delta_rule, linear_attention
+from tests.helpers import make_inputs
 
 OPS = {"delta_rule": delta_rule, "linear_attention": linear_attention}
 DIFF_KEYS = ("q", "k", "v", "beta", "g", "initial_state")
@@ -27,8 +27,7 @@ def run(op, d, backend, chunk_size):
         args = dict(diff, **d)
         q, k, v = args.pop("q"), args.pop("k"), args.pop("v")
         pos = (q, k, v) + ((args.pop("beta"),) if op == "delta_rule" else ())
-        o, s = OPS[op](*pos, **args, segment_ids=seg, return_final_state=True, chunk_size=chunk_size,
-                       backend=backend)
+        o, s = OPS[op](*pos, **args, segment_ids=seg, return_final_state=True, chunk_size=chunk_size, backend=backend)
         of = o.astype(s.dtype)
         # A loss that weights every output position and state entry differently.
         w = jnp.cos(jnp.arange(of.size, dtype=s.dtype)).reshape(of.shape)
@@ -78,8 +77,9 @@ def _case(name, dtype):
     c = dict(CASES[name])
     chunk = c.pop("chunk")
     T, H, K, V = (c.pop(x) for x in "THKV")
-    return make_inputs(B=2, T=T, H=H, K=K, V=V, dtype=dtype, gated=c["gated"], h0=c["h0"],
-                       segments=c["segments"]), chunk
+    return make_inputs(
+        B=2, T=T, H=H, K=K, V=V, dtype=dtype, gated=c["gated"], h0=c["h0"], segments=c["segments"]
+    ), chunk
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -118,7 +118,7 @@ def test_reference_matches_numpy_loop():
     d = make_inputs(B=1, T=9, H=2, K=3, V=4, gated=True, h0=True, segments=True, seed=3)
     q, k, v, beta, g, h0 = (np.asarray(d[n], np.float64) for n in ("q", "k", "v", "beta", "g", "initial_state"))
     seg = np.asarray(d["segment_ids"])
-    scale = 3 ** -0.5
+    scale = 3**-0.5
     for op, delta in (("delta_rule", True), ("linear_attention", False)):
         o = np.zeros(v.shape)
         S_all = h0.copy()
@@ -134,7 +134,13 @@ def test_reference_matches_numpy_loop():
                     o[b, t, h] = S.T @ (scale * q[b, t, h])
                 S_all[b, h] = S
         args = (d["q"], d["k"], d["v"]) + ((d["beta"],) if delta else ())
-        o_j, s_j = OPS[op](*args, g=d["g"], initial_state=d["initial_state"], segment_ids=d["segment_ids"],
-                           return_final_state=True, backend="reference")
+        o_j, s_j = OPS[op](
+            *args,
+            g=d["g"],
+            initial_state=d["initial_state"],
+            segment_ids=d["segment_ids"],
+            return_final_state=True,
+            backend="reference",
+        )
         np.testing.assert_allclose(o_j, o, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(s_j, S_all, rtol=1e-5, atol=1e-5)

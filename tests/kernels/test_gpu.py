@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.helpers import make_inputs
 from pallas_kernels import delta_rule, linear_attention
+from tests.helpers import make_inputs
 
 pytestmark = [
     pytest.mark.gpu,
@@ -17,13 +17,18 @@ pytestmark = [
 
 
 def _loss_and_grads(d, backend, op):
-    names = ["q", "k", "v", "beta", "g", "initial_state"] if op is delta_rule else ["q", "k", "v", "g",
-                                                                                   "initial_state"]
+    names = ["q", "k", "v", "beta", "g", "initial_state"] if op is delta_rule else ["q", "k", "v", "g", "initial_state"]
 
     def loss(x):
         pos = [x["q"], x["k"], x["v"]] + ([x["beta"]] if op is delta_rule else [])
-        o, s = op(*pos, g=x["g"], initial_state=x["initial_state"], segment_ids=d["segment_ids"],
-                  return_final_state=True, backend=backend)
+        o, s = op(
+            *pos,
+            g=x["g"],
+            initial_state=x["initial_state"],
+            segment_ids=d["segment_ids"],
+            return_final_state=True,
+            backend=backend,
+        )
         return jnp.sum(o.astype(jnp.float32) ** 2) + jnp.sum(s), (o, s)
 
     return jax.jit(jax.value_and_grad(loss, has_aux=True))({n: d[n] for n in names})
@@ -32,8 +37,7 @@ def _loss_and_grads(d, backend, op):
 @pytest.mark.parametrize("op", [delta_rule, linear_attention])
 @pytest.mark.parametrize("dtype,tol", [(jnp.float32, 2e-3), (jnp.bfloat16, 3e-2)])
 def test_pallas_gpu_matches_reference(op, dtype, tol):
-    d = make_inputs(B=2, T=300, H=4, K=64, V=64, dtype=dtype, gated=True, h0=True, segments=True,
-                    key_scale=1 / 8)
+    d = make_inputs(B=2, T=300, H=4, K=64, V=64, dtype=dtype, gated=True, h0=True, segments=True, key_scale=1 / 8)
     (_, (o, s)), g = _loss_and_grads(d, "pallas", op)
     (_, (o_r, s_r)), g_r = _loss_and_grads(d, "reference", op)
     for a, b in [(o, o_r), (s, s_r)] + [(g[n], g_r[n]) for n in g_r]:

@@ -8,14 +8,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from tests.helpers import make_inputs
-from pallas_kernels import dispatch, mlstm
 from test_correctness import assert_close
 
+from pallas_kernels import dispatch, mlstm
+from tests.helpers import make_inputs
 
-def make_mlstm(B=2, T=13, H=2, K=3, V=4, *, dtype=jnp.float32, h0=False, segments=False, igate=(0.0, 2.0),
-               seed=0):
+
+def make_mlstm(B=2, T=13, H=2, K=3, V=4, *, dtype=jnp.float32, h0=False, segments=False, igate=(0.0, 2.0), seed=0):
     """q, k, v (and segment ids) from the delta-rule fixture; gates i ~ N(mean, std), f ~ N(2, 1) (forget gates
     around 0.88); a random initial state (C, n, m) in the accumulation dtype."""
     d = make_inputs(B, T, H, K, V, dtype=dtype, gated=False, segments=segments, key_scale=1.0, seed=seed)
@@ -30,8 +29,19 @@ def make_mlstm(B=2, T=13, H=2, K=3, V=4, *, dtype=jnp.float32, h0=False, segment
 
 
 def call(d, backend, chunk, **kw):
-    return mlstm(d["q"], d["k"], d["v"], d["i"], d["f"], initial_state=d.get("initial_state"),
-                 segment_ids=d.get("segment_ids"), chunk_size=chunk, backend=backend, return_final_state=True, **kw)
+    return mlstm(
+        d["q"],
+        d["k"],
+        d["v"],
+        d["i"],
+        d["f"],
+        initial_state=d.get("initial_state"),
+        segment_ids=d.get("segment_ids"),
+        chunk_size=chunk,
+        backend=backend,
+        return_final_state=True,
+        **kw,
+    )
 
 
 def run(d, backend, chunk):
@@ -45,6 +55,7 @@ def run(d, backend, chunk):
             hf = h.astype(s.C.dtype)
             w = jnp.cos(jnp.arange(hf.size, dtype=hf.dtype)).reshape(hf.shape)  # weights every output apart
             return jnp.sum(w * hf) + sum(jnp.sum(jnp.sin(x)) for x in s), (h, s)
+
         return jax.value_and_grad(loss, has_aux=True)(diff)
 
     (_, (h, s)), g = grads({n: d[n] for n in names})
@@ -56,10 +67,12 @@ def compare(d, backend, chunk, rtol, atol, ref=None):
     h, s, g = run(d, backend, chunk)
     assert h.dtype == d["q"].dtype and h.shape == h_r.shape
     assert_close(h, h_r, rtol, atol, "output")
-    for name, a, b in zip("Cnm", s, s_r):
+    for name, a, b in zip("Cnm", s, s_r, strict=True):
         assert_close(a, b, rtol, atol, f"final state {name}")
     assert set(g) == set(g_r)
-    for a, b, path in zip(jax.tree.leaves(g), jax.tree.leaves(g_r), jax.tree_util.tree_flatten_with_path(g)[0]):
+    for a, b, path in zip(
+        jax.tree.leaves(g), jax.tree.leaves(g_r), jax.tree_util.tree_flatten_with_path(g)[0], strict=True
+    ):
         assert_close(a, b, rtol, atol, f"d{jax.tree_util.keystr(path[0])}")
     return h_r, s_r, g_r
 
@@ -90,9 +103,9 @@ def test_every_chunk_size_gives_the_reference(x64):
     d = make_mlstm(T=T, dtype=jnp.float64, seed=3)
     h_r, s_r = call(d, "reference", 1)
     for chunk in range(1, T + 1):
-        h, s = jax.jit(lambda d: call(d, "chunked", chunk))(d)
+        h, s = jax.jit(lambda d, chunk=chunk: call(d, "chunked", chunk))(d)
         assert_close(h, h_r, 1e-10, 1e-12, f"output, chunk={chunk}")
-        for name, a, b in zip("Cnm", s, s_r):
+        for name, a, b in zip("Cnm", s, s_r, strict=True):
             assert_close(a, b, 1e-10, 1e-12, f"state {name}, chunk={chunk}")
 
 
@@ -106,7 +119,7 @@ def test_state_carries_over_between_calls(x64, backend):
     second = {n: x[:, T1:] for n, x in d.items() if n != "initial_state"}
     h2, s2 = call(dict(second, initial_state=s1), backend, 4)
     assert_close(jnp.concatenate([h1, h2], axis=1), h, 1e-10, 1e-12, "output")
-    for name, a, b in zip("Cnm", s2, s):
+    for name, a, b in zip("Cnm", s2, s, strict=True):
         assert_close(a, b, 1e-10, 1e-12, f"state {name}")
 
 
@@ -121,7 +134,7 @@ def _numpy_unstabilised(q, k, v, i, f, C0, n0, m0):
         fg, ig = np.exp(logf[:, t]), np.exp(i[:, t])
         C = fg[..., None, None] * C + ig[..., None, None] * np.einsum("bhk,bhv->bhkv", k[:, t], v[:, t])
         n = fg[..., None] * n + ig[..., None] * k[:, t]
-        qt = q[:, t] * K ** -0.5
+        qt = q[:, t] * K**-0.5
         h[:, t] = np.einsum("bhkv,bhk->bhv", C, qt) / np.maximum(np.abs(np.sum(n * qt, -1)), 1.0)[..., None]
     L = np.cumsum(logf, axis=1)  # log-weight of token j in the final state: L_T - L_j + i_j; of the start: L_T + m0
     m = np.maximum(L[:, -1] + m0, np.max(L[:, -1:] - L + i, axis=1))
@@ -134,7 +147,7 @@ def test_numpy_oracle_unstabilised(x64):
     for backend in ("reference", "chunked"):
         h, s = call(d, backend, 4, eps=0.0)
         assert_close(h, h_np, 1e-10, 1e-12, f"{backend} output")
-        for name, a, b in zip("Cnm", s, s_np):
+        for name, a, b in zip("Cnm", s, s_np, strict=True):
             assert_close(a, b, 1e-10, 1e-12, f"{backend} state {name}")
 
 
@@ -145,7 +158,7 @@ def test_closed_form_two_tokens(x64):
     v = np.array([[2.0], [-1.0]])
     i, f = np.array([1.0, 0.0]), np.array([0.0, 2.0])
     eps = 1e-6
-    s = 2 ** -0.5
+    s = 2**-0.5
     # t = 0: C = k0 v0^T, n = k0, q~.k0 = s, m = 1: h0 = 2 s / (max(s, e^-1) + eps)
     h0 = 2 * s / (s + eps)
     # t = 1: m = max(log sig(2) + 1, 0); weights f' = sig(2) e^(1 - m), i' = e^(-m)
@@ -170,8 +183,10 @@ def test_value_errors_name_argument_and_shapes():
         (dict(f=d["f"].astype(jnp.int32)), r"f has dtype int32"),
         (dict(k=d["k"][..., :3]), r"k has shape \(2, 5, 3, 3\), expected \(B, T, H, K\) = \(2, 5, 3, 4\)"),
         (dict(initial_state=C), r"initial_state is ArrayImpl, expected a tuple \(C, n, m\)"),
-        (dict(initial_state=(C, n[..., :2], m)),
-         r"initial_state n has shape \(2, 3, 2\), expected \(B, H, K\) = \(2, 3, 4\)"),
+        (
+            dict(initial_state=(C, n[..., :2], m)),
+            r"initial_state n has shape \(2, 3, 2\), expected \(B, H, K\) = \(2, 3, 4\)",
+        ),
         (dict(initial_state=(C, n, m.astype(jnp.bfloat16))), r"initial_state m has dtype bfloat16 .* float32"),
         (dict(segment_ids=jnp.zeros((2, 5))), r"segment_ids has dtype float32"),
         (dict(chunk_size=0), r"chunk_size is 0"),

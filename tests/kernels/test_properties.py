@@ -15,15 +15,21 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from tests.helpers import make_inputs
 from pallas_kernels import delta_rule, linear_attention
+from tests.helpers import make_inputs
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _delta(d, backend, chunk=4, **over):
-    kw = dict(g=d.get("g"), initial_state=d.get("initial_state"), segment_ids=d.get("segment_ids"),
-              return_final_state=True, chunk_size=chunk, backend=backend)
+    kw = dict(
+        g=d.get("g"),
+        initial_state=d.get("initial_state"),
+        segment_ids=d.get("segment_ids"),
+        return_final_state=True,
+        chunk_size=chunk,
+        backend=backend,
+    )
     kw.update(over)
     return delta_rule(d["q"], d["k"], d["v"], d["beta"], **kw)
 
@@ -69,8 +75,18 @@ def test_finite_difference_gradients(x64, backend):
 
     @jax.jit
     def f(q, k, v, beta, g, h0):
-        o, s = delta_rule(q, k, v, beta, g=g, initial_state=h0, segment_ids=seg, return_final_state=True,
-                          chunk_size=2, backend=backend)
+        o, s = delta_rule(
+            q,
+            k,
+            v,
+            beta,
+            g=g,
+            initial_state=h0,
+            segment_ids=seg,
+            return_final_state=True,
+            chunk_size=2,
+            backend=backend,
+        )
         return jnp.sum(jnp.sin(o)) + jnp.sum(s * s)
 
     args = tuple(d[n] for n in ("q", "k", "v", "beta", "g", "initial_state"))
@@ -81,8 +97,9 @@ def test_finite_difference_gradients_linear_attention(x64):
     d = make_inputs(B=1, T=6, H=2, K=2, V=2, dtype=jnp.float64, gated=True, h0=True, seed=2)
 
     def f(q, k, v, g, h0):
-        o, s = linear_attention(q, k, v, g=g, initial_state=h0, return_final_state=True, chunk_size=4,
-                                backend="chunked")
+        o, s = linear_attention(
+            q, k, v, g=g, initial_state=h0, return_final_state=True, chunk_size=4, backend="chunked"
+        )
         return jnp.sum(jnp.sin(o)) + jnp.sum(s * s)
 
     args = tuple(d[n] for n in ("q", "k", "v", "g", "initial_state"))
@@ -99,7 +116,7 @@ def test_beta_zero_leaves_state_unchanged(backend):
     o, s = _delta(d, backend)
     h0 = d["initial_state"]
     np.testing.assert_allclose(s, h0, rtol=0, atol=1e-6)
-    expect = jnp.einsum("bthk,bhkv->bthv", d["q"] * 4 ** -0.5, h0)
+    expect = jnp.einsum("bthk,bhkv->bthv", d["q"] * 4**-0.5, h0)
     np.testing.assert_allclose(o, expect, rtol=1e-5, atol=1e-5)
 
 
@@ -120,9 +137,11 @@ def test_log_decay_to_minus_inf_forgets(backend, neg):
     np.testing.assert_allclose(o, o_ref, rtol=1e-5, atol=1e-5)
     if backend == "chunked":
         grads = jax.grad(lambda x: jnp.sum(_delta(dict(d, **x), backend)[0] ** 2))(
-            {n: d[n] for n in ("q", "k", "v", "beta", "g", "initial_state")})
+            {n: d[n] for n in ("q", "k", "v", "beta", "g", "initial_state")}
+        )
         ref = jax.grad(lambda x: jnp.sum(_delta(dict(d, **x), "reference")[0] ** 2))(
-            {n: d[n] for n in ("q", "k", "v", "beta", "g", "initial_state")})
+            {n: d[n] for n in ("q", "k", "v", "beta", "g", "initial_state")}
+        )
         for n in grads:
             assert np.all(np.isfinite(grads[n])), n
             np.testing.assert_allclose(grads[n], ref[n], rtol=1e-4, atol=1e-4, err_msg=n)
@@ -155,13 +174,19 @@ def test_value_errors_name_argument_and_shapes():
         (dict(v=v[:, :4]), r"v has shape \(2, 4, 3, 6\), expected \(B, T, H, V\) = \(2, 5, 3, \?\)"),
         (dict(beta=beta[..., None]), r"beta has shape \(2, 5, 3, 1\), expected \(B, T, H\) = \(2, 5, 3\)"),
         (dict(g=jnp.zeros((2, 5))), r"g has shape \(2, 5\), expected \(B, T, H\) = \(2, 5, 3\)"),
-        (dict(initial_state=jnp.zeros((2, 3, 6, 4))),
-         r"initial_state has shape \(2, 3, 6, 4\), expected \(B, H, K, V\) = \(2, 3, 4, 6\)"),
-        (dict(initial_state=jnp.zeros((2, 3, 4, 6), jnp.bfloat16)),
-         r"initial_state has dtype bfloat16 \(shape \(2, 3, 4, 6\)\), expected float32"),
+        (
+            dict(initial_state=jnp.zeros((2, 3, 6, 4))),
+            r"initial_state has shape \(2, 3, 6, 4\), expected \(B, H, K, V\) = \(2, 3, 4, 6\)",
+        ),
+        (
+            dict(initial_state=jnp.zeros((2, 3, 4, 6), jnp.bfloat16)),
+            r"initial_state has dtype bfloat16 \(shape \(2, 3, 4, 6\)\), expected float32",
+        ),
         (dict(segment_ids=jnp.zeros((2, 5), jnp.float32)), r"segment_ids has dtype float32"),
-        (dict(segment_ids=jnp.zeros((2, 6), jnp.int32)),
-         r"segment_ids has shape \(2, 6\), expected \(B, T\) = \(2, 5\)"),
+        (
+            dict(segment_ids=jnp.zeros((2, 6), jnp.int32)),
+            r"segment_ids has shape \(2, 6\), expected \(B, T\) = \(2, 5\)",
+        ),
         (dict(k=k.astype(jnp.bfloat16)), r"k has dtype bfloat16 .* expected float32 like q"),
         (dict(q=q.astype(jnp.int32)), r"q has dtype int32"),
         (dict(q=q[0]), r"q has shape \(5, 3, 4\), expected \(B, T, H, K\)"),
@@ -188,8 +213,7 @@ def test_jit_and_vmap(backend):
     stack = {k: jnp.stack([d[k] for d in ds]) for k in ds[0]}
 
     def f(q, k, v, beta, g, h0):
-        return delta_rule(q, k, v, beta, g=g, initial_state=h0, return_final_state=True, chunk_size=4,
-                          backend=backend)
+        return delta_rule(q, k, v, beta, g=g, initial_state=h0, return_final_state=True, chunk_size=4, backend=backend)
 
     names = ("q", "k", "v", "beta", "g", "initial_state")
     o_v, s_v = jax.vmap(f)(*(stack[k] for k in names))
@@ -250,10 +274,15 @@ SHARD_SCRIPT = textwrap.dedent("""
 
 
 def test_shard_map_over_batch_and_heads():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
-               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    r = subprocess.run([sys.executable, "-c", SHARD_SCRIPT], env=env, capture_output=True, text=True,
-                       timeout=300, cwd=ROOT)
+    env = dict(
+        os.environ,
+        XLA_FLAGS="--xla_force_host_platform_device_count=4",
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", SHARD_SCRIPT], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
     assert r.returncode == 0 and "SHARD_OK" in r.stdout, r.stdout + r.stderr
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -135,6 +136,11 @@ def _empty_slots(opts: _Opts, n: int, x0, data_row) -> _Slot:
     return jax.tree.map(lambda s: jnp.zeros((n,) + s.shape, s.dtype), one)
 
 
+def _take(tree, index: np.ndarray):
+    """Rows `index` of every leaf (the datasets of the running slots; the slots kept when compacting)."""
+    return jax.tree.map(lambda leaf: leaf[index], tree)
+
+
 def multistart_lbfgs(
     fun: Callable,
     starts,
@@ -186,7 +192,7 @@ def multistart_lbfgs(
         refill[take] = True
         fresh = np.repeat(starts[:1], width, axis=0)
         fresh[take] = starts[sid[take]]
-        rows = jax.tree.map(lambda d: d[data_index[np.maximum(sid, 0)]], data)
+        rows = _take(data, data_index[np.maximum(sid, 0)])
         state, running = _step(opts, tols, rounds, state, sid >= 0, fresh, refill, rows)
         running = np.asarray(running)
         done = np.flatnonzero(~running & (sid >= 0))
@@ -197,6 +203,6 @@ def multistart_lbfgs(
         if queued == n_starts and width > tail_slots and running.sum() <= tail_slots:
             keep = np.flatnonzero(running)  # compact the stragglers into the narrow slot array
             keep = np.concatenate([keep, np.flatnonzero(~running)[: tail_slots - len(keep)]])
-            state = jax.tree.map(lambda a: a[keep], state)
+            state = _take(state, keep)
             sid, running, width = sid[keep], running[keep], tail_slots
     return MultiStartResult(out_x, out_v, out_it)

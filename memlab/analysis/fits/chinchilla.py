@@ -138,8 +138,8 @@ def fit_chinchilla(n_params, n_tokens, loss, *, bootstrap: int = 0, seed: int = 
         se = intervals = None
         if bootstrap:
             samples = _bootstrap(data, grid.distinct_best(4), bootstrap, seed)
-            se, intervals = summarize(dict(zip(PARAMS, samples.T)), ci)
-    values = dict(zip(PARAMS, (float(v) for v in _to_params(best)[0])))
+            se, intervals = summarize(dict(zip(PARAMS, samples.T, strict=True)), ci)
+    values = dict(zip(PARAMS, (float(v) for v in _to_params(best)[0]), strict=True))
     return ChinchillaFit(
         **values,
         n_points=len(n),

@@ -91,7 +91,7 @@ def fit_power_law(x, y, *, bootstrap: int = 200, seed: int = 0, ci: float = 0.95
         data = (u, log_y, w, np.float64(huber_delta))
         grid = multistart_lbfgs(power_law_objective, starts, data, **_TOLS)
         best, objective = grid.best()
-        fit = dict(zip(PARAMS, _to_params(best, log_x0)[0]))
+        fit = dict(zip(PARAMS, _to_params(best, log_x0)[0], strict=True))
         se = intervals = None
         if bootstrap:
             # Warm-start every resample from the few best distinct minima; keep each resample's best.
@@ -114,7 +114,7 @@ def fit_power_law(x, y, *, bootstrap: int = 200, seed: int = 0, ci: float = 0.95
             )
             values = np.where(np.isfinite(res.values), res.values, np.inf).reshape(bootstrap, k)
             pick = res.params.reshape(bootstrap, k, -1)[np.arange(bootstrap), values.argmin(axis=1)]
-            se, intervals = summarize(dict(zip(PARAMS, _to_params(pick, log_x0).T)), ci)
+            se, intervals = summarize(dict(zip(PARAMS, _to_params(pick, log_x0).T, strict=True)), ci)
     return PowerLawFit(
         **{k: float(v) for k, v in fit.items()},
         n_points=len(x),

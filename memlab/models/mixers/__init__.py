@@ -26,8 +26,10 @@ def parse_mixers(spec: str, num_layers: int) -> list[str]:
     if len(names) == 1:
         return names * num_layers
     if len(names) != num_layers:
-        raise ValueError(f"model.mixers lists {len(names)} mixers ({spec!r}) but model.num_layers={num_layers}; "
-                         "give one name for all layers or exactly one per layer")
+        raise ValueError(
+            f"model.mixers lists {len(names)} mixers ({spec!r}) but model.num_layers={num_layers}; "
+            "give one name for all layers or exactly one per layer"
+        )
     return names
 
 

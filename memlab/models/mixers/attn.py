@@ -25,8 +25,9 @@ class CausalSelfAttention(nnx.Module):
         self.k = dense(d, d, ("embed", "heads"), rngs=rngs, dtype=dtype)
         self.v = dense(d, d, ("embed", "heads"), rngs=rngs, dtype=dtype)
         self.o = dense(d, d, ("heads", "embed"), rngs=rngs, dtype=dtype)
-        self.convs = nnx.List([ShortConv(d, cfg.conv_kernel, rngs=rngs, dtype=dtype) for _ in range(3)]
-                              if cfg.qkv_conv else [])
+        self.convs = nnx.List(
+            [ShortConv(d, cfg.conv_kernel, rngs=rngs, dtype=dtype) for _ in range(3)] if cfg.qkv_conv else []
+        )
 
     def __call__(self, x: jax.Array, *, positions: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
         b, t, _ = x.shape
@@ -46,8 +47,11 @@ class CausalSelfAttention(nnx.Module):
     def init_cache(self, batch_size: int, max_len: int) -> dict:
         """Key and value caches [B, max_len, H, Dh] (zeros until written) and the q/k/v conv taps, if any."""
         shape = (batch_size, max_len, self.num_heads, self.head_dim)
-        return {"k": jnp.zeros(shape, self.dtype), "v": jnp.zeros(shape, self.dtype),
-                "convs": [conv.init_cache(batch_size) for conv in self.convs]}
+        return {
+            "k": jnp.zeros(shape, self.dtype),
+            "v": jnp.zeros(shape, self.dtype),
+            "convs": [conv.init_cache(batch_size) for conv in self.convs],
+        }
 
     def step(self, x: jax.Array, cache: dict, *, position: jax.Array) -> tuple[jax.Array, dict]:
         """One token x [B, d] at `position` (a scalar shared by the batch) -> (y [B, d], cache): its key and value

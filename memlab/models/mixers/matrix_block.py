@@ -49,7 +49,7 @@ def map_head_blocks(kernel: Callable[..., jax.Array], *arrays: jax.Array | None)
         it = iter(blocks)
         return kernel(*(None if a is None else next(it) for a in arrays))
 
-    return map_shards(call, present, [layout[:a.ndim] for a in present], layout)
+    return map_shards(call, present, [layout[: a.ndim] for a in present], layout)
 
 
 def kernel_flops_per_token(h: int, k: int, v: int, chunk: int, delta: bool) -> float:
@@ -114,13 +114,17 @@ class MatrixMixer(nnx.Module):
         return self.o(o.reshape(*o.shape[:-2], -1))
 
     def __call__(self, x: jax.Array, *, positions: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
-        q, k, v = self._qkv(self.q_conv(self.q(x), segment_ids), self.k_conv(self.k(x), segment_ids),
-                            self.v_conv(self.v(x), segment_ids))
+        q, k, v = self._qkv(
+            self.q_conv(self.q(x), segment_ids),
+            self.k_conv(self.k(x), segment_ids),
+            self.v_conv(self.v(x), segment_ids),
+        )
         beta, g = self._gates(x)
         return self._out(x, self._memory(q, k, v, beta, g, segment_ids))
 
     def _memory(self, q, k, v, beta, g, segment_ids):
         """The kernel over the whole sequence, on each (batch, heads) block of the mesh."""
+
         def kernel(q, k, v, beta, g, segment_ids):
             common = dict(g=g, segment_ids=segment_ids, chunk_size=self.chunk_size, backend=self.backend)
             if self.delta:
@@ -151,7 +155,7 @@ class MatrixMixer(nnx.Module):
         else:
             u = v
         S = S + k[..., :, None] * u[..., None, :]
-        o = jnp.einsum("bhkv,bhk->bhv", S, q * self.dk ** -0.5).astype(x.dtype)
+        o = jnp.einsum("bhkv,bhk->bhv", S, q * self.dk**-0.5).astype(x.dtype)
         return self._out(x, o), {"conv": conv, "state": S}
 
     @classmethod
@@ -169,4 +173,3 @@ class MatrixMixer(nnx.Module):
         """Recurrent state per sequence, in numbers: the H x K x V memory (conv taps excluded), whatever seq_len."""
         h, k, v = head_dims(cfg)
         return h * k * v
-

@@ -40,8 +40,9 @@ class HeadwiseLinear(nnx.Module):
     (xLSTM's LinearHeadwiseExpand with one block per head), H times cheaper than a dense map."""
 
     def __init__(self, heads: int, dim: int, *, rngs: nnx.Rngs, dtype=jnp.float32):
-        init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=1, out_axis=2,
-                                                 batch_axis=(0,))
+        init = nnx.initializers.variance_scaling(
+            1.0, "fan_in", "truncated_normal", in_axis=1, out_axis=2, batch_axis=(0,)
+        )
         self.kernel = nnx.Param(init(rngs.params(), (heads, dim, dim)), out_sharding=("heads", None, None))
         self.heads, self.dim, self.dtype = heads, dim, dtype
 
@@ -88,17 +89,22 @@ class MLSTM(nnx.Module):
 
     def _memory(self, q, k, v, i, f, segment_ids):
         """The kernel over the whole sequence, on each (batch, heads) block of the mesh."""
+
         def kernel(q, k, v, i, f, segment_ids):
-            return pallas_kernels.mlstm(q, k, v, i, f, segment_ids=segment_ids, chunk_size=self.chunk_size,
-                                        eps=EPS, backend=self.backend)[0]
+            return pallas_kernels.mlstm(
+                q, k, v, i, f, segment_ids=segment_ids, chunk_size=self.chunk_size, eps=EPS, backend=self.backend
+            )[0]
 
         return map_head_blocks(kernel, q, k, v, i, f, segment_ids)
 
     def init_cache(self, batch_size: int, max_len: int) -> dict:
         """O(1) decoding state: the conv taps and the empty mLSTM state (C, n, m) = (0, 0, -inf) in fp32."""
         b, h, dh = batch_size, self.heads, self.dh
-        state = (jnp.zeros((b, h, dh, dh), jnp.float32), jnp.zeros((b, h, dh), jnp.float32),
-                 jnp.full((b, h), -jnp.inf, jnp.float32))
+        state = (
+            jnp.zeros((b, h, dh, dh), jnp.float32),
+            jnp.zeros((b, h, dh), jnp.float32),
+            jnp.full((b, h), -jnp.inf, jnp.float32),
+        )
         return {"conv": self.conv.init_cache(batch_size), "state": state}
 
     def step(self, x: jax.Array, cache: dict, *, position: jax.Array) -> tuple[jax.Array, dict]:
@@ -107,8 +113,13 @@ class MLSTM(nnx.Module):
         xm = self.up_m(x)
         conv_out, conv = self.conv.step(xm, cache["conv"])
         q, k, v, i, f, xc = self._branches(xm, conv_out)
-        h, state = pallas_kernels.mlstm(*(y[:, None] for y in (q, k, v, i, f)), initial_state=cache["state"],
-                                        return_final_state=True, eps=EPS, backend="reference")
+        h, state = pallas_kernels.mlstm(
+            *(y[:, None] for y in (q, k, v, i, f)),
+            initial_state=cache["state"],
+            return_final_state=True,
+            eps=EPS,
+            backend="reference",
+        )
         return self._out(h[:, 0], xc, self.up_z(x)), {"conv": conv, "state": tuple(state)}
 
     @staticmethod
@@ -116,9 +127,11 @@ class MLSTM(nnx.Module):
         """The up-projection width must split into the heads."""
         h, inner, _ = mlstm_dims(cfg)
         if inner < h or inner % h:
-            raise ValueError(f"model.mlstm_proj_factor={cfg.mlstm_proj_factor} gives the mlstm width {inner} = factor "
-                             f"x model.d_model={cfg.d_model}, which must be a positive multiple of "
-                             f"model.num_heads={h}")
+            raise ValueError(
+                f"model.mlstm_proj_factor={cfg.mlstm_proj_factor} gives the mlstm width {inner} = factor "
+                f"x model.d_model={cfg.d_model}, which must be a positive multiple of "
+                f"model.num_heads={h}"
+            )
 
     @staticmethod
     def forward_flops_per_token(cfg, seq_len: int) -> float:

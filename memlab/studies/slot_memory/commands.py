@@ -5,8 +5,11 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
-    p = sub.add_parser("efficiency", help="slot memory vs baselines: compute to target accuracy, equal-compute "
-                                          "accuracy, table and plots for a directory of context-QA runs")
+    p = sub.add_parser(
+        "efficiency",
+        help="slot memory vs baselines: compute to target accuracy, equal-compute "
+        "accuracy, table and plots for a directory of context-QA runs",
+    )
     p.add_argument("dir")
     p.add_argument("--target", type=float, default=0.9, help="answer accuracy to reach (default 0.9)")
     p.add_argument("--metric", default="eval/accuracy")

@@ -60,11 +60,20 @@ def efficiency_table(runs: pd.DataFrame, target: float, metric: str = "eval/accu
         slots = row.get("model.num_slots") if family == SLOT else math.nan
         length = row.get("data.context_len")
         evals = _evals(curve, metric)
-        rows.append({"run": row["run"], "family": family, "k": slots, "L": length,
-                     "L/k": length / slots if family == SLOT else math.nan, "params": row.get("params"),
-                     "flops_per_example": row.get("flops_per_example"), "flops": row.get("flops"),
-                     "best_accuracy": float(evals[metric].max()) if len(evals) else math.nan,
-                     "flops_to_target": compute_to_target(curve, target, metric)})
+        rows.append(
+            {
+                "run": row["run"],
+                "family": family,
+                "k": slots,
+                "L": length,
+                "L/k": length / slots if family == SLOT else math.nan,
+                "params": row.get("params"),
+                "flops_per_example": row.get("flops_per_example"),
+                "flops": row.get("flops"),
+                "best_accuracy": float(evals[metric].max()) if len(evals) else math.nan,
+                "flops_to_target": compute_to_target(curve, target, metric),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -77,16 +86,24 @@ def efficiency_ratios(table: pd.DataFrame, runs: pd.DataFrame, metric: str = "ev
     for _, slot in table[table["family"] == SLOT].iterrows():
         for _, base in table[(table["family"].isin(BASELINES)) & (table["L"] == slot["L"])].iterrows():
             budget = min(slot["flops"], base["flops"])
-            out.append({"L": slot["L"], "k": slot["k"], "baseline": base["family"], "slot_run": slot["run"],
-                        "baseline_run": base["run"],
-                        "compute_to_target_ratio": base["flops_to_target"] / slot["flops_to_target"],
-                        # where the baseline never got there, what it spent is a floor on its compute to target
-                        "ratio_lower_bound": base["flops"] / slot["flops_to_target"]
-                        if math.isnan(base["flops_to_target"]) else math.nan,
-                        "flops_per_example_ratio": base["flops_per_example"] / slot["flops_per_example"],
-                        "equal_compute_flops": budget,
-                        "slot_accuracy": accuracy_at_compute(curves[slot["run"]], budget, metric),
-                        "baseline_accuracy": accuracy_at_compute(curves[base["run"]], budget, metric)})
+            out.append(
+                {
+                    "L": slot["L"],
+                    "k": slot["k"],
+                    "baseline": base["family"],
+                    "slot_run": slot["run"],
+                    "baseline_run": base["run"],
+                    "compute_to_target_ratio": base["flops_to_target"] / slot["flops_to_target"],
+                    # where the baseline never got there, what it spent is a floor on its compute to target
+                    "ratio_lower_bound": base["flops"] / slot["flops_to_target"]
+                    if math.isnan(base["flops_to_target"])
+                    else math.nan,
+                    "flops_per_example_ratio": base["flops_per_example"] / slot["flops_per_example"],
+                    "equal_compute_flops": budget,
+                    "slot_accuracy": accuracy_at_compute(curves[slot["run"]], budget, metric),
+                    "baseline_accuracy": accuracy_at_compute(curves[base["run"]], budget, metric),
+                }
+            )
     return pd.DataFrame(out)
 
 
@@ -105,8 +122,14 @@ def _plot_accuracy_vs_flops(path: Path, runs: pd.DataFrame, metric: str) -> Path
     for _, row in runs.iterrows():
         family, points = row["model.name"], _evals(runs.curves.of(row), metric)
         if len(points):
-            ax.plot(points["flops"], points[metric], marker=".", color=colors[family], alpha=0.8,
-                    label=None if family in seen else family)
+            ax.plot(
+                points["flops"],
+                points[metric],
+                marker=".",
+                color=colors[family],
+                alpha=0.8,
+                label=None if family in seen else family,
+            )
             seen.add(family)
     ax.set(xscale="log", xlabel="training FLOPs", ylabel=metric, title=f"{metric} vs compute, per family")
     ax.grid(True, alpha=0.3)
@@ -133,8 +156,13 @@ def _plot_compute_to_target(path: Path, table: pd.DataFrame, target: float) -> P
                 ys.append(b["flops_to_target"])
         if xs:
             ax.scatter(xs, ys, marker="x", label=f"{family} (same L)")
-    ax.set(xscale="log", yscale="log", xlabel="L / k", ylabel=f"FLOPs to accuracy {target:g}",
-           title="compute to target vs context/slot ratio")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="L / k",
+        ylabel=f"FLOPs to accuracy {target:g}",
+        title="compute to target vs context/slot ratio",
+    )
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
@@ -142,8 +170,9 @@ def _plot_compute_to_target(path: Path, table: pd.DataFrame, target: float) -> P
     return path
 
 
-def write_efficiency_report(path: str | Path, *, target: float = 0.9, metric: str = "eval/accuracy",
-                            headline: tuple[int, int] = (512, 32)) -> Path:
+def write_efficiency_report(
+    path: str | Path, *, target: float = 0.9, metric: str = "eval/accuracy", headline: tuple[int, int] = (512, 32)
+) -> Path:
     """efficiency.md with the per-run table, slot-vs-baseline ratios and the headline ratio at (L, k), plus
     accuracy_vs_flops.png and compute_to_target_vs_ratio.png, all in `path`."""
     root = Path(path)
@@ -152,17 +181,34 @@ def write_efficiency_report(path: str | Path, *, target: float = 0.9, metric: st
         raise FileNotFoundError(f"no runs under {root}")
     table = efficiency_table(runs, target, metric)
     ratios = efficiency_ratios(table, runs, metric)
-    plots = [_plot_accuracy_vs_flops(root / "accuracy_vs_flops.png", runs, metric),
-             _plot_compute_to_target(root / "compute_to_target_vs_ratio.png", table, target)]
+    plots = [
+        _plot_accuracy_vs_flops(root / "accuracy_vs_flops.png", runs, metric),
+        _plot_compute_to_target(root / "compute_to_target_vs_ratio.png", table, target),
+    ]
     length, k = headline
-    lines = [f"# Slot-memory efficiency ({len(table)} runs, target {metric} >= {target:g})", "",
-             "Compute counts training FLOPs (3x forward, context encoding included). `compute_to_target_ratio` ="
-             " baseline FLOPs to target / slot FLOPs to target (> 1: slots cheaper); NaN where a run never reached"
-             " the target; `ratio_lower_bound` = a baseline's total FLOPs / slot FLOPs to target where only the slot"
-             " run got there. Accuracy at equal compute compares both runs at the smaller of their total budgets.", "",
-             "## Headline", "", _headline(ratios, length, k), "", "## Runs", "", _markdown(table), "",
-             "## Slot vs baselines", "", _markdown(ratios) if len(ratios) else "(no slot/baseline pair at equal L)",
-             "", *(f"![{p.stem}]({p.name})" for p in plots), ""]
+    lines = [
+        f"# Slot-memory efficiency ({len(table)} runs, target {metric} >= {target:g})",
+        "",
+        "Compute counts training FLOPs (3x forward, context encoding included). `compute_to_target_ratio` ="
+        " baseline FLOPs to target / slot FLOPs to target (> 1: slots cheaper); NaN where a run never reached"
+        " the target; `ratio_lower_bound` = a baseline's total FLOPs / slot FLOPs to target where only the slot"
+        " run got there. Accuracy at equal compute compares both runs at the smaller of their total budgets.",
+        "",
+        "## Headline",
+        "",
+        _headline(ratios, length, k),
+        "",
+        "## Runs",
+        "",
+        _markdown(table),
+        "",
+        "## Slot vs baselines",
+        "",
+        _markdown(ratios) if len(ratios) else "(no slot/baseline pair at equal L)",
+        "",
+        *(f"![{p.stem}]({p.name})" for p in plots),
+        "",
+    ]
     out = root / "efficiency.md"
     out.write_text("\n".join(lines))
     return out
@@ -179,8 +225,10 @@ def _headline(ratios: pd.DataFrame, length: int, k: int) -> str:
         ratio = f"{r['compute_to_target_ratio']:.3g}"
         if not math.isnan(r["ratio_lower_bound"]):
             ratio = f"> {r['ratio_lower_bound']:.3g} ({r['baseline']} not at the target after all its compute)"
-        parts.append(f"- L={length}, k={k} vs {r['baseline']}: compute-to-target ratio "
-                     f"{ratio}, FLOPs-per-example ratio {r['flops_per_example_ratio']:.3g}; "
-                     f"at {r['equal_compute_flops']:.3g} FLOPs: slot {r['slot_accuracy']:.3f} vs "
-                     f"{r['baseline']} {r['baseline_accuracy']:.3f}")
+        parts.append(
+            f"- L={length}, k={k} vs {r['baseline']}: compute-to-target ratio "
+            f"{ratio}, FLOPs-per-example ratio {r['flops_per_example_ratio']:.3g}; "
+            f"at {r['equal_compute_flops']:.3g} FLOPs: slot {r['slot_accuracy']:.3f} vs "
+            f"{r['baseline']} {r['baseline_accuracy']:.3f}"
+        )
     return "\n".join(parts)

@@ -33,8 +33,9 @@ def load_trained(run_dir: Path):
     if config.model.name != "slot_memory":
         raise ValueError(f"{run_dir} trained model.name={config.model.name!r}; the slot probe needs slot_memory")
     model = build_model(config.model, config.train.seed)
-    with ocp.CheckpointManager((run_dir / "checkpoints").resolve(),
-                               item_handlers={"state": ocp.StandardCheckpointHandler()}) as manager:
+    with ocp.CheckpointManager(
+        (run_dir / "checkpoints").resolve(), item_handlers={"state": ocp.StandardCheckpointHandler()}
+    ) as manager:
         step = manager.latest_step()
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}")
@@ -61,7 +62,7 @@ def slot_reads(model, context) -> tuple[np.ndarray, np.ndarray]:
     x = jnp.broadcast_to(model.slot_queries(), (context.shape[0], model.cfg.num_slots, model.cfg.d_model))
     reads = []
     for block in model.slot_blocks:
-        for part, norm, layer in zip(block.parts, block.norms, block.layers):
+        for part, norm, layer in zip(block.parts, block.norms, block.layers, strict=True):
             h = norm(x)
             if part == "cross":
                 probs, _ = layer.weights_and_values(h, memory, **read)
@@ -79,7 +80,7 @@ def fact_masks(task: ContextQA, indices) -> np.ndarray:
     masks = np.zeros((len(indices), cfg.num_facts, cfg.context_len), np.float32)
     for b, index in enumerate(indices):
         for f, start in enumerate(task.layout(index)["starts"]):
-            masks[b, f, start:start + span] = 1.0
+            masks[b, f, start : start + span] = 1.0
     return masks
 
 
@@ -95,7 +96,10 @@ def summarize(reads: np.ndarray, masks: np.ndarray, vectors: np.ndarray) -> dict
     same_slot = np.eye(k, dtype=bool)[None, None]
     best_fact = per_fact.argmax(-1)  # [B, k]
     return {
-        "examples": int(b), "slots": int(k), "facts": int(masks.shape[1]), "rely_threshold": RELY,
+        "examples": int(b),
+        "slots": int(k),
+        "facts": int(masks.shape[1]),
+        "rely_threshold": RELY,
         "attention_on_facts": float(on_facts.mean()),
         "fact_share_of_context": float(masks.sum((1, 2)).mean() / masks.shape[2]),
         "slots_per_fact": float(relies.sum(1).mean()),
@@ -138,8 +142,11 @@ def _similarity(path: Path, vectors: np.ndarray) -> None:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     image = ax.imshow(flat @ flat.T, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
-    ax.set(title=f"slot vectors, cosine (blocks: slots, {unit.shape[0]} contexts each)", xlabel="slot x context",
-           ylabel="slot x context")
+    ax.set(
+        title=f"slot vectors, cosine (blocks: slots, {unit.shape[0]} contexts each)",
+        xlabel="slot x context",
+        ylabel="slot x context",
+    )
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -157,8 +164,12 @@ def probe_slots(run_dir: str | Path, *, examples: int = 32, out: str | Path | No
     reads, vectors = slot_reads(model, context)
     masks = fact_masks(task, indices)
     summary = {"run": str(run_dir), "step": step, **summarize(reads[-1], masks, vectors)}
-    _heatmap(out / "slot_attention.png", reads[-1][0], masks[0],
-             f"slot attention over the context (last slot layer, eval example 0, step {step})")
+    _heatmap(
+        out / "slot_attention.png",
+        reads[-1][0],
+        masks[0],
+        f"slot attention over the context (last slot layer, eval example 0, step {step})",
+    )
     _similarity(out / "slot_similarity.png", vectors)
     (out / "slots.json").write_text(json.dumps(summary, indent=2))
     lines = [f"# What the slots learn ({run_dir.name}, step {step})", "", "| quantity | value |", "|---|---|"]
