@@ -59,6 +59,18 @@ def _apply(op, x, chunk_size, backend):
     return delta_rule(x["q"], x["k"], x["v"], x["beta"], g=x.get("g"), chunk_size=chunk_size, backend=backend)[0]
 
 
+def _timings(tokens: int, t_f: float, t_fb: float, m_f: int | None, m_fb: int | None) -> dict:
+    """One result row: forward and forward+backward seconds, tokens per second and temp bytes (None: unknown)."""
+    return dict(
+        fwd_s=t_f,
+        fwd_bwd_s=t_fb,
+        fwd_tok_s=tokens / t_f,
+        fwd_bwd_tok_s=tokens / t_fb,
+        fwd_temp_bytes=m_f,
+        fwd_bwd_temp_bytes=m_fb,
+    )
+
+
 def _timed(fn, args, reps):
     compiled = jax.jit(fn).lower(*args).compile()
     mem = compiled.memory_analysis()
@@ -98,14 +110,7 @@ def bench_point(
     args = [a[n] for n in names]
     t_f, m_f = _timed(fwd, args, reps)
     t_fb, m_fb = _timed(grad, args, reps)
-    return dict(
-        fwd_s=t_f,
-        fwd_bwd_s=t_fb,
-        fwd_tok_s=B * T / t_f,
-        fwd_bwd_tok_s=B * T / t_fb,
-        fwd_temp_bytes=m_f,
-        fwd_bwd_temp_bytes=m_fb,
-    )
+    return _timings(B * T, t_f, t_fb, m_f, m_fb)
 
 
 def bench_fla(B: int = 4, T: int = 4096, H: int = 16, K: int = 128, reps: int = 10) -> dict[str, Any]:
@@ -143,14 +148,7 @@ def bench_fla(B: int = 4, T: int = 4096, H: int = 16, K: int = 128, reps: int = 
     with torch.no_grad():
         t_f = timeit(fwd)
     t_fb = timeit(fwd_bwd)
-    return dict(
-        fwd_s=t_f,
-        fwd_bwd_s=t_fb,
-        fwd_tok_s=B * T / t_f,
-        fwd_bwd_tok_s=B * T / t_fb,
-        fwd_temp_bytes=None,
-        fwd_bwd_temp_bytes=None,
-    )
+    return _timings(B * T, t_f, t_fb, None, None)
 
 
 def _fmt_bytes(b):

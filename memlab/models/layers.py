@@ -36,6 +36,18 @@ def dense(
     )
 
 
+def token_embedding(vocab_size: int, d_model: int, *, rngs: nnx.Rngs, dtype=jnp.float32) -> nnx.Embed:
+    """Token embedding, fp32 parameters ~ N(0, 1) with logical axes (vocab, embed); every family's input layer."""
+    return nnx.Embed(
+        vocab_size,
+        d_model,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        embedding_init=nnx.with_partitioning(nnx.initializers.normal(1.0), ("vocab", "embed")),
+        rngs=rngs,
+    )
+
+
 def rms_norm(features: int, *, rngs: nnx.Rngs, dtype=jnp.float32, axis_name: str = "embed") -> nnx.RMSNorm:
     """RMSNorm with a learned scale; statistics are computed in fp32 whatever the compute dtype."""
     return nnx.RMSNorm(

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from memlab.models.layers import SwiGLU, check_heads, compute_dtype, dense, mlp_width, rms_norm
+from memlab.models.layers import SwiGLU, check_heads, compute_dtype, dense, mlp_width, rms_norm, token_embedding
 from memlab.models.mixers import MIXERS, parse_mixers
 from memlab.parallel import constrain
 from memlab.registry import MODELS
@@ -40,14 +40,7 @@ class LM(nnx.Module):
         self.cfg = cfg
         dtype = compute_dtype(cfg.dtype)
         self.mixer_names = parse_mixers(cfg.mixers, cfg.num_layers)
-        self.embed = nnx.Embed(
-            cfg.vocab_size,
-            cfg.d_model,
-            dtype=dtype,
-            param_dtype=jnp.float32,
-            embedding_init=nnx.with_partitioning(nnx.initializers.normal(1.0), ("vocab", "embed")),
-            rngs=rngs,
-        )
+        self.embed = token_embedding(cfg.vocab_size, cfg.d_model, rngs=rngs, dtype=dtype)
         self.blocks = nnx.List([Block(cfg, name, rngs=rngs, dtype=dtype) for name in self.mixer_names])
         self.final_norm = rms_norm(cfg.d_model, rngs=rngs, dtype=dtype)
         if not cfg.tie_embeddings:

@@ -24,6 +24,7 @@ from memlab.models.layers import (
     mlp_width,
     rms_norm,
     rope,
+    token_embedding,
 )
 
 PARTS = ("self", "causal", "cross", "mlp")  # self: bidirectional self-attention; causal: masked to the past
@@ -195,14 +196,7 @@ class TokenIO(nnx.Module):
 
     def __init__(self, cfg, *, rngs: nnx.Rngs, dtype):
         self.cfg = cfg
-        self.embed = nnx.Embed(
-            cfg.vocab_size,
-            cfg.d_model,
-            dtype=dtype,
-            param_dtype=jnp.float32,
-            embedding_init=nnx.with_partitioning(nnx.initializers.normal(1.0), ("vocab", "embed")),
-            rngs=rngs,
-        )
+        self.embed = token_embedding(cfg.vocab_size, cfg.d_model, rngs=rngs, dtype=dtype)
         taps = nnx.initializers.constant(0.5) if cfg.copy_init else None
         self.context_conv = ShortConv(cfg.d_model, cfg.conv_kernel, rngs=rngs, dtype=dtype, init=taps)
         self.final_norm = rms_norm(cfg.d_model, rngs=rngs, dtype=dtype)

@@ -6,7 +6,7 @@ lets a bootstrap resample be expressed as integer counts with fixed array shapes
 
 The multi-start fits spend all their time here, in float64 on CPU, so value and gradient are computed in one
 pass with e factored out of the LSE: LSE(t1, t2, e) = e + log1p(exp(t1 - e) + exp(t2 - e)). That costs two
-exps and a log1p per point instead of autodiff's ~7 transcendentals (about 1.7x faster end to end).
+exps and a log1p per point instead of autodiff's ~7 transcendentals (BENCHMARKS.md has the speed-up).
 """
 
 from __future__ import annotations
