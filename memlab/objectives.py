@@ -23,14 +23,14 @@ def masked_cross_entropy(logits: jax.Array, targets: jax.Array, mask: jax.Array)
 
 
 @OBJECTIVES.register("next_token")
-def next_token(outputs: dict, batch: dict):
+def next_token(outputs: dict, batch: dict) -> tuple[jax.Array, jax.Array]:
     """Causal LM loss on every real token (positions with `token_mask`, all positions if absent)."""
     mask = batch.get("token_mask", jnp.ones_like(batch["targets"], dtype=jnp.float32))
     return masked_cross_entropy(outputs["logits"], batch["targets"], mask)
 
 
 @OBJECTIVES.register("answer")
-def answer(outputs: dict, batch: dict):
+def answer(outputs: dict, batch: dict) -> tuple[jax.Array, jax.Array]:
     """Loss only where the task marks an answer (`loss_mask`): MQAR values, QA answers. A model whose logits cover
     only part of the example (an encoder-decoder scoring just the answer) returns the matching `targets` and
     `loss_mask` with its logits; those take the place of the batch's."""

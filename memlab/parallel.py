@@ -13,7 +13,7 @@ import contextvars
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -114,7 +114,7 @@ def _logical_names(variable) -> tuple | None:
     return meta.get("out_sharding")
 
 
-def param_shardings(abstract_params, mesh: Mesh, rules: dict):
+def param_shardings(abstract_params: Any, mesh: Mesh, rules: dict) -> Any:
     """NamedSharding per parameter from its logical names (parameters without names are replicated)."""
     from flax import nnx
 
@@ -147,7 +147,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 @contextlib.contextmanager
-def logical_rules(rules: dict):
+def logical_rules(rules: dict) -> Iterator[None]:
     """Make `rules` the mapping `constrain` uses for activations (inside a step traced under a mesh)."""
     token = _RULES.set(rules)
     try:

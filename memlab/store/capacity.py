@@ -50,12 +50,12 @@ class Study:
         return [(k, d, r, p) for k in self.keys for d in self.dims for r in self.rules for p in self.passes]
 
 
-def unit(x):
+def unit(x: jax.Array) -> jax.Array:
     return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
 
 
 @partial(jax.jit, static_argnames=("kind", "trials", "n", "d"))
-def sample_pairs(rng, kind: str, trials: int, n: int, d: int, rho: float):
+def sample_pairs(rng: jax.Array, kind: str, trials: int, n: int, d: int, rho: float) -> tuple[jax.Array, jax.Array]:
     """(keys, values) [trials, n, d] each, unit rows."""
     k_key, k_shared, k_value = jax.random.split(rng, 3)
     noise = jax.random.normal(k_key, (trials, n, d))
@@ -65,7 +65,9 @@ def sample_pairs(rng, kind: str, trials: int, n: int, d: int, rho: float):
     return unit(noise), unit(jax.random.normal(k_value, (trials, n, d)))
 
 
-def recall_scores(states, keys, values, stored):
+def recall_scores(
+    states: jax.Array, keys: jax.Array, values: jax.Array, stored: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     """(accuracy, mean recall cosine) over the first `stored` pairs of every trial: a recall is correct when its
     nearest stored value by cosine is its own (a zero recall is never correct)."""
     recalled = recall(states, keys)
@@ -80,7 +82,9 @@ def recall_scores(states, keys, values, stored):
 
 
 @partial(jax.jit, static_argnames=("rule", "passes"))
-def scores(keys, values, counts, *, rule: str, passes: int, beta: float):
+def scores(
+    keys: jax.Array, values: jax.Array, counts: jax.Array, *, rule: str, passes: int, beta: float
+) -> tuple[jax.Array, jax.Array]:
     """(accuracy, cosine) [len(counts)] after writing the first counts[i] of the pairs `passes` times."""
     trials, n_max, d = keys.shape
 

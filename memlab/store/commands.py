@@ -3,7 +3,13 @@ key dimension, written as capacity.md, capacity.csv and capacity.png."""
 
 from __future__ import annotations
 
+import argparse
+from typing import TYPE_CHECKING
+
 from memlab.errors import ConfigError
+
+if TYPE_CHECKING:  # the study imports jax; the CLI imports it only when the command runs
+    from .capacity import Study
 
 
 def register(sub) -> None:
@@ -43,7 +49,7 @@ def _items(flag: str, text: str, kind, accepted=None) -> tuple:
     return values
 
 
-def study_from_args(args):
+def study_from_args(args: argparse.Namespace) -> Study:
     from .capacity import KEY_KINDS, Study
     from .rules import RULES
 

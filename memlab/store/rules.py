@@ -29,7 +29,16 @@ def backend_for(length: int) -> str:
 
 
 @partial(jax.jit, static_argnames=("rule", "backend"))
-def write_states(states, keys, values, alpha, beta, *, rule: str, backend: str = "auto"):
+def write_states(
+    states: jax.Array,
+    keys: jax.Array,
+    values: jax.Array,
+    alpha: jax.Array,
+    beta: jax.Array,
+    *,
+    rule: str,
+    backend: str = "auto",
+) -> jax.Array:
     """Apply T writes to B independent states.
 
     states [B, K, W] float32; keys [B, T, K]; values [B, T, W]; alpha [B, T] in (0, 1] or None (no decay,
@@ -66,7 +75,7 @@ def write_states(states, keys, values, alpha, beta, *, rule: str, backend: str =
 
 
 @partial(jax.jit, static_argnames=("backend",))
-def erase(states, keys, *, backend: str = "auto"):
+def erase(states: jax.Array, keys: jax.Array, *, backend: str = "auto") -> jax.Array:
     """Remove what each unit key recalls: S <- (I - k k^T) S per key, in order (the delta rule writing the
     zero value with beta = 1). Zero keys are no-ops. states [B, K, W], keys [B, T, K]."""
     zeros = jnp.zeros(keys.shape[:2] + states.shape[-1:], states.dtype)
@@ -75,6 +84,6 @@ def erase(states, keys, *, backend: str = "auto"):
     )
 
 
-def recall(states, queries):
+def recall(states: jax.Array, queries: jax.Array) -> jax.Array:
     """S^T q for each query: states [B, K, W], queries [B, N, K] -> [B, N, W]."""
     return jnp.einsum("bkw,bnk->bnw", states, queries)

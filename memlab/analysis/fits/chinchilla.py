@@ -12,6 +12,7 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._bootstrap import resample_counts, summarize
 from ._format import num, param_lines
@@ -57,7 +58,7 @@ class ChinchillaFit:
     def params(self) -> dict:
         return {"E": self.E, "A": self.A, "B": self.B, "alpha": self.alpha, "beta": self.beta}
 
-    def predict(self, n_params, n_tokens):
+    def predict(self, n_params: ArrayLike, n_tokens: ArrayLike) -> np.ndarray:
         n, d = np.asarray(n_params, dtype=np.float64), np.asarray(n_tokens, dtype=np.float64)
         return self.E + self.A * n**-self.alpha + self.B * d**-self.beta
 
@@ -71,7 +72,7 @@ class ChinchillaFit:
         """Exponent of D_opt ∝ C^b."""
         return self.alpha / (self.alpha + self.beta)
 
-    def compute_optimal(self, flops):
+    def compute_optimal(self, flops: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """(N_opt, D_opt) minimising L subject to C = 6 N D: N_opt = G (C/6)^a, D_opt = (C/6)^b / G,
         with G = (alpha A / (beta B))^(1 / (alpha + beta))."""
         c = np.asarray(flops, dtype=np.float64) / FLOPS_PER_PARAM_TOKEN

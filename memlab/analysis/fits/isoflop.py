@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from ._format import num
 from ._validate import positive_arrays
@@ -28,10 +29,10 @@ class IsoFLOPFit:
     d_coef: float
     table: pd.DataFrame
 
-    def n_opt(self, flops):
+    def n_opt(self, flops: ArrayLike) -> np.ndarray:
         return self.n_coef * np.asarray(flops, dtype=np.float64) ** self.a
 
-    def d_opt(self, flops):
+    def d_opt(self, flops: ArrayLike) -> np.ndarray:
         return self.d_coef * np.asarray(flops, dtype=np.float64) ** self.b
 
     def formula(self) -> str:

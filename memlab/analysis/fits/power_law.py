@@ -11,6 +11,7 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._bootstrap import resample_counts, summarize
 from ._format import num, param_lines
@@ -37,7 +38,7 @@ class PowerLawFit:
     ci_level: float | None = None
     bootstrap: int = 0
 
-    def predict(self, x):
+    def predict(self, x: ArrayLike) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
         return self.E + self.A * x**-self.alpha
 
@@ -77,7 +78,15 @@ def _to_params(raw: np.ndarray, log_x0: float) -> np.ndarray:
     return np.stack([np.exp(e), np.exp(a + alpha * log_x0), alpha], axis=1)
 
 
-def fit_power_law(x, y, *, bootstrap: int = 200, seed: int = 0, ci: float = 0.95, huber_delta=HUBER_DELTA):
+def fit_power_law(
+    x: ArrayLike,
+    y: ArrayLike,
+    *,
+    bootstrap: int = 200,
+    seed: int = 0,
+    ci: float = 0.95,
+    huber_delta: float = HUBER_DELTA,
+) -> PowerLawFit:
     """Fit y = E + A * x**-alpha (E >= 0) from a grid of starts; bootstrap resamples give `se` and `ci`."""
     x, y = positive_arrays(4, x=x, y=y)
     check_bootstrap(bootstrap, ci)

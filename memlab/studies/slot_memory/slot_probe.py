@@ -12,46 +12,24 @@ import json
 from pathlib import Path
 
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import nnx
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from memlab.config import from_dict
 from memlab.data.tasks.context_qa import ContextQA
-from memlab.models import build_model
+from memlab.train.checkpoint import load_model, run_config
 
 RELY = 0.1  # a slot relies on a fact when the fact's span holds at least this share of the slot's attention
 
 
-def load_trained(run_dir: Path):
-    """(model with the newest checkpoint's parameters, config, step)."""
-    config_json = json.loads((run_dir / "config.json").read_text())
-    config_json.pop("stamps", None)
-    config = from_dict(config_json)
+def load_trained(run_dir: Path) -> tuple[nnx.Module, ml_collections.ConfigDict, int]:
+    """(slot-memory model with the newest checkpoint's parameters, config, step)."""
+    config = run_config(run_dir)
     if config.model.name != "slot_memory":
         raise ValueError(f"{run_dir} trained model.name={config.model.name!r}; the slot probe needs slot_memory")
-    model = build_model(config.model, config.train.seed)
-    with ocp.CheckpointManager(
-        (run_dir / "checkpoints").resolve(), item_handlers={"state": ocp.StandardCheckpointHandler()}
-    ) as manager:
-        step = manager.latest_step()
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}")
-        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-    graphdef, params = nnx.split(model, nnx.Param)
-    nnx.replace_by_pure_dict(params, _pure(restored["state"]["params"]))
-    return nnx.merge(graphdef, params), config, step
-
-
-def _pure(tree):
-    """Saved nnx state ({"value": array} leaves, list indices as strings) -> nnx's pure-dict form."""
-    if isinstance(tree, dict):
-        if set(tree) == {"value"}:
-            return tree["value"]
-        return {int(k) if isinstance(k, str) and k.isdigit() else k: _pure(v) for k, v in tree.items()}
-    return tree
+    return load_model(run_dir)
 
 
 def slot_reads(model, context) -> tuple[np.ndarray, np.ndarray]:
