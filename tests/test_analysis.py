@@ -254,6 +254,7 @@ def test_laws_skip_with_reasons_when_points_are_too_few(runs):
     assert "needs 8 completed runs" in chinchilla.skipped
 
 
+@pytest.mark.slow
 def test_law_in_params_recovers_the_generating_exponent(runs):
     """At fixed D, L(N) = (E + B/D^β) + A/N^α: the fitted α and the floor E + B/D^β should come back."""
     laws = fit_laws(runs, bootstrap=0)
@@ -283,6 +284,7 @@ def test_isoflop_valleys_find_the_compute_optimal_size(tmp_path):
         fit_laws(runs, kinds=("isoflops",))
 
 
+@pytest.mark.slow
 def test_chinchilla_fitted_and_reported_when_n_and_d_vary_independently(tmp_path):
     root = write_sweep(tmp_path, mixers=("attn",), d_models=(32, 64, 128, 192), steps=(100, 200, 400), noise=0.002)
     report = write_report(root, bootstrap=0, chinchilla_bootstrap=0)
@@ -315,6 +317,7 @@ def _pngs_ok(report: Path) -> list[str]:
     return names
 
 
+@pytest.mark.slow
 def test_report_on_a_model_size_sweep(sweep):
     report = write_report(sweep, bootstrap=20)
     assert report == sweep / "report.md"

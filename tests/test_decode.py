@@ -41,6 +41,7 @@ def test_generate_is_greedy_under_the_parallel_forward(tiny_config):
     np.testing.assert_array_equal(np.asarray(out[:, 5:]), np.asarray(logits[:, 4:-1].argmax(-1)))
 
 
+@pytest.mark.slow
 def test_model_loaded_from_a_checkpoint_scores_like_the_run_and_generates(tiny_config, tmp_path, capsys):
     """load_model restores the trained parameters (its eval loss is the run's), and `memlab generate` decodes."""
     from memlab.cli import main

@@ -36,6 +36,7 @@ def _epoch_points():
     return n, c / (6 * n), df["loss"].to_numpy()
 
 
+@pytest.mark.slow
 def test_epoch_replication_estimates_and_bootstrap():
     n, d, loss = _epoch_points()
     assert len(loss) == 240

@@ -53,6 +53,7 @@ def test_param_count_matches_formula(tiny_config):
         ("model.num_layers=4", "data.seq_len=128", "data.num_kv_pairs=8", "model.tie_embeddings=True"),
     ],
 )
+@pytest.mark.slow
 def test_analytic_flops_match_xla_within_10_percent(tiny_config, overrides):
     cfg = tiny_config(*overrides)
     model = build_model(cfg.model, seed=0)

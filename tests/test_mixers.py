@@ -125,6 +125,7 @@ def test_param_count_and_state_size(tiny_config, name):
     ],
     ids=lambda o: "-".join(s.split("=")[1] for s in o),
 )
+@pytest.mark.slow
 def test_analytic_flops_match_xla_within_10_percent(tiny_config, overrides):
     cfg = tiny_config(*overrides)
     model = build_model(cfg.model, seed=0)

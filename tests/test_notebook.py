@@ -42,6 +42,7 @@ def _outputs(nb, kind: str) -> list:
     ]
 
 
+@pytest.mark.slow
 def test_scaling_laws_notebook_executes_and_recovers_the_law(tmp_path, monkeypatch):
     sweep = write_sweep(tmp_path / "sweep", d_models=(32, 64, 128, 192), steps=(100, 200, 400), noise=0.002)
     monkeypatch.setenv("MEMLAB_SWEEP_DIR", str(sweep))

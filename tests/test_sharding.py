@@ -11,6 +11,8 @@ import pytest
 
 from tests.helpers import ROOT, drive, driver_command, fake_devices_env
 
+pytestmark = pytest.mark.slow  # each case runs driver processes on fake devices
+
 
 @pytest.fixture(scope="module")
 def single_device_gdn(tmp_path_factory):

@@ -7,8 +7,11 @@ import socket
 import subprocess
 
 import numpy as np
+import pytest
 
 from tests.helpers import ROOT, drive, driver_command, fake_devices_env, rollback
+
+pytestmark = pytest.mark.slow  # each case runs driver processes on fake devices
 
 
 def test_data_parallel_matches_one_device_and_checkpoint_restores_across_meshes(single_device, tmp_path):

@@ -76,6 +76,7 @@ def test_decoder_is_causal_and_reads_the_context(family):
 
 
 @pytest.mark.parametrize("family", ["slot_memory", "encdec", "lm"])
+@pytest.mark.slow
 def test_analytic_flops_match_xla_within_10_percent(family):
     cfg = config(family)
     model = build_model(cfg.model, seed=0)
@@ -116,6 +117,7 @@ def test_bad_slot_knob_fails_clearly():
         build_model(config("slot_memory", "model.num_slots=0").model, seed=0)
 
 
+@pytest.mark.slow
 def test_slot_model_trains_and_records_compute(tmp_path):
     """A batch without `inputs` goes through the generic loop; compute comes from the task's token count."""
     from memlab.train.loop import train

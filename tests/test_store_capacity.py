@@ -33,6 +33,7 @@ def test_crossing_interpolates_and_marks_out_of_range():
     assert math.isnan(crossing(ratios, np.array([0.5, 0.4, 0.3]), 0.9))
 
 
+@pytest.mark.slow
 def test_command_writes_table_csv_and_plot(tmp_path, capsys):
     out = tmp_path / "cap"
     assert (

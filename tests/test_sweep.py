@@ -127,6 +127,7 @@ def sweep_file(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_submitit_local_executor(sweep_file, tmp_path):
     sweep = load_sweep(sweep_file)
     todo, _ = plan(sweep, tmp_path, "L")
@@ -135,6 +136,7 @@ def test_submitit_local_executor(sweep_file, tmp_path):
     assert run_status(tmp_path / todo[0].name) == "completed"
 
 
+@pytest.mark.slow
 def test_launch_is_idempotent_and_resumes_interrupted(sweep_file, tmp_path):
     workdir = tmp_path / "runs"
     out = subprocess.run(
@@ -186,6 +188,7 @@ def test_launch_is_idempotent_and_resumes_interrupted(sweep_file, tmp_path):
     assert "2 completed" in status.stdout and "seed=0" in status.stdout
 
 
+@pytest.mark.slow
 def test_wandb_export_and_point_command(sweep_file, tmp_path):
     export = tmp_path / "wandb_sweep.json"
     out = subprocess.run(

@@ -90,12 +90,14 @@ def test_resume_refuses_a_different_config(reference, tiny_config, tmp_path):
         train(tiny_config("model.d_model=64"), run)
 
 
+@pytest.mark.slow
 def test_grad_accumulation_matches_full_batch(reference, tiny_config, tmp_path):
     train(tiny_config("train.grad_accum=2"), tmp_path / "accum")
     full, accum = losses(reference[0]), losses(tmp_path / "accum")
     np.testing.assert_allclose(list(accum.values()), list(full.values()), rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_gives_identical_final_loss(tmp_path):
     # Killed once its checkpoint at step 20 or 40 exists: >= 80 steps (about 2 s on 2 busy cores) still to go,
     # so it dies mid-run with checkpoints and an eval both before and after the kill.
@@ -259,6 +261,7 @@ def test_run_saved_before_warmup_fraction_existed_still_resumes(reference, tiny_
     assert summary["status"] == "completed" and summary["step"] == 20
 
 
+@pytest.mark.slow
 def test_wandb_offline_files_and_no_secret_written(tmp_path):
     secret = "memlab-test-secret-0123456789abcdef0123456789"
     env = {**os.environ, "WANDB_API_KEY": secret}

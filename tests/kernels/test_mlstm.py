@@ -98,6 +98,7 @@ def test_fp32_with_input_gates_up_to_30(backend):
     _REF["fp32"] = compare(d, backend, 8, rtol=2e-4, atol=2e-4, ref=_REF.get("fp32"))
 
 
+@pytest.mark.slow
 def test_every_chunk_size_gives_the_reference(x64):
     T = 6  # chunks 4 and 5 leave a ragged last chunk
     d = make_mlstm(T=T, dtype=jnp.float64, seed=3)

@@ -45,6 +45,7 @@ BF16_GRAD_TOL = 3e-2
 
 
 @pytest.mark.parametrize("backend", ["chunked", "pallas"])
+@pytest.mark.slow
 def test_bf16_against_fp32_reference(backend):
     d16 = make_inputs(B=1, T=24, H=2, K=8, V=8, dtype=jnp.bfloat16, gated=True, h0=True, key_scale=0.35)
     d32 = {n: (x.astype(jnp.float32) if x.dtype == jnp.bfloat16 else x) for n, x in d16.items()}
@@ -273,6 +274,7 @@ SHARD_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_shard_map_over_batch_and_heads():
     env = dict(
         os.environ,
