@@ -22,6 +22,7 @@ def setup_logging(verbose: bool) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
+        force=True,  # an imported library may have configured the root logger already
     )
     logging.getLogger("memlab").setLevel(logging.INFO)
     try:
