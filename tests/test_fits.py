@@ -7,9 +7,9 @@ standard errors within a factor of ~2 while keeping the test around a minute on 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -17,8 +17,9 @@ import pandas as pd
 import pytest
 
 from memlab.analysis.fits import ChinchillaFit, fit_chinchilla, fit_isoflop, fit_power_law
+from tests.helpers import ROOT
 
-DATA = Path(__file__).resolve().parents[1] / "../shared/data/chinchilla_svg_extracted.csv"
+DATA = ROOT / "reference_data" / "chinchilla_svg_extracted.csv"  # provenance and checksum: its README.md
 EPOCH = {"A": 477.84, "B": 2143.86, "E": 1.817, "alpha": 0.347, "beta": 0.367}
 EPOCH_SE = {"A": 124.52, "B": 1293.28, "E": 0.026, "alpha": 0.015, "beta": 0.021}
 TRUE = {"E": 1.7, "A": 400.0, "B": 1200.0, "alpha": 0.34, "beta": 0.3}
@@ -29,8 +30,8 @@ def _law(n, d, p=TRUE):
 
 
 def _epoch_points():
-    if not DATA.exists():
-        pytest.skip(f"reference data not found at {DATA}")
+    recorded = (DATA.parent / "README.md").read_text()
+    assert hashlib.sha256(DATA.read_bytes()).hexdigest() in recorded, "the reference data differs from its record"
     df = pd.read_csv(DATA).sort_values("loss").iloc[:-5]  # Epoch drops the 5 highest losses
     n, c = df["Model Size"].to_numpy(), df["Training FLOP"].to_numpy()
     return n, c / (6 * n), df["loss"].to_numpy()
