@@ -1,6 +1,12 @@
 """Compute efficiency from run curves: training FLOPs to reach a target answer accuracy, and accuracy at equal
 compute, for the slot memory against its baselines (full encoder-decoder, decoder-only LM).
 
+Two rules keep the comparison fair. Compute to target is known only between two evaluations, so it comes with
+that bracket, and a run that never reached the target bounds it from below only by its last evaluation (not by
+compute it spent after it). Accuracy at equal compute compares completed runs whose schedules end at the same
+budget (within `SAME_BUDGET`): a run read in the middle of its schedule (learning rate still high, or barely
+past warm-up) is not at its best, so it is never set against one read at the end of its own.
+
 Reads only run directories. A run's family is its `model.name`; slot runs are placed by k (`model.num_slots`)
 and L (`data.context_len`). `write_efficiency_report(dir)` writes efficiency.md (table and ratios) and PNGs:
 accuracy vs FLOPs per family, compute-to-target vs L/k.
@@ -21,6 +27,7 @@ from memlab.analysis.runs import load_runs
 from memlab.analysis.tables import markdown_table, num, sci
 
 SLOT, BASELINES = "slot_memory", ("encdec", "lm")
+SAME_BUDGET = 0.1  # two schedules end at "the same" compute when their budgets differ by at most this fraction
 
 
 def _evals(curve: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -32,23 +39,42 @@ def _evals(curve: pd.DataFrame, metric: str) -> pd.DataFrame:
 def compute_to_target(curve: pd.DataFrame, target: float, metric: str = "eval/accuracy") -> float:
     """Training FLOPs at which `metric` first reaches `target`, interpolated in log-FLOPs between the eval before
     and the eval at the crossing (NaN if never reached)."""
+    return target_bracket(curve, target, metric)[1]
+
+
+def target_bracket(curve: pd.DataFrame, target: float, metric: str = "eval/accuracy") -> tuple[float, float, float]:
+    """(low, estimate, high) training FLOPs to reach `target`: the evaluations just before and at the first
+    crossing, and the log-FLOPs interpolation between them. Never reached: (FLOPs of the last evaluation, a
+    lower bound, NaN, NaN). Reached at the first evaluation: (0, its FLOPs, its FLOPs). No evaluation: NaNs."""
     points = _evals(curve, metric)
     flops, values = points["flops"].to_numpy(float), points[metric].to_numpy(float)
     hits = np.flatnonzero(values >= target)
     if not len(hits):
-        return math.nan
+        return (float(flops[-1]) if len(flops) else math.nan), math.nan, math.nan
     i = hits[0]
-    if i == 0 or values[i] == values[i - 1]:
-        return float(flops[i])
+    if i == 0:
+        return 0.0, float(flops[0]), float(flops[0])
+    if values[i] == values[i - 1]:
+        return float(flops[i - 1]), float(flops[i]), float(flops[i])
     frac = (target - values[i - 1]) / (values[i] - values[i - 1])
-    return float(np.exp(np.log(flops[i - 1]) + frac * (np.log(flops[i]) - np.log(flops[i - 1]))))
+    estimate = np.exp(np.log(flops[i - 1]) + frac * (np.log(flops[i]) - np.log(flops[i - 1])))
+    return float(flops[i - 1]), float(estimate), float(flops[i])
 
 
-def accuracy_at_compute(curve: pd.DataFrame, budget: float, metric: str = "eval/accuracy") -> float:
-    """Best `metric` among evals done within `budget` training FLOPs (NaN if the first eval came later)."""
+def scheduled_flops(row: pd.Series) -> float:
+    """Training FLOPs of a run's whole schedule (steps x batch x FLOPs per example), whether or not it got there."""
+    try:
+        return float(row["train.steps"] * row["train.batch_size"] * row["flops_per_example"])
+    except (KeyError, TypeError):
+        return math.nan
+
+
+def final_metric(row: pd.Series, curve: pd.DataFrame, metric: str = "eval/accuracy") -> float:
+    """`metric` at the last evaluation of a completed run (the end of its schedule); NaN for any other run."""
     points = _evals(curve, metric)
-    within = points[points["flops"] <= budget * (1 + 1e-9)]
-    return float(within[metric].max()) if len(within) else math.nan
+    if row.get("status") != "completed" or not len(points):
+        return math.nan
+    return float(points[metric].iloc[-1])
 
 
 def efficiency_table(runs: pd.DataFrame, target: float, metric: str = "eval/accuracy") -> pd.DataFrame:
@@ -60,6 +86,7 @@ def efficiency_table(runs: pd.DataFrame, target: float, metric: str = "eval/accu
         slots = row.get("model.num_slots") if family == SLOT else math.nan
         length = row.get("data.context_len")
         evals = _evals(curve, metric)
+        low, estimate, high = target_bracket(curve, target, metric)
         rows.append(
             {
                 "run": row["run"],
@@ -70,22 +97,27 @@ def efficiency_table(runs: pd.DataFrame, target: float, metric: str = "eval/accu
                 "params": row.get("params"),
                 "flops_per_example": row.get("flops_per_example"),
                 "flops": row.get("flops"),
+                "scheduled_flops": scheduled_flops(row),
                 "best_accuracy": float(evals[metric].max()) if len(evals) else math.nan,
-                "flops_to_target": compute_to_target(curve, target, metric),
+                "final_accuracy": final_metric(row, curve, metric),
+                "flops_to_target": estimate,
+                # the evaluations around the crossing; where the target was never reached, `low` is the last one
+                "flops_to_target_low": low,
+                "flops_to_target_high": high,
             }
         )
     return pd.DataFrame(rows)
 
 
-def efficiency_ratios(table: pd.DataFrame, runs: pd.DataFrame, metric: str = "eval/accuracy") -> pd.DataFrame:
+def efficiency_ratios(table: pd.DataFrame) -> pd.DataFrame:
     """For each slot run and each baseline run at the same L: compute-to-target ratio (baseline / slot; > 1 means
-    the slots need less compute), FLOPs-per-example ratio, and both accuracies at the compute the cheaper of
-    the two runs spent in total (accuracy at equal compute)."""
-    curves = {row["run"]: runs.curves.of(row) for _, row in runs.iterrows()}
+    the slots need less compute) with the range the evaluation brackets allow, FLOPs-per-example ratio, and,
+    where both schedules end at the same budget, both final accuracies (accuracy at equal compute)."""
     out = []
     for _, slot in table[table["family"] == SLOT].iterrows():
         for _, base in table[(table["family"].isin(BASELINES)) & (table["L"] == slot["L"])].iterrows():
-            budget = min(slot["flops"], base["flops"])
+            same_budget = abs(base["scheduled_flops"] / slot["scheduled_flops"] - 1) <= SAME_BUDGET
+            reached = not math.isnan(base["flops_to_target"])
             out.append(
                 {
                     "L": slot["L"],
@@ -94,14 +126,16 @@ def efficiency_ratios(table: pd.DataFrame, runs: pd.DataFrame, metric: str = "ev
                     "slot_run": slot["run"],
                     "baseline_run": base["run"],
                     "compute_to_target_ratio": base["flops_to_target"] / slot["flops_to_target"],
-                    # where the baseline never got there, what it spent is a floor on its compute to target
-                    "ratio_lower_bound": base["flops"] / slot["flops_to_target"]
-                    if math.isnan(base["flops_to_target"])
-                    else math.nan,
+                    # the extremes the two brackets allow (ratio_high is NaN where the baseline never got there)
+                    "ratio_low": base["flops_to_target_low"] / slot["flops_to_target_high"],
+                    "ratio_high": base["flops_to_target_high"] / slot["flops_to_target_low"] if reached else math.nan,
+                    # where the baseline never got there, its last evaluation below the target is a floor on its
+                    # compute to target (compute spent after that evaluation says nothing)
+                    "ratio_lower_bound": math.nan if reached else base["flops_to_target_low"] / slot["flops_to_target"],
                     "flops_per_example_ratio": base["flops_per_example"] / slot["flops_per_example"],
-                    "equal_compute_flops": budget,
-                    "slot_accuracy": accuracy_at_compute(curves[slot["run"]], budget, metric),
-                    "baseline_accuracy": accuracy_at_compute(curves[base["run"]], budget, metric),
+                    "equal_compute_flops": slot["scheduled_flops"] if same_budget else math.nan,
+                    "slot_accuracy": slot["final_accuracy"] if same_budget else math.nan,
+                    "baseline_accuracy": base["final_accuracy"] if same_budget else math.nan,
                 }
             )
     return pd.DataFrame(out)
@@ -180,7 +214,7 @@ def write_efficiency_report(
     if runs.empty or "model.name" not in runs:
         raise FileNotFoundError(f"no runs under {root}")
     table = efficiency_table(runs, target, metric)
-    ratios = efficiency_ratios(table, runs, metric)
+    ratios = efficiency_ratios(table)
     plots = [
         _plot_accuracy_vs_flops(root / "accuracy_vs_flops.png", runs, metric),
         _plot_compute_to_target(root / "compute_to_target_vs_ratio.png", table, target),
@@ -190,9 +224,11 @@ def write_efficiency_report(
         f"# Slot-memory efficiency ({len(table)} runs, target {metric} >= {target:g})",
         "",
         "Compute counts training FLOPs (3x forward, context encoding included). `compute_to_target_ratio` ="
-        " baseline FLOPs to target / slot FLOPs to target (> 1: slots cheaper); NaN where a run never reached"
-        " the target; `ratio_lower_bound` = a baseline's total FLOPs / slot FLOPs to target where only the slot"
-        " run got there. Accuracy at equal compute compares both runs at the smaller of their total budgets.",
+        " baseline FLOPs to target / slot FLOPs to target (> 1: slots cheaper), interpolated in log-FLOPs between"
+        " evaluations; `ratio_low`..`ratio_high` is the range the evaluations around each crossing allow; NaN"
+        " where a run never reached the target; `ratio_lower_bound` = a baseline's last evaluation below the"
+        " target / slot FLOPs to target where only the slot run got there. Accuracy at equal compute compares"
+        f" the final accuracies of completed runs whose schedules end within {SAME_BUDGET:.0%} of each other.",
         "",
         "## Headline",
         "",
@@ -222,13 +258,18 @@ def _headline(ratios: pd.DataFrame, length: int, k: int) -> str:
         return f"No slot run at L={length}, k={k} with a baseline at the same L."
     parts = []
     for _, r in at.iterrows():
-        ratio = f"{r['compute_to_target_ratio']:.3g}"
+        ratio = f"{r['compute_to_target_ratio']:.3g} (between evaluations: {r['ratio_low']:.3g}-{r['ratio_high']:.3g})"
         if not math.isnan(r["ratio_lower_bound"]):
-            ratio = f"> {r['ratio_lower_bound']:.3g} ({r['baseline']} not at the target after all its compute)"
+            ratio = f"> {r['ratio_lower_bound']:.3g} ({r['baseline']} below the target at its last evaluation)"
+        if math.isnan(r["equal_compute_flops"]):
+            equal = "no equal-compute comparison (their schedules end at different budgets)"
+        else:
+            equal = (
+                f"schedules ending at {r['equal_compute_flops']:.3g} FLOPs: slot {r['slot_accuracy']:.3f} vs "
+                f"{r['baseline']} {r['baseline_accuracy']:.3f}"
+            )
         parts.append(
-            f"- L={length}, k={k} vs {r['baseline']}: compute-to-target ratio "
-            f"{ratio}, FLOPs-per-example ratio {r['flops_per_example_ratio']:.3g}; "
-            f"at {r['equal_compute_flops']:.3g} FLOPs: slot {r['slot_accuracy']:.3f} vs "
-            f"{r['baseline']} {r['baseline_accuracy']:.3f}"
+            f"- L={length}, k={k} vs {r['baseline']} ({r['baseline_run']}): compute-to-target ratio "
+            f"{ratio}, FLOPs-per-example ratio {r['flops_per_example_ratio']:.3g}; {equal}"
         )
     return "\n".join(parts)
