@@ -29,6 +29,7 @@ def derive(point: dict) -> dict:
     out = {
         "data.context_len": length,
         "data.num_facts": min(8, length // 4),
+        "data.questions_per_context": min(8, length // 4),  # questions are distinct facts of the context
         "model.num_layers": context_qa.DEPTH[point["model.name"]],
     }
     if point["model.name"] == "slot_memory":

@@ -61,6 +61,18 @@ def test_answers_are_the_values_of_the_named_keys():
     assert kinds == {1, 2}  # both single-fact and composed questions occur
 
 
+def test_questions_are_distinct_within_a_context():
+    """Drawn without replacement: asking all 4 facts of a context asks each once; composed questions are distinct
+    ordered pairs of two different facts."""
+    single = ContextQA(config("data.questions_per_context=4", "data.compose_fraction=0.0").data, "train", 0)
+    for index in range(20):
+        assert sorted(single.layout(index)["questions"]) == [(0,), (1,), (2,), (3,)]
+    composed = ContextQA(config("data.questions_per_context=12", "data.compose_fraction=1.0").data, "train", 0)
+    for index in range(20):
+        questions = composed.layout(index)["questions"]
+        assert sorted(questions) == sorted((a, b) for a in range(4) for b in range(4) if a != b)
+
+
 def test_flat_form_scores_the_same_answers():
     cfg = config()
     ex = ContextQA(cfg.data, "train", 0)[5]
@@ -89,6 +101,7 @@ def test_filler_distractors_leave_only_facts():
         ("data.compose_fraction=1.5", "compose_fraction=1.5 must be in"),
         ("data.num_facts=0", "num_facts=0 must be a positive integer"),
         ("data.vocab_size=6", "vocab_size must be >= 9"),
+        ("data.questions_per_context=5", "questions_per_context=5 exceeds the 4 distinct questions"),
     ],
 )
 def test_bad_knobs_fail_with_a_clear_error(override, message):

@@ -4,7 +4,7 @@ one key (or two, in the composition variant) and the answer is the value(s).
 Vocabulary: 0 PAD, 1 QUERY (opens a question), 2 ANSWER (opens an answer), then three equal ranges for key,
 value and distractor tokens, so a key occurrence in the context is unambiguous. Facts are non-overlapping spans
 `key value` at random places; every other context position is a distractor (a random distractor token, or PAD
-with `data.distractors="filler"`). Keys are distinct within a context; values may repeat.
+with `data.distractors="filler"`). Keys are distinct within a context; values may repeat. Questions are distinct within a context.
 
 An example keeps the parts separate, so a memory model can encode the context without seeing any question:
   context [L]; question [Q, Lq] = QUERY key (key) PAD..; answer_inputs [Q, A] = ANSWER a_0 .. a_{A-2};
@@ -79,6 +79,11 @@ class ContextQA:
             raise ValueError(f"data.compose_fraction={cfg.compose_fraction} must be in [0, 1]")
         if cfg.compose_fraction > 0 and cfg.num_facts < 2:
             raise ValueError("data.compose_fraction > 0 needs data.num_facts >= 2 (a composed question names two facts)")
+        n, q = cfg.num_facts, cfg.questions_per_context
+        if (cfg.compose_fraction < 1 and q > n) or (cfg.compose_fraction > 0 and q > n * (n - 1)):
+            limit = n if cfg.compose_fraction < 1 else n * (n - 1)
+            raise ValueError(f"data.questions_per_context={q} exceeds the {limit} distinct questions "
+                             f"data.num_facts={n} allows (questions are drawn without replacement within a context)")
 
     @staticmethod
     def question_len(cfg) -> int:
@@ -122,11 +127,19 @@ class ContextQA:
         starts = gaps + np.arange(n) * (span - 1)
         for i, s in enumerate(starts):
             context[s:s + kl], context[s + kl:s + span] = keys[i], values[i]
-        questions = []
-        for _ in range(cfg.questions_per_context):
-            pair = rng.random() < cfg.compose_fraction
-            questions.append(tuple(int(i) for i in rng.choice(n, size=2 if pair else 1, replace=False)))
-        return {"context": context, "starts": starts, "keys": keys, "values": values, "questions": questions}
+        return {"context": context, "starts": starts, "keys": keys, "values": values,
+                "questions": self._questions(rng, n)}
+
+    def _questions(self, rng: np.random.Generator, n: int) -> list[tuple[int, ...]]:
+        """Q questions as fact indices, drawn without replacement within the context (a repeated question would
+        score the same recall twice): single facts from the n facts, composed ones from the n (n - 1) ordered
+        pairs."""
+        q = self.cfg.questions_per_context
+        composed = rng.random(q) < self.cfg.compose_fraction
+        singles = iter(rng.choice(n, size=int((~composed).sum()), replace=False))
+        codes = rng.choice(n * (n - 1), size=int(composed.sum()), replace=False)  # pair (a, b != a) as a code
+        pairs = iter((int(c) // (n - 1), int(c) % (n - 1) + (int(c) % (n - 1) >= int(c) // (n - 1))) for c in codes)
+        return [next(pairs) if c else (int(next(singles)),) for c in composed]
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         lay = self.layout(index)
