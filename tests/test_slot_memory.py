@@ -47,18 +47,16 @@ def batch_of(cfg, n=4, split="train"):
 
 
 @pytest.mark.parametrize("family", ["slot_memory", "encdec"])
-def test_encode_once_answer_many_equals_reencoding(family):
+def test_all_questions_at_once_equal_each_answered_from_one_encoding(family):
+    """The batched call (every question of a context against one encoding, as training runs it) gives what
+    answering the questions one at a time from a single cached encoding gives."""
     cfg = config(family)
     model, batch = build_model(cfg.model, seed=0), batch_of(cfg)
     encode, answer = nnx.jit(lambda m, c: m.encode_context(c)), nnx.jit(lambda m, *a: m.answer(*a))
     cached = encode(model, batch["context"])
     batched = logits_of(model, batch)
     for j in range(batch["question"].shape[1]):
-        args = batch["question"][:, j], batch["answer_inputs"][:, j]
-        from_cache = answer(model, cached, *args)
-        fresh = answer(model, encode(model, batch["context"]), *args)
-        np.testing.assert_array_equal(np.asarray(from_cache), np.asarray(fresh))
-        # and the batched call (all questions at once from one encoding) gives the same answers
+        from_cache = answer(model, cached, batch["question"][:, j], batch["answer_inputs"][:, j])
         together = batched[:, j]
         np.testing.assert_allclose(np.asarray(together), np.asarray(from_cache), atol=1e-5)
         np.testing.assert_array_equal(np.argmax(together, -1), np.argmax(from_cache, -1))
@@ -142,7 +140,7 @@ def test_slot_model_trains_and_records_compute(tmp_path):
     )
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["flops"] for r in rows] == pytest.approx([r["step"] * 8 * on_disk["flops_per_example"] for r in rows])
-    assert 0.0 <= rows[-1]["eval/accuracy"] <= 1.0 and np.isfinite(rows[-1]["eval/loss"])
+    assert np.isfinite(rows[-1]["eval/loss"])  # that it learns: test_slot_model_learns_context_qa
 
     # the slot probe reads the trained checkpoint; its per-slot reads are those encode_context uses
     from memlab.studies.slot_memory.slot_probe import load_trained, probe_slots, slot_reads
@@ -159,3 +157,29 @@ def test_slot_model_trains_and_records_compute(tmp_path):
     summary = json.loads((report.parent / "slots.json").read_text())
     assert summary["slots"] == 6 and 0 <= summary["attention_on_facts"] <= 1 and summary["step"] == 12
     assert (report.parent / "slot_attention.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_slot_model_learns_context_qa(tmp_path):
+    """L=64 -> k=8 slots, 4 facts among random distractors, all 4 asked: from chance (1 / 41 value tokens, 0.024)
+    to well above it in 500 steps, about half a minute here (0.51 measured at step 500)."""
+    cfg = load_config(
+        EXPERIMENTS["slot_memory"],
+        [
+            "data.context_len=64",
+            "data.num_facts=4",
+            "data.questions_per_context=4",
+            "model.num_slots=8",
+            "train.steps=500",
+            "train.warmup_steps=30",
+            "train.eval_every=100",
+            "train.checkpoint_every=500",
+            "eval.num_examples=128",
+            "logging.wandb_mode=disabled",
+            "logging.progress=False",
+        ],
+    )
+    from memlab.train.loop import train
+
+    summary = train(cfg, tmp_path)
+    assert summary["eval/accuracy"] > 0.3
