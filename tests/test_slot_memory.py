@@ -13,6 +13,7 @@ from flax import nnx
 from memlab.config import load_config
 from memlab.data.pipeline import example_shapes, tokens_per_example
 from memlab.data.tasks.context_qa import ContextQA
+from memlab.errors import ConfigError
 from memlab.models import build_model, count_params
 from memlab.train.run_dir import analytic_flops_per_token, xla_flops_per_token
 from memlab.train.step import make_loss_fn
@@ -73,10 +74,14 @@ def test_decoder_is_causal_and_reads_the_context(family):
     assert not np.allclose(np.asarray(logits_of(model, other)), np.asarray(base))
 
 
-@pytest.mark.parametrize("family", ["slot_memory", "encdec", "lm"])
+@pytest.mark.parametrize(
+    "family, overrides",
+    [("slot_memory", ()), ("encdec", ()), ("encdec", ("model.encoder_layers=0",)), ("lm", ())],
+    ids=["slot_memory", "encdec", "encdec-no-encoder", "lm"],
+)
 @pytest.mark.slow
-def test_analytic_flops_match_xla_within_10_percent(family):
-    cfg = config(family)
+def test_analytic_flops_match_xla_within_10_percent(family, overrides):
+    cfg = config(family, *overrides)
     model = build_model(cfg.model, seed=0)
     graphdef, params = nnx.split(model, nnx.Param)
     shapes, per_example = example_shapes(cfg), tokens_per_example(cfg)
@@ -108,6 +113,23 @@ def test_copy_init_starts_attention_as_a_copying_lookup(copy_init):
     assert (np.unique(taps).size == 1) == copy_init
     if copy_init:  # W_q W_k^T and W_v W_o start positive definite: similarity scores, reads that keep their direction
         assert np.linalg.eigvalsh(q @ k.T).min() > 0 and np.linalg.eigvalsh(v @ o).min() > 0
+
+
+def test_encdec_without_encoder_layers_reads_the_conv_context():
+    """encoder_layers=0: no encoder block, the decoder cross-attends to the context's conv'd embeddings (and still
+    reads the context); a negative count is a config error."""
+    cfg, full = config("encdec", "model.encoder_layers=0"), config("encdec")
+    model, batch = build_model(cfg.model, seed=0), batch_of(cfg)
+    assert len(model.encoder_blocks) == 0
+    assert count_params(model)["params"] < count_params(build_model(full.model, seed=0))["params"]
+    shapes = example_shapes(cfg)
+    ratio = model.forward_flops_per_example(shapes) / build_model(full.model, seed=0).forward_flops_per_example(shapes)
+    assert ratio < 0.9
+    base = logits_of(model, batch)
+    other = dict(batch, context=batch["context"][:, ::-1])
+    assert not np.allclose(np.asarray(logits_of(model, other)), np.asarray(base))
+    with pytest.raises(ConfigError, match="model.encoder_layers=-1 must be an integer >= 0"):
+        config("encdec", "model.encoder_layers=-1")
 
 
 def test_bad_slot_knob_fails_clearly():

@@ -1,7 +1,9 @@
 """Full encoder-decoder (`model.name = "encdec"`): the baseline the slot memory compresses away.
 
 The encoder runs bidirectional self-attention over all L context tokens (never the question); the decoder runs
-causal self-attention over [question; answer] and cross-attends to all L encoded tokens. Like the slot model it
+causal self-attention over [question; answer] and cross-attends to all L encoded tokens. With
+`model.encoder_layers=0` the memory is the context's embeddings after the short causal conv, the same reading of
+the context the slot model starts from: the baseline without the encoder's self-attention cost. Like the slot model it
 can encode a context once and answer many questions, so the two differ only in the memory: L token vectors here,
 k slots there. The token I/O, the decoder and the batched call come from `seq2seq.EncoderDecoder`.
 """
@@ -34,7 +36,12 @@ class EncDec(EncoderDecoder):
 
     @staticmethod
     def check(cfg) -> None:
-        check_encoder_decoder(cfg, positive=("encoder_layers",))
+        check_encoder_decoder(cfg, positive=())
+        if not isinstance(cfg.encoder_layers, int) or cfg.encoder_layers < 0:
+            raise ValueError(
+                f"model.encoder_layers={cfg.encoder_layers!r} must be an integer >= 0 (0: the decoder reads the "
+                "context's embeddings after the short conv, as the slot model's slots do)"
+            )
 
     def encode_context(self, context: jax.Array) -> jax.Array:
         """Encoded context [B, L, d]: the decoder's memory."""
