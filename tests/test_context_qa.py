@@ -1,6 +1,8 @@
 """Context-QA task: determinism, facts where the layout says, answers that are the named facts' values, the flat
 LM form agreeing with the split form, and clear errors for bad knobs."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -107,3 +109,58 @@ def test_filler_distractors_leave_only_facts():
 def test_bad_knobs_fail_with_a_clear_error(override, message):
     with pytest.raises(ConfigError, match=message):
         config(override)
+
+
+class _Oracle:
+    """A conditional model of the answers: it answers right exactly when the answer tokens before have been right;
+    with `first_wrong` (a boolean per question) it misses that question's first token, then continues right from
+    a true previous token. Teacher forcing scores those questions 1/2 per token (A = 2); greedy decoding, 0."""
+
+    def __init__(self, batch, first_wrong):
+        self.targets, self.first_wrong = batch["answer_targets"], first_wrong
+
+    def answer(self, question_index, inputs):
+        """Logits [B, A, V] for answer inputs [B, A] of question `question_index`."""
+        target = self.targets[:, question_index]
+        expected = jnp.concatenate([jnp.full_like(target[:, :1], ANSWER), target[:, :-1]], axis=1)
+        first = (jnp.arange(target.shape[1]) == 0)[None] & self.first_wrong[question_index]
+        return jax.nn.one_hot(jnp.where(inputs == expected, jnp.where(first, target + 1, target), PAD), 128)
+
+    def outputs(self, batch, flat: bool) -> dict:
+        """The teacher-forced forward in the encoder-decoder form ([B, Q, A] logits with their targets) or in the
+        decoder-only flat form ([B, T] logits over the whole example)."""
+        split = jnp.stack([self.answer(j, batch["answer_inputs"][:, j]) for j in range(self.targets.shape[1])], 1)
+        if not flat:
+            return {"logits": split, "targets": batch["answer_targets"], "loss_mask": batch["answer_mask"]}
+        logits = jnp.zeros((*batch["inputs"].shape, 128))
+        for j in range(self.targets.shape[1]):  # each answer block follows the context and its question
+            start = 40 + j * (3 + 2) + 3  # context_len 40; a question is QUERY + 2 key tokens, an answer 2 tokens
+            logits = logits.at[:, start : start + 2].set(split[:, j])
+        return {"logits": logits}
+
+    def greedy(self, batch):
+        """Answers [B, Q, A] decoded token by token from the model's own previous tokens (the reference)."""
+        answers = []
+        for j in range(self.targets.shape[1]):
+            inputs = jnp.full_like(batch["answer_inputs"][:, j], PAD).at[:, 0].set(ANSWER)
+            for a in range(inputs.shape[1]):
+                token = jnp.argmax(self.answer(j, inputs)[:, a], -1)
+                if a + 1 < inputs.shape[1]:
+                    inputs = inputs.at[:, a + 1].set(token)
+            answers.append(jnp.concatenate([inputs[:, 1:], token[:, None]], axis=1))
+        return jnp.stack(answers, 1)
+
+
+@pytest.mark.parametrize("flat", [False, True], ids=["encoder-decoder", "decoder-only"])
+def test_exact_match_is_that_of_greedily_decoded_answers(flat):
+    cfg = config("data.compose_fraction=0.0", "data.questions_per_context=4")
+    task = ContextQA(cfg.data, "eval", 0)
+    batch = {k: jnp.asarray(np.stack([task[i][k] for i in range(3)])) for k in task[0]}
+    model = _Oracle(batch, first_wrong=jnp.asarray([False, True, False, True]))
+    greedy = np.all(np.asarray(model.greedy(batch)) == np.asarray(batch["answer_targets"]), axis=-1)
+    outputs = model.outputs(batch, flat)
+    assert greedy.mean() == 0.5 and float(task.eval_metrics(outputs, batch)["exact_match"]) == 0.5
+    # per-token accuracy under teacher forcing credits the second token of the questions greedy decoding misses
+    scored = (outputs.get("loss_mask", batch["loss_mask"])) > 0
+    targets = outputs.get("targets", batch["targets"])
+    assert np.mean(np.argmax(outputs["logits"], -1)[scored] == targets[scored]) == 0.75

@@ -28,7 +28,7 @@ def fake_run(root, name, family, length, slots, flops_per_example, accuracies, *
     }
     (run / "config.json").write_text(json.dumps(config))
     rows = [
-        {"step": 10 * (i + 1), "flops": 40 * (i + 1) * flops_per_example, "eval/accuracy": a}
+        {"step": 10 * (i + 1), "flops": 40 * (i + 1) * flops_per_example, "eval/exact_match": a}
         for i, a in enumerate(accuracies)
     ]
     (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
@@ -38,7 +38,7 @@ def fake_run(root, name, family, length, slots, flops_per_example, accuracies, *
 
 
 def test_compute_to_target_interpolates_in_log_flops():
-    curve = pd.DataFrame({"flops": [10.0, 100.0, 1000.0], "eval/accuracy": [0.2, 0.5, 1.0]})
+    curve = pd.DataFrame({"flops": [10.0, 100.0, 1000.0], "eval/exact_match": [0.2, 0.5, 1.0]})
     assert compute_to_target(curve, 0.5) == pytest.approx(100.0)
     assert compute_to_target(curve, 0.75) == pytest.approx(10**2.5)  # halfway between 100 and 1000 in log
     assert compute_to_target(curve, 0.1) == pytest.approx(10.0)

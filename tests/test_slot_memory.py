@@ -183,8 +183,9 @@ def test_slot_model_trains_and_records_compute(tmp_path):
 
 @pytest.mark.slow
 def test_slot_model_learns_context_qa(tmp_path):
-    """L=64 -> k=8 slots, 4 facts among random distractors, all 4 asked: from chance (1 / 41 value tokens, 0.024)
-    to well above it in 500 steps, about half a minute here (0.51 measured at step 500)."""
+    """L=64 -> k=8 slots, 4 facts among random distractors, all 4 asked: from chance (1 / 41 value tokens per
+    token, 0.024; whole two-token answers 0.0006) to well above it in 500 steps, about half a minute here (0.51 per
+    token and 0.18 exact match measured at step 500)."""
     cfg = load_config(
         EXPERIMENTS["slot_memory"],
         [
@@ -204,4 +205,4 @@ def test_slot_model_learns_context_qa(tmp_path):
     from memlab.train.loop import train
 
     summary = train(cfg, tmp_path)
-    assert summary["eval/accuracy"] > 0.3
+    assert summary["eval/accuracy"] > 0.3 and summary["eval/exact_match"] > 0.1

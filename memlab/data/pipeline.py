@@ -50,6 +50,13 @@ def derived_eval_metrics(config) -> Callable[[dict], dict]:
     return getattr(_source(config, "eval"), "derived_eval_metrics", lambda metrics: {})
 
 
+def task_eval_metrics(config) -> Callable:
+    """The task's own eval metrics from the model's outputs (context QA: exact match of whole answers), as
+    `fn(outputs, batch) -> {name: scalar}`, or none: a task opts in by defining `eval_metrics(outputs, batch)` on
+    its source."""
+    return getattr(_source(config, "eval"), "eval_metrics", lambda outputs, batch: {})
+
+
 def tokens_per_example(config) -> int:
     """Tokens one example feeds the model: the task's own count if it defines `tokens_per_example(cfg)`
     (e.g. context + question + answer), else the size of its `inputs`."""

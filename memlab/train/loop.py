@@ -20,7 +20,14 @@ import ml_collections
 from flax import nnx
 
 from memlab.config import diff, to_dict
-from memlab.data.pipeline import derived_eval_metrics, eval_batches, example_shapes, tokens_per_example, train_iterator
+from memlab.data.pipeline import (
+    derived_eval_metrics,
+    eval_batches,
+    example_shapes,
+    task_eval_metrics,
+    tokens_per_example,
+    train_iterator,
+)
 from memlab.errors import ConfigError
 from memlab.models import build_model, count_params
 from memlab.parallel import (
@@ -144,7 +151,7 @@ class Evaluator:
 
     def __init__(self, config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh, rules: dict):
         weights = dict(config.objective)
-        self.eval_step = jax.jit(make_eval_step(graphdef, weights))
+        self.eval_step = jax.jit(make_eval_step(graphdef, weights, task_eval_metrics(config)))
         self.batches = [shard_batch(b, mesh) for b in eval_batches(config)]
         self.primary = next(k for k, v in weights.items() if v > 0)
         self.derive = derived_eval_metrics(config)

@@ -135,13 +135,15 @@ def make_train_step(
     return train_step
 
 
-def make_eval_step(graphdef: nnx.GraphDef, weights: dict) -> Callable:
-    """eval_step(params, batch) -> {"eval/loss", "eval/<term>" ...} on one batch."""
-    loss_fn = make_loss_fn(graphdef, weights)
+def make_eval_step(graphdef: nnx.GraphDef, weights: dict, task_metrics: Callable | None = None) -> Callable:
+    """eval_step(params, batch) -> {"eval/loss", "eval/<term>" ..., "eval/<task metric>" ...} on one batch;
+    `task_metrics(outputs, batch)` adds the task's own metrics (e.g. exact match) from the same forward pass."""
 
     def eval_step(params, batch):
-        loss, terms = loss_fn(params, batch)
-        return {"eval/loss": loss, **{f"eval/{k}": v for k, v in terms.items()}}
+        outputs = nnx.merge(graphdef, params)(batch)
+        loss, terms = mixed_loss(weights, outputs, batch)
+        extra = task_metrics(outputs, batch) if task_metrics is not None else {}
+        return {"eval/loss": loss, **{f"eval/{k}": v for k, v in {**terms, **extra}.items()}}
 
     return eval_step
 

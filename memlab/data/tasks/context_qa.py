@@ -17,6 +17,7 @@ loss_mask marks the answer targets. Both forms feed a model exactly `tokens_per_
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 
 from memlab.registry import TASKS
@@ -156,6 +157,26 @@ class ContextQA:
         return {"context": lay["context"], "question": question, "answer_inputs": answer_inputs,
                 "answer_targets": targets, "answer_mask": mask,
                 **self._flat(lay["context"], question, answer_inputs, targets, mask)}
+
+    def eval_metrics(self, outputs: dict, batch: dict) -> dict:
+        """`exact_match`: the share of questions whose answer is right in every scored token, the metric that does
+        not flatter (per-token accuracy scores the second answer token given the true first).
+
+        It is the exact match of greedily decoded answers: decoding greedily reproduces the true answer exactly
+        when every token's argmax given the true tokens before it is right (up to the first wrong token both see
+        the same prefix), so one teacher-forced pass gives it. The decoder-only form reads the earlier questions'
+        answers as the example holds them."""
+        logits = outputs["logits"]
+        targets, mask = outputs.get("targets", batch["targets"]), outputs.get("loss_mask", batch["loss_mask"])
+        if targets.ndim == 2:  # the flat LM form: gather each question's answer block
+            q, lq, la = self.cfg.questions_per_context, self.lq, self.la
+            starts = self.cfg.context_len + np.arange(q) * (lq + la) + lq
+            blocks = starts[:, None] + np.arange(la)  # [Q, A] positions of the answer tokens
+            logits, targets, mask = logits[:, blocks], targets[:, blocks], mask[:, blocks]
+        scored = mask > 0
+        right = jnp.all((jnp.argmax(logits, -1) == targets) | ~scored, axis=-1)
+        asked = scored.any(axis=-1)
+        return {"exact_match": (right & asked).sum() / jnp.maximum(asked.sum(), 1)}
 
     @staticmethod
     def _flat(context, question, answer_inputs, answer_targets, answer_mask) -> dict[str, np.ndarray]:

@@ -11,8 +11,8 @@ def register(sub) -> None:
         "accuracy, table and plots for a directory of context-QA runs",
     )
     p.add_argument("dir")
-    p.add_argument("--target", type=float, default=0.9, help="answer accuracy to reach (default 0.9)")
-    p.add_argument("--metric", default="eval/accuracy")
+    p.add_argument("--target", type=float, default=0.9, help="value of --metric to reach (default 0.9)")
+    p.add_argument("--metric", default="eval/exact_match", help="eval metric to reach (default: eval/exact_match)")
     p.add_argument("--at", default="512,32", help="L,k of the headline ratio (default 512,32)")
     p.set_defaults(func=run_efficiency)
 

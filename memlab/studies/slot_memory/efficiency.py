@@ -27,6 +27,7 @@ from memlab.analysis.runs import load_runs
 from memlab.analysis.tables import markdown_table, num, sci
 
 SLOT, BASELINES = "slot_memory", ("encdec", "lm")
+METRIC = "eval/exact_match"  # whole answers right; per-token teacher-forced accuracy flatters (context_qa.py)
 SAME_BUDGET = 0.1  # two schedules end at "the same" compute when their budgets differ by at most this fraction
 
 
@@ -36,13 +37,13 @@ def _evals(curve: pd.DataFrame, metric: str) -> pd.DataFrame:
     return curve[["flops", metric]].dropna().sort_values("flops")
 
 
-def compute_to_target(curve: pd.DataFrame, target: float, metric: str = "eval/accuracy") -> float:
+def compute_to_target(curve: pd.DataFrame, target: float, metric: str = METRIC) -> float:
     """Training FLOPs at which `metric` first reaches `target`, interpolated in log-FLOPs between the eval before
     and the eval at the crossing (NaN if never reached)."""
     return target_bracket(curve, target, metric)[1]
 
 
-def target_bracket(curve: pd.DataFrame, target: float, metric: str = "eval/accuracy") -> tuple[float, float, float]:
+def target_bracket(curve: pd.DataFrame, target: float, metric: str = METRIC) -> tuple[float, float, float]:
     """(low, estimate, high) training FLOPs to reach `target`: the evaluations just before and at the first
     crossing, and the log-FLOPs interpolation between them. Never reached: (FLOPs of the last evaluation, a
     lower bound, NaN, NaN). Reached at the first evaluation: (0, its FLOPs, its FLOPs). No evaluation: NaNs."""
@@ -69,7 +70,7 @@ def scheduled_flops(row: pd.Series) -> float:
         return math.nan
 
 
-def final_metric(row: pd.Series, curve: pd.DataFrame, metric: str = "eval/accuracy") -> float:
+def final_metric(row: pd.Series, curve: pd.DataFrame, metric: str = METRIC) -> float:
     """`metric` at the last evaluation of a completed run (the end of its schedule); NaN for any other run."""
     points = _evals(curve, metric)
     if row.get("status") != "completed" or not len(points):
@@ -77,7 +78,7 @@ def final_metric(row: pd.Series, curve: pd.DataFrame, metric: str = "eval/accura
     return float(points[metric].iloc[-1])
 
 
-def efficiency_table(runs: pd.DataFrame, target: float, metric: str = "eval/accuracy") -> pd.DataFrame:
+def efficiency_table(runs: pd.DataFrame, target: float, metric: str = METRIC) -> pd.DataFrame:
     """One row per run: family, k, L, L/k, parameters, FLOPs per example, best accuracy, FLOPs to target."""
     rows = []
     for _, row in runs.iterrows():
@@ -205,7 +206,7 @@ def _plot_compute_to_target(path: Path, table: pd.DataFrame, target: float) -> P
 
 
 def write_efficiency_report(
-    path: str | Path, *, target: float = 0.9, metric: str = "eval/accuracy", headline: tuple[int, int] = (512, 32)
+    path: str | Path, *, target: float = 0.9, metric: str = METRIC, headline: tuple[int, int] = (512, 32)
 ) -> Path:
     """efficiency.md with the per-run table, slot-vs-baseline ratios and the headline ratio at (L, k), plus
     accuracy_vs_flops.png and compute_to_target_vs_ratio.png, all in `path`."""
