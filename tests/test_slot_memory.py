@@ -184,7 +184,8 @@ def test_slot_model_trains_and_records_compute(tmp_path):
 @pytest.mark.slow
 def test_slot_model_learns_context_qa(tmp_path):
     """L=64 -> k=8 slots, 4 facts among random distractors, all 4 asked: from chance (1 / 41 value tokens per
-    token, 0.024; whole two-token answers 0.0006) to well above it in 500 steps, about half a minute here (the curve is in BENCHMARKS.md)."""
+    token, 0.024; whole two-token answers 0.0006) to well above it in 500 steps, about half a minute here (the
+    curve is in BENCHMARKS.md)."""
     cfg = load_config(
         EXPERIMENTS["slot_memory"],
         [
