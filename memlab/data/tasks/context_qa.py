@@ -169,9 +169,7 @@ class ContextQA:
         logits = outputs["logits"]
         targets, mask = outputs.get("targets", batch["targets"]), outputs.get("loss_mask", batch["loss_mask"])
         if targets.ndim == 2:  # the flat LM form: gather each question's answer block
-            q, lq, la = self.cfg.questions_per_context, self.lq, self.la
-            starts = self.cfg.context_len + np.arange(q) * (lq + la) + lq
-            blocks = starts[:, None] + np.arange(la)  # [Q, A] positions of the answer tokens
+            blocks = self.answer_positions(self.cfg.context_len, self.cfg.questions_per_context, self.lq, self.la)
             logits, targets, mask = logits[:, blocks], targets[:, blocks], mask[:, blocks]
         scored = mask > 0
         right = jnp.all((jnp.argmax(logits, -1) == targets) | ~scored, axis=-1)
@@ -179,14 +177,18 @@ class ContextQA:
         return {"exact_match": (right & asked).sum() / jnp.maximum(asked.sum(), 1)}
 
     @staticmethod
-    def _flat(context, question, answer_inputs, answer_targets, answer_mask) -> dict[str, np.ndarray]:
+    def answer_positions(context_len: int, questions: int, question_len: int, answer_len: int) -> np.ndarray:
+        """[Q, A] positions of the answer blocks in the flat form: each follows the context and its question."""
+        starts = context_len + np.arange(questions) * (question_len + answer_len) + question_len
+        return starts[:, None] + np.arange(answer_len)
+
+    @classmethod
+    def _flat(cls, context, question, answer_inputs, answer_targets, answer_mask) -> dict[str, np.ndarray]:
         """[context; q_1; answer_inputs_1; ...]: next-token targets, answer targets over each answer block."""
-        blocks = [context] + [part for j in range(len(question)) for part in (question[j], answer_inputs[j])]
-        inputs = np.concatenate(blocks).astype(np.int32)
+        parts = [context] + [part for j in range(len(question)) for part in (question[j], answer_inputs[j])]
+        inputs = np.concatenate(parts).astype(np.int32)
         targets = np.concatenate([inputs[1:], [PAD]]).astype(np.int32)
         loss_mask = np.zeros(len(inputs), np.float32)
-        lq, la = question.shape[1], answer_inputs.shape[1]
-        for j in range(len(question)):
-            start = len(context) + j * (lq + la) + lq
-            targets[start:start + la], loss_mask[start:start + la] = answer_targets[j], answer_mask[j]
+        blocks = cls.answer_positions(len(context), len(question), question.shape[1], answer_inputs.shape[1])
+        targets[blocks], loss_mask[blocks] = answer_targets, answer_mask
         return {"inputs": inputs, "targets": targets, "loss_mask": loss_mask}
