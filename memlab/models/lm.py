@@ -95,9 +95,13 @@ class LM(nnx.Module):
         x = constrain(self.embed(tokens), ACTIVATION)
         for block in self.blocks:
             x = constrain(block(x, positions=positions, segment_ids=segment_ids), ACTIVATION)
+        return {"logits": constrain(self.head(x), ("batch", "seq", "vocab"))}
+
+    def head(self, x: jax.Array) -> jax.Array:
+        """fp32 logits of residual states x [..., d]: the final norm, then the (tied or own) output projection."""
         x = self.final_norm(x)
         logits = self.embed.attend(x) if self.cfg.tie_embeddings else self.unembed(x)
-        return {"logits": constrain(logits.astype(jnp.float32), ("batch", "seq", "vocab"))}
+        return logits.astype(jnp.float32)
 
     def init_cache(self, batch_size: int, max_len: int) -> dict:
         """Decoding cache for up to `max_len` tokens: one entry per layer plus the next position."""
@@ -115,9 +119,7 @@ class LM(nnx.Module):
             x = x + y
             x = x + block.mlp(block.mlp_norm(x))
             layers.append(layer_cache)
-        x = self.final_norm(x)
-        logits = self.embed.attend(x) if self.cfg.tie_embeddings else self.unembed(x)
-        return logits.astype(jnp.float32), {"pos": cache["pos"] + 1, "layers": layers}
+        return self.head(x), {"pos": cache["pos"] + 1, "layers": layers}
 
     def generate(self, prompt: jax.Array, num_tokens: int) -> jax.Array:
         """Greedy continuation of `prompt` [B, P] by `num_tokens` tokens through the one-token step (O(1) state
