@@ -43,6 +43,7 @@ def get_config(family: str = "slot_memory") -> ml_collections.ConfigDict:
     # the context raises its own logit from the first step, the signal that teaches the slots what to read
     # among random distractors. Untied (or without copy_init) the slot model stayed near chance (BENCHMARKS.md).
     c.model.tie_embeddings = True
+    c.model.copy_init = True  # every family's attention starts as a copying lookup (the LM's too: same tricks)
     c.model.qkv_conv = True  # the LM baseline's attention with the q/k/v convs that solve MQAR (lm reads it only)
     c.objective = {"answer": 1.0}
     c.train.steps = 1500

@@ -95,6 +95,23 @@ def test_filler_distractors_leave_only_facts():
     assert (ex["context"] != PAD).sum() == 4 * 4 and set(lay["starts"]) == set(np.flatnonzero(ex["context"])[::4])
 
 
+def test_hard_negatives_look_like_facts_but_name_no_fact_key():
+    """Hard distractors are key and value tokens (a fact is not spotted by its tokens), yet a question's key
+    occurs in the context only where its fact is, so the answer stays unambiguous."""
+    cfg = config("data.distractors=hard", "data.key_len=1", "data.context_len=96")
+    task, ranges = ContextQA(cfg.data, "train", 0), token_ranges(cfg.data.vocab_size)
+    (k0, k1), v1 = ranges["key"], ranges["value"][1]
+    key_tokens = 0
+    for i in range(20):
+        lay = task.layout(i)
+        context, fact_keys = lay["context"], lay["keys"][:, 0]
+        assert ((context >= k0) & (context < v1)).all()  # nothing from the distractor range, no PAD
+        for start, key in zip(lay["starts"], fact_keys, strict=True):
+            assert np.flatnonzero(context == key).tolist() == [start]
+        key_tokens += ((context >= k0) & (context < k1)).sum() - len(fact_keys)
+    assert key_tokens > 20 * (96 - 4 * 3) / 3  # about half the distractors are keys of facts never asked
+
+
 @pytest.mark.parametrize(
     "override, message",
     [

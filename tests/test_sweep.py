@@ -16,6 +16,7 @@ from rich.console import Console
 
 from memlab.config import ConfigError
 from memlab.sweep import Sweep, chain, grid, ladder, points, product, zipped
+from memlab.sweep.estimate import estimate
 from memlab.sweep.launch import launch_submitit, plan, run_status, train_argv
 from memlab.sweep.progress import SweepProgress, tail_metrics
 from memlab.sweep.spec import expand, load_sweep, sweep_id
@@ -76,6 +77,20 @@ def test_ladder_turns_token_budget_into_steps():
     # 8 examples x 32 tokens = 256 tokens per step
     assert [p.config.train.steps for p in pts] == [10, 20, 10, 20]
     assert pts[1].name == "d_model=32-tokens=5120"
+
+
+def test_flops_budget_and_evaluation_count_set_the_schedule():
+    """`@flops` ends each schedule at the budget whatever the model's cost; `@evals` spreads evaluations over it."""
+    widths = [{"model.d_model": d, "@flops": 4e10, "@evals": 4} for d in (32, 64)]
+    pts = expand(Sweep(name="budget", experiment=EXPERIMENT, base=BASE, points=widths))
+    for p in pts:
+        spent = estimate(p.config)["flops"]
+        assert abs(spent / 4e10 - 1) < 1 / p.config.train.steps, (p.name, spent)
+        assert p.config.train.eval_every == p.config.train.steps // 4
+    assert pts[0].config.train.steps > 2 * pts[1].config.train.steps  # the narrower model gets more steps
+    both = [{"model.d_model": 32, "@flops": 4e10, "@tokens": 1e5}]
+    with pytest.raises(ConfigError, match="both @tokens and @flops"):
+        expand(Sweep(name="two", experiment=EXPERIMENT, base=BASE, points=both))
 
 
 @pytest.mark.parametrize(

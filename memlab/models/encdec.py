@@ -52,13 +52,14 @@ class EncDec(EncoderDecoder):
         return self.encoder_norm(x)
 
     def answer(self, memory: jax.Array, question: jax.Array, answer_inputs: jax.Array) -> jax.Array:
-        """Answer logits [B, A, V] for one question per row from a cached encoded context."""
+        """Answer logits [B * Q, A, V] for one question per row from cached encoded contexts [B, L, d] (each serves
+        Q consecutive rows)."""
         return self.decode(memory, question, answer_inputs)
 
     def forward_flops_per_example(self, shapes: dict) -> float:
-        """Context encoding once per example, then decoding once per question."""
+        """Context encoding and its keys and values once per example, then decoding once per question."""
         cfg, d = self.cfg, self.cfg.d_model
         length, (num_q, lq), la = shapes["context"][0], shapes["question"], shapes["answer_inputs"][1]
-        total = self.io.context_flops(length)
+        total = self.io.context_flops(length) + self.shared_kv_flops(cfg.num_layers, length)
         total += cfg.encoder_layers * Block.forward_flops(ENCODER_PARTS, d, self.d_ff, length, length)
-        return total + num_q * self.decode_flops(lq, la, length)
+        return total + num_q * self.decode_flops(lq, la, length, shared=length)

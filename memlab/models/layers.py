@@ -36,6 +36,20 @@ def dense(
     )
 
 
+def attention_projections(d_model: int, *, rngs: nnx.Rngs, dtype, copy_init: bool) -> tuple[nnx.Linear, ...]:
+    """The q, k, v and o projections of an attention layer. `copy_init` starts the layer as a lookup that copies:
+    W_k = W_q, so a query scores positions by their similarity to it (W_q W_q^T ~ I), and W_o = W_v^T, so what it
+    reads arrives unrotated (W_v W_v^T ~ I); the mimetic initialisation of Trockman & Kolter (2023). The kernels
+    are separate parameters that only start equal."""
+    q = dense(d_model, d_model, ("embed", "heads"), rngs=rngs, dtype=dtype)
+    k_init = (lambda *_: jnp.copy(q.kernel[...])) if copy_init else default_init
+    k = dense(d_model, d_model, ("embed", "heads"), rngs=rngs, dtype=dtype, init=k_init)
+    v = dense(d_model, d_model, ("embed", "heads"), rngs=rngs, dtype=dtype)
+    o_init = (lambda *_: v.kernel[...].T) if copy_init else default_init
+    o = dense(d_model, d_model, ("heads", "embed"), rngs=rngs, dtype=dtype, init=o_init)
+    return q, k, v, o
+
+
 def token_embedding(vocab_size: int, d_model: int, *, rngs: nnx.Rngs, dtype=jnp.float32) -> nnx.Embed:
     """Token embedding, fp32 parameters ~ N(0, 1) with logical axes (vocab, embed); every family's input layer."""
     return nnx.Embed(

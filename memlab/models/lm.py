@@ -57,6 +57,7 @@ class LM(nnx.Module):
             "mlp_ratio": 4.0,
             "rope_theta": 10_000.0,
             "qkv_conv": False,  # attn: short causal convolutions on queries, keys and values
+            "copy_init": False,  # attn: start as a copying lookup (W_k = W_q, W_o = W_v^T; attention_projections)
             "conv_kernel": 4,  # taps of the short causal convolutions (conv mixer, conv paths of recurrent mixers)
             "tie_embeddings": False,
             # matrix-memory mixers (gdn, deltanet, hebbian): per-head [K, V] state, K = matrix_head_dim,
@@ -85,6 +86,8 @@ class LM(nnx.Module):
             if mixer_check is not None:
                 mixer_check(cfg)
         check_heads(cfg)
+        if not isinstance(cfg.get("copy_init", False), bool):
+            raise ValueError(f"model.copy_init={cfg.copy_init!r} must be True or False")
 
     def __call__(self, batch: dict) -> dict:
         tokens = batch["inputs"]

@@ -17,9 +17,9 @@ from flax import nnx
 from memlab.models.layers import (
     ShortConv,
     SwiGLU,
+    attention_projections,
     check_heads,
     compute_dtype,
-    default_init,
     dense,
     mlp_width,
     rms_norm,
@@ -27,6 +27,7 @@ from memlab.models.layers import (
     token_embedding,
 )
 
+Memory = jax.Array | tuple[jax.Array, ...]  # what cross-attention reads: one array or parts along the sequence
 PARTS = ("self", "causal", "cross", "mlp")  # self: bidirectional self-attention; causal: masked to the past
 DECODER_PARTS = ("causal", "cross", "mlp")
 
@@ -43,9 +44,7 @@ def check_encoder_decoder(cfg, positive: tuple[str, ...]) -> None:
 
 
 class Attention(nnx.Module):
-    """`copy_init` starts the layer as a lookup that copies: W_k = W_q, so a query scores memory vectors by their
-    similarity to it (W_q W_q^T ~ I), and W_o = W_v^T, so what it reads arrives unrotated (W_v W_v^T ~ I); the
-    mimetic initialisation of Trockman & Kolter (2023). The kernels are separate parameters that only start equal."""
+    """`copy_init` starts the layer as a lookup that copies (see `attention_projections`)."""
 
     def __init__(
         self,
@@ -58,17 +57,12 @@ class Attention(nnx.Module):
         copy_init: bool = False,
     ):
         self.num_heads, self.head_dim, self.rope_theta, self.dtype = num_heads, d_model // num_heads, rope_theta, dtype
-        self.q = dense(d_model, d_model, ("embed", "heads"), rngs=rngs, dtype=dtype)
-        k_init = (lambda *_: jnp.copy(self.q.kernel[...])) if copy_init else default_init
-        self.k = dense(d_model, d_model, ("embed", "heads"), rngs=rngs, dtype=dtype, init=k_init)
-        self.v = dense(d_model, d_model, ("embed", "heads"), rngs=rngs, dtype=dtype)
-        o_init = (lambda *_: self.v.kernel[...].T) if copy_init else default_init
-        self.o = dense(d_model, d_model, ("heads", "embed"), rngs=rngs, dtype=dtype, init=o_init)
+        self.q, self.k, self.v, self.o = attention_projections(d_model, rngs=rngs, dtype=dtype, copy_init=copy_init)
 
     def weights_and_values(
         self,
         x: jax.Array,
-        memory: jax.Array,
+        memory: Memory,
         *,
         causal: bool = False,
         positions: jax.Array | None = None,
@@ -83,8 +77,8 @@ class Attention(nnx.Module):
         `compete` (Slot Attention, Locatello et al. 2020) the softmax runs over the queries, so queries compete
         for each memory position instead of all reading the same one; the salience then gates how much of each
         position is read at all (sigmoid), and each query's weights are renormalised over positions."""
-        split = lambda y: y.reshape(*y.shape[:2], self.num_heads, self.head_dim)
-        q, k, v = split(self.q(x)), split(self.k(memory)), split(self.v(memory))
+        q = self.q(x).reshape(*x.shape[:2], self.num_heads, self.head_dim)
+        k, v = self.keys_and_values(memory, x.shape[0])
         if positions is not None:
             q, k = rope(q, positions, self.rope_theta), rope(k, positions, self.rope_theta)
         logits = jnp.einsum("bthd,bshd->bhts", q, k).astype(jnp.float32) / jnp.sqrt(self.head_dim)
@@ -103,10 +97,24 @@ class Attention(nnx.Module):
             logits = jnp.where(jnp.tril(jnp.ones((t, s), bool)), logits, -1e30)
         return jax.nn.softmax(logits, axis=-1), v
 
+    def keys_and_values(self, memory: Memory, rows: int) -> tuple[jax.Array, jax.Array]:
+        """Keys and values [rows, S, H, Dh] of a memory: one array, or a tuple of parts concatenated along S.
+        A part with fewer rows than the queries is one memory per group of consecutive query rows (a context
+        shared by its questions): projected once per group, then repeated, which costs no FLOPs."""
+        split = lambda y: y.reshape(*y.shape[:2], self.num_heads, self.head_dim)
+        keys, values = [], []
+        for part in memory if isinstance(memory, tuple) else (memory,):
+            if rows % part.shape[0]:
+                raise ValueError(f"a memory of {part.shape[0]} rows cannot serve {rows} query rows (not a divisor)")
+            k, v = split(self.k(part)), split(self.v(part))
+            keys.append(jnp.repeat(k, rows // part.shape[0], axis=0))
+            values.append(jnp.repeat(v, rows // part.shape[0], axis=0))
+        return jnp.concatenate(keys, axis=1), jnp.concatenate(values, axis=1)
+
     def __call__(
         self,
         x: jax.Array,
-        memory: jax.Array | None = None,
+        memory: Memory | None = None,
         *,
         causal: bool = False,
         positions: jax.Array | None = None,
@@ -122,10 +130,18 @@ class Attention(nnx.Module):
         return self.o(out.reshape(*x.shape[:2], -1))
 
     @staticmethod
-    def forward_flops(d_model: int, queries: int, keys: int) -> float:
-        """q and o projections on the queries, k and v on the memory, scores and weighted sum (dense, unmasked:
-        a causal mask is applied to the full product, so that is what runs)."""
-        return 2.0 * (2 * queries + 2 * keys) * d_model * d_model + 2.0 * 2 * queries * keys * d_model
+    def forward_flops(d_model: int, queries: int, keys: int, projected: int | None = None) -> float:
+        """q and o projections on the queries, k and v on the `projected` memory vectors (all `keys` unless some
+        are shared and counted once elsewhere, see `kv_flops`), scores and weighted sum (dense, unmasked: a causal
+        mask is applied to the full product, so that is what runs)."""
+        projected = keys if projected is None else projected
+        qo = 2.0 * 2 * queries * d_model * d_model
+        return qo + Attention.kv_flops(d_model, projected) + 2.0 * 2 * queries * keys * d_model
+
+    @staticmethod
+    def kv_flops(d_model: int, keys: int) -> float:
+        """The key and value projections of `keys` memory vectors."""
+        return 2.0 * 2 * keys * d_model * d_model
 
 
 class Block(nnx.Module):
@@ -157,7 +173,7 @@ class Block(nnx.Module):
     def __call__(
         self,
         x: jax.Array,
-        memory: jax.Array | None = None,
+        memory: Memory | None = None,
         *,
         positions: jax.Array | None = None,
         read: dict | None = None,
@@ -174,14 +190,19 @@ class Block(nnx.Module):
         return x
 
     @staticmethod
-    def forward_flops(parts: tuple[str, ...], d_model: int, d_ff: int, queries: int, memory: int) -> float:
-        """Forward FLOPs of one block for `queries` tokens over a memory of `memory` vectors."""
+    def forward_flops(
+        parts: tuple[str, ...], d_model: int, d_ff: int, queries: int, memory: int, shared: int = 0
+    ) -> float:
+        """Forward FLOPs of one block for `queries` tokens over a memory of `memory` vectors, of which `shared`
+        have their keys and values projected once per context and counted there (`Attention.kv_flops`)."""
         total = 0.0
         for part in parts:
             if part == "mlp":
                 total += queries * SwiGLU.forward_flops_per_token(d_model, d_ff)
+            elif part == "cross":
+                total += Attention.forward_flops(d_model, queries, memory, projected=memory - shared)
             else:
-                total += Attention.forward_flops(d_model, queries, memory if part == "cross" else queries)
+                total += Attention.forward_flops(d_model, queries, queries)
         return total
 
 
@@ -261,7 +282,7 @@ class EncoderDecoder(nnx.Module):
     def norm(self, *, rngs: nnx.Rngs) -> nnx.RMSNorm:
         return rms_norm(self.cfg.d_model, rngs=rngs, dtype=self.dtype)
 
-    def decode(self, memory: jax.Array, question: jax.Array, answer_inputs: jax.Array) -> jax.Array:
+    def decode(self, memory: Memory, question: jax.Array, answer_inputs: jax.Array) -> jax.Array:
         """Answer logits [B, A, V] of the causal decoder over [question; answer] that cross-attends to `memory`.
         The question leads the sequence so the first answer position's query already holds the key it looks up: a
         single hop into the memory, where a decoder over the answer alone must find the key through a second
@@ -273,22 +294,27 @@ class EncoderDecoder(nnx.Module):
             x = block(x, memory, positions=positions)
         return self.io.logits(x[:, question.shape[1] :])
 
-    def decode_flops(self, question_len: int, answer_len: int, memory_len: int) -> float:
-        """Forward FLOPs of `decode` for one question over a memory of `memory_len` vectors."""
+    def decode_flops(self, question_len: int, answer_len: int, memory_len: int, shared: int) -> float:
+        """Forward FLOPs of `decode` for one question over a memory of `memory_len` vectors, without the key and
+        value projections of the `shared` ones (once per context: `shared_kv_flops`)."""
         cfg = self.cfg
         flops = cfg.num_layers * Block.forward_flops(
-            DECODER_PARTS, cfg.d_model, self.d_ff, question_len + answer_len, memory_len
+            DECODER_PARTS, cfg.d_model, self.d_ff, question_len + answer_len, memory_len, shared
         )
         return flops + self.io.logits_flops(answer_len)
 
+    def shared_kv_flops(self, layers: int, shared: int) -> float:
+        """Keys and values of `shared` memory vectors in `layers` cross-attention layers: once per context."""
+        return layers * Attention.kv_flops(self.cfg.d_model, shared)
+
     def __call__(self, batch: dict) -> dict:
-        """Answer every question of the batch ([B, Q, ...]) from one encoding of each context: the memory is
-        repeated per question, never recomputed."""
+        """Answer every question of the batch ([B, Q, ...]) from one encoding of each context: the memory [B, M, d]
+        serves the B * Q question rows, and its keys and values are projected once per context (Attention)."""
         memory = self.encode_context(batch["context"])
         question, answer_inputs = batch["question"], batch["answer_inputs"]
         b, num_q = question.shape[:2]
         flat = lambda t: t.reshape(b * num_q, *t.shape[2:])
-        logits = self.answer(jnp.repeat(memory, num_q, axis=0), flat(question), flat(answer_inputs))
+        logits = self.answer(memory, flat(question), flat(answer_inputs))
         return {
             "logits": logits.reshape(b, num_q, *logits.shape[1:]),
             "targets": batch["answer_targets"],

@@ -109,22 +109,24 @@ class SlotMemory(EncoderDecoder):
         return self.slot_norm(slots)
 
     def answer(self, m_ctx: jax.Array, question: jax.Array, answer_inputs: jax.Array) -> jax.Array:
-        """Answer logits [B, A, V] for one question per row, from a cached M_ctx [B, k, d]."""
+        """Answer logits [B * Q, A, V] for one question per row, from cached M_ctx [B, k, d] (each serves Q
+        consecutive rows; its keys and values are projected once, see Attention)."""
         positions = jnp.broadcast_to(jnp.arange(question.shape[1]), question.shape)
         q = self.io.embed(question)
         for block in self.question_blocks:
             q = block(q, m_ctx, positions=positions)
-        memory = jnp.concatenate([m_ctx, self.question_norm(q)], axis=1)  # [M_ctx; M_q]
-        return self.decode(memory, question, answer_inputs)
+        return self.decode((m_ctx, self.question_norm(q)), question, answer_inputs)  # reads [M_ctx; M_q]
 
     def forward_flops_per_example(self, shapes: dict) -> float:
-        """Context encoding once per example, then question encoding and decoding once per question."""
+        """Context encoding and M_ctx's keys and values once per example, then question encoding and decoding once
+        per question."""
         cfg, d = self.cfg, self.cfg.d_model
         length, (num_q, lq), la, k = shapes["context"][0], shapes["question"], shapes["answer_inputs"][1], cfg.num_slots
         total = self.io.context_flops(length) + 2.0 * length * d * cfg.num_heads  # front end, salience
         total += cfg.slot_layers * Block.forward_flops(SLOT_PARTS, d, self.d_ff, k, length)
-        per_q = cfg.question_layers * Block.forward_flops(QUESTION_PARTS, d, self.d_ff, lq, k)
-        per_q += self.decode_flops(lq, la, k + lq)
+        total += self.shared_kv_flops(cfg.question_layers + cfg.num_layers, k)  # M_ctx's keys and values
+        per_q = cfg.question_layers * Block.forward_flops(QUESTION_PARTS, d, self.d_ff, lq, k, shared=k)
+        per_q += self.decode_flops(lq, la, k + lq, shared=k)
         return total + num_q * per_q
 
 

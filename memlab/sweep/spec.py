@@ -14,6 +14,7 @@ import ml_collections
 
 from memlab.config import ConfigError, call_file_function, load_base_config, set_value, to_dict, validate
 from memlab.data.pipeline import tokens_per_example
+from memlab.sweep.estimate import estimate
 
 
 @dataclasses.dataclass
@@ -22,7 +23,9 @@ class Sweep:
 
     name: the sweep's name (run group, default W&B group).
     experiment: path of the base experiment file (relative to the sweep file, its parent, or the working dir).
-    points: the runs, as dicts of dotted config keys and `@labels` (see memlab.sweep.axes).
+    points: the runs, as dicts of dotted config keys and `@labels` (see memlab.sweep.axes). Labels name runs and
+      feed `derive`; three set the schedule: `@tokens` (a token budget) or `@flops` (a training-FLOPs budget) give
+      `train.steps`, `@evals` the number of evaluations over it.
     base: overrides applied to every point before its own values.
     derive: optional function point -> extra overrides computed from it (e.g. context_len = ratio * slots).
     """
@@ -122,10 +125,19 @@ def expand(sweep: Sweep, *, launch_id: str = "") -> list[Point]:
                 set_value(config, key, value)
             except ConfigError as err:
                 raise ConfigError(f"sweep '{sweep.name}', axis '{key}': {err}") from None
+        if "@tokens" in merged and "@flops" in merged:
+            raise ConfigError(f"sweep '{sweep.name}': a point sets both @tokens and @flops; give one budget")
         if "@tokens" in merged:
             per_step = config.train.batch_size * tokens_per_example(config)
             set_value(config, "train.steps", max(1, math.ceil(merged["@tokens"] / per_step)))
             overrides["train.steps"] = config.train.steps
+        if "@flops" in merged:  # a compute budget: the schedule ends where training FLOPs reach it
+            per_step = config.train.batch_size * tokens_per_example(config) * estimate(config)["flops_per_token"]
+            set_value(config, "train.steps", max(1, round(merged["@flops"] / per_step)))
+            overrides["train.steps"] = config.train.steps
+        if "@evals" in merged:  # evaluations spread over the schedule, whatever its length
+            set_value(config, "train.eval_every", max(1, config.train.steps // merged["@evals"]))
+            overrides["train.eval_every"] = config.train.eval_every
         name = run_name(values, varied) or sweep.name
         if name in names:
             raise ConfigError(f"sweep '{sweep.name}' has two points named {name!r}; points must differ in a varied key")

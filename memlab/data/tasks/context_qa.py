@@ -3,8 +3,12 @@ one key (or two, in the composition variant) and the answer is the value(s).
 
 Vocabulary: 0 PAD, 1 QUERY (opens a question), 2 ANSWER (opens an answer), then three equal ranges for key,
 value and distractor tokens, so a key occurrence in the context is unambiguous. Facts are non-overlapping spans
-`key value` at random places; every other context position is a distractor (a random distractor token, or PAD
-with `data.distractors="filler"`). Keys are distinct within a context; values may repeat. Questions are distinct within a context.
+`key value` at random places; every other context position is a distractor: a random token of the distractor
+range (`data.distractors="random"`: a fact is spotted by its tokens alone), PAD ("filler"), or a hard negative
+("hard"): a random key or value token, never one of this context's fact keys, so the context is full of spans that
+look like facts and only the question tells which were. With hard negatives a memory cannot keep the facts and
+drop the rest: it must hold every key -> value it may be asked about, which is what compresses at L/k = 16.
+Keys are distinct within a context; values may repeat. Questions are distinct within a context.
 
 An example keeps the parts separate, so a memory model can encode the context without seeing any question:
   context [L]; question [Q, Lq] = QUERY key (key) PAD..; answer_inputs [Q, A] = ANSWER a_0 .. a_{A-2};
@@ -25,7 +29,7 @@ from memlab.registry import TASKS
 SPLIT_STREAM = {"train": 0, "eval": 1}
 PAD, QUERY, ANSWER = 0, 1, 2
 NUM_SPECIAL = 3
-DISTRACTORS = ("random", "filler")
+DISTRACTORS = ("random", "filler", "hard")
 
 
 def token_ranges(vocab_size: int) -> dict[str, tuple[int, int]]:
@@ -52,7 +56,7 @@ class ContextQA:
                 "num_facts": 8,              # n: key -> value facts placed in the context
                 "key_len": 1,                # tokens per key span
                 "value_len": 2,              # tokens per value span
-                "distractors": "random",     # random: random distractor tokens between facts | filler: PAD
+                "distractors": "random",     # random: distractor-range tokens | filler: PAD | hard: key/value tokens
                 "questions_per_context": 1,  # Q: questions asked about each context (a memory encodes it once)
                 "compose_fraction": 0.0}     # share of questions naming two keys (answer: both values, in order)
 
@@ -121,6 +125,9 @@ class ContextQA:
         values = rng.integers(v0, v1, size=(n, vl))
         if cfg.distractors == "random":
             context = rng.integers(d0, d1, size=length).astype(np.int32)
+        elif cfg.distractors == "hard":  # key and value tokens; a fact key occurs only in its fact
+            pool = np.setdiff1d(np.arange(k0, v1), keys)
+            context = rng.choice(pool, size=length).astype(np.int32)
         else:
             context = np.full(length, PAD, dtype=np.int32)
         span = kl + vl

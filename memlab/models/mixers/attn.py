@@ -3,7 +3,9 @@
 `model.qkv_conv` adds a short causal convolution to the query, key and value projections (the short convs of
 Gated DeltaNet and Mamba; "canon layers" in Allen-Zhu's Physics of LMs 4.1): a key then carries the token
 before it, so associative recall needs one attention hop instead of an induction circuit built over two layers
-(the MQAR rows of BENCHMARKS.md measure the difference). Decoding keeps a KV cache of max_len slots.
+(the MQAR rows of BENCHMARKS.md measure the difference). `model.copy_init` starts it as a copying lookup, as
+the encoder-decoder families' attention (`layers.attention_projections`). Decoding keeps a KV cache of max_len
+slots.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from memlab.models.layers import ShortConv, dense, rope
+from memlab.models.layers import ShortConv, attention_projections, rope
 from memlab.registry import MIXERS
 
 
@@ -21,10 +23,9 @@ class CausalSelfAttention(nnx.Module):
     def __init__(self, cfg, *, rngs: nnx.Rngs, dtype=jnp.float32):
         d, h = cfg.d_model, cfg.num_heads
         self.num_heads, self.head_dim, self.rope_theta, self.dtype = h, d // h, cfg.rope_theta, dtype
-        self.q = dense(d, d, ("embed", "heads"), rngs=rngs, dtype=dtype)
-        self.k = dense(d, d, ("embed", "heads"), rngs=rngs, dtype=dtype)
-        self.v = dense(d, d, ("embed", "heads"), rngs=rngs, dtype=dtype)
-        self.o = dense(d, d, ("heads", "embed"), rngs=rngs, dtype=dtype)
+        self.q, self.k, self.v, self.o = attention_projections(
+            d, rngs=rngs, dtype=dtype, copy_init=cfg.get("copy_init", False)
+        )
         self.convs = nnx.List(
             [ShortConv(d, cfg.conv_kernel, rngs=rngs, dtype=dtype) for _ in range(3)] if cfg.qkv_conv else []
         )
