@@ -98,6 +98,11 @@ class Claim:
         return f"memlab reproduce {self.name} --scale {scale}"
 
 
+def verdict_of(parts: list[bool]) -> str:
+    """A claim made of several parts: reproduced when all hold, partly when some do, else not reproduced."""
+    return VERDICTS[0] if all(parts) else VERDICTS[1] if any(parts) else VERDICTS[2]
+
+
 def load_result(path: Path) -> Result:
     return Result.from_json(json.loads(Path(path).read_text()))
 

@@ -19,7 +19,7 @@ from memlab.analysis.fits import fit_chinchilla
 from memlab.analysis.tables import markdown_table
 from memlab.errors import DataError
 from memlab.registry import CLAIMS
-from memlab.reproduce.claim import Claim, Result
+from memlab.reproduce.claim import Claim, Result, verdict_of
 
 DATA = Path(__file__).resolve().parents[3] / "reference_data" / "chinchilla_svg_extracted.csv"
 # Epoch's published estimates and bootstrap standard errors (4,000 resamples), their Table 1.
@@ -42,6 +42,13 @@ def epoch_points(path: Path = DATA) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return n, c / (6 * n), df["loss"].to_numpy()
 
 
+def compare(values: dict) -> tuple[dict, dict, str]:
+    """(gap in Epoch SEs, within tolerance, verdict) of fitted `values` against Epoch's estimates."""
+    z = {k: abs(values[k] - EPOCH[k]) / EPOCH_SE[k] for k in ORDER}
+    held = {k: bool(z[k] <= TOLERANCE_SE) for k in ORDER}
+    return z, held, verdict_of(list(held.values()))
+
+
 def _fmt(value: float) -> str:
     return f"{value:.4g}" if abs(value) < 10 else f"{value:.1f}"
 
@@ -59,9 +66,7 @@ class EpochChinchilla(Claim):
         fit = fit_chinchilla(n, d, loss, bootstrap=n_boot, seed=0)
         seconds = time.perf_counter() - start
         values = fit.params()
-        z = {k: abs(values[k] - EPOCH[k]) / EPOCH_SE[k] for k in ORDER}
-        held = {k: z[k] <= TOLERANCE_SE for k in ORDER}
-        verdict = "reproduced" if all(held.values()) else "partly" if any(held.values()) else "not reproduced"
+        z, held, verdict = compare(values)
         rows = [
             [
                 k,
