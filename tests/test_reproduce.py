@@ -4,6 +4,7 @@ run end to end through the sweep launchers (and skipped the second time), failin
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -209,3 +210,24 @@ def test_mqar_criterion_both_halves():
     widening = {**zoology, ("gdn", 64): 0.3}
     assert judge(frame(widening))[2:] == (True, False, "partly")
     assert judge(frame({**widening, ("attn", 32): 0.1}))[4] == "not reproduced"
+
+
+def test_reproduce_all_runs_every_claim_in_order_and_updates_the_readme(tmp_path, monkeypatch, capsys):
+    import memlab.reproduce.run as run_module
+
+    done = []
+
+    def fake(name, *, out, **options):
+        done.append((name, options["scale"]))
+        result = _result(claim=name, verdict="partly")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{name}.json").write_text(json.dumps(result.to_json()))
+        return result
+
+    monkeypatch.setattr(run_module, "reproduce", fake)
+    monkeypatch.chdir(tmp_path)
+    Path("README.md").write_text(f"# r\n{START}\n{END}\n")
+    assert cli.main(["reproduce", "all", "--out", "res", "--scale", "paper"]) == 0
+    assert done == [(name, "paper") for name in claim_names()]
+    assert "updated the claims table" in capsys.readouterr().out
+    assert "[mqar-mixers.md](res/mqar-mixers.md)" in Path("README.md").read_text()
