@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "memlab.sweep.commands",  # sweep, sweep-point, agent, status
     "memlab.studies.slot_memory.commands",  # efficiency, slots
     "memlab.store.commands",  # store-capacity
+    "memlab.reproduce.commands",  # reproduce
 )
 
 

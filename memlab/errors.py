@@ -31,3 +31,8 @@ class CorruptStoreError(StoreError):
 
 class MeshError(ConfigError):
     """A mesh shape or logical-axis rule that cannot be built on the devices at hand."""
+
+
+class RunFailedError(MemlabError):
+    """Training runs that a command needed failed or did not finish; the message names them and their
+    directories (each holds train.log and summary.json with the error)."""

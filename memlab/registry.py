@@ -1,4 +1,5 @@
-"""The registries of everything a config chooses by name: model families, mixers, tasks, objectives.
+"""The registries of everything chosen by name: model families, mixers, tasks, objectives (by a config) and the
+claims `memlab reproduce` checks (by the command line).
 
 A member registers itself with a decorator in its own module (`@MIXERS.register("gdn")`); the package that
 holds the members imports them in its `__init__`, and code that looks a name up imports that package. This
@@ -53,3 +54,4 @@ MODELS = Registry("model.name")  # nnx.Module classes with defaults(), check(cfg
 MIXERS = Registry("model.mixers")  # nnx.Module classes: __init__(cfg, *, rngs, dtype), init_cache, step, check
 TASKS = Registry("data.task")  # grain sources: __init__(data_cfg, split, seed), defaults(), check(), example_shapes()
 OBJECTIVES = Registry("objective")  # fn(outputs, batch) -> (mean loss, accuracy)
+CLAIMS = Registry("claim")  # memlab.reproduce.claim.Claim subclasses, registered in memlab/reproduce/claims/

@@ -7,21 +7,16 @@ standard errors within a factor of ~2 while keeping the test around a minute on 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 
 import jax
 import numpy as np
-import pandas as pd
 import pytest
 
 from memlab.analysis.fits import ChinchillaFit, fit_chinchilla, fit_isoflop, fit_power_law
-from tests.helpers import ROOT
+from memlab.reproduce.claims.epoch_chinchilla import EPOCH, EPOCH_SE, epoch_points  # data: reference_data/
 
-DATA = ROOT / "reference_data" / "chinchilla_svg_extracted.csv"  # provenance and checksum: its README.md
-EPOCH = {"A": 477.84, "B": 2143.86, "E": 1.817, "alpha": 0.347, "beta": 0.367}
-EPOCH_SE = {"A": 124.52, "B": 1293.28, "E": 0.026, "alpha": 0.015, "beta": 0.021}
 TRUE = {"E": 1.7, "A": 400.0, "B": 1200.0, "alpha": 0.34, "beta": 0.3}
 
 
@@ -29,17 +24,9 @@ def _law(n, d, p=TRUE):
     return p["E"] + p["A"] / n ** p["alpha"] + p["B"] / d ** p["beta"]
 
 
-def _epoch_points():
-    recorded = (DATA.parent / "README.md").read_text()
-    assert hashlib.sha256(DATA.read_bytes()).hexdigest() in recorded, "the reference data differs from its record"
-    df = pd.read_csv(DATA).sort_values("loss").iloc[:-5]  # Epoch drops the 5 highest losses
-    n, c = df["Model Size"].to_numpy(), df["Training FLOP"].to_numpy()
-    return n, c / (6 * n), df["loss"].to_numpy()
-
-
 @pytest.mark.slow
 def test_epoch_replication_estimates_and_bootstrap():
-    n, d, loss = _epoch_points()
+    n, d, loss = epoch_points()  # checks the file's recorded checksum
     assert len(loss) == 240
     fit_chinchilla(n, d, loss)  # compile once so the timing below measures the fit (both are reported)
     t0 = time.perf_counter()
@@ -159,7 +146,7 @@ def test_chinchilla_fit_matches_scipy_lbfgsb():
 
     from memlab.analysis.fits.chinchilla import hoffmann_grid
 
-    n, d, loss = _epoch_points()
+    n, d, loss = epoch_points()  # checks the file's recorded checksum
     log_n, log_d, log_l = np.log(n), np.log(d), np.log(loss)
 
     def objective(p):

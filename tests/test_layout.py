@@ -98,4 +98,10 @@ def test_dependencies_point_one_way():
         if module.startswith("memlab.analysis"):
             bad = reaches(module, "memlab.models") + reaches(module, "memlab.train")
             assert not bad, f"{module} imports {bad}: analysis reads run directories only"
+        if module.startswith("memlab.reproduce"):
+            bad = reaches(module, "memlab.models") + reaches(module, "memlab.data")
+            assert not bad, f"{module} imports {bad}: claims train through sweeps and read run directories"
+        elif not module.startswith("memlab.cli"):
+            bad = reaches(module, "memlab.reproduce")
+            assert not bad, f"{module} imports {bad}: reproduce sits on top; nothing below it may import it"
     assert graph["memlab.errors"] == set() and graph["memlab.registry"] == {"memlab.errors"}

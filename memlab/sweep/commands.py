@@ -64,34 +64,19 @@ def run_sweep(args: argparse.Namespace) -> int:
         return 0
     if args.wandb_export or args.launcher == "wandb":
         return _wandb(sweep, todo + done, workdir, args)
-    workdir.mkdir(parents=True, exist_ok=True)
-    launch.record(sweep, todo + done, workdir, launch_id)
-    print(f"memlab: sweep {sweep.name}: {len(todo)} to run, {len(done)} already completed (launch {launch_id})")
-    failed = []
-    if todo and args.launcher == "local":
-        codes = launch.launch_local(todo, workdir, parallel=args.parallel, title=f"sweep {sweep.name}")
-        failed = [name for name, code in codes.items() if code != 0]
-    elif todo:
-        cluster = "local" if args.launcher == "submitit-local" else "slurm"
-        params = {
-            k: v
-            for k, v in {
-                "timeout_min": args.timeout_min,
-                "slurm_partition": args.partition,
-                "gpus_per_node": args.gpus_per_node,
-                "slurm_array_parallelism": args.array_parallelism,
-            }.items()
-            if v is not None
-        }
-        if cluster == "local":
-            params = {"timeout_min": args.timeout_min}
-        jobs = launch.launch_submitit(todo, workdir, cluster=cluster, **params)
-        print(
-            f"memlab: submitted {len(jobs)} jobs ({jobs[0].job_id.split('_')[0]}); `memlab status {workdir}` "
-            "shows progress"
-        )
-        if cluster == "local":
-            failed = [p.name for p, job in zip(todo, jobs, strict=True) if job.exception() is not None]
+    failed = launch.run_points(
+        sweep,
+        todo,
+        done,
+        workdir,
+        launch_id,
+        launcher=args.launcher,
+        parallel=args.parallel,
+        timeout_min=args.timeout_min,
+        partition=args.partition,
+        gpus_per_node=args.gpus_per_node,
+        array_parallelism=args.array_parallelism,
+    )
     if args.report:
         from memlab.analysis import write_report
 

@@ -74,6 +74,49 @@ def plan(sweep: Sweep, workdir: Path, launch_id: str) -> tuple[list[Point], list
     return todo, done
 
 
+def run_points(
+    sweep: Sweep,
+    todo: list[Point],
+    done: list[Point],
+    workdir: Path,
+    launch_id: str,
+    *,
+    launcher: str = "local",
+    parallel: int = 1,
+    timeout_min: int = 60,
+    partition: str | None = None,
+    gpus_per_node: int | None = None,
+    array_parallelism: int | None = None,
+    wait: bool = False,
+) -> list[str]:
+    """Record the launch and run `todo` (the output of `plan`) with a launcher: local, slurm or submitit-local.
+    Returns the names of the runs that failed. SLURM jobs are left running unless `wait` (then their failures
+    count too), since `memlab sweep` hands a cluster its array and returns."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    record(sweep, todo + done, workdir, launch_id)
+    print(f"memlab: sweep {sweep.name}: {len(todo)} to run, {len(done)} already completed (launch {launch_id})")
+    if not todo:
+        return []
+    if launcher == "local":
+        codes = launch_local(todo, workdir, parallel=parallel, title=f"sweep {sweep.name}")
+        return [name for name, code in codes.items() if code != 0]
+    if launcher not in ("slurm", "submitit-local"):
+        raise ValueError(f"launcher {launcher!r}: expected local, slurm or submitit-local")
+    cluster = "local" if launcher == "submitit-local" else "slurm"
+    params: dict[str, Any] = {"timeout_min": timeout_min}
+    if cluster == "slurm":
+        slurm = {"slurm_partition": partition, "gpus_per_node": gpus_per_node}
+        slurm["slurm_array_parallelism"] = array_parallelism
+        params.update({k: v for k, v in slurm.items() if v is not None})
+    jobs = launch_submitit(todo, workdir, cluster=cluster, **params)
+    print(
+        f"memlab: submitted {len(jobs)} jobs ({jobs[0].job_id.split('_')[0]}); `memlab status {workdir}` shows progress"
+    )
+    if cluster == "local" or wait:
+        return [p.name for p, job in zip(todo, jobs, strict=True) if job.exception() is not None]
+    return []
+
+
 def launch_local(points: list[Point], workdir: Path, *, parallel: int = 1, title: str = "sweep") -> dict[str, int]:
     """Run points as subprocesses, `parallel` at a time, showing their progress (memlab.sweep.progress); each
     run's output goes to DIR/<run>/train.log. Returns each run's exit code."""
