@@ -113,7 +113,7 @@ class _TinyClaim(Claim):
     title = "Tiny MQAR learns something"
     source = "this test"
 
-    def sweeps(self, scale):
+    def sweeps(self, scale, runs):
         base = {**BASE, "train.steps": 10, "train.eval_every": 10, "train.checkpoint_every": 10}
         return [Sweep(name="tiny", experiment=str(ROOT / "experiments" / "mqar.py"), base=base, points=grid({}))]
 

@@ -16,6 +16,7 @@ from memlab.data.tasks.context_qa import ContextQA
 from memlab.errors import MemlabError
 from memlab.models import build_model
 from memlab.models.seq2seq import Attention
+from memlab.reproduce.claims.slot_efficiency import SlotEfficiency
 from memlab.studies.slot_memory.protocol import FAMILIES, SCALES, chosen_lrs, lr_sweep
 from memlab.studies.slot_memory.protocol_report import ProtocolReport, bootstrap_ratio, frontier
 from memlab.sweep.estimate import estimate
@@ -94,22 +95,26 @@ def _fake_run(root, stage, name, family, *, lr, seed=0, d=64, length=128, slots=
     (run / "summary.json").write_text(json.dumps({**summary, "params": 1000, "flops_per_example": 1e6}))
 
 
+def _fake_protocol(root, cross):
+    """A run tree of the four stages where each family's exact match jumps to 1 at FLOPs `cross[family]`."""
+    for family in FAMILIES:
+        for lr in (1e-3, 3e-3):  # the wrong rate never learns
+            good = lr == 3e-3  # also the lower loss, which picks the LM's rate (it never learns)
+            crossings, loss = (cross[family], 0.5) if good else (None, 1.0)
+            _fake_run(root, "lr", f"{family}-lr={lr}", family, lr=lr, crossings=crossings, loss=loss)
+        for seed in (1, 2):
+            _fake_run(root, "seeds", f"{family}-s{seed}", family, lr=3e-3, seed=seed, crossings=cross[family])
+        _fake_run(root, "sizes", f"{family}-d32", family, lr=3e-3, d=32)
+    _fake_run(root, "grid", "slot-k8", "slot_memory", lr=3e-3, crossings=cross["slot_memory"])
+    _fake_run(root, "grid", "base-L128", "encdec-noenc", lr=3e-3, crossings=3e12)
+
+
 def test_report_reads_ratios_from_frontiers_and_seeds(tmp_path):
     """Slots cross at 1e12 in every seed, the encoder-free baseline at 4e12, the full encoder-decoder at 2e12 and
     the LM never. Exact match jumps 0 -> 1 at a crossing, so the target 0.5 is read half-way (in log-FLOPs)
     between the evaluations around it; the LM's ratio is bounded below by its last evaluation."""
     at = lambda c: math.sqrt((c - 1e11) * c)  # evaluations every 1e11
-    cross = {"slot_memory": 1e12, "encdec": 2e12, "encdec-noenc": 4e12, "lm": None}
-    for family in FAMILIES:
-        for lr in (1e-3, 3e-3):  # the wrong rate never learns
-            good = lr == 3e-3  # also the lower loss, which picks the LM's rate (it never learns)
-            crossings, loss = (cross[family], 0.5) if good else (None, 1.0)
-            _fake_run(tmp_path, "lr", f"{family}-lr={lr}", family, lr=lr, crossings=crossings, loss=loss)
-        for seed in (1, 2):
-            _fake_run(tmp_path, "seeds", f"{family}-s{seed}", family, lr=3e-3, seed=seed, crossings=cross[family])
-        _fake_run(tmp_path, "sizes", f"{family}-d32", family, lr=3e-3, d=32)
-    _fake_run(tmp_path, "grid", "slot-k8", "slot_memory", lr=3e-3, crossings=1e12)
-    _fake_run(tmp_path, "grid", "base-L128", "encdec-noenc", lr=3e-3, crossings=3e12)
+    _fake_protocol(tmp_path, {"slot_memory": 1e12, "encdec": 2e12, "encdec-noenc": 4e12, "lm": None})
     report = ProtocolReport(tmp_path, SCALES["cpu"])
     assert report.lrs == {f: 3e-3 for f in FAMILIES}
     ratios = report.ratios().set_index("baseline")
@@ -154,3 +159,20 @@ def test_xla_confirms_context_keys_and_values_are_projected_once_per_context():
     extra = counts[4] - counts[1]
     recompute = 3 * 3 * 2 * Attention.kv_flops(32, 256)  # training = 3 x forward; 2 layers
     assert abs(extra - 3 * 3 * per_q) < 0.25 * recompute, (extra, 3 * 3 * per_q, recompute)
+
+
+@pytest.mark.parametrize(
+    "cross, verdict",
+    [
+        ({"slot_memory": 1e11 * 3, "encdec": 2e12, "encdec-noenc": 3.9e12, "lm": None}, "reproduced"),
+        ({"slot_memory": 1e12, "encdec": 2e12, "encdec-noenc": 4e12, "lm": None}, "partly"),
+        ({"slot_memory": None, "encdec": None, "encdec-noenc": 1e12, "lm": None}, "not reproduced"),
+    ],
+)
+def test_slot_efficiency_verdict_follows_its_criterion(tmp_path, cross, verdict):
+    _fake_protocol(tmp_path / "runs", cross)
+    (tmp_path / "out").mkdir()
+    result = SlotEfficiency().evaluate(tmp_path / "runs", "cpu", tmp_path / "out")
+    assert result.verdict == verdict, result.measured
+    assert all((tmp_path / "out" / name).is_file() for name in result.figures)
+    json.dumps(result.to_json())

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from memlab.errors import ConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from memlab.sweep import Sweep
 
 VERDICTS = ("reproduced", "partly", "not reproduced")
@@ -86,8 +88,10 @@ class Claim:
     title: str = ""
     source: str = ""
 
-    def sweeps(self, scale: str) -> list[Sweep]:
-        """The sweeps whose runs `evaluate` reads; none for claims that need no training."""
+    def sweeps(self, scale: str, runs: Path) -> Iterable[Sweep]:
+        """The sweeps whose runs `evaluate` reads, in order; none for claims that need no training. Consumed
+        lazily: each sweep finishes before the next is asked for, so a later stage can read an earlier one's runs
+        (under runs/<sweep.name>/), as a learning-rate sweep that picks the rate of the seeds after it."""
         return []
 
     def evaluate(self, runs: Path, scale: str, out: Path) -> Result:

@@ -44,7 +44,7 @@ def reproduce(
         raise ConfigError(f"--scale={scale!r}: expected one of {', '.join(SCALES)}")
     claim = get_claim(name)
     out, runs = Path(out), Path(workdir) / name
-    for sweep in claim.sweeps(scale):
+    for sweep in claim.sweeps(scale, runs):
         _run_sweep(
             name,
             sweep,

@@ -1,4 +1,4 @@
 """The registered claims, one module each; importing this package registers them, in this order (the order of
 `memlab reproduce all`)."""
 
-from memlab.reproduce.claims import epoch_chinchilla, matrix_utilisation, mqar_mixers  # noqa: F401
+from memlab.reproduce.claims import epoch_chinchilla, matrix_utilisation, mqar_mixers, slot_efficiency  # noqa: F401

@@ -79,7 +79,7 @@ class MQARMixers(Claim):
     title = "MQAR recall at matched width: softmax attention vs sub-quadratic mixers"
     source = "Zoology, Arora et al. 2023"
 
-    def sweeps(self, scale: str) -> list[Sweep]:
+    def sweeps(self, scale: str, runs: Path | None = None) -> list[Sweep]:
         module = _module()
         if scale == "cpu":
             sweep = module.mqar_sweep()
