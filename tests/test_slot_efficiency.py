@@ -9,8 +9,6 @@ import pandas as pd
 import pytest
 
 from memlab.studies.slot_memory.efficiency import compute_to_target, target_bracket, write_efficiency_report
-from memlab.sweep import load_sweep
-from memlab.sweep.spec import expand
 from tests.helpers import ROOT, memlab_cmd
 
 
@@ -83,14 +81,3 @@ def test_report_gives_the_ratio_at_equal_l(tmp_path):
 def test_efficiency_report_needs_runs(tmp_path):
     with pytest.raises(FileNotFoundError, match="no runs"):
         write_efficiency_report(tmp_path)
-
-
-def test_sweep_derives_l_from_k_and_ratio():
-    points = expand(load_sweep(ROOT / "sweeps" / "slot_efficiency.py"))
-    slots = [p.config for p in points if p.config.model.name == "slot_memory"]
-    assert len(slots) == 20 and {(c.model.num_slots, c.data.context_len // c.model.num_slots) for c in slots} == {
-        (k, r) for k in (4, 8, 16, 32, 64) for r in (4, 8, 16, 32)
-    }
-    baselines = {(p.config.model.name, p.config.data.context_len) for p in points} - {("slot_memory", None)}
-    assert ("encdec", 512) in baselines and ("lm", 2048) in baselines
-    assert {c.model.num_layers for c in slots} == {1}

@@ -17,7 +17,7 @@ from memlab.errors import MemlabError
 from memlab.models import build_model
 from memlab.models.seq2seq import Attention
 from memlab.reproduce.claims.slot_efficiency import SlotEfficiency
-from memlab.studies.slot_memory.protocol import FAMILIES, SCALES, chosen_lrs, lr_sweep
+from memlab.studies.slot_memory.protocol import FAMILIES, SCALES, chosen_lrs, grid_sweep, lr_sweep
 from memlab.studies.slot_memory.protocol_report import ProtocolReport, bootstrap_ratio, frontier
 from memlab.sweep.estimate import estimate
 from memlab.sweep.spec import expand
@@ -39,6 +39,20 @@ def test_budgeted_runs_end_at_the_budget_with_matched_parameters():
         assert point.config.data.distractors == "hard" and point.config.data.num_facts >= point.config.model.num_slots
         params.append(est["params"])
     assert max(params) / min(params) < 1.10, params
+
+
+def test_grid_places_slots_at_every_k_and_ratio_and_the_baseline_at_every_length():
+    scale = SCALES["cpu"]
+    points = expand(grid_sweep(scale, {f: 3e-3 for f in FAMILIES}))
+    slots = [p.config for p in points if p.values["@family"] == "slot_memory"]
+    assert {(c.model.num_slots, c.data.context_len // c.model.num_slots) for c in slots} == {
+        (k, r) for k in scale.grid_slots for r in scale.grid_ratios
+    }
+    assert all(c.data.num_facts == c.model.num_slots and c.model.num_layers == 1 for c in slots)
+    bases = [p.config for p in points if p.values["@family"] == "encdec-noenc"]
+    tasks = lambda configs: sorted((c.data.context_len, c.data.num_facts) for c in configs)
+    assert tasks(bases) == sorted(set(tasks(slots)))  # one baseline per task the slots see
+    assert all(c.model.encoder_layers == 0 and c.model.num_layers == 4 for c in bases)
 
 
 def test_the_learning_rate_is_the_best_final_exact_match_then_the_lowest_loss():
@@ -73,14 +87,14 @@ def test_bootstrap_ratio_of_seed_medians():
     assert point == 0.0 and hi == 0.0
 
 
-def _fake_run(root, stage, name, family, *, lr, seed=0, d=64, length=128, slots=8, crossings=None, loss=1.0):
+def _fake_run(root, stage, name, family, *, lr, seed=0, d=64, length=128, slots=8, facts=8, crossings=None, loss=1.0):
     """A completed run whose exact match steps from 0 to 1 at FLOPs `crossings` (evaluations every 1e11)."""
     run = root / stage / name
     run.mkdir(parents=True)
     fam = {k.split(".")[1]: v for k, v in FAMILIES[family].items()}
     config = {
         "model": {**fam, "d_model": d, "num_slots": slots},
-        "data": {"context_len": length},
+        "data": {"context_len": length, "num_facts": facts},
         "train": {"lr": lr, "seed": seed, "steps": 40, "batch_size": 1},
         "logging": {"run_name": name},
     }
@@ -107,6 +121,7 @@ def _fake_protocol(root, cross):
         _fake_run(root, "sizes", f"{family}-d32", family, lr=3e-3, d=32)
     _fake_run(root, "grid", "slot-k8", "slot_memory", lr=3e-3, crossings=cross["slot_memory"])
     _fake_run(root, "grid", "base-L128", "encdec-noenc", lr=3e-3, crossings=3e12)
+    _fake_run(root, "grid", "base-A-L128-f4", "encdec-noenc", lr=3e-3, facts=4)  # another task: not compared
 
 
 def test_report_reads_ratios_from_frontiers_and_seeds(tmp_path):

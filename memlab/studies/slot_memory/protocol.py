@@ -164,19 +164,18 @@ def size_sweep(scale: Scale, lrs: dict[str, float]) -> Sweep:
 
 
 def grid_sweep(scale: Scale, lrs: dict[str, float]) -> Sweep:
-    """Slots at every (k, L/k); the encoder-free baseline at every L they reach. Facts = k (>= k, as asked)."""
+    """Slots at every (k, L/k) with facts = k (>= k, as asked); the encoder-free baseline on the same task at
+    every (L, facts) they reach, so each slot run has a baseline that saw exactly its task."""
     slot_points = [{"@family": SLOT, "@k": k, "@ratio": r} for k in scale.grid_slots for r in scale.grid_ratios]
-    lengths = sorted({k * r for k in scale.grid_slots for r in scale.grid_ratios})
-    facts_at = {k * r: k for k in scale.grid_slots for r in scale.grid_ratios}  # a baseline gets the slot run's
-    base_points = [{"@family": FAIR_BASELINE, "@L": n} for n in lengths]
+    tasks = sorted({(k * r, k) for k in scale.grid_slots for r in scale.grid_ratios})
+    base_points = [{"@family": FAIR_BASELINE, "@L": length, "@facts": facts} for length, facts in tasks]
 
     def derive(point: dict) -> dict:
         length = point["@L"] if "@L" in point else point["@k"] * point["@ratio"]
-        slots = point.get("@k", scale.slots)
-        facts = point["@k"] if "@k" in point else facts_at[length]
+        facts = point.get("@facts", point.get("@k"))
         return {
             **FAMILIES[point["@family"]],
-            **_task(scale, length, slots, facts),
+            **_task(scale, length, point.get("@k", scale.slots), facts),
             "train.lr": lrs[point["@family"]],
         }
 

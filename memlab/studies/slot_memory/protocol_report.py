@@ -151,13 +151,14 @@ class ProtocolReport:
         return table.reset_index()
 
     def grid(self) -> pd.DataFrame:
-        """Per (k, L/k): compute to target of the slots and of the encoder-free baseline at the same L, their
-        ratio, and L/k (the seed's intuition: the gain approaches L/k from below)."""
+        """Per (k, L/k): compute to target of the slots and of the encoder-free baseline on the same task (L and
+        facts), their ratio, and L/k (the seed's intuition: the gain approaches L/k from below)."""
         runs, rows = self.grid_runs, []
         slots = runs[runs["family"] == SLOT]
         for _, slot in slots.sort_values(["model.num_slots", "data.context_len"]).iterrows():
             length, k = int(slot["data.context_len"]), int(slot["model.num_slots"])
-            base = runs[(runs["family"] == FAIR_BASELINE) & (runs["data.context_len"] == length)]
+            same_task = (runs["data.context_len"] == length) & (runs["data.num_facts"] == slot["data.num_facts"])
+            base = runs[(runs["family"] == FAIR_BASELINE) & same_task]
             s_low, s_est, _ = target_bracket(runs.curves.of(slot), self.scale.target, self.metric)
             b_low, b_est, _ = (
                 target_bracket(runs.curves.of(base.iloc[0]), self.scale.target, self.metric)
