@@ -7,7 +7,7 @@ this setup at its matched depth:
     memlab train experiments/context_qa_lm.py --workdir runs/cqa/lm
 
 `get_config(family)` gives any family. The model group holds the knobs of all three families, so one sweep over
-this file can vary `model.name` (setting `model.num_layers` from `DEPTH`, as sweeps/slot_efficiency.py does);
+this file can vary `model.name` (setting `model.num_layers` from `DEPTH`, as the slot-efficiency protocol does);
 each family reads its own: slot_memory (num_slots, slot_layers, question_layers, num_layers = decoder layers),
 encdec (encoder_layers, num_layers = decoder layers), lm (mixers, num_layers). `DEPTH` gives the layer counts
 that match parameter counts at equal d_model (SwiGLU at ratio 4: a layer is ~20 d^2 with cross-attention,

@@ -30,15 +30,18 @@ from pathlib import Path
 import pandas as pd
 
 from memlab.analysis.runs import load_runs
+from memlab.config import load_module
 from memlab.errors import MemlabError
 from memlab.sweep import Sweep, grid
 
 EXPERIMENT = str(Path(__file__).resolve().parents[3] / "experiments" / "context_qa.py")
-FAMILIES = {  # the depths that match parameters at equal width (experiments/context_qa.py's DEPTH)
-    "slot_memory": {"model.name": "slot_memory", "model.num_layers": 1},
-    "encdec": {"model.name": "encdec", "model.encoder_layers": 3, "model.num_layers": 2},
-    "encdec-noenc": {"model.name": "encdec", "model.encoder_layers": 0, "model.num_layers": 4},
-    "lm": {"model.name": "lm", "model.num_layers": 5},
+DEPTH = load_module(Path(EXPERIMENT)).DEPTH  # decoder layers that match parameters at equal width
+FAMILIES = {
+    "slot_memory": {"model.name": "slot_memory", "model.num_layers": DEPTH["slot_memory"]},
+    "encdec": {"model.name": "encdec", "model.encoder_layers": 3, "model.num_layers": DEPTH["encdec"]},
+    # no encoder: its 3 layers (~16 d^2 each) go to 2 more decoder layers (~20 d^2 each)
+    "encdec-noenc": {"model.name": "encdec", "model.encoder_layers": 0, "model.num_layers": DEPTH["encdec"] + 2},
+    "lm": {"model.name": "lm", "model.num_layers": DEPTH["lm"]},
 }
 SLOT, FAIR_BASELINE = "slot_memory", "encdec-noenc"
 
