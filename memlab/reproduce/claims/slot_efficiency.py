@@ -101,6 +101,12 @@ def _ratio_text(row: pd.Series) -> str:
     )
 
 
+def _edges(chosen: dict[str, float], grid: tuple[float, ...]) -> str:
+    """A warning for rates chosen at the end of the sweep: the family might do better beyond it."""
+    edge = [f for f, lr in chosen.items() if lr in (min(grid), max(grid))]
+    return f" At the edge of the sweep: {', '.join(edge)} (a wider sweep could only help them)." if edge else ""
+
+
 def _records(frame: pd.DataFrame) -> list[dict]:
     return [
         {k: details_value(v.item() if hasattr(v, "item") else v) for k, v in r.items()}
@@ -145,8 +151,17 @@ def _notes(setting, report: ProtocolReport, grid: pd.DataFrame, within: list[boo
         f"Seeds: {len(setting.seeds)} at the base width; the other widths ({', '.join(map(str, setting.widths[1:]))}) "
         "have one seed each and reuse the base width's learning rate.",
         "- The bootstrap resamples each family's seeds (2,000 resamples, medians); with three seeds it is coarse.",
-        f"- Chosen learning rates: {', '.join(f'{f} {lr:g}' for f, lr in report.lrs.items())}.",
+        f"- Chosen learning rates: {', '.join(f'{f} {lr:g}' for f, lr in report.lrs.items())}."
+        + _edges(report.lrs, setting.lrs),
     ]
+    at = (grid["k"] == setting.slots) & (grid["L"] == setting.context_len) if len(grid) else []
+    per_example = grid.loc[at, "flops_per_example_ratio"] if len(grid) else []
+    if len(per_example):
+        lines.append(
+            f"- FLOPs per example, {FAIR_BASELINE} / slots, at L/k = {setting.context_len // setting.slots}: "
+            f"{per_example.iloc[0]:.2g}. That is the most the slots could gain if they learnt as much per example "
+            "as that baseline (the decoder's cost does not grow with L except in its cross-attention), far under L/k."
+        )
     if within:
         lines.append(
             f"- Grid: the slots' gain stays at or below L/k at {sum(within)} of the {len(within)} points where both "

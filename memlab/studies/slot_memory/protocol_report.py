@@ -147,7 +147,8 @@ class ProtocolReport:
         seed0 = self.chosen[self.chosen["train.seed"] == self.scale.seeds[0]]
         table = seed0.pivot_table(index="family", columns="model.d_model", values=self.metric)
         params = seed0.pivot_table(index="family", columns="model.d_model", values="params")
-        table.columns = [f"d={c} ({params[c].iloc[0]:.3g} params)" for c in table.columns]
+        table.columns = [f"d={c}" for c in table.columns]
+        table["parameters"] = [" / ".join(f"{p:.3g}" for p in row) for row in params.to_numpy()]
         return table.reset_index()
 
     def grid(self) -> pd.DataFrame:
