@@ -32,7 +32,7 @@ MIN_CHINCHILLA_LEVELS = 3
 # The sizes a law can be fitted against: non-embedding parameters (the default, as Kaplan et al. and
 # Hoffmann et al. count N) or all parameters.
 SIZES = ("params_non_embedding", "params")
-ACCURACY_NOTE = "accuracy: plotted, not fitted (a loss law does not describe it; fit_accuracy=True fits it anyway)"
+ACCURACY_NOTE = "plotted, not fitted (accuracy is not a loss a power law describes; fit_accuracy=True fits it)"
 
 
 def is_accuracy(column: str) -> bool:
@@ -114,20 +114,22 @@ def _distinct(values: pd.Series) -> int:
     return int(np.unique(np.round(np.log10(values.astype(float)), 3)).size)
 
 
-def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
-    """Runs that no cheaper-or-equal run beats: the compute-efficient frontier a law of compute describes."""
-    ordered = points.sort_values([x, y])
+def pareto_front(points: pd.DataFrame, x: str, y: str, *, higher: bool = False) -> pd.DataFrame:
+    """Runs that no cheaper-or-equal run beats: the compute-efficient frontier a law of compute describes
+    (`higher`: larger y is better, for an accuracy fitted on request)."""
+    ordered = points.sort_values([x, y], ascending=[True, not higher])
     best, keep = np.inf, []
-    for index, value in zip(ordered.index, ordered[y], strict=True):
+    for index, value in zip(ordered.index, -ordered[y] if higher else ordered[y], strict=True):
         if value < best:
             best = value
             keep.append(index)
     return ordered.loc[keep]
 
 
-def best_per_value(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+def best_per_value(points: pd.DataFrame, x: str, y: str, *, higher: bool = False) -> pd.DataFrame:
     """Each x value's best run: when other axes (tokens, lr, ...) vary too, L(N) is the envelope over them."""
-    return points.loc[points.groupby(x)[y].idxmin()].sort_values(x)
+    groups = points.groupby(x)[y]
+    return points.loc[groups.idxmax() if higher else groups.idxmin()].sort_values(x)
 
 
 def _power_law(family, kind, x, y, points, bootstrap, seed, where, diagnostic_bootstrap) -> Law:
@@ -219,7 +221,7 @@ def fit_laws(
             if skip_accuracy:
                 laws.append(Law(family, "compute", "flops", loss, compute, skipped=ACCURACY_NOTE))
             else:
-                front = pareto_front(compute, "flops", loss) if len(compute) else compute
+                front = pareto_front(compute, "flops", loss, higher=is_accuracy(loss)) if len(compute) else compute
                 where = "on the compute frontier of completed runs"
                 laws.append(
                     _power_law(family, "compute", "flops", loss, front, bootstrap, seed, where, diagnostic_bootstrap)
@@ -233,7 +235,7 @@ def fit_laws(
             continue
         if "params" in kinds:
             sized = usable(group, [size, loss])
-            best = best_per_value(sized, size, loss) if len(sized) else sized
+            best = best_per_value(sized, size, loss, higher=is_accuracy(loss)) if len(sized) else sized
             where = "among completed runs"
             laws.append(_power_law(family, "params", size, loss, best, bootstrap, seed, where, diagnostic_bootstrap))
         if "chinchilla" in kinds:
