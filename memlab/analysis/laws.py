@@ -85,7 +85,7 @@ class Law:
     def title(self) -> str:
         return {
             "compute": f"{self.y} vs compute C (FLOPs)",
-            "params": f"{self.y} vs parameters N ({self.x})",
+            "params": f"{self.y} vs parameters N ({'non-embedding' if self.x == 'params_non_embedding' else 'all'})",
             "chinchilla": f"{self.y} vs parameters N and tokens D (Chinchilla)",
             "isoflop": "compute-optimal N and D from IsoFLOP valleys (Approach 2)",
         }[self.kind]
