@@ -165,3 +165,18 @@ def test_tick_labels_of_a_log_axis_do_not_overlap():
     for left, right in zip(boxes, boxes[1:], strict=False):
         assert left.x1 < right.x0, "tick labels overlap"
     assert "13152" not in [t.get_text() for t in ax.get_xticklabels()]  # compact: 13.2k
+
+
+def test_report_cli_passes_size_and_fit_accuracy(monkeypatch, tmp_path):
+    import argparse
+
+    from memlab.analysis import commands
+
+    parser = argparse.ArgumentParser()
+    commands.register(parser.add_subparsers())
+    seen = {}
+    monkeypatch.setattr("memlab.analysis.write_report", lambda d, **kw: seen.update(kw) or tmp_path / "report.md")
+    args = parser.parse_args(["report", str(tmp_path), "--size", "params", "--fit-accuracy"])
+    assert args.func(args) == 0 and seen["size"] == "params" and seen["fit_accuracy"] is True
+    with pytest.raises(SystemExit):
+        parser.parse_args(["report", str(tmp_path), "--size", "embedding"])
