@@ -27,17 +27,18 @@ import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
-from memlab.analysis import fit_chinchilla, fit_power_law, load_runs, varied_axes
+from memlab.analysis import fit_laws, load_runs, varied_axes
 from memlab.analysis.axes import plot_axes, with_derived_axes
-from memlab.analysis.laws import Law, best_per_value, loss_column, pareto_front, usable
-from memlab.analysis.plots import draw_vs_axis, draw_vs_compute, family_colors
+from memlab.analysis.laws import diagnostics_table, loss_column
+from memlab.analysis.plots import draw_vs_axis, draw_vs_compute, draw_vs_params
 from memlab.analysis.report import higher_is_better, main_metric
 
 # Bootstrap resamples behind the intervals; MEMLAB_BOOTSTRAP=0 skips them for a quick look.
 BOOTSTRAP = int(os.environ.get("MEMLAB_BOOTSTRAP", "200"))
+# Model size N of the laws: non-embedding parameters (as in the literature) or "params" (all of them).
+SIZE = os.environ.get("MEMLAB_SIZE", "params_non_embedding")
 pd.set_option("display.width", 160)
 pd.set_option("display.max_columns", 20)
 
@@ -68,32 +69,56 @@ runs, derived = with_derived_axes(load_runs(SWEEP_DIR))
 axes = varied_axes(runs, SWEEP_DIR) + derived
 METRIC = main_metric(runs)
 LOSS = loss_column(runs)
-shown = ["run", "family", "status", "step", "params", "tokens", "flops", *axes, *dict.fromkeys([LOSS, METRIC])]
+shown = [
+    "run",
+    "family",
+    "status",
+    "step",
+    "params",
+    "params_non_embedding",
+    "tokens",
+    "flops",
+    *axes,
+    *dict.fromkeys([LOSS, METRIC]),
+]
 print(f"{len(runs)} runs; status: {runs['status'].value_counts().to_dict()}")
 print(f"varied axes: {axes}; main metric: {METRIC} ({'higher' if higher_is_better(METRIC) else 'lower'} is better)")
 runs[[c for c in dict.fromkeys(shown) if c in runs]].sort_values(["family", "flops"])
 
 # %% [markdown]
-# ## Loss against compute, per family
+# ## Fitted laws and whether the runs identify them
 #
-# A law of compute describes the *compute-efficient* runs, so it is fitted on each family's Pareto front
-# (runs that no cheaper run beats). Intervals are bootstrap percentile intervals over those runs.
+# Per family: `L = E + A·C^-α` on the compute frontier (runs that no cheaper run beats), `L(N) = E + A·N^-α` on
+# each size's best run when model size varied (N counts non-embedding parameters unless `MEMLAB_SIZE=params`),
+# Chinchilla's `L(N, D)` when N and D varied independently, and IsoFLOP valleys when runs share budgets.
+# Accuracy is plotted, not fitted. Every law comes with the same diagnostics table as the report: points
+# against free parameters, R² and residual RMS of log loss, bootstrap intervals, phase transitions. A law that
+# is not identified says why and is not drawn.
 
 # %%
-frontier_laws = []  # Law records: what draw_vs_compute draws the dashed frontiers from
-for family, group in runs.groupby("family"):
-    front = pareto_front(usable(group, ["flops", LOSS]), "flops", LOSS)
-    if front["flops"].nunique() < 4:
-        print(f"{family}: {front['flops'].nunique()} runs on the compute frontier, too few for a 3-parameter law")
+laws = fit_laws(runs, loss=LOSS, size=SIZE, bootstrap=BOOTSTRAP, chinchilla_bootstrap=BOOTSTRAP, seed=0)
+diagnostics_table(laws)
+
+# %%
+for law in laws:
+    if law.fit is None:
         continue
-    fit = fit_power_law(front["flops"].to_numpy(float), front[LOSS].to_numpy(float), bootstrap=BOOTSTRAP, seed=0)
-    frontier_laws.append(Law(family, "compute", "flops", LOSS, front, fit))
-    print(f"{family}: {fit.formula()}  (from {len(front)} runs)")
-    if fit.ci:
-        print("    95% intervals: " + ", ".join(f"{k} [{lo:.4g}, {hi:.4g}]" for k, (lo, hi) in fit.ci.items()))
+    print(f"{law.family} {law.kind}: {law.fit.formula()}  [{law.status}]")
+    intervals = law.fit.ci if getattr(law.fit, "ci", None) else law.diagnostics.intervals
+    if intervals:
+        print("    95% intervals: " + ", ".join(f"{k} [{lo:.4g}, {hi:.4g}]" for k, (lo, hi) in intervals.items()))
+identified = {(law.family, law.kind): law.fit for law in laws if law.identified}
+frontier_laws = [law for law in laws if law.kind == "compute"]  # draw_vs_compute draws only identified ones
+params_fits = {family: fit for (family, kind), fit in identified.items() if kind == "params"}
+# Chinchilla fits are kept even when not identified (often only E is loose): their exponents are still read.
+chinchilla_laws = {law.family: law for law in laws if law.kind == "chinchilla" and law.fit is not None}
+chinchilla_fits = {family: law.fit for family, law in chinchilla_laws.items()}
 
 # %% [markdown]
-# Each run's curve (thin), its final value (dot) and the fitted frontier (dashed), on log-log axes.
+# ## Loss against compute, per family
+#
+# Each run's curve (thin), its final value (dot), the frontier points a law was fitted on (open circles) and,
+# where the law is identified, the fitted frontier (dashed), on log-log axes.
 
 # %%
 keys = [k for k in dict.fromkeys([LOSS, "eval/accuracy"]) if k in runs and runs[k].notna().any()]
@@ -106,60 +131,35 @@ plt.show()
 # %% [markdown]
 # ## Loss against parameters
 #
-# Where model size varied within a family: each size's best run, and `L(N) = E + A·N^-α`.
+# Where model size varied within a family: each size's best run, and `L(N) = E + A·N^-α` where identified.
 
 # %%
-params_fits = {}
 fig, ax = plt.subplots(figsize=(7.5, 4.8))
-colors = family_colors(runs["family"].fillna("?"))
-for family, group in runs.groupby("family"):
-    sized = usable(group, ["params", LOSS])
-    if sized["params"].nunique() < 4:
-        print(f"{family}: {sized['params'].nunique()} model sizes, too few for a law in N")
-        continue
-    best = best_per_value(sized, "params", LOSS)
-    fit = params_fits[family] = fit_power_law(
-        best["params"].to_numpy(float), best[LOSS].to_numpy(float), bootstrap=BOOTSTRAP, seed=0
-    )
-    print(f"{family}: {fit.formula()}")
-    grid = np.geomspace(best["params"].min() / 1.5, best["params"].max() * 1.5, 100)
-    ax.scatter(best["params"], best[LOSS], color=colors[family], label=f"{family} runs")
-    ax.plot(grid, fit.predict(grid), "--", color=colors[family], label=f"{family}: α = {fit.alpha:.3g}")
-ax.set(
-    xscale="log",
-    yscale="log",
-    xlabel="parameters N",
-    ylabel=f"final {LOSS}",
-    title=f"{LOSS} against model size (best run per size)",
-)
-ax.grid(True, which="both", alpha=0.3)
-if ax.get_legend_handles_labels()[0]:
-    ax.legend()
-plt.show()
+if draw_vs_params(ax, laws, LOSS):
+    plt.show()
+else:
+    plt.close(fig)
+    print("model size did not vary within any family: no law in N")
 
 # %% [markdown]
 # ## Chinchilla `L(N, D)`
 #
 # Hoffmann et al.'s Approach 3 (Huber on log-loss, multi-start L-BFGS). It needs N and D varied independently
 # (several token budgets per model size); otherwise the exponents are not identified and the fit is skipped.
+# Each fit is printed with its verdict: a loose floor E (a wide interval) makes the law unidentified even when
+# the exponents are tight.
 
 # %%
-chinchilla_fits = {}
-for family, group in runs.groupby("family"):
-    done = usable(group, ["params", "tokens", LOSS])
-    n_sizes, n_budgets = done["params"].nunique(), done["tokens"].nunique()
-    if len(done) < 8 or min(n_sizes, n_budgets) < 3:
-        print(f"{family}: {len(done)} runs, {n_sizes} sizes × {n_budgets} token budgets: too few for L(N, D)")
-        continue
-    chinchilla = chinchilla_fits[family] = fit_chinchilla(
-        done["params"].to_numpy(float), done["tokens"].to_numpy(float), done[LOSS].to_numpy(float)
-    )
+for family, chinchilla in chinchilla_fits.items():
     print(
         f"{family}: E={chinchilla.E:.3g} A={chinchilla.A:.3g} B={chinchilla.B:.3g} "
-        f"alpha={chinchilla.alpha:.3g} beta={chinchilla.beta:.3g}"
+        f"alpha={chinchilla.alpha:.3g} beta={chinchilla.beta:.3g}  [{chinchilla_laws[family].status}]"
     )
-    budget = float(done["flops"].max())
+    budget = float(runs.loc[runs["family"] == family, "flops"].max())
     print(f"    compute-optimal (N, D) at C={budget:.3g} FLOPs: {chinchilla.compute_optimal(budget)}")
+for law in laws:
+    if law.kind == "chinchilla" and law.fit is None:
+        print(f"{law.family}: no L(N, D): {law.status}")
 
 # %% [markdown]
 # ## The main metric against each varied axis

@@ -257,7 +257,7 @@ def test_laws_skip_with_reasons_when_points_are_too_few(runs):
 @pytest.mark.slow
 def test_law_in_params_recovers_the_generating_exponent(runs):
     """At fixed D, L(N) = (E + B/D^β) + A/N^α: the fitted α and the floor E + B/D^β should come back."""
-    laws = fit_laws(runs, bootstrap=0)
+    laws = fit_laws(runs, bootstrap=0, size="params")  # the fixture's truth counts all parameters
     for family, mixer in (("lm:attn", "attn"), ("lm:gdn", "gdn")):
         law = next(law for law in laws if law.kind == "params" and law.family == family)
         assert law.fit is not None, law.skipped
@@ -274,7 +274,7 @@ def test_law_in_params_recovers_the_generating_exponent(runs):
 
 def test_isoflop_valleys_find_the_compute_optimal_size(tmp_path):
     runs = load_runs(write_isoflop_sweep(tmp_path))
-    (law,) = fit_laws(runs, kinds=("isoflop",))
+    (law,) = fit_laws(runs, kinds=("isoflop",), size="params")
     assert law.fit is not None, law.skipped
     table = law.fit.table
     assert table["n_runs"].tolist() == [6, 6] and not table["extrapolated"].any()
@@ -287,7 +287,7 @@ def test_isoflop_valleys_find_the_compute_optimal_size(tmp_path):
 @pytest.mark.slow
 def test_chinchilla_fitted_and_reported_when_n_and_d_vary_independently(tmp_path):
     root = write_sweep(tmp_path, mixers=("attn",), d_models=(32, 64, 128, 192), steps=(100, 200, 400), noise=0.002)
-    report = write_report(root, bootstrap=0, chinchilla_bootstrap=0)
+    report = write_report(root, bootstrap=0, chinchilla_bootstrap=0, size="params")  # the truth counts all N
     text = report.read_text()
     assert "**eval/loss vs parameters N and tokens D (Chinchilla)**" in text
     assert "Fitted on 12 completed runs." in text and "| beta |" in text
@@ -330,7 +330,7 @@ def test_report_on_a_model_size_sweep(sweep):
         "### lm:attn",
         "### lm:gdn",
         "**eval/loss vs compute C (FLOPs)**",
-        "**eval/loss vs parameters N**",
+        "**eval/loss vs parameters N (non-embedding)**",
         "## Plots",
     ):
         assert heading in text, heading
@@ -344,6 +344,8 @@ def test_report_on_a_model_size_sweep(sweep):
     laws = json.loads((sweep / "laws.json").read_text())
     assert len(laws) == 8 and sum(law["fit"] is not None for law in laws) == 4
     assert {law["kind"] for law in laws if law["fit"] is None} == {"chinchilla", "isoflop"}
+    assert all(law["identified"] and law["diagnostics"]["n_points"] == 5 for law in laws if law["fit"] is not None)
+    assert "### Diagnostics" in text and "| non-emb params |" in text
     fitted = next(law for law in laws if law["kind"] == "params" and law["family"] == "lm:attn")
     assert fitted["runs"] == ["attn-d32", "attn-d64", "attn-d96", "attn-d128", "attn-d192"]
     assert fitted["fit"]["ci"]["alpha"][0] < fitted["fit"]["alpha"] < fitted["fit"]["ci"]["alpha"][1]

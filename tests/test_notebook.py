@@ -32,6 +32,7 @@ print("PROBE " + json.dumps({
     "alpha_N": {f: fit.alpha for f, fit in params_fits.items()},
     "frontier": sorted(law.family for law in frontier_laws),
     "chinchilla": {f: {"alpha": fit.alpha, "beta": fit.beta} for f, fit in chinchilla_fits.items()},
+    "diagnostics": [[r.family, r.law, bool(r.identified)] for r in diagnostics_table(laws).itertuples()],
 }))
 """
 
@@ -44,10 +45,11 @@ def _outputs(nb, kind: str) -> list:
 
 @pytest.mark.slow
 def test_scaling_laws_notebook_executes_and_recovers_the_law(tmp_path, monkeypatch):
-    sweep = write_sweep(tmp_path / "sweep", d_models=(32, 64, 128, 192), steps=(100, 200, 400), noise=0.002)
+    sweep = write_sweep(tmp_path / "sweep", d_models=(32, 64, 96, 128, 192), steps=(100, 200, 400), noise=0.002)
     monkeypatch.setenv("MEMLAB_SWEEP_DIR", str(sweep))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    monkeypatch.setenv("MEMLAB_SIZE", "params")  # the fixture's truth counts all parameters
     monkeypatch.setenv("MEMLAB_BOOTSTRAP", "20")  # intervals exercised, at a tenth of the default cost
     nb = jupytext.read(NOTEBOOK)
     assert nb.metadata["kernelspec"]["name"] == "python3"
@@ -62,6 +64,13 @@ def test_scaling_laws_notebook_executes_and_recovers_the_law(tmp_path, monkeypat
     assert probe["metric"] == "eval/accuracy"
     assert probe["axes"] == ["model.mixers", "model.d_model", "train.steps"]
     assert probe["frontier"] == ["lm:attn", "lm:gdn"]
+    tables = [o["data"].get("text/plain", "") for o in _outputs(nb, "execute_result")]
+    assert any("residual RMS (log)" in t and "why not" in t for t in tables)
+    identified = {(family, law): ok for family, law, ok in probe["diagnostics"]}
+    for family in ("lm:attn", "lm:gdn"):  # the notebook shows the report's diagnostics table, one row per law
+        assert {kind for f, kind in identified if f == family} == {"compute", "params", "chinchilla", "isoflop"}
+        assert identified[(family, "params")], probe["diagnostics"]  # 5 sizes, each size's best run
+        assert not identified[(family, "isoflop")]  # one budget per size: skipped
     for family, mixer in (("lm:attn", "attn"), ("lm:gdn", "gdn")):
         truth = TRUTH[mixer]
         # Each size's best run has the largest D (400 steps): L(N) = const + A/N^alpha.

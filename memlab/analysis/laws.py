@@ -1,7 +1,10 @@
 """Which scaling laws a sweep supports, fitted per family, with a reason whenever one is skipped.
 
 A report must never crash because a sweep is small, still running, or varied the "wrong" axes; instead each
-law that cannot be fitted says why (too few runs, one model size, N and D moved together, fit failed).
+law that cannot be fitted says why (too few runs, one model size, N and D moved together, fit failed), and each
+law that was fitted carries `Diagnostics` saying whether its points identify it (fits/diagnostics.py); only
+identified laws are drawn as frontiers. Accuracy-type metrics are plotted, not fitted, unless asked for.
+Model size N is the non-embedding parameter count by default, as in the scaling-law literature.
 """
 
 from __future__ import annotations
@@ -13,12 +16,30 @@ import numpy as np
 import pandas as pd
 
 from .fits import fit_chinchilla, fit_isoflop, fit_power_law
+from .fits.diagnostics import (
+    DIAGNOSTIC_BOOTSTRAP,
+    Diagnostics,
+    diagnose_chinchilla,
+    diagnose_isoflop,
+    diagnose_power_law,
+)
 
 # Fewest distinct x values for a 3-parameter saturating power law to leave a residual degree of freedom.
 MIN_POWER_LAW_POINTS = 4
 # Chinchilla's L(N, D) has 5 parameters; ask for a few more runs, and at least 3 values of N and of D.
 MIN_CHINCHILLA_POINTS = 8
 MIN_CHINCHILLA_LEVELS = 3
+# The sizes a law can be fitted against: non-embedding parameters (the default, as Kaplan et al. and
+# Hoffmann et al. count N) or all parameters.
+SIZES = ("params_non_embedding", "params")
+ACCURACY_NOTE = "plotted, not fitted (accuracy is not a loss a power law describes; fit_accuracy=True fits it)"
+
+
+def is_accuracy(column: str) -> bool:
+    """Accuracy-type metrics (eval/accuracy, eval/exact_match, ...): bounded scores with thresholds and phase
+    transitions, not losses that fall as power laws."""
+    name = column.lower().rstrip("/")
+    return name.endswith(("accuracy", "exact_match", "acc"))
 
 
 @dataclass
@@ -32,6 +53,19 @@ class Law:
     points: pd.DataFrame  # the runs the law was fitted on (or would have been)
     fit: Any = None
     skipped: str | None = None
+    diagnostics: Diagnostics | None = None
+
+    @property
+    def identified(self) -> bool:
+        """Fitted and supported by its points: the only laws drawn as frontiers."""
+        return self.fit is not None and self.diagnostics is not None and self.diagnostics.identified
+
+    @property
+    def status(self) -> str:
+        """ "identified", "not identified: <reasons>" or "skipped: <reason>", for tables."""
+        if self.fit is None:
+            return f"skipped: {self.skipped}"
+        return self.diagnostics.verdict if self.diagnostics is not None else "not diagnosed"
 
     def to_dict(self) -> dict:
         """JSON-ready record (laws.json beside the report) for scripts that compare sweeps."""
@@ -43,13 +77,15 @@ class Law:
             "runs": list(self.points["run"]) if "run" in self.points else [],
             "fit": self.fit.to_dict() if self.fit is not None else None,
             "skipped": self.skipped,
+            "diagnostics": self.diagnostics.to_dict() if self.diagnostics is not None else None,
+            "identified": self.identified,
         }
 
     @property
     def title(self) -> str:
         return {
             "compute": f"{self.y} vs compute C (FLOPs)",
-            "params": f"{self.y} vs parameters N",
+            "params": f"{self.y} vs parameters N ({'non-embedding' if self.x == 'params_non_embedding' else 'all'})",
             "chinchilla": f"{self.y} vs parameters N and tokens D (Chinchilla)",
             "isoflop": "compute-optimal N and D from IsoFLOP valleys (Approach 2)",
         }[self.kind]
@@ -78,70 +114,72 @@ def _distinct(values: pd.Series) -> int:
     return int(np.unique(np.round(np.log10(values.astype(float)), 3)).size)
 
 
-def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
-    """Runs that no cheaper-or-equal run beats: the compute-efficient frontier a law of compute describes."""
-    ordered = points.sort_values([x, y])
+def pareto_front(points: pd.DataFrame, x: str, y: str, *, higher: bool = False) -> pd.DataFrame:
+    """Runs that no cheaper-or-equal run beats: the compute-efficient frontier a law of compute describes
+    (`higher`: larger y is better, for an accuracy fitted on request)."""
+    ordered = points.sort_values([x, y], ascending=[True, not higher])
     best, keep = np.inf, []
-    for index, value in zip(ordered.index, ordered[y], strict=True):
+    for index, value in zip(ordered.index, -ordered[y] if higher else ordered[y], strict=True):
         if value < best:
             best = value
             keep.append(index)
     return ordered.loc[keep]
 
 
-def best_per_value(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+def best_per_value(points: pd.DataFrame, x: str, y: str, *, higher: bool = False) -> pd.DataFrame:
     """Each x value's best run: when other axes (tokens, lr, ...) vary too, L(N) is the envelope over them."""
-    return points.loc[points.groupby(x)[y].idxmin()].sort_values(x)
+    groups = points.groupby(x)[y]
+    return points.loc[groups.idxmax() if higher else groups.idxmin()].sort_values(x)
 
 
-def _power_law(family, kind, x, y, points, bootstrap, seed, where) -> Law:
+def _power_law(family, kind, x, y, points, bootstrap, seed, where, diagnostic_bootstrap) -> Law:
     law = Law(family, kind, x, y, points)
     n = _distinct(points[x]) if len(points) else 0
     if n < MIN_POWER_LAW_POINTS:
         law.skipped = f"needs {MIN_POWER_LAW_POINTS} distinct values of {x} {where}, has {n}"
         return law
     try:
-        law.fit = fit_power_law(points[x].to_numpy(float), points[y].to_numpy(float), bootstrap=bootstrap, seed=seed)
+        xs, ys = points[x].to_numpy(float), points[y].to_numpy(float)
+        law.fit = fit_power_law(xs, ys, bootstrap=bootstrap, seed=seed)
+        law.diagnostics = diagnose_power_law(xs, ys, law.fit, bootstrap=diagnostic_bootstrap, seed=seed)
     except Exception as error:  # a failed fit is a finding to report, not a reason to lose the report
-        law.skipped = f"fit failed: {type(error).__name__}: {error}"
+        law.fit, law.skipped = None, f"fit failed: {type(error).__name__}: {error}"
     return law
 
 
-def _chinchilla(family, y, points, bootstrap, seed) -> Law:
-    law = Law(family, "chinchilla", "params, tokens", y, points)
-    n_levels, d_levels = (_distinct(points[c]) if len(points) else 0 for c in ("params", "tokens"))
+def _chinchilla(family, size, y, points, bootstrap, seed) -> Law:
+    law = Law(family, "chinchilla", f"{size}, tokens", y, points)
+    n_levels, d_levels = (_distinct(points[c]) if len(points) else 0 for c in (size, "tokens"))
     reason = None
     if len(points) < MIN_CHINCHILLA_POINTS:
         reason = f"needs {MIN_CHINCHILLA_POINTS} completed runs, has {len(points)}"
     elif min(n_levels, d_levels) < MIN_CHINCHILLA_LEVELS:
         reason = (
-            f"needs {MIN_CHINCHILLA_LEVELS} distinct values of both params and tokens, has {n_levels} and {d_levels}"
+            f"needs {MIN_CHINCHILLA_LEVELS} distinct values of both {size} and tokens, has {n_levels} and {d_levels}"
         )
-    elif abs(np.corrcoef(np.log(points["params"].astype(float)), np.log(points["tokens"].astype(float)))[0, 1]) > 0.98:
-        reason = "params and tokens moved together (no independent variation of N and D)"
+    elif abs(np.corrcoef(np.log(points[size].astype(float)), np.log(points["tokens"].astype(float)))[0, 1]) > 0.98:
+        reason = f"{size} and tokens moved together (no independent variation of N and D)"
     if reason:
         law.skipped = reason
         return law
     try:
-        law.fit = fit_chinchilla(
-            points["params"].to_numpy(float),
-            points["tokens"].to_numpy(float),
-            points[y].to_numpy(float),
-            bootstrap=bootstrap,
-            seed=seed,
-        )
+        n, d, loss = (points[c].to_numpy(float) for c in (size, "tokens", y))
+        law.fit = fit_chinchilla(n, d, loss, bootstrap=bootstrap, seed=seed)
+        law.diagnostics = diagnose_chinchilla(n, d, loss, law.fit)
     except Exception as error:
-        law.skipped = f"fit failed: {type(error).__name__}: {error}"
+        law.fit, law.skipped = None, f"fit failed: {type(error).__name__}: {error}"
     return law
 
 
-def _isoflop(family, y, points) -> Law:
+def _isoflop(family, size, y, points, seed, diagnostic_bootstrap) -> Law:
     """Approach 2 needs runs sharing FLOP budgets at several sizes (an IsoFLOP sweep); other grids are skipped
     with the reason fit_isoflop gives."""
-    law = Law(family, "isoflop", "params, tokens, flops", y, points)
+    law = Law(family, "isoflop", f"{size}, tokens, flops", y, points)
     try:
-        law.fit = fit_isoflop(*(points[c].to_numpy(float) for c in ("params", "tokens", y, "flops")))
+        law.fit = fit_isoflop(*(points[c].to_numpy(float) for c in (size, "tokens", y, "flops")))
+        law.diagnostics = diagnose_isoflop(law.fit, bootstrap=diagnostic_bootstrap, seed=seed)
     except Exception as error:
+        law.fit = None
         law.skipped = str(error) if isinstance(error, ValueError) else f"fit failed: {type(error).__name__}: {error}"
     return law
 
@@ -153,47 +191,95 @@ def fit_laws(
     runs: pd.DataFrame,
     *,
     loss: str | None = None,
+    size: str = "params_non_embedding",
+    fit_accuracy: bool = False,
     bootstrap: int = 200,
     chinchilla_bootstrap: int = 0,
+    diagnostic_bootstrap: int = DIAGNOSTIC_BOOTSTRAP,
     seed: int = 0,
     kinds: tuple[str, ...] = KINDS,
 ) -> list[Law]:
-    """Per family: loss vs compute (on the Pareto front), loss vs params (when model size varied; each
+    """Per family: loss vs compute (on the Pareto front), loss vs model size `size` (when it varied; each
     size's best run), Chinchilla L(N, D) (when N and D varied independently) and IsoFLOP (when runs share
-    FLOP budgets across sizes). `kinds` picks a subset (Chinchilla's 4,500-start fit is the costly one)."""
+    FLOP budgets across sizes), each with its `Diagnostics`. `kinds` picks a subset (Chinchilla's
+    4,500-start fit is the costly one). A fit without bootstrap intervals gets `diagnostic_bootstrap`
+    resamples for its diagnosis (Chinchilla only gets `chinchilla_bootstrap`'s). An accuracy-type `loss` is
+    not fitted (each law says so) unless `fit_accuracy`."""
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
         raise ValueError(f"unknown law kinds {unknown}; choose from {list(KINDS)}")
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {list(SIZES)}, got {size!r}")
     loss = loss or loss_column(runs)
     laws: list[Law] = []
     if runs.empty or "family" not in runs:
         return laws
+    skip_accuracy = is_accuracy(loss) and not fit_accuracy
     for family, group in runs.groupby(runs["family"].fillna("?").astype(str), sort=True):
         if "compute" in kinds:
             compute = usable(group, ["flops", loss])
-            front = pareto_front(compute, "flops", loss) if len(compute) else compute
-            laws.append(
-                _power_law(
-                    family,
-                    "compute",
-                    "flops",
-                    loss,
-                    front,
-                    bootstrap,
-                    seed,
-                    "on the compute frontier of completed runs",
+            if skip_accuracy:
+                laws.append(Law(family, "compute", "flops", loss, compute, skipped=ACCURACY_NOTE))
+            else:
+                front = pareto_front(compute, "flops", loss, higher=is_accuracy(loss)) if len(compute) else compute
+                where = "on the compute frontier of completed runs"
+                laws.append(
+                    _power_law(family, "compute", "flops", loss, front, bootstrap, seed, where, diagnostic_bootstrap)
                 )
-            )
-        if "params" not in group or group["params"].dropna().nunique() < 2:
-            continue  # model size fixed: no law in N (the report says so)
+        if size not in group or group[size].dropna().nunique() < 2:
+            continue  # model size fixed (or not recorded): no law in N (the report says so)
+        if skip_accuracy:
+            laws += [
+                Law(family, k, size, loss, group.iloc[0:0], skipped=ACCURACY_NOTE) for k in KINDS[1:] if k in kinds
+            ]
+            continue
         if "params" in kinds:
-            sized = usable(group, ["params", loss])
-            best = best_per_value(sized, "params", loss) if len(sized) else sized
-            laws.append(_power_law(family, "params", "params", loss, best, bootstrap, seed, "among completed runs"))
+            sized = usable(group, [size, loss])
+            best = best_per_value(sized, size, loss, higher=is_accuracy(loss)) if len(sized) else sized
+            where = "among completed runs"
+            laws.append(_power_law(family, "params", size, loss, best, bootstrap, seed, where, diagnostic_bootstrap))
         if "chinchilla" in kinds:
-            laws.append(
-                _chinchilla(family, loss, usable(group, ["params", "tokens", loss]), chinchilla_bootstrap, seed)
-            )
+            points = usable(group, [size, "tokens", loss])
+            laws.append(_chinchilla(family, size, loss, points, chinchilla_bootstrap, seed))
         if "isoflop" in kinds:
-            laws.append(_isoflop(family, loss, usable(group, ["params", "tokens", "flops", loss])))
+            points = usable(group, [size, "tokens", "flops", loss])
+            laws.append(_isoflop(family, size, loss, points, seed, diagnostic_bootstrap))
     return laws
+
+
+def diagnostics_table(laws: list[Law]) -> pd.DataFrame:
+    """One row per law: how many points for how many parameters, R² and residual RMS in log space, and
+    whether the law is identified (or why not, or why it was skipped). The report and notebook show it."""
+    rows = []
+    for law in laws:
+        d = law.diagnostics
+        why = "" if law.identified else law.status.split(": ", 1)[-1]
+        rows.append(
+            {
+                "family": law.family,
+                "law": law.kind,
+                "x": law.x,
+                "y": law.y,
+                "points": d.n_points if d else len(law.points),
+                "params": d.n_params if d else None,
+                "R² (log)": d.r2_log if d else None,
+                "residual RMS (log)": d.residual_rms if d else None,
+                "identified": law.identified,
+                "why not": law.status if law.fit is None else why,
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "family",
+            "law",
+            "x",
+            "y",
+            "points",
+            "params",
+            "R² (log)",
+            "residual RMS (log)",
+            "identified",
+            "why not",
+        ],
+    )

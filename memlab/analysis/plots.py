@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from .axes import REPLICATE_KEYS, varies_within_family
 from .curves import CurvesAccessor
@@ -28,7 +28,8 @@ LABELS = {
     "train/loss": "final train loss (nats/token)",
     "eval/accuracy": "final eval accuracy (fraction correct)",
     "flops": "training compute C (FLOPs)",
-    "params": "parameters N",
+    "params": "parameters N (all)",
+    "params_non_embedding": "non-embedding parameters N",
     "tokens": "training tokens D",
 }
 # Above this many lines a legend stops helping; axis plots then show families only.
@@ -50,11 +51,23 @@ def family_colors(families) -> dict[str, tuple]:
 
 
 def _plain_log_y(ax) -> None:
-    """Log-scale y with plain tick labels (3, 4, 5 rather than 3×10⁰): losses span less than a decade."""
+    """Log-scale y with plain tick labels (3, 4, 5 rather than 3×10⁰): losses span less than a decade. Minor
+    ticks are labelled only as densely as the span leaves room for (all of 2..9 in half a decade, 2, 3 and 5
+    up to ~1.3 decades, none beyond), so labels never run into each other."""
     lo, hi = ax.get_ylim()
+    span = np.log10(hi / max(lo, 1e-12))
     plain = FuncFormatter(lambda v, _: f"{v:g}")
     ax.yaxis.set_major_formatter(plain)
-    ax.yaxis.set_minor_formatter(plain if hi / max(lo, 1e-12) < 20 else NullFormatter())
+    if span < 0.5:
+        ax.yaxis.set_minor_formatter(plain)
+    elif span < 1.3:
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if _leading_digit(v) in (2, 3, 5) else ""))
+    else:
+        ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _leading_digit(value: float) -> int:
+    return int(round(value / 10 ** np.floor(np.log10(value) + 1e-9), 6)) if value > 0 else 0
 
 
 def _finish(ax, title: str) -> bool:
@@ -102,17 +115,7 @@ def draw_vs_compute(ax, runs: pd.DataFrame, key: str, laws: list[Law]) -> bool:
         if key in final and "flops" in final:
             final = final[["flops", key]].apply(pd.to_numeric, errors="coerce").dropna()
             ax.scatter(final["flops"], final[key], color=color, s=22, zorder=3, label=f"{family} ({len(group)} runs)")
-    for law in laws:
-        if law.kind == "compute" and law.y == key and law.fit is not None:
-            grid = _law_grid(law.points["flops"])
-            ax.plot(
-                grid,
-                law.fit.predict(grid),
-                "--",
-                color=colors.get(law.family, "k"),
-                linewidth=2,
-                label=f"{law.family} frontier: {_short_law(law)}",
-            )
+    draw_laws(ax, [law for law in laws if law.kind == "compute" and law.y == key], colors, "frontier")
     ax.set_xscale("log")
     if "loss" in key:
         ax.set_yscale("log")
@@ -122,30 +125,51 @@ def draw_vs_compute(ax, runs: pd.DataFrame, key: str, laws: list[Law]) -> bool:
     return _finish(ax, f"{key} against compute, per family")
 
 
-def draw_vs_params(ax, laws: list[Law]) -> bool:
-    """Final loss against parameters with each family's fitted L(N); False when no family has that law."""
-    laws = [law for law in laws if law.kind == "params"]
-    if not laws:
-        return False
-    colors = family_colors(law.family for law in laws)
+def draw_laws(ax, laws: list[Law], colors: dict, what: str = "fit") -> list[Law]:
+    """Each law's fitted points (open markers) and, only for identified laws, its dashed line; returns the
+    laws drawn as lines. An unidentified law is not a frontier: its points stay, its line does not."""
+    drawn = []
     for law in laws:
-        color = colors[law.family]
-        if len(law.points):
-            ax.scatter(law.points["params"], law.points[law.y], color=color, s=26, zorder=3, label=f"{law.family} runs")
-        if law.fit is not None:
-            grid = _law_grid(law.points["params"])
+        if law.fit is None or not len(law.points):
+            continue
+        color = colors.get(law.family, "k")
+        xs, ys = law.points[law.x].astype(float), law.points[law.y].astype(float)
+        verdict = "" if law.identified else ", law not identified"
+        ax.scatter(
+            xs,
+            ys,
+            s=80,
+            facecolors="none",
+            edgecolors=[color],
+            linewidths=1.5,
+            zorder=4,
+            label=f"{law.family} {what} points{verdict}",
+        )
+        if law.identified:
+            grid = _law_grid(xs)
             ax.plot(
                 grid,
                 law.fit.predict(grid),
                 "--",
                 color=color,
                 linewidth=2,
-                label=f"{law.family} fit: {_short_law(law)}",
+                label=f"{law.family} {what}: {_short_law(law)}",
             )
+            drawn.append(law)
+    return drawn
+
+
+def draw_vs_params(ax, laws: list[Law], loss: str | None = None) -> bool:
+    """Final loss against model size with each family's fitted L(N); False when no family has that law."""
+    laws = [law for law in laws if law.kind == "params" and (loss is None or law.y == loss) and law.fit is not None]
+    if not laws:
+        return False
+    colors = family_colors(law.family for law in laws)
+    draw_laws(ax, laws, colors)
     ax.set_xscale("log")
     ax.set_yscale("log")
     _plain_log_y(ax)
-    ax.set_xlabel("parameters N")
+    ax.set_xlabel(label(laws[0].x))
     ax.set_ylabel(label(laws[0].y))
     return _finish(ax, f"{laws[0].y} against model size (best run per size)")
 
@@ -225,26 +249,52 @@ def _grouping(runs: pd.DataFrame, axis: str, others: list[str]) -> list[str]:
     return kept
 
 
+# Tick label width in axis fractions per character, for a 7.5 in figure at the default 10 pt font; the gap
+# check below keeps neighbouring labels at least this far apart, centre to centre.
+_CHAR_WIDTH = 0.014
+MAX_TICKS = 8
+
+
 def _numeric_ticks(ax, values: np.ndarray) -> None:
-    """Log x for axes spanning a decade or more (k, L/k, sizes); ticks at the swept values, printed plainly,
-    leaving out any that would sit on top of the previous one (e.g. state sizes 4096 and 4192)."""
+    """Log x for axes spanning a decade or more (k, L/k, sizes); ticks at the swept values, printed compactly
+    (13k), leaving out any whose label would run into the previous one (state sizes 13152 and 17536 on an
+    axis spanning decades). More values than fit: a log locator with few ticks."""
     log = (values > 0).all() and values.max() / values.min() >= 8
     if log:
         ax.set_xscale("log")
-    if len(values) <= 12:
-        where = np.log10(values) if log else values
-        gap = 0.04 * (where.max() - where.min())
-        kept = []
-        for value, x in sorted(zip(values, where, strict=True)):
-            if not kept or x - kept[-1][1] >= gap:
-                kept.append((value, x))
-        ax.set_xticks([v for v, _ in kept], [_plain(v) for v, _ in kept])
+    if len(values) > 12:
+        if log:
+            ax.xaxis.set_major_locator(LogLocator(numticks=MAX_TICKS))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _compact(v)))
         ax.xaxis.set_minor_formatter(NullFormatter())
+        return
+    where = np.log10(values) if log else values
+    width = max(float(where.max() - where.min()), 1e-12)
+    kept: list[tuple[float, float, str]] = []
+    for value, x in sorted(zip(values, where, strict=True)):
+        text = _compact(value)
+        if kept:
+            need = (len(kept[-1][2]) + len(text)) / 2 * _CHAR_WIDTH + 0.01
+            # the axis is padded by ~5% each side, so data fractions are a little wider than axis fractions
+            if (x - kept[-1][1]) / width * 0.9 < need:
+                continue
+        kept.append((value, x, text))
+    ax.set_xticks([v for v, _, _ in kept], [t for _, _, t in kept])
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _plain(value) -> str:
     value = float(value)
     return str(int(value)) if value.is_integer() else f"{value:g}"
+
+
+def _compact(value) -> str:
+    """13152 → 13.2k, 2097152 → 2.1M; small values plainly."""
+    value = float(value)
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return _plain(value)
 
 
 def _sort_key(value):

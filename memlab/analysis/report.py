@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from .axes import plot_axes, sweep_metas, varied_axes, with_derived_axes
-from .laws import Law, fit_laws, loss_column
+from .laws import ACCURACY_NOTE, Law, diagnostics_table, fit_laws, is_accuracy, loss_column
 from .plots import draw_vs_axis, draw_vs_compute, draw_vs_params, save_png, slug
 from .runs import load_runs
 from .tables import is_missing, markdown_table, num, sci, si
@@ -59,7 +59,7 @@ def _header(runs: pd.DataFrame, sweep_dir: Path, metric: str, axes: list[str]) -
 
 def _runs_table(runs: pd.DataFrame, metric: str) -> list[str]:
     metrics = [m for m in dict.fromkeys([metric, "eval/loss", "eval/accuracy", "train/loss"]) if m in runs]
-    header = ["run", "family", "params", "tokens", "FLOPs", "status", "step"] + metrics + ["wall s"]
+    header = ["run", "family", "params", "non-emb params", "tokens", "FLOPs", "status", "step"] + metrics + ["wall s"]
     order = [c for c in ("family", "params", "flops", "run") if c in runs]
     rows = []
     for _, r in runs.sort_values(order, na_position="last").iterrows():
@@ -69,6 +69,7 @@ def _runs_table(runs: pd.DataFrame, metric: str) -> list[str]:
                 f"`{r['run']}`",
                 r.get("family"),
                 si(r.get("params")),
+                si(r.get("params_non_embedding")),
                 si(r.get("tokens")),
                 sci(r.get("flops")),
                 r.get("status"),
@@ -100,8 +101,8 @@ def _best_runs(runs: pd.DataFrame, metric: str) -> list[str]:
     return ["## Best run per family", "", markdown_table(["family", "run", metric, "params", "FLOPs"], rows), ""]
 
 
-def _interval(fit: Any, name: str) -> str:
-    ci = getattr(fit, "ci", None)
+def _interval(fit: Any, name: str, diagnostics=None) -> str:
+    ci = getattr(fit, "ci", None) or (diagnostics.intervals if diagnostics is not None else None)
     if ci and name in ci and ci[name] is not None:
         lo, hi = ci[name]
         return f"[{num(lo)}, {num(hi)}]"
@@ -122,14 +123,35 @@ def _law_lines(law: Law) -> list[str]:
         "isoflop": "completed runs",
     }[law.kind]
     lines += ["", f"Fitted on {len(law.points)} {what}."]
+    d = law.diagnostics
+    if d is not None:
+        goodness = f"R² (log) = {num(d.r2_log, 3)}, residual RMS (log) = {num(d.residual_rms, 3)}"
+        if law.identified:
+            lines += ["", f"Identified: {d.n_points} points for {d.n_params} parameters, {goodness}."]
+        else:
+            lines += [
+                "",
+                f"**Not identified** ({d.n_points} points for {d.n_params} parameters, {goodness}), so not drawn: "
+                + "; ".join(d.reasons)
+                + ". The estimates below are not a law.",
+            ]
     formula = (
         law.fit.formula("C" if law.kind == "compute" else "N")
         if law.kind in ("compute", "params")
         else law.fit.formula()
     )
     lines += ["", f"`{formula}`"]
-    rows = [[name, num(getattr(law.fit, name)), _interval(law.fit, name)] for name in _PARAMS[law.kind]]
+    rows = [
+        [name, num(getattr(law.fit, name)), _interval(law.fit, name, law.diagnostics)] for name in _PARAMS[law.kind]
+    ]
     lines += ["", markdown_table(["parameter", "estimate", "interval"], rows)]
+    ref = (getattr(law.fit, "ci", None) or (d.intervals if d else {})).get("A_ref")
+    if ref and getattr(law.fit, "x_ref", None):
+        lines += [
+            "",
+            f"A is the law at x = 1, far from the data; at the data's centre (x = {num(law.fit.x_ref, 3)}) "
+            f"A·x^-α lies in [{num(ref[0])}, {num(ref[1])}], the interval the diagnosis judges.",
+        ]
     if law.kind == "chinchilla":
         lines += _compute_optimal(law)
     if law.kind == "isoflop":
@@ -148,7 +170,8 @@ def _law_lines(law: Law) -> list[str]:
 
 def _compute_optimal(law: Law) -> list[str]:
     """N_opt and D_opt at the sweep's largest budget and 10× and 100× beyond it."""
-    budget = float((6 * law.points["params"] * law.points["tokens"]).max())
+    size = law.x.split(",")[0]
+    budget = float((6 * law.points[size] * law.points["tokens"]).max())
     rows = []
     for c in (budget, 10 * budget, 100 * budget):
         try:
@@ -177,8 +200,50 @@ def _intervals_note(bootstrap: int) -> str:
     return "no bootstrap was run, so there are no intervals"
 
 
-def _laws_section(laws: list[Law], bootstrap: int, chinchilla_bootstrap: int) -> list[str]:
+def _diagnostics_lines(laws: list[Law]) -> list[str]:
+    """The diagnostics table (same as the notebook's): one row per law, identified or why not."""
+    table = diagnostics_table(laws)
+    rows = [
+        [
+            r.family,
+            r.law,
+            f"`{r.x}`",
+            r.points,
+            num(r.params),
+            num(r[6], 3),
+            num(r[7], 3),
+            "yes" if r.identified else "no",
+            r[9],
+        ]
+        for r in table.itertuples(index=False)
+    ]
+    header = ["family", "law", "x", "points", "parameters", "R² (log)", "residual RMS (log)", "identified", "why not"]
+    return [
+        "### Diagnostics",
+        "",
+        "A law is identified when it has at least 2 more points than parameters, every bootstrap interval "
+        "spans less than a factor of 10 (A judged mid-data), R² of log loss is at least 0.95, the residual RMS of "
+        "log loss at most 0.05, the points move by more than 2%, and no step between consecutive points holds most "
+        "of the change (a phase transition). Laws that are not identified are not drawn.",
+        "",
+        markdown_table(header, rows),
+        "",
+    ]
+
+
+def _laws_section(
+    laws: list[Law],
+    bootstrap: int,
+    chinchilla_bootstrap: int,
+    size: str = "params_non_embedding",
+    accuracy: list[str] = (),
+) -> list[str]:
     lines = ["## Fitted laws", ""]
+    n_label = "non-embedding parameters" if size == "params_non_embedding" else "all parameters (embeddings included)"
+    lines += [f"Model size N counts {n_label} (`{size}`).", ""]
+    lines += [f"- {key}: {ACCURACY_NOTE} (`memlab report --fit-accuracy`)." for key in accuracy]
+    if accuracy:
+        lines.append("")
     lines.append(
         f"Saturating power laws `L = E + A·X^-α`, fitted on log-loss; {_intervals_note(bootstrap)}. "
         "Chinchilla `L(N, D) = E + A/N^α + B/D^β` is Hoffmann et al.'s Approach 3 (Huber on log-loss, "
@@ -188,6 +253,7 @@ def _laws_section(laws: list[Law], bootstrap: int, chinchilla_bootstrap: int) ->
     lines.append("")
     if not laws:
         return lines + ["No completed runs to fit.", ""]
+    lines += _diagnostics_lines(laws)
     for family in dict.fromkeys(law.family for law in laws):
         lines += [f"### {family}", ""]
         family_laws = [law for law in laws if law.family == family]
@@ -220,7 +286,10 @@ def _plots(runs, laws, loss, metric, axes, out: Path, notes: list[str]) -> list[
         )
     name = f"{slug(loss)}_vs_params.png"
     figures.append(
-        (f"{loss} against parameters", _safe_plot(lambda: save_png(out / name, draw_vs_params, laws), name, notes))
+        (
+            f"{loss} against parameters",
+            _safe_plot(lambda: save_png(out / name, draw_vs_params, laws, loss), name, notes),
+        )
     )
     for axis in plot_axes(runs, axes):
         name = f"{slug(metric)}_vs_{slug(axis)}.png"
@@ -240,9 +309,13 @@ def write_report(
     bootstrap: int = 200,
     chinchilla_bootstrap: int = 100,
     seed: int = 0,
+    size: str = "params_non_embedding",
+    fit_accuracy: bool = False,
 ) -> Path:
     """Write `sweep_dir/report.md` and its PNG figures; returns the report's path. `bootstrap` and
-    `chinchilla_bootstrap` are the resample counts behind the laws' intervals (0: point estimates only)."""
+    `chinchilla_bootstrap` are the resample counts behind the laws' intervals (0: point estimates only; the
+    power laws' diagnoses still run their own). `size` is the N of the laws; accuracy-type metrics are
+    plotted, and fitted with a loss law only when `fit_accuracy`."""
     sweep_dir = Path(sweep_dir)
     runs = load_runs(sweep_dir)
     if runs.empty:
@@ -258,11 +331,23 @@ def write_report(
     runs, derived = with_derived_axes(runs)
     axes = varied_axes(runs, sweep_dir) + derived
     loss = loss_column(runs)
-    laws = fit_laws(runs, loss=loss, bootstrap=bootstrap, chinchilla_bootstrap=chinchilla_bootstrap, seed=seed)
+    fit = dict(size=size, bootstrap=bootstrap, chinchilla_bootstrap=chinchilla_bootstrap, seed=seed)
+    laws = fit_laws(runs, loss=loss, **fit)
+    accuracy = [
+        k for k in dict.fromkeys([metric, "eval/accuracy"]) if k in runs and is_accuracy(k) and runs[k].notna().any()
+    ]
+    if fit_accuracy:
+        for key in accuracy:
+            laws += fit_laws(runs, loss=key, fit_accuracy=True, kinds=("compute", "params"), **fit)
+        accuracy = []
     notes: list[str] = []
     figures = _plots(runs, laws, loss, metric, axes, sweep_dir, notes)
     lines = _header(runs, sweep_dir, metric, axes)
-    lines += _runs_table(runs, metric) + _best_runs(runs, metric) + _laws_section(laws, bootstrap, chinchilla_bootstrap)
+    lines += (
+        _runs_table(runs, metric)
+        + _best_runs(runs, metric)
+        + _laws_section(laws, bootstrap, chinchilla_bootstrap, size, accuracy)
+    )
     lines += ["## Plots", ""]
     for title, path in figures:
         lines += [f"### {title}", "", f"![{title}]({path.name})", ""]

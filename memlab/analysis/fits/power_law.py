@@ -37,6 +37,10 @@ class PowerLawFit:
     ci: dict | None = None
     ci_level: float | None = None
     bootstrap: int = 0
+    # Geometric mean of the fitted x. A is the law's value at x = 1, often decades outside the data, so its
+    # interval is inflated by alpha's; A_ref = A·x_ref^-alpha (the reducible loss mid-data) is what the points
+    # pin down, and `ci["A_ref"]` is its interval (judged by the diagnostics in place of A's).
+    x_ref: float | None = None
 
     def predict(self, x: ArrayLike) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
@@ -59,6 +63,7 @@ class PowerLawFit:
         if self.bootstrap:
             out.update(bootstrap=self.bootstrap, ci_level=self.ci_level, se=dict(self.se))
             out["ci"] = {k: list(v) for k, v in self.ci.items()}
+        out["x_ref"] = self.x_ref
         return out
 
 
@@ -123,7 +128,9 @@ def fit_power_law(
             )
             values = np.where(np.isfinite(res.values), res.values, np.inf).reshape(bootstrap, k)
             pick = res.params.reshape(bootstrap, k, -1)[np.arange(bootstrap), values.argmin(axis=1)]
-            se, intervals = summarize(dict(zip(PARAMS, _to_params(pick, log_x0).T, strict=True)), ci)
+            samples = dict(zip(PARAMS, _to_params(pick, log_x0).T, strict=True))
+            samples["A_ref"] = np.exp(pick[:, 0])  # a is log A at the centre of x
+            se, intervals = summarize(samples, ci)
     return PowerLawFit(
         **{k: float(v) for k, v in fit.items()},
         n_points=len(x),
@@ -132,4 +139,5 @@ def fit_power_law(
         ci=intervals,
         ci_level=ci if bootstrap else None,
         bootstrap=int(bootstrap),
+        x_ref=float(np.exp(log_x0)),
     )
