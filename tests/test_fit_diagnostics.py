@@ -164,7 +164,14 @@ def test_tick_labels_of_a_log_axis_do_not_overlap():
     assert len(boxes) >= 3
     for left, right in zip(boxes, boxes[1:], strict=False):
         assert left.x1 < right.x0, "tick labels overlap"
-    assert "13152" not in [t.get_text() for t in ax.get_xticklabels()]  # compact: 13.2k
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text() and t.get_visible()]
+    assert "13152" not in labels  # compact: 13.2k
+    # every label names its tick's own value (a compact label that drops a digit would read 1.32k for 13152)
+    for tick, label in zip(ax.get_xticks(), [t.get_text() for t in ax.get_xticklabels()], strict=True):
+        if label:
+            scale = {"k": 1e3, "M": 1e6, "G": 1e9}.get(label[-1], 1.0)
+            number = float(label[:-1] if scale != 1.0 else label) * scale
+            assert abs(number / tick - 1) < 0.01, (label, tick)
 
 
 def test_report_cli_passes_size_and_fit_accuracy(monkeypatch, tmp_path):
@@ -180,3 +187,51 @@ def test_report_cli_passes_size_and_fit_accuracy(monkeypatch, tmp_path):
     assert args.func(args) == 0 and seen["size"] == "params" and seen["fit_accuracy"] is True
     with pytest.raises(SystemExit):
         parser.parse_args(["report", str(tmp_path), "--size", "embedding"])
+
+
+def _frontier_runs(family: str, flops: np.ndarray, loss: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "run": [f"{family}-{i}" for i in range(len(flops))],
+            "family": family,
+            "status": "completed",
+            "flops": flops,
+            "eval/bits_per_byte": loss,
+            "eval/loss": loss * 0.7,
+        }
+    )
+
+
+def test_a_law_whose_floor_is_not_identified_is_fitted_without_one():
+    """Five points over a decade and a half of a pure power law: the saturating law's E is anything from 0 to
+    the data, so the law the points support is L = A·C^-α, identified, with α's interval around the truth."""
+    rng = np.random.default_rng(3)
+    flops = np.geomspace(1e11, 5e12, 5)
+    runs = _frontier_runs("lm:attn", flops, 100 * flops**-0.13 * np.exp(rng.normal(0, 0.01, 5)))
+    (law,) = fit_laws(runs, kinds=("compute",))
+    assert law.y == "eval/bits_per_byte"  # bits per byte, not the tokenizer-dependent loss, when runs have it
+    assert law.identified and law.fit.floor is False and law.diagnostics.n_params == 2, law.diagnostics.reasons
+    assert "no floor fitted" in law.note and "interval of E" in law.note
+    lo, hi = law.fit.ci["alpha"]
+    assert lo < 0.13 < hi and hi / lo < 2
+
+
+def test_family_comparison_reads_the_compute_multiplier_off_the_frontiers():
+    """B's frontier is A's shifted by a factor 2 in compute (L_B(C) = L_A(2C)): A needs 2x the compute of B for
+    the same loss at every budget."""
+    from memlab.analysis.compare import family_comparison
+    from memlab.analysis.fits import fit_pure_power_law
+
+    flops = np.geomspace(1e11, 1e13, 6)
+    laws = []
+    for family, shift in (("a", 1.0), ("b", 2.0)):
+        runs = _frontier_runs(family, flops, 100 * (shift * flops) ** -0.13)
+        laws.append(Law(family, "compute", "flops", "eval/bits_per_byte", runs))
+        laws[-1].fit = fit_pure_power_law(flops, runs["eval/bits_per_byte"].to_numpy(), bootstrap=50)
+        laws[-1].diagnostics = diagnose_power_law(flops, runs["eval/bits_per_byte"].to_numpy(), laws[-1].fit)
+    table = family_comparison(laws)
+    assert len(table) == 3 and (table["winner"] == "b").all()
+    assert np.allclose(table["a compute multiplier"], 2.0, rtol=1e-6)
+    assert np.allclose(table["b compute multiplier"], 1.0)
+    laws[1].diagnostics.reasons.append("not identified")  # only identified frontiers are compared
+    assert family_comparison(laws).empty

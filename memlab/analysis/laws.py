@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .fits import fit_chinchilla, fit_isoflop, fit_power_law
+from .fits import fit_chinchilla, fit_isoflop, fit_power_law, fit_pure_power_law
 from .fits.diagnostics import (
     DIAGNOSTIC_BOOTSTRAP,
     Diagnostics,
@@ -54,6 +54,7 @@ class Law:
     fit: Any = None
     skipped: str | None = None
     diagnostics: Diagnostics | None = None
+    note: str | None = None  # how the law was chosen, when it is not the family's usual form
 
     @property
     def identified(self) -> bool:
@@ -92,8 +93,9 @@ class Law:
 
 
 def loss_column(runs: pd.DataFrame) -> str:
-    """The loss the laws are fitted on: final eval loss when runs have one, else the final train loss."""
-    for key in ("eval/loss", "train/loss"):
+    """The loss the laws are fitted on: validation bits per byte on text (comparable across tokenizers), else the
+    final eval loss when runs have one, else the final train loss."""
+    for key in ("eval/bits_per_byte", "eval/loss", "train/loss"):
         if key in runs and runs[key].notna().any():
             return key
     return "eval/loss"
@@ -142,9 +144,29 @@ def _power_law(family, kind, x, y, points, bootstrap, seed, where, diagnostic_bo
         xs, ys = points[x].to_numpy(float), points[y].to_numpy(float)
         law.fit = fit_power_law(xs, ys, bootstrap=bootstrap, seed=seed)
         law.diagnostics = diagnose_power_law(xs, ys, law.fit, bootstrap=diagnostic_bootstrap, seed=seed)
+        if not law.identified and _only_the_floor(law.diagnostics.reasons):
+            _without_floor(law, xs, ys, max(bootstrap, diagnostic_bootstrap), seed)
     except Exception as error:  # a failed fit is a finding to report, not a reason to lose the report
         law.fit, law.skipped = None, f"fit failed: {type(error).__name__}: {error}"
     return law
+
+
+def _only_the_floor(reasons: list[str]) -> bool:
+    """True when the one thing wrong is E's interval (and A_ref's, which trades off against E)."""
+    about = lambda name: [r for r in reasons if r.startswith(f"bootstrap interval of {name} ")]
+    return bool(about("E")) and len(about("E")) + len(about("A_ref")) == len(reasons)
+
+
+def _without_floor(law: Law, xs, ys, bootstrap: int, seed: int) -> None:
+    """The floor E is the one thing the points do not pin down (its interval reaches 0): the range is too short to
+    see the loss bend. Then L = A·x^-α with E = 0 is the law the points support; it replaces the saturating fit
+    when it is identified, and the report says why."""
+    fit = fit_pure_power_law(xs, ys, bootstrap=bootstrap, seed=seed)
+    diagnostics = diagnose_power_law(xs, ys, fit, seed=seed)
+    if diagnostics.identified:
+        floor = law.diagnostics.reasons[0]
+        law.fit, law.diagnostics = fit, diagnostics
+        law.note = f"no floor fitted: the saturating law's {floor.removeprefix('bootstrap ')}"
 
 
 def _chinchilla(family, size, y, points, bootstrap, seed) -> Law:

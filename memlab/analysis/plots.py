@@ -289,10 +289,10 @@ def _plain(value) -> str:
 
 
 def _compact(value) -> str:
-    """13152 → 13.2k, 2097152 → 2.1M; small values plainly."""
+    """13152 → 13.2k, 2097152 → 2.1M; values under 10,000 plainly."""
     value = float(value)
-    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
-        if abs(value) >= scale:
+    for threshold, scale, suffix in ((1e9, 1e9, "G"), (1e6, 1e6, "M"), (1e4, 1e3, "k")):
+        if abs(value) >= threshold:
             return f"{value / scale:.3g}{suffix}"
     return _plain(value)
 

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from .axes import plot_axes, sweep_metas, varied_axes, with_derived_axes
+from .compare import family_comparison
 from .laws import ACCURACY_NOTE, Law, diagnostics_table, fit_laws, is_accuracy, loss_column
 from .plots import draw_vs_axis, draw_vs_compute, draw_vs_params, save_png, slug
 from .runs import load_runs
@@ -29,7 +30,10 @@ _PARAMS = {
 
 
 def main_metric(runs: pd.DataFrame) -> str:
-    """eval/accuracy when the task has one (what MQAR-style sweeps are about), else the loss."""
+    """Bits per byte on text (what a language-modelling study is about), eval/accuracy when the task has one
+    (MQAR-style sweeps), else the loss."""
+    if "eval/bits_per_byte" in runs and runs["eval/bits_per_byte"].notna().any():
+        return "eval/bits_per_byte"
     if "eval/accuracy" in runs and runs["eval/accuracy"].notna().any():
         return "eval/accuracy"
     return loss_column(runs)
@@ -128,6 +132,8 @@ def _law_lines(law: Law) -> list[str]:
         goodness = f"R² (log) = {num(d.r2_log, 3)}, residual RMS (log) = {num(d.residual_rms, 3)}"
         if law.identified:
             lines += ["", f"Identified: {d.n_points} points for {d.n_params} parameters, {goodness}."]
+            if law.note:
+                lines[-1] += f" {law.note[0].upper()}{law.note[1:]}."
         else:
             lines += [
                 "",
@@ -254,6 +260,7 @@ def _laws_section(
     if not laws:
         return lines + ["No completed runs to fit.", ""]
     lines += _diagnostics_lines(laws)
+    lines += _comparison_lines(laws)
     for family in dict.fromkeys(law.family for law in laws):
         lines += [f"### {family}", ""]
         family_laws = [law for law in laws if law.family == family]
@@ -262,6 +269,35 @@ def _laws_section(
         if not any(law.kind == "params" for law in family_laws):
             lines += ["Laws in N and in (N, D): skipped, model size was not varied in this family.", ""]
     return lines + ["The same laws in machine-readable form: [laws.json](laws.json).", ""]
+
+
+def _comparison_lines(laws: list[Law]) -> list[str]:
+    """Which family wins at which budget, and by how much (compare.family_comparison)."""
+    table = family_comparison(laws)
+    if table.empty:
+        return []
+    loss = next(law.y for law in laws if law.kind == "compute")
+    lines = [
+        "### Which family wins, at which budget",
+        "",
+        f"{loss} on each family's identified compute frontier at budgets spanning the compute all of them covered;"
+        " the multiplier is the compute a family needs to match the winner's loss there (1 for the winner).",
+        "",
+    ]
+    header = list(table.columns)
+    rows = ([sci(v) if c == "budget_flops" else num(v, 3) for c, v in row.items()] for _, row in table.iterrows())
+    lines += [markdown_table(header, rows), ""]
+    last = table.iloc[-1]
+    others = [c.removesuffix(" compute multiplier") for c in header if c.endswith("multiplier")]
+    losers = [f for f in others if f != last["winner"]]
+    if losers:
+        worst = max(losers, key=lambda f: last[f"{f} compute multiplier"])
+        lines += [
+            f"At {sci(last['budget_flops'])} FLOPs {last['winner']} reaches {num(last[f'{last.winner} loss'], 3)};"
+            f" {worst} would need {num(last[f'{worst} compute multiplier'], 3)}x that compute for the same loss.",
+            "",
+        ]
+    return lines
 
 
 def _safe_plot(make, name: str, notes: list[str]) -> Path | None:

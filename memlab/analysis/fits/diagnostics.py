@@ -165,7 +165,8 @@ def diagnose_power_law(x, y, fit, *, bootstrap: int = DIAGNOSTIC_BOOTSTRAP, seed
     intervals, n_boot = fit.ci, fit.bootstrap
     if intervals is None and bootstrap and np.unique(x).size >= 3:
         intervals, n_boot = fit_power_law(x, y, bootstrap=bootstrap, seed=seed).ci, bootstrap
-    return diagnose(x, y, fit.predict(x), n_params=3, intervals=intervals, bootstrap=n_boot)
+    n_params = 3 if getattr(fit, "floor", True) else 2
+    return diagnose(x, y, fit.predict(x), n_params=n_params, intervals=intervals, bootstrap=n_boot)
 
 
 def diagnose_chinchilla(n_params, n_tokens, loss, fit, *, bootstrap: int = 0, seed: int = 0) -> Diagnostics:

@@ -41,6 +41,7 @@ class PowerLawFit:
     # interval is inflated by alpha's; A_ref = A·x_ref^-alpha (the reducible loss mid-data) is what the points
     # pin down, and `ci["A_ref"]` is its interval (judged by the diagnostics in place of A's).
     x_ref: float | None = None
+    floor: bool = True  # False: E fixed at 0 (`fit_pure_power_law`), two free parameters
 
     def predict(self, x: ArrayLike) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
@@ -50,6 +51,8 @@ class PowerLawFit:
         return {"E": self.E, "A": self.A, "alpha": self.alpha}
 
     def formula(self, var: str = "x") -> str:
+        if not self.floor:
+            return f"L = {num(self.A)} · {var}^-{num(self.alpha)}"
         return f"L = {num(self.E)} + {num(self.A)} · {var}^-{num(self.alpha)}"
 
     def __str__(self) -> str:
@@ -58,13 +61,55 @@ class PowerLawFit:
         return "\n".join([head, *param_lines(self.params(), self.se, self.ci, self.ci_level)])
 
     def to_dict(self) -> dict:
-        out = {"law": "power_law", "formula": self.formula(), **self.params(), "n_points": self.n_points}
+        law = "power_law" if self.floor else "pure_power_law"
+        out = {"law": law, "formula": self.formula(), **self.params(), "n_points": self.n_points}
         out["objective"] = self.objective
         if self.bootstrap:
             out.update(bootstrap=self.bootstrap, ci_level=self.ci_level, se=dict(self.se))
             out["ci"] = {k: list(v) for k, v in self.ci.items()}
         out["x_ref"] = self.x_ref
         return out
+
+
+def fit_pure_power_law(
+    x: ArrayLike, y: ArrayLike, *, bootstrap: int = 200, seed: int = 0, ci: float = 0.95
+) -> PowerLawFit:
+    """Fit y = A * x**-alpha (no floor): least squares on log y, exact in one solve; bootstrap resamples of the
+    points give `se` and `ci` for A, alpha and A_ref (the law at the data's centre)."""
+    x, y = positive_arrays(2, x=x, y=y)
+    check_bootstrap(bootstrap, ci)
+    if np.unique(x).size < 2:
+        raise ValueError("x needs at least 2 distinct values to fit A and alpha")
+    log_x0 = float(np.mean(np.log(x)))
+
+    def solve(idx: np.ndarray) -> tuple[float, float, float]:
+        slope, intercept = np.polyfit(np.log(x[idx]) - log_x0, np.log(y[idx]), 1)
+        return float(np.exp(intercept - slope * log_x0)), float(-slope), float(np.exp(intercept))
+
+    A, alpha, a_ref = solve(np.arange(len(x)))
+    residual = np.log(y) - np.log(A * x**-alpha)
+    se = intervals = None
+    if bootstrap:
+        rng = np.random.default_rng(seed)
+        draws = [rng.integers(0, len(x), len(x)) for _ in range(bootstrap)]
+        samples = np.array([solve(d) for d in draws if np.unique(x[d]).size >= 2])
+        lo, hi = 100 * (1 - ci) / 2, 100 * (1 + ci) / 2
+        names = ("A", "alpha", "A_ref")
+        se = {n: float(samples[:, i].std(ddof=1)) for i, n in enumerate(names)}
+        intervals = {n: tuple(float(v) for v in np.percentile(samples[:, i], [lo, hi])) for i, n in enumerate(names)}
+    return PowerLawFit(
+        E=0.0,
+        A=A,
+        alpha=alpha,
+        n_points=len(x),
+        objective=float(np.sum(residual**2)),
+        se=se,
+        ci=intervals,
+        ci_level=ci if bootstrap else None,
+        bootstrap=bootstrap,
+        x_ref=float(np.exp(log_x0)),
+        floor=False,
+    )
 
 
 def _start_grid(log_y: np.ndarray) -> np.ndarray:
