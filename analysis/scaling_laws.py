@@ -15,9 +15,10 @@
 # # Scaling laws of a memlab sweep
 #
 # Load the run directories of one sweep, look at the runs, fit per family a saturating power law
-# `L = E + A·C^-α` of final eval loss against training compute (and against parameters when model size was
-# varied), fit Chinchilla's `L(N, D) = E + A/N^α + B/D^β` when N and D were varied independently, and plot the
-# main metric against every axis the sweep varied.
+# `L = E + A·C^-α` of the final loss (bits per byte on text) against training compute (without the floor E
+# when the runs cannot pin it down) and against parameters when model size was varied, fit Chinchilla's
+# `L(N, D) = E + A/N^α + B/D^β` when N and D were varied independently, say which family wins at which
+# budget, and plot the main metric against every axis the sweep varied.
 #
 # Point it at a sweep with `MEMLAB_SWEEP_DIR=runs/<sweep>`; the default is the quickstart sweep's output.
 # `memlab report DIR` writes the same analysis non-interactively to `DIR/report.md`.
@@ -31,6 +32,7 @@ import pandas as pd
 
 from memlab.analysis import fit_laws, load_runs, varied_axes
 from memlab.analysis.axes import plot_axes, with_derived_axes
+from memlab.analysis.compare import family_comparison
 from memlab.analysis.laws import diagnostics_table, loss_column
 from memlab.analysis.plots import draw_vs_axis, draw_vs_compute, draw_vs_params
 from memlab.analysis.report import higher_is_better, main_metric
@@ -113,6 +115,15 @@ params_fits = {family: fit for (family, kind), fit in identified.items() if kind
 # Chinchilla fits are kept even when not identified (often only E is loose): their exponents are still read.
 chinchilla_laws = {law.family: law for law in laws if law.kind == "chinchilla" and law.fit is not None}
 chinchilla_fits = {family: law.fit for family, law in chinchilla_laws.items()}
+
+# %% [markdown]
+# ## Which family wins, at which budget
+#
+# On the identified compute frontiers, over the compute every family covered: each family's loss, the winner,
+# and the compute multiplier a family needs to match the winner's loss (the report's table).
+
+# %%
+family_comparison(laws)
 
 # %% [markdown]
 # ## Loss against compute, per family
