@@ -115,3 +115,31 @@ def make_inputs(B=2, T=13, H=3, K=4, V=5, *, dtype=None, gated=True, h0=False, s
     if segments:
         d["segment_ids"] = jnp.asarray(np.cumsum(rng.random((B, T)) < 0.25, axis=1), jnp.int32)
     return d
+
+
+def assert_causal(outputs_of, tokens, vocab_size: int, positions=(0, 5, -1), atol: float = 1e-6) -> None:
+    """Perturb token j (for each j in `positions`) and assert that `outputs_of(tokens)` [B, T, ...] before j is
+    unchanged while j itself or a later output sees the change: the causality check every family runs, through its
+    training forward and its decoding path."""
+    import numpy as np
+
+    base = np.asarray(outputs_of(tokens))
+    for j in positions:
+        j = j % tokens.shape[1]
+        changed = tokens.at[:, j].set((tokens[:, j] + 7) % vocab_size)
+        out = np.asarray(outputs_of(changed))
+        np.testing.assert_allclose(out[:, :j], base[:, :j], atol=atol, err_msg=f"position < {j} saw token {j}")
+        assert not np.allclose(out[:, j:], base[:, j:], atol=1e-4), f"nothing from position {j} on saw token {j}"
+
+
+def decoded_logits(model, tokens):
+    """Logits [B, T, V] of feeding `tokens` [B, T] one at a time through the model's decoding step (its cache)."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    step = nnx.jit(type(model).decode_step)
+    cache, out = model.init_cache(tokens.shape[0], tokens.shape[1]), []
+    for t in range(tokens.shape[1]):
+        logits, cache = step(model, tokens[:, t], cache)
+        out.append(logits)
+    return jnp.stack(out, axis=1)

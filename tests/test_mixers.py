@@ -1,4 +1,4 @@
-"""Matrix-memory mixers (gdn, deltanet, hebbian, mlstm): causality, packing, initialisation, parameter/FLOP/state
+"""Matrix-memory mixers (gdn, deltanet, hebbian, mlstm): packing, initialisation, parameter/FLOP/state
 accounting."""
 
 import math
@@ -19,30 +19,6 @@ from memlab.models.mixers.mlstm import MLSTM
 from memlab.train.run_dir import analytic_flops_per_token, xla_flops_per_token
 from memlab.train.step import make_loss_fn
 from tests.helpers import logits_of
-
-MIXER_CASES = [
-    ("model.mixers=gdn",),
-    ("model.mixers=deltanet",),
-    ("model.mixers=hebbian",),
-    ("model.mixers=hebbian", "model.hebbian_decay=True"),
-    ("model.mixers=conv,gdn",),
-    ("model.mixers=gdn,attn", "model.matrix_expand_v=2"),
-    ("model.mixers=mlstm",),
-    ("model.mixers=attn", "model.qkv_conv=True"),
-]
-
-
-@pytest.mark.parametrize("overrides", MIXER_CASES, ids=lambda o: "-".join(s.split("=")[1] for s in o))
-def test_future_tokens_never_change_past_logits(tiny_config, overrides):
-    cfg = tiny_config("data.seq_len=16", "model.matrix_chunk_size=8", *overrides)  # two chunks: crosses a boundary
-    model = build_model(cfg.model, seed=0)
-    tokens = jax.random.randint(jax.random.key(1), (2, 16), 0, cfg.model.vocab_size)
-    base = logits_of(model, {"inputs": tokens})
-    for t in (0, 9, 15):
-        changed = tokens.at[:, t].set((tokens[:, t] + 7) % cfg.model.vocab_size)
-        out = logits_of(model, {"inputs": changed})
-        np.testing.assert_allclose(np.asarray(out[:, :t]), np.asarray(base[:, :t]), atol=1e-6)
-        assert not np.allclose(out[:, t:], base[:, t:], atol=1e-4)  # the changed position and later ones see it
 
 
 @pytest.mark.parametrize("name", ["gdn", "mlstm"])
