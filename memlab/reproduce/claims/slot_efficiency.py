@@ -13,8 +13,9 @@ import pandas as pd
 
 from memlab.registry import CLAIMS
 from memlab.reproduce.claim import Claim, Result, details_value
+from memlab.studies.slot_memory.efficiency import markdown
 from memlab.studies.slot_memory.protocol import FAIR_BASELINE, SCALES, sweeps
-from memlab.studies.slot_memory.protocol_report import ProtocolReport, markdown
+from memlab.studies.slot_memory.protocol_report import ProtocolReport
 from memlab.sweep import Sweep
 
 CLAIMED = 5.5  # seed 000: the ratio against the full encoder-decoder (6.7) and the LM (> 5.5)
@@ -84,8 +85,8 @@ class SlotEfficiency(Claim):
 
 def _lower(row: pd.Series) -> float:
     """The smallest ratio the data allow: the bracket's lower end, or the bootstrap's where it is lower."""
-    candidates = [row["ratio_low"], row["bootstrap_2.5%"]]
-    return min(c for c in candidates if not math.isnan(c)) if any(not math.isnan(c) for c in candidates) else 0.0
+    known = [c for c in (row["ratio_low"], row["bootstrap_2.5%"]) if not math.isnan(c)]
+    return min(known, default=0.0)
 
 
 def _ratio_text(row: pd.Series) -> str:
@@ -119,23 +120,23 @@ def _tables(report: ProtocolReport, ratios, equal, grid) -> str:
         [
             "## Compute to target on the frontiers (baseline / slots)",
             "",
-            markdown(ratios),
+            markdown(ratios, 3),
             "",
             "## Exact match at equal compute (base width, every schedule ends at the budget)",
             "",
-            markdown(equal),
+            markdown(equal, 3),
             "",
             "## Learning-rate sweep (final exact match, base width, first seed)",
             "",
-            markdown(report.lr_table()),
+            markdown(report.lr_table(), 3),
             "",
             "## Widths at the chosen rate (final exact match, first seed)",
             "",
-            markdown(report.size_table()),
+            markdown(report.size_table(), 3),
             "",
             f"## k x L/k grid (slots against {FAIR_BASELINE} at the same L)",
             "",
-            markdown(grid),
+            markdown(grid, 3),
             "",
         ]
     )

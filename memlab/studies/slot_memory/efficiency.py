@@ -31,7 +31,8 @@ METRIC = "eval/exact_match"  # whole answers right; per-token teacher-forced acc
 SAME_BUDGET = 0.1  # two schedules end at "the same" compute when their budgets differ by at most this fraction
 
 
-def _evals(curve: pd.DataFrame, metric: str) -> pd.DataFrame:
+def eval_points(curve: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The (flops, metric) evaluations of a curve, in FLOPs order (empty when the run logged neither)."""
     if metric not in curve or "flops" not in curve:
         return pd.DataFrame(columns=["flops", metric])
     return curve[["flops", metric]].dropna().sort_values("flops")
@@ -47,7 +48,7 @@ def target_bracket(curve: pd.DataFrame, target: float, metric: str = METRIC) -> 
     """(low, estimate, high) training FLOPs to reach `target`: the evaluations just before and at the first
     crossing, and the log-FLOPs interpolation between them. Never reached: (FLOPs of the last evaluation, a
     lower bound, NaN, NaN). Reached at the first evaluation: (0, its FLOPs, its FLOPs). No evaluation: NaNs."""
-    points = _evals(curve, metric)
+    points = eval_points(curve, metric)
     flops, values = points["flops"].to_numpy(float), points[metric].to_numpy(float)
     hits = np.flatnonzero(values >= target)
     if not len(hits):
@@ -72,7 +73,7 @@ def scheduled_flops(row: pd.Series) -> float:
 
 def final_metric(row: pd.Series, curve: pd.DataFrame, metric: str = METRIC) -> float:
     """`metric` at the last evaluation of a completed run (the end of its schedule); NaN for any other run."""
-    points = _evals(curve, metric)
+    points = eval_points(curve, metric)
     if row.get("status") != "completed" or not len(points):
         return math.nan
     return float(points[metric].iloc[-1])
@@ -86,7 +87,7 @@ def efficiency_table(runs: pd.DataFrame, target: float, metric: str = METRIC) ->
         family = row.get("model.name")
         slots = row.get("model.num_slots") if family == SLOT else math.nan
         length = row.get("data.context_len")
-        evals = _evals(curve, metric)
+        evals = eval_points(curve, metric)
         low, estimate, high = target_bracket(curve, target, metric)
         rows.append(
             {
@@ -142,9 +143,9 @@ def efficiency_ratios(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _markdown(frame: pd.DataFrame) -> str:
-    """FLOP-like columns in scientific notation, the rest with 4 significant digits."""
-    fmt = lambda col, v: sci(v) if "flops" in col or col == "params" else num(v)
+def markdown(frame: pd.DataFrame, digits: int = 4) -> str:
+    """FLOP-like columns in scientific notation, the rest with `digits` significant digits."""
+    fmt = lambda col, v: sci(v) if "flops" in col or col == "params" else num(v, digits)
     return markdown_table(list(frame.columns), ([fmt(c, v) for c, v in row.items()] for _, row in frame.iterrows()))
 
 
@@ -155,7 +156,7 @@ def _plot_accuracy_vs_flops(path: Path, runs: pd.DataFrame, metric: str) -> Path
     colors = family_colors(runs["model.name"])
     seen = set()
     for _, row in runs.iterrows():
-        family, points = row["model.name"], _evals(runs.curves.of(row), metric)
+        family, points = row["model.name"], eval_points(runs.curves.of(row), metric)
         if len(points):
             ax.plot(
                 points["flops"],
@@ -237,11 +238,11 @@ def write_efficiency_report(
         "",
         "## Runs",
         "",
-        _markdown(table),
+        markdown(table),
         "",
         "## Slot vs baselines",
         "",
-        _markdown(ratios) if len(ratios) else "(no slot/baseline pair at equal L)",
+        markdown(ratios) if len(ratios) else "(no slot/baseline pair at equal L)",
         "",
         *(f"![{p.stem}]({p.name})" for p in plots),
         "",

@@ -198,7 +198,7 @@ def grid_sweep(scale: Scale, lrs: dict[str, float]) -> Sweep:
 
 def load_stage(runs: Path, stage: str) -> pd.DataFrame:
     """The completed runs of one stage, with their protocol family; an error naming the others."""
-    frame = load_runs(runs / stage)
+    frame = load_runs(runs / stage, curves=True)  # the report reads each curve several times
     if frame.empty:
         raise MemlabError(f"no runs under {runs / stage}: run the stage '{stage}' first")
     bad = frame[frame["status"] != "completed"]

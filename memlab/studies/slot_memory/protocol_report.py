@@ -16,12 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from memlab.analysis.plots import family_colors
-from memlab.analysis.tables import markdown_table, num, sci
-from memlab.studies.slot_memory.efficiency import METRIC, target_bracket
+from memlab.analysis.plots import family_colors, save_png
+from memlab.studies.slot_memory.efficiency import METRIC, eval_points, target_bracket
 from memlab.studies.slot_memory.protocol import FAIR_BASELINE, FAMILIES, SLOT, Scale, chosen_lrs, load_stage
 
 BASELINES = [f for f in FAMILIES if f != SLOT]
@@ -30,12 +27,10 @@ RESAMPLES = 2000
 
 def evaluations(frame: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
     """Every evaluation of every run in `frame`: run, family, flops, metric."""
-    parts = []
-    for _, row in frame.iterrows():
-        curve = frame.curves.of(row)
-        if metric in curve and "flops" in curve:
-            points = curve[["flops", metric]].dropna().assign(run=row["run"], family=row["family"])
-            parts.append(points)
+    parts = [
+        eval_points(frame.curves.of(row), metric).assign(run=row["run"], family=row["family"])
+        for _, row in frame.iterrows()
+    ]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["flops", metric, "run", "family"])
 
 
@@ -160,11 +155,11 @@ class ProtocolReport:
             length, k = int(slot["data.context_len"]), int(slot["model.num_slots"])
             same_task = (runs["data.context_len"] == length) & (runs["data.num_facts"] == slot["data.num_facts"])
             base = runs[(runs["family"] == FAIR_BASELINE) & same_task]
-            s_low, s_est, _ = target_bracket(runs.curves.of(slot), self.scale.target, self.metric)
-            b_low, b_est, _ = (
-                target_bracket(runs.curves.of(base.iloc[0]), self.scale.target, self.metric)
+            s_est = target_bracket(runs.curves.of(slot), self.scale.target, self.metric)[1]
+            b_est = (
+                target_bracket(runs.curves.of(base.iloc[0]), self.scale.target, self.metric)[1]
                 if len(base)
-                else (math.nan,) * 3
+                else math.nan
             )
             rows.append(
                 {
@@ -184,9 +179,12 @@ class ProtocolReport:
         return pd.DataFrame(rows)
 
     def plot_frontiers(self, path: Path) -> Path:
-        fig = Figure(figsize=(7.5, 4.8))
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
+        return save_png(path, self._draw_frontiers)
+
+    def plot_grid(self, path: Path, grid: pd.DataFrame) -> Path:
+        return save_png(path, self._draw_grid, grid)
+
+    def _draw_frontiers(self, ax) -> bool:
         colors = family_colors(FAMILIES)
         for family in FAMILIES:
             points = self.points[self.points["family"] == family]
@@ -198,26 +196,13 @@ class ProtocolReport:
         ax.set(xscale="log", xlabel="training FLOPs", ylabel=self.metric, title="compute frontiers (chosen lr)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        return path
+        return True
 
-    def plot_grid(self, path: Path, grid: pd.DataFrame) -> Path:
-        fig = Figure(figsize=(6.5, 4.5))
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
+    def _draw_grid(self, ax, grid: pd.DataFrame) -> bool:
         for k, group in grid.groupby("k"):
             ax.plot(group["L/k"], group["slot_final"], marker="o", label=f"slot_memory k={k}")
             ax.plot(group["L/k"], group["baseline_final"], marker="x", ls="--", label=f"{FAIR_BASELINE} (L = k x L/k)")
         ax.set(xscale="log", xlabel="L / k", ylabel=f"final {self.metric}", title="k x L/k grid")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        return path
-
-
-def markdown(frame: pd.DataFrame) -> str:
-    """FLOP-like columns in scientific notation, the rest with 3 significant digits."""
-    fmt = lambda col, v: sci(v) if "flops" in col or col == "params" else num(v, 3)
-    return markdown_table(list(frame.columns), ([fmt(c, v) for c, v in row.items()] for _, row in frame.iterrows()))
+        return True
