@@ -235,3 +235,15 @@ def test_family_comparison_reads_the_compute_multiplier_off_the_frontiers():
     assert np.allclose(table["b compute multiplier"], 1.0)
     laws[1].diagnostics.reasons.append("not identified")  # only identified frontiers are compared
     assert family_comparison(laws).empty
+
+
+def test_the_family_comparison_says_how_many_seeds_and_rates_stand_behind_it():
+    from memlab.analysis.report import _protocol_caveat
+
+    def law(seeds, lrs):
+        points = pd.DataFrame({"train.seed": seeds, "train.lr": lrs})
+        return Law("f", "compute", "flops", "eval/loss", points)
+
+    thin = _protocol_caveat([law([0, 0], [3e-3, 3e-3])])
+    assert "f: 1 seed(s), learning rate(s) 0.003" in thin and "first look" in thin
+    assert "first look" not in _protocol_caveat([law([0, 1, 2], [1e-3, 3e-3, 1e-2])])

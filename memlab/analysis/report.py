@@ -287,6 +287,7 @@ def _comparison_lines(laws: list[Law]) -> list[str]:
     header = list(table.columns)
     rows = ([sci(v) if c == "budget_flops" else num(v, 3) for c, v in row.items()] for _, row in table.iterrows())
     lines += [markdown_table(header, rows), ""]
+    lines += [_protocol_caveat([law for law in laws if law.kind == "compute" and law.identified]), ""]
     last = table.iloc[-1]
     others = [c.removesuffix(" compute multiplier") for c in header if c.endswith("multiplier")]
     losers = [f for f in others if f != last["winner"]]
@@ -298,6 +299,21 @@ def _comparison_lines(laws: list[Law]) -> list[str]:
             "",
         ]
     return lines
+
+
+def _protocol_caveat(laws: list[Law]) -> str:
+    """How many seeds and learning rates stand behind each frontier: a family comparison is only fair when each
+    family had its own tuned rate and several seeds, and the reader should see at once whether it did."""
+    parts, thin = [], False
+    for law in laws:
+        seeds = law.points["train.seed"].nunique() if "train.seed" in law.points else 1
+        lrs = sorted(law.points["train.lr"].unique()) if "train.lr" in law.points else []
+        thin |= seeds < 2 or len(lrs) < 2
+        parts.append(f"{law.family}: {seeds} seed(s), learning rate(s) {', '.join(f'{lr:g}' for lr in lrs) or '?'}")
+    text = "Behind each frontier: " + "; ".join(parts) + "."
+    if thin:
+        text += " With one seed or a rate not tuned per family, read the winner as a first look, not a verdict."
+    return text
 
 
 def _safe_plot(make, name: str, notes: list[str]) -> Path | None:
