@@ -132,13 +132,14 @@ def set_value(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
 
 
 def _add_objective(group: ml_collections.ConfigDict, name: str, weight: Any) -> None:
-    """The objective group maps loss names to weights; any registered objective may be added to the mix."""
-    from memlab.objectives import OBJECTIVES
+    """The objective group maps objective keys (`name` or `name@pass`) to weights; any registered objective, on
+    any registered pass, may be added to the mix."""
+    from memlab import objectives
 
-    if name not in OBJECTIVES:
-        raise ConfigError(
-            f"unknown objective 'objective.{name}'; registered objectives: {', '.join(OBJECTIVES.names())}"
-        )
+    try:
+        objectives.check({name: 1.0})
+    except ValueError as err:
+        raise ConfigError(f"'objective.{name}': {err}") from None
     if isinstance(weight, bool) or not isinstance(weight, (int, float)):
         raise ConfigError(f"'objective.{name}' = {weight!r} has the wrong type: expected a float weight")
     with group.unlocked():

@@ -48,6 +48,10 @@ def base_config(task: str = "mqar", model: str = "lm") -> ml_collections.ConfigD
     c.train.b2 = 0.98
     c.train.grad_clip = 1.0
     c.train.seed = 0
+    c.train.init_from = ""  # a run directory whose parameters this run starts from ("" = a fresh init)
+    c.train.init_step = -1  # its checkpoint to start from (-1 = the newest)
+    c.train.init_map = ()  # "old->new" parameter-path prefixes to copy from it; () = every parameter, same paths
+    c.train.trainable = ()  # regexes (matched from the start of parameter paths) of what trains; () = everything
     c.train.precision = "float32"  # compute dtype: float32 | bfloat16 (parameters stay fp32)
     c.train.checkpoint_every = 200
     c.train.keep_checkpoints = 3

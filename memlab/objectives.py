@@ -1,7 +1,8 @@
-"""Named training objectives, mixed by the weights in `config.objective` (name -> weight).
+"""Named training objectives, mixed by the weights in `config.objective` (key -> weight).
 
-An objective maps (model outputs, batch) to a mean loss over the positions it scores, plus the accuracy there.
-The total loss is the weighted sum; each term is logged as `loss/<name>`.
+An objective maps (model outputs, batch) to a mean loss over the positions it scores, plus the accuracy there. A
+key is an objective's name, or `name@pass` to score a named view of the example (see memlab.passes). The total
+loss is the weighted sum; each term is logged as `loss/<key>`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from memlab.registry import OBJECTIVES
+from memlab.passes import MAIN, split_key
+from memlab.registry import OBJECTIVES, PASSES
 
 
 def masked_cross_entropy(logits: jax.Array, targets: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -39,22 +41,31 @@ def answer(outputs: dict, batch: dict) -> tuple[jax.Array, jax.Array]:
 
 
 def check(weights: dict) -> None:
-    """Objective names must be registered and weights non-negative with a positive sum."""
-    unknown = [n for n in weights if n not in OBJECTIVES]
+    """Objective keys (`name` or `name@pass`) must name registered objectives and passes, with weights >= 0 and a
+    positive sum."""
+    unknown = [k for k in weights if split_key(k)[0] not in OBJECTIVES]
     if unknown:
         raise ValueError(f"unknown objective(s) {unknown}; registered objectives: {', '.join(OBJECTIVES.names())}")
+    passes = [k for k in weights if split_key(k)[1] not in (MAIN, *PASSES)]
+    if passes:
+        raise ValueError(
+            f"unknown pass in {passes} (after '@'); registered passes: {', '.join(PASSES.names())}, or none for the "
+            "example as it comes"
+        )
     if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
         raise ValueError(f"objective weights must be >= 0 with a positive sum, got {dict(weights)}")
 
 
-def mixed_loss(weights: dict, outputs: dict, batch: dict) -> tuple[jax.Array, dict]:
-    """Weighted sum of the active objectives; metrics hold each term and the main accuracy."""
+def mixed_loss(weights: dict, passes: dict[str, tuple[dict, dict]]) -> tuple[jax.Array, dict]:
+    """Weighted sum of the positively weighted objectives, each on the (outputs, batch) of the pass it names (see
+    memlab.passes.run); metrics hold each term's per-token mean loss and accuracy."""
     total, metrics = 0.0, {}
-    for name, weight in weights.items():
+    for key, weight in weights.items():
         if weight == 0:
             continue
-        loss, accuracy = OBJECTIVES.get(name)(outputs, batch)
+        name, pass_name = split_key(key)
+        loss, accuracy = OBJECTIVES.get(name)(*passes[pass_name])
         total = total + weight * loss
-        metrics[f"loss/{name}"] = loss
-        metrics[f"accuracy/{name}"] = accuracy
+        metrics[f"loss/{key}"] = loss
+        metrics[f"accuracy/{key}"] = accuracy
     return total, metrics

@@ -54,4 +54,5 @@ MODELS = Registry("model.name")  # nnx.Module classes with defaults(), check(cfg
 MIXERS = Registry("model.mixers")  # nnx.Module classes: __init__(cfg, *, rngs, dtype), init_cache, step, check
 TASKS = Registry("data.task")  # grain sources: __init__(data_cfg, split, seed), defaults(), check(), example_shapes()
 OBJECTIVES = Registry("objective")  # fn(outputs, batch) -> (mean loss, accuracy)
+PASSES = Registry("objective pass")  # views of an example, fn(batch) -> batch, named after "@" in objective keys
 CLAIMS = Registry("claim")  # memlab.reproduce.claim.Claim subclasses, registered in memlab/reproduce/claims/

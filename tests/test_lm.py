@@ -9,7 +9,7 @@ from flax import nnx
 from memlab.data.pipeline import example_shapes
 from memlab.models import build_model, count_params
 from memlab.models.layers import mlp_width
-from memlab.train.run_dir import analytic_flops_per_token, xla_flops_per_token
+from memlab.train.flops import analytic_flops_per_token, xla_flops_per_token
 from memlab.train.step import make_loss_fn
 from tests.helpers import logits_of
 
@@ -30,7 +30,7 @@ def test_param_count_matches_formula(tiny_config):
     per_layer = 4 * d * d + 3 * d * f + 2 * d
     expected = 3 * per_layer + d + 2 * v * d
     counts = count_params(build_model(cfg, seed=0))
-    assert counts == {"params": expected, "params_non_embedding": expected - 2 * v * d}
+    assert counts == {"params": expected, "params_non_embedding": expected - 2 * v * d, "params_trainable": expected}
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from memlab.models.layers import mlp_width
 from memlab.models.mixers import MIXERS
 from memlab.models.mixers.gdn import GatedDeltaNet
 from memlab.models.mixers.mlstm import MLSTM
-from memlab.train.run_dir import analytic_flops_per_token, xla_flops_per_token
+from memlab.train.flops import analytic_flops_per_token, xla_flops_per_token
 from memlab.train.step import make_loss_fn
 from tests.helpers import logits_of
 

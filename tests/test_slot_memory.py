@@ -16,7 +16,7 @@ from memlab.data.pipeline import example_shapes, tokens_per_example
 from memlab.data.tasks.context_qa import ContextQA
 from memlab.errors import ConfigError
 from memlab.models import build_model, count_params
-from memlab.train.run_dir import analytic_flops_per_token, xla_flops_per_token
+from memlab.train.flops import analytic_flops_per_token, xla_flops_per_token
 from memlab.train.step import make_loss_fn
 from tests.helpers import ROOT, logits_of
 

@@ -20,10 +20,10 @@ Parameters carry logical axis names as metadata; they are not placed on a mesh a
 from __future__ import annotations
 
 import flax
-import jax
 from flax import nnx
 
 from memlab.models import encdec, lm, slot_memory  # noqa: F401  (each registers itself)
+from memlab.models.params import flat_params
 from memlab.registry import MODELS
 
 flax.config.update("flax_always_shard_variable", False)
@@ -34,10 +34,16 @@ def build_model(model_config, seed: int) -> nnx.Module:
     return MODELS.get(model_config.name)(model_config, rngs=nnx.Rngs(params=seed))
 
 
-def count_params(model: nnx.Module) -> dict[str, int]:
-    """Total and non-embedding parameter counts (the latter is what scaling laws usually use)."""
-    total = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
-    return {"params": int(total), "params_non_embedding": int(total - model.embedding_params())}
+def count_params(model: nnx.Module, trainable: frozenset[str] | None = None) -> dict[str, int]:
+    """Total and non-embedding parameter counts (the latter is what scaling laws usually use), and how many of them
+    train (the paths in `trainable`; None: all)."""
+    sizes = {name: int(x.size) for name, x in flat_params(nnx.state(model, nnx.Param)).items()}
+    total = sum(sizes.values())
+    return {
+        "params": total,
+        "params_non_embedding": total - model.embedding_params(),
+        "params_trainable": total if trainable is None else sum(sizes[name] for name in trainable),
+    }
 
 
 __all__ = ["MODELS", "build_model", "count_params"]

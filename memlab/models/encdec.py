@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from memlab.models.seq2seq import DECODER_PARTS, Block, EncoderDecoder, check_encoder_decoder
+from memlab.models.stages import Stage, chain
 from memlab.parallel import constrain
 from memlab.registry import MODELS
 
@@ -56,10 +57,13 @@ class EncDec(EncoderDecoder):
         Q consecutive rows)."""
         return self.decode(memory, question, answer_inputs)
 
-    def forward_flops_per_example(self, shapes: dict) -> float:
-        """Context encoding and its keys and values once per example, then decoding once per question."""
+    def flop_stages(self, shapes: dict) -> list[Stage]:
+        """The context's front end and encoding once per example, then decoding once per question (the context's
+        keys and values once per example, in each decoder layer's stage)."""
         cfg, d = self.cfg, self.cfg.d_model
         length, (num_q, lq), la = shapes["context"][0], shapes["question"], shapes["answer_inputs"][1]
-        total = self.io.context_flops(length) + self.shared_kv_flops(cfg.num_layers, length)
-        total += cfg.encoder_layers * Block.forward_flops(ENCODER_PARTS, d, self.d_ff, length, length)
-        return total + num_q * self.decode_flops(lq, la, length, shared=length)
+        stages = [Stage("io", self.io.context_flops(length), ("io/embed", "io/context_conv"))]
+        block = Block.forward_flops(ENCODER_PARTS, d, self.d_ff, length, length)
+        stages += [Stage(f"encoder_blocks/{i}", block, (f"encoder_blocks/{i}",)) for i in range(cfg.encoder_layers)]
+        stages = chain([*stages, Stage("encoder_norm", 0.0, ("encoder_norm",))])
+        return stages + self.decoder_stages(num_q, lq, la, length, shared=length, memory=("encoder_norm",))

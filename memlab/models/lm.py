@@ -13,6 +13,7 @@ from flax import nnx
 
 from memlab.models.layers import SwiGLU, check_heads, compute_dtype, dense, mlp_width, rms_norm, token_embedding
 from memlab.models.mixers import MIXERS, parse_mixers
+from memlab.models.stages import Stage, StagedFlops, chain
 from memlab.parallel import constrain
 from memlab.registry import MODELS
 
@@ -32,7 +33,7 @@ class Block(nnx.Module):
 
 
 @MODELS.register("lm")
-class LM(nnx.Module):
+class LM(StagedFlops, nnx.Module):
     """`model.name = "lm"`. Called on a batch dict with `inputs` [B, T] (and optional `segment_ids`)."""
 
     def __init__(self, cfg, *, rngs: nnx.Rngs):
@@ -145,11 +146,17 @@ class LM(nnx.Module):
         per_table = self.cfg.vocab_size * self.cfg.d_model
         return per_table if self.cfg.tie_embeddings else 2 * per_table
 
-    def forward_flops_per_example(self, shapes: dict) -> float:
-        """Analytic forward FLOPs for one example: 2 FLOPs per multiply-accumulate of every matmul."""
+    def flop_stages(self, shapes: dict) -> list[Stage]:
+        """Analytic forward FLOPs of one example by stage (2 FLOPs per multiply-accumulate of every matmul): the
+        embedding lookup, each layer's mixer and MLP, the logits (see memlab.models.stages)."""
         cfg, seq_len = self.cfg, shapes["inputs"][-1]
         d_ff = mlp_width(cfg.d_model, cfg.mlp_ratio)
-        per_token = sum(MIXERS.get(name).forward_flops_per_token(cfg, seq_len) for name in self.mixer_names)
-        per_token += cfg.num_layers * SwiGLU.forward_flops_per_token(cfg.d_model, d_ff)
-        per_token += 2.0 * cfg.d_model * cfg.vocab_size  # logits
-        return per_token * seq_len
+        stages = [Stage("embed", 0.0, ("embed",))]
+        for i, name in enumerate(self.mixer_names):
+            mixer = MIXERS.get(name).forward_flops_per_token(cfg, seq_len) * seq_len
+            stages.append(Stage(f"blocks/{i}/mixer", mixer, (f"blocks/{i}/mixer_norm", f"blocks/{i}/mixer")))
+            mlp = SwiGLU.forward_flops_per_token(cfg.d_model, d_ff) * seq_len
+            stages.append(Stage(f"blocks/{i}/mlp", mlp, (f"blocks/{i}/mlp_norm", f"blocks/{i}/mlp")))
+        head = ("final_norm", "embed" if cfg.tie_embeddings else "unembed")
+        stages.append(Stage("head", 2.0 * cfg.d_model * cfg.vocab_size * seq_len, head))
+        return chain(stages)

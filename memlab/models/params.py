@@ -30,3 +30,12 @@ def flat_params(state: nnx.State) -> dict[str, jax.Array]:
 def _leaves(state: nnx.State):
     for path, variable in nnx.to_flat_state(state):
         yield path, variable.get_raw_value() if isinstance(variable, nnx.Variable) else variable
+
+
+def map_params(fn, state: nnx.State) -> nnx.State:
+    """`state` with each parameter array replaced by `fn(path name, array)`."""
+
+    def call(keypath, leaf):
+        return fn(path_name(tuple(k.key for k in keypath if isinstance(k, jax.tree_util.DictKey))), leaf)
+
+    return jax.tree_util.tree_map_with_path(call, state)

@@ -26,6 +26,7 @@ from memlab.models.layers import (
     rope,
     token_embedding,
 )
+from memlab.models.stages import Stage, StagedFlops
 
 Memory = jax.Array | tuple[jax.Array, ...]  # what cross-attention reads: one array or parts along the sequence
 PARTS = ("self", "causal", "cross", "mlp")  # self: bidirectional self-attention; causal: masked to the past
@@ -246,7 +247,7 @@ class TokenIO(nnx.Module):
         return 2.0 * tokens * self.cfg.d_model * self.cfg.vocab_size
 
 
-class EncoderDecoder(nnx.Module):
+class EncoderDecoder(StagedFlops, nnx.Module):
     """The base of the encoder-decoder families: the family's `check(cfg)` first, then config, compute dtype, MLP
     width and the token I/O; a family then builds its encoder and last `decoder_blocks = self.blocks(DECODER_PARTS,
     ...)` (parameters are drawn in that order), and defines `encode_context(context)` -> memory and
@@ -294,18 +295,21 @@ class EncoderDecoder(nnx.Module):
             x = block(x, memory, positions=positions)
         return self.io.logits(x[:, question.shape[1] :])
 
-    def decode_flops(self, question_len: int, answer_len: int, memory_len: int, shared: int) -> float:
-        """Forward FLOPs of `decode` for one question over a memory of `memory_len` vectors, without the key and
-        value projections of the `shared` ones (once per context: `shared_kv_flops`)."""
-        cfg = self.cfg
-        flops = cfg.num_layers * Block.forward_flops(
-            DECODER_PARTS, cfg.d_model, self.d_ff, question_len + answer_len, memory_len, shared
-        )
-        return flops + self.io.logits_flops(answer_len)
-
-    def shared_kv_flops(self, layers: int, shared: int) -> float:
-        """Keys and values of `shared` memory vectors in `layers` cross-attention layers: once per context."""
-        return layers * Attention.kv_flops(self.cfg.d_model, shared)
+    def decoder_stages(
+        self, num_q: int, question_len: int, answer_len: int, memory_len: int, shared: int, memory: tuple[str, ...]
+    ) -> list[Stage]:
+        """FLOP stages of `decode` for `num_q` questions per example over a memory of `memory_len` vectors (from the
+        stages `memory`), of which the `shared` ones have their keys and values projected once per context."""
+        cfg, stages, previous = self.cfg, [], "io"
+        for i in range(cfg.num_layers):
+            flops = num_q * Block.forward_flops(
+                DECODER_PARTS, cfg.d_model, self.d_ff, question_len + answer_len, memory_len, shared
+            )
+            flops += Attention.kv_flops(cfg.d_model, shared)
+            stages.append(Stage(f"decoder_blocks/{i}", flops, (f"decoder_blocks/{i}",), (previous, *memory)))
+            previous = stages[-1].name
+        head = ("io/final_norm", "io/embed" if cfg.tie_embeddings else "io/unembed")
+        return [*stages, Stage("head", num_q * self.io.logits_flops(answer_len), head, (previous,))]
 
     def __call__(self, batch: dict) -> dict:
         """Answer every question of the batch ([B, Q, ...]) from one encoding of each context: the memory [B, M, d]

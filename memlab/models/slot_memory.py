@@ -22,7 +22,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from memlab.models.layers import dense
-from memlab.models.seq2seq import DECODER_PARTS, Block, EncoderDecoder, check_encoder_decoder
+from memlab.models.seq2seq import DECODER_PARTS, Attention, Block, EncoderDecoder, check_encoder_decoder
+from memlab.models.stages import Stage, chain
 from memlab.parallel import constrain
 from memlab.registry import MODELS
 
@@ -117,17 +118,26 @@ class SlotMemory(EncoderDecoder):
             q = block(q, m_ctx, positions=positions)
         return self.decode((m_ctx, self.question_norm(q)), question, answer_inputs)  # reads [M_ctx; M_q]
 
-    def forward_flops_per_example(self, shapes: dict) -> float:
-        """Context encoding and M_ctx's keys and values once per example, then question encoding and decoding once
-        per question."""
+    def flop_stages(self, shapes: dict) -> list[Stage]:
+        """The context's front end and slot encoding once per example (M_ctx's keys and values too, in the stage of
+        each layer that reads them), then question encoding and decoding once per question."""
         cfg, d = self.cfg, self.cfg.d_model
         length, (num_q, lq), la, k = shapes["context"][0], shapes["question"], shapes["answer_inputs"][1], cfg.num_slots
-        total = self.io.context_flops(length) + 2.0 * length * d * cfg.num_heads  # front end, salience
-        total += cfg.slot_layers * Block.forward_flops(SLOT_PARTS, d, self.d_ff, k, length)
-        total += self.shared_kv_flops(cfg.question_layers + cfg.num_layers, k)  # M_ctx's keys and values
-        per_q = cfg.question_layers * Block.forward_flops(QUESTION_PARTS, d, self.d_ff, lq, k, shared=k)
-        per_q += self.decode_flops(lq, la, k + lq, shared=k)
-        return total + num_q * per_q
+        front = self.io.context_flops(length) + 2.0 * length * d * cfg.num_heads  # conv, salience
+        stages = [Stage("io", front, ("io/embed", "io/context_conv", "context_norm", "salience"))]
+        slot_block = Block.forward_flops(SLOT_PARTS, d, self.d_ff, k, length)
+        for i in range(cfg.slot_layers):
+            queries = ("slot_mean", "slot_offsets") if i == 0 else ()
+            stages.append(Stage(f"slot_blocks/{i}", slot_block, (f"slot_blocks/{i}", *queries)))
+        stages = chain([*stages, Stage("slot_norm", 0.0, ("slot_norm",))])
+        question_block = num_q * Block.forward_flops(QUESTION_PARTS, d, self.d_ff, lq, k, shared=k)
+        previous = "io"
+        for i in range(cfg.question_layers):
+            flops = question_block + Attention.kv_flops(d, k)
+            stages.append(Stage(f"question_blocks/{i}", flops, (f"question_blocks/{i}",), (previous, "slot_norm")))
+            previous = stages[-1].name
+        stages.append(Stage("question_norm", 0.0, ("question_norm",), (previous,)))
+        return stages + self.decoder_stages(num_q, lq, la, k + lq, shared=k, memory=("slot_norm", "question_norm"))
 
 
 def locality_prior(num_slots: int, length: int, std: float) -> jax.Array:

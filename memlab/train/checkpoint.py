@@ -111,20 +111,37 @@ def run_config(run_dir: str | Path) -> ml_collections.ConfigDict:
     return from_dict(saved)
 
 
-def load_model(run_dir: str | Path, step: int | None = None) -> tuple[nnx.Module, ml_collections.ConfigDict, int]:
-    """(model with the checkpoint's parameters, config, step) for the newest checkpoint or `step`."""
-    config = run_config(run_dir)
+def checkpoint_step(run_dir: str | Path, step: int | None = None) -> int:
+    """`step` if `run_dir` holds a checkpoint there, else its newest one (step None); ConfigError if it has none."""
+    run_config(run_dir)  # a ConfigError if it is no run directory
     directory = RunDir(run_dir).checkpoint_dir.resolve()
     with ocp.CheckpointManager(directory, item_handlers={"state": ocp.PyTreeCheckpointHandler()}) as manager:
         steps = sorted(manager.all_steps())
-        if not steps:
-            raise ConfigError(f"{run_dir} has no checkpoint to load (checkpoints/ is empty or missing)")
-        step = steps[-1] if step is None else step
-        if step not in steps:
-            raise ConfigError(f"{run_dir} has no checkpoint at step {step}; saved steps: {steps}")
-        graphdef, abstract = nnx.split(nnx.eval_shape(lambda: build_model(config.model, config.train.seed)), nnx.Param)
-        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # whatever mesh it was trained on
-        target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
+    if not steps:
+        raise ConfigError(f"{run_dir} has no checkpoint to load (checkpoints/ is empty or missing)")
+    if step is not None and step not in steps:
+        raise ConfigError(f"{run_dir} has no checkpoint at step {step}; saved steps: {steps}")
+    return steps[-1] if step is None else step
+
+
+def _abstract_model(config: ml_collections.ConfigDict) -> tuple[nnx.GraphDef, nnx.State]:
+    return nnx.split(nnx.eval_shape(lambda: build_model(config.model, config.train.seed)), nnx.Param)
+
+
+def abstract_params_of(run_dir: str | Path) -> nnx.State:
+    """The shapes and dtypes of the parameters of the model a run directory trained (nothing is read but JSON)."""
+    return _abstract_model(run_config(run_dir))[1]
+
+
+def load_model(run_dir: str | Path, step: int | None = None) -> tuple[nnx.Module, ml_collections.ConfigDict, int]:
+    """(model with the checkpoint's parameters, config, step) for the newest checkpoint or `step`."""
+    config = run_config(run_dir)
+    step = checkpoint_step(run_dir, step)
+    graphdef, abstract = _abstract_model(config)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # whatever mesh it was trained on
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
+    directory = RunDir(run_dir).checkpoint_dir.resolve()
+    with ocp.CheckpointManager(directory, item_handlers={"state": ocp.PyTreeCheckpointHandler()}) as manager:
         restored = manager.restore(
             step,
             args=ocp.args.Composite(

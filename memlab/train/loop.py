@@ -40,9 +40,11 @@ from memlab.parallel import (
     shard_batch,
 )
 from memlab.train.checkpoint import Checkpointer
+from memlab.train.flops import analytic_flops_per_token, xla_flops_per_token
 from memlab.train.monitor import TrainProgress, WandbLogger, wandb_run_id
-from memlab.train.run_dir import Compute, RunDir, analytic_flops_per_token, xla_flops_per_token
-from memlab.train.step import evaluate, make_eval_step, make_loss_fn, make_optimizer, make_train_step
+from memlab.train.partial import InitFrom, split_trainable, trainable_names
+from memlab.train.run_dir import Compute, RunDir
+from memlab.train.step import evaluate, make_eval_step, make_grad_fn, make_optimizer, make_train_step
 
 log = logging.getLogger("memlab")
 
@@ -73,7 +75,13 @@ class Interrupted(StoppedEarly):
 RESUME_MAY_DIFFER = ("logging.launch_id", "logging.progress", "mesh.")
 # Keys added since runs were first saved, with the value that does what a run without them did: a saved config that
 # lacks one is compared as if it held that value, so those runs still resume.
-ADDED_KEYS = {("train", "warmup_fraction"): 0.0}
+ADDED_KEYS = {
+    ("train", "warmup_fraction"): 0.0,
+    ("train", "init_from"): "",
+    ("train", "init_step"): -1,
+    ("train", "init_map"): [],
+    ("train", "trainable"): [],
+}
 
 
 def check_resumable(run: RunDir, config: dict) -> None:
@@ -171,13 +179,16 @@ def _publish(row: dict, run: RunDir, logger: WandbLogger, bar: TrainProgress) ->
         bar.update(row["step"], row)
 
 
-def _facts(config: ml_collections.ConfigDict, model: nnx.Module, per_example: int, flops_per_token: float) -> dict:
-    """What the summary says of a run before it trains: its model's size and its compute per example."""
+def _facts(
+    config: ml_collections.ConfigDict, model: nnx.Module, per_example: int, flops_per_token: float, trainable
+) -> dict:
+    """What the summary says of a run before it trains: its model's size (and how much of it trains) and its
+    compute per example."""
     family = config.model.name + (f":{config.model.mixers}" if "mixers" in config.model else "")
     facts = {
         "steps": config.train.steps,
         "family": family,
-        **count_params(model),
+        **count_params(model, trainable),
         "flops_per_token": flops_per_token,
         "tokens_per_example": per_example,
         "flops_per_example": flops_per_token * per_example,
@@ -201,12 +212,14 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     build = lambda: build_model(config.model, tc.seed)
     model = nnx.eval_shape(build)
     graphdef, abstract_params = nnx.split(model, nnx.Param)
+    trainable = trainable_names(abstract_params, tc.trainable)  # None: everything trains
+    init_from = InitFrom(tc, abstract_params) if tc.init_from else None  # checked on shapes, nothing read yet
     tx, schedule = make_optimizer(tc)
     with jax.set_mesh(mesh):
         params = create_sharded(lambda: nnx.split(build(), nnx.Param)[1], param_shardings(abstract_params, mesh, rules))
         state = {
             "params": params,
-            "opt_state": jax.jit(tx.init)(params),
+            "opt_state": jax.jit(lambda p: tx.init(split_trainable(p, trainable)[0]))(params),
             "step": jax.device_put(jnp.zeros((), jnp.int32), replicated(mesh)),
         }
     shardings = jax.tree.map(lambda x: x.sharding, state)
@@ -219,6 +232,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     if restored is None:
         start, saved_wandb_id, previous = 0, None, {}
         run.start(config_dict)
+        if init_from is not None:
+            state["params"] = init_from.load(state["params"])
+            log.info("parameters of %d paths from %s (step %d)", len(init_from.sources), tc.init_from, init_from.step)
     else:
         start, state, meta = restored
         saved_wandb_id, previous = meta.get("wandb_run_id"), run.read_summary()
@@ -226,9 +242,11 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
         log.info("resuming %s from step %d", run.path, start)
 
     per_example = tokens_per_example(config)
-    compute = Compute(tc.batch_size * per_example, analytic_flops_per_token(model, example_shapes(config), per_example))
+    weights = dict(config.objective)
+    flops_per_token = analytic_flops_per_token(model, example_shapes(config), per_example, trainable, weights)
+    compute = Compute(tc.batch_size * per_example, flops_per_token)
     fields = {
-        **_facts(config, model, per_example, compute.flops_per_token),
+        **_facts(config, model, per_example, compute.flops_per_token, trainable),
         "wandb_run_id": wandb_run_id(saved_wandb_id),
     }
     status, error, reached, measured, final = "running", None, compute.progress(start), {}, {}
@@ -237,9 +255,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     stop, logger = StopSignal(), None
     try:
         logger = WandbLogger(config.logging, run.path, config_dict, fields["wandb_run_id"], is_main)
-        weights = dict(config.objective)
         train_step = jax.jit(
-            make_train_step(graphdef, weights, tx, schedule, tc.grad_accum),
+            make_train_step(graphdef, weights, tx, schedule, tc.grad_accum, trainable),
             donate_argnums=0,
             out_shardings=(shardings, replicated(mesh)),
         )
@@ -252,7 +269,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
             measured = {
                 "compile_seconds": time.perf_counter() - t0,
                 "flops_per_token_xla": xla_flops_per_token(
-                    jax.value_and_grad(make_loss_fn(graphdef, weights), has_aux=True),
+                    make_grad_fn(graphdef, weights, trainable),
                     state["params"],
                     batch,
                     per_example,
@@ -263,6 +280,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
 
             host, unread = HostMetrics(tc, compute, checkpointer), None
             with TrainProgress(run.path.name, tc.steps, start, config.logging.progress) as bar:
+                if start == 0 and init_from is not None:  # the source run's parameters, before any step
+                    _publish({**compute.progress(0), **evaluator(state["params"])}, run, logger, bar)
                 for step in range(start + 1, tc.steps + 1):
                     batch = shard_batch(next(data), mesh) if batch is None else batch
                     state, metrics = compiled(state, batch)  # dispatched; runs while the host reads step n-1

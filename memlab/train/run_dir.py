@@ -3,8 +3,7 @@ metrics.jsonl, summary.json, the single source of truth for analysis) and the co
 
 Files are written atomically (a temp file, then os.replace) so a reader or a killed writer never sees half a JSON
 document; metrics.jsonl is append-only and trimmed back to the restored step on resume, so a resumed run's curve
-has no duplicate or orphaned rows. Training FLOPs are counted as 3x the forward pass (backward = 2x forward), the
-convention of Kaplan et al. and Hoffmann et al., and cross-checked against XLA's cost analysis.
+has no duplicate or orphaned rows. `Compute` turns steps into tokens and training FLOPs (memlab.train.flops).
 """
 
 from __future__ import annotations
@@ -17,12 +16,10 @@ import math
 import os
 import platform
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jax
-from flax import nnx
 
 PACKAGES = (
     "memlab",
@@ -186,24 +183,3 @@ class Compute:
         """Where the run stands after `step` steps: step, tokens and training FLOPs, the x axes of its curves."""
         tokens = step * self.tokens_per_step
         return {"step": step, "tokens": tokens, "flops": tokens * self.flops_per_token}
-
-
-def analytic_flops_per_token(model: nnx.Module, example_shapes: dict, tokens_per_example: int) -> float:
-    return 3.0 * model.forward_flops_per_example(example_shapes) / tokens_per_example
-
-
-def xla_flops_per_token(
-    grad_fn: Callable, params: nnx.State, batch: dict, tokens_per_example: int, accum: int = 1
-) -> float | None:
-    """FLOPs XLA counts for `grad_fn` (value_and_grad of the loss) on one micro-batch (1/`accum` of `batch`), per
-    token; None if the backend reports none. It compiles the unpartitioned computation from shapes alone, so the
-    figure is the global one whatever mesh `params` and `batch` live on."""
-    params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
-    micro = jax.tree.map(lambda x: jax.ShapeDtypeStruct((x.shape[0] // accum, *x.shape[1:]), x.dtype), batch)
-    analysis = jax.jit(grad_fn).lower(params, micro).compile().cost_analysis()
-    if isinstance(analysis, (list, tuple)):
-        analysis = analysis[0] if analysis else None
-    if not analysis or "flops" not in analysis:
-        return None
-    examples = jax.tree.leaves(micro)[0].shape[0]
-    return float(analysis["flops"]) / (examples * tokens_per_example)

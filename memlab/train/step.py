@@ -19,7 +19,9 @@ import ml_collections
 import optax
 from flax import nnx
 
+from memlab import passes
 from memlab.objectives import mixed_loss
+from memlab.train.partial import split_trainable
 
 log = logging.getLogger("memlab")
 
@@ -82,13 +84,27 @@ def make_optimizer(train: ml_collections.ConfigDict) -> tuple[optax.GradientTran
 
 
 def make_loss_fn(graphdef: nnx.GraphDef, weights: dict) -> Callable:
-    """loss_fn(params, batch) -> (loss, per-objective terms) of the objective mix `weights`."""
+    """loss_fn(params, batch) -> (loss, per-objective terms) of the objective mix `weights`, running each pass
+    that a positive weight asks for."""
+    needed = passes.active(weights)
 
     def loss_fn(params, batch):
         model = nnx.merge(graphdef, params)
-        return mixed_loss(weights, model(batch), batch)
+        return mixed_loss(weights, passes.run(model, batch, needed))
 
     return loss_fn
+
+
+def make_grad_fn(graphdef: nnx.GraphDef, weights: dict, trainable: frozenset[str] | None = None) -> Callable:
+    """grad_fn(params, batch) -> ((loss, terms), gradient w.r.t. the `trainable` parameters only; None: all)."""
+    loss_fn = make_loss_fn(graphdef, weights)
+
+    def grad_fn(params, batch):
+        train, frozen = split_trainable(params, trainable)
+        value_and_grad = jax.value_and_grad(lambda t: loss_fn(nnx.merge_state(t, frozen), batch), has_aux=True)
+        return value_and_grad(train)
+
+    return grad_fn
 
 
 def _accumulated_grads(grad_fn, params, batch, accum: int):
@@ -106,23 +122,31 @@ def _accumulated_grads(grad_fn, params, batch, accum: int):
 
 
 def make_train_step(
-    graphdef: nnx.GraphDef, weights: dict, tx: optax.GradientTransformation, schedule: optax.Schedule, accum: int
+    graphdef: nnx.GraphDef,
+    weights: dict,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    accum: int,
+    trainable: frozenset[str] | None = None,
 ) -> Callable:
-    """train_step(state, batch) -> (state, metrics); `metrics["finite"]` says whether the update was applied."""
-    grad_fn = jax.value_and_grad(make_loss_fn(graphdef, weights), has_aux=True)
+    """train_step(state, batch) -> (state, metrics); `metrics["finite"]` says whether the update was applied. Only
+    the `trainable` parameters (None: all) are updated; the others come out bit-identical."""
+    grad_fn = make_grad_fn(graphdef, weights, trainable)
 
     def train_step(state: dict, batch: dict):
         (loss, terms), grads = _accumulated_grads(grad_fn, state["params"], batch, accum)
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        train, frozen = split_trainable(state["params"], trainable)
+        updates, opt_state = tx.update(grads, state["opt_state"], train)
+        updated = {"params": optax.apply_updates(train, updates), "opt_state": opt_state}
+        kept = {"params": train, "opt_state": state["opt_state"]}
+        updated = jax.tree.map(lambda n, o: jnp.where(finite, n, o), updated, kept)
         new = {
-            "params": optax.apply_updates(state["params"], updates),
-            "opt_state": opt_state,
+            "params": nnx.merge_state(updated["params"], frozen),
+            "opt_state": updated["opt_state"],
             "step": state["step"] + 1,
         }
-        kept = {"params": state["params"], "opt_state": state["opt_state"], "step": state["step"] + 1}
-        new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, kept)
         metrics = {
             "train/loss": loss,
             "grad_norm": grad_norm,
@@ -137,12 +161,15 @@ def make_train_step(
 
 def make_eval_step(graphdef: nnx.GraphDef, weights: dict, task_metrics: Callable | None = None) -> Callable:
     """eval_step(params, batch) -> {"eval/loss", "eval/<term>" ..., "eval/<task metric>" ...} on one batch;
-    `task_metrics(outputs, batch)` adds the task's own metrics (e.g. exact match) from the same forward pass."""
+    `task_metrics(outputs, batch)` adds the task's own metrics (e.g. exact match) from the main pass's outputs."""
+    needed = passes.active(weights)
+    if task_metrics is not None and passes.MAIN not in needed:
+        needed = [passes.MAIN, *needed]
 
     def eval_step(params, batch):
-        outputs = nnx.merge(graphdef, params)(batch)
-        loss, terms = mixed_loss(weights, outputs, batch)
-        extra = task_metrics(outputs, batch) if task_metrics is not None else {}
+        ran = passes.run(nnx.merge(graphdef, params), batch, needed)
+        loss, terms = mixed_loss(weights, ran)
+        extra = task_metrics(*ran[passes.MAIN]) if task_metrics is not None else {}
         return {"eval/loss": loss, **{f"eval/{k}": v for k, v in {**terms, **extra}.items()}}
 
     return eval_step
