@@ -14,6 +14,8 @@ from tests.helpers import ROOT, assert_causal, decoded_logits, logits_of
 LM_CASES = [
     ("model.mixers=attn",),
     ("model.mixers=attn", "model.qkv_conv=True", "model.copy_init=True"),
+    ("model.mixers=attn", "model.attention_window=4"),
+    ("model.mixers=attn,gdn", "model.attention_window=4", "model.attention_window_kind=block"),
     ("model.mixers=conv,gdn",),
     ("model.mixers=hebbian",),
     ("model.mixers=hebbian", "model.hebbian_decay=True"),

@@ -59,6 +59,8 @@ class LM(StagedFlops, nnx.Module):
             "rope_theta": 10_000.0,
             "qkv_conv": False,  # attn: short causal convolutions on queries, keys and values
             "copy_init": False,  # attn: start as a copying lookup (W_k = W_q, W_o = W_v^T; attention_projections)
+            "attention_window": 0,  # attn: W > 0 limits every attn layer to windows of W tokens; 0 = unlimited
+            "attention_window_kind": "sliding",  # attn: sliding (the last W tokens) | block (own block of W tokens)
             "conv_kernel": 4,  # taps of the short causal convolutions (conv mixer, conv paths of recurrent mixers)
             "tie_embeddings": False,
             # matrix-memory mixers (gdn, deltanet, hebbian): per-head [K, V] state, K = matrix_head_dim,

@@ -4,8 +4,16 @@
 Gated DeltaNet and Mamba; "canon layers" in Allen-Zhu's Physics of LMs 4.1): a key then carries the token
 before it, so associative recall needs one attention hop instead of an induction circuit built over two layers
 (the MQAR rows of BENCHMARKS.md measure the difference). `model.copy_init` starts it as a copying lookup, as
-the encoder-decoder families' attention (`layers.attention_projections`). Decoding keeps a KV cache of max_len
-slots.
+the encoder-decoder families' attention (`layers.attention_projections`).
+
+`model.attention_window` = W > 0 limits attention to windows of W tokens while the other mixers' matrix state
+still spans the whole sequence (hybrids such as "attn,gdn"): `sliding` lets position p see positions p-W+1..p,
+`block` the positions of its own block, floor(p/W)*W..p. Windows count the positions RoPE rotates by, which
+restart at 0 in every packed document (data/packing.py), so blocks align to each document's start and the
+segment mask still keeps documents apart.
+
+Decoding keeps a KV cache of max_len slots, windowed or not (the window masks the old slots; a ring buffer of W
+slots would hold the same keys in less memory).
 """
 
 from __future__ import annotations
@@ -16,6 +24,16 @@ from flax import nnx
 
 from memlab.models.layers import ShortConv, attention_projections, rope
 from memlab.registry import MIXERS
+
+WINDOW_KINDS = ("sliding", "block")
+
+
+def in_window(query_pos: jax.Array, key_pos: jax.Array, window: int, kind: str) -> jax.Array:
+    """Whether a key at key_pos lies in the window of a query at query_pos (broadcasting); causality and
+    documents are masked separately."""
+    if kind == "sliding":
+        return query_pos - key_pos < window
+    return query_pos // window == key_pos // window
 
 
 @MIXERS.register("attn")
@@ -29,6 +47,17 @@ class CausalSelfAttention(nnx.Module):
         self.convs = nnx.List(
             [ShortConv(d, cfg.conv_kernel, rngs=rngs, dtype=dtype) for _ in range(3)] if cfg.qkv_conv else []
         )
+        # .get: configs saved before the window knobs existed still load
+        self.window, self.window_kind = cfg.get("attention_window", 0), cfg.get("attention_window_kind", "sliding")
+
+    @staticmethod
+    def check(cfg) -> None:
+        """ValueError for a window that is not a non-negative int or a window kind that is not known."""
+        window, kind = cfg.get("attention_window", 0), cfg.get("attention_window_kind", "sliding")
+        if isinstance(window, bool) or not isinstance(window, int) or window < 0:
+            raise ValueError(f"model.attention_window={window!r} must be an int >= 0 (0 = unlimited causal attention)")
+        if kind not in WINDOW_KINDS:
+            raise ValueError(f"model.attention_window_kind={kind!r} is not accepted; choose one of {WINDOW_KINDS}")
 
     def __call__(self, x: jax.Array, *, positions: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
         b, t, _ = x.shape
@@ -41,7 +70,11 @@ class CausalSelfAttention(nnx.Module):
         v = split(v)
         mask = None
         if segment_ids is not None:  # packed documents never attend across a boundary
-            mask = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
+            mask = segment_ids[:, :, None] == segment_ids[:, None, :]
+        if self.window:
+            near = in_window(positions[:, :, None], positions[:, None, :], self.window, self.window_kind)
+            mask = near if mask is None else mask & near
+        mask = None if mask is None else mask[:, None]  # [B, 1, T, T]: shared by the heads
         out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True)
         return self.o(out.reshape(b, t, -1))
 
@@ -56,7 +89,7 @@ class CausalSelfAttention(nnx.Module):
 
     def step(self, x: jax.Array, cache: dict, *, position: jax.Array) -> tuple[jax.Array, dict]:
         """One token x [B, d] at `position` (a scalar shared by the batch) -> (y [B, d], cache): its key and value
-        go to slot `position`, and its query attends to slots 0..position."""
+        go to slot `position`, and its query attends to slots 0..position that lie in its window."""
         b = x.shape[0]
         pos = jnp.broadcast_to(position, (b, 1))
         split = lambda y: y.reshape(b, 1, self.num_heads, self.head_dim)
@@ -68,8 +101,11 @@ class CausalSelfAttention(nnx.Module):
         q, k = rope(split(q), pos, self.rope_theta), rope(split(k), pos, self.rope_theta)
         ks = jax.lax.dynamic_update_slice_in_dim(cache["k"], k.astype(cache["k"].dtype), position, axis=1)
         vs = jax.lax.dynamic_update_slice_in_dim(cache["v"], split(v).astype(cache["v"].dtype), position, axis=1)
-        mask = (jnp.arange(ks.shape[1]) <= position)[None, None, None, :]
-        out = jax.nn.dot_product_attention(q, ks, vs, mask=mask)
+        slots = jnp.arange(ks.shape[1])
+        mask = slots <= position
+        if self.window:
+            mask = mask & in_window(position, slots, self.window, self.window_kind)
+        out = jax.nn.dot_product_attention(q, ks, vs, mask=mask[None, None, None, :])
         return self.o(out.reshape(b, -1)), {"k": ks, "v": vs, "convs": list(convs)}
 
     @staticmethod
