@@ -8,7 +8,7 @@ import sys
 from memlab.entry import run
 
 COMMAND_MODULES = (
-    "memlab.train.commands",  # train
+    "memlab.train.commands",  # train, generate, params save/load
     "memlab.analysis.commands",  # report
     "memlab.data.commands",  # data prepare, data verify
     "memlab.sweep.commands",  # sweep, sweep-point, agent, status

@@ -1,4 +1,6 @@
-"""`memlab train CONFIG --set k=v ... --workdir DIR` and `memlab generate RUN_DIR --prompt "ids"`."""
+"""`memlab train CONFIG --set k=v ... --workdir DIR`, `memlab generate RUN_DIR --prompt "ids"` and
+`memlab params save|load`: one sub-tree of a run's parameters saved as a verified block, and a block placed
+onto the model of a run directory (optionally scored on the run's eval set before and after)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--tokens", type=int, default=16, help="how many tokens to generate (default 16)")
     g.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
     g.set_defaults(func=generate)
+    params = sub.add_parser("params", help="save a parameter block of a run; place one onto a run's model")
+    actions = params.add_subparsers(dest="action", required=True)
+    save = actions.add_parser("save", help="save the parameters under --prefix of a run's checkpoint as a block")
+    save.add_argument("run_dir", help="a run directory with checkpoints/")
+    save.add_argument("--prefix", required=True, help="the sub-tree to save, e.g. blocks/1/mixer")
+    save.add_argument("--out", required=True, help="directory of the block (a verified zarr snapshot)")
+    save.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
+    save.set_defaults(func=save_params)
+    load = actions.add_parser("load", help="place a saved block onto a run's model (checked whole, never partly)")
+    load.add_argument("run_dir", help="a run directory with checkpoints/")
+    load.add_argument("--block", required=True, help="directory written by `memlab params save`")
+    load.add_argument("--prefix", default=None, help="where to place it (default: the prefix it was saved from)")
+    load.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
+    load.add_argument("--eval", action="store_true", help="the run's eval metrics before and after placing it")
+    load.set_defaults(func=load_params)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,3 +89,47 @@ def generate(args) -> int:
     out = model.generate(jnp.asarray([prompt], jnp.int32), args.tokens)
     print(f"step {step}: " + " ".join(str(int(t)) for t in out[0, len(prompt) :]))
     return 0
+
+
+def save_params(args) -> int:
+    from pathlib import Path
+
+    from memlab.config import to_dict
+    from memlab.train.checkpoint import load_model
+    from memlab.train.param_blocks import save_block
+
+    model, config, step = load_model(args.run_dir, args.step)
+    source = {"run_dir": str(Path(args.run_dir).resolve()), "step": step, "model": to_dict(config.model)}
+    block = save_block(model, args.prefix, args.out, meta=source)
+    size = f"{len(block)} arrays, {sum(a.size for a in block.values())} values"
+    print(f"memlab: saved {args.prefix!r} of {args.run_dir} step {step} to {args.out} ({size})")
+    return 0
+
+
+def load_params(args) -> int:
+    from memlab.train.checkpoint import load_model
+    from memlab.train.param_blocks import apply_block
+
+    model, config, step = load_model(args.run_dir, args.step)
+    before = _eval_metrics(model, config) if args.eval else None
+    prefix = apply_block(model, args.block, args.prefix)
+    print(f"memlab: placed block {args.block} onto {prefix!r} of {args.run_dir} step {step}")
+    if before is not None:
+        after = _eval_metrics(model, config)
+        for key in ("eval/loss", "eval/accuracy"):
+            print(f"{key}: {before[key]:.6g} before, {after[key]:.6g} after")
+    return 0
+
+
+def _eval_metrics(model, config) -> dict[str, float]:
+    """The model's metrics on the run's fixed eval set, computed as training's eval does (one device)."""
+    import jax
+    from flax import nnx
+
+    from memlab.data.pipeline import eval_batches, task_eval_metrics
+    from memlab.train.step import evaluate, make_eval_step
+
+    weights = dict(config.objective)
+    graphdef, params = nnx.split(model, nnx.Param)
+    eval_step = jax.jit(make_eval_step(graphdef, weights, task_eval_metrics(config)))
+    return evaluate(eval_step, params, eval_batches(config), next(k for k, v in weights.items() if v > 0))
