@@ -1,4 +1,5 @@
-"""Helpers shared by the tests: tiny configs, the compiled forward, the CLI and driver commands, kernel inputs.
+"""Helpers shared by the tests: tiny configs, the compiled forward, the CLI and driver commands, kernel inputs
+and their comparison.
 
 Imported as `from tests.helpers import ...` (never from a conftest). Nothing here imports jax at module level:
 tests/conftest.py imports this module before it points jax at the session's compilation cache.
@@ -115,6 +116,78 @@ def make_inputs(B=2, T=13, H=3, K=4, V=5, *, dtype=None, gated=True, h0=False, s
     if segments:
         d["segment_ids"] = jnp.asarray(np.cumsum(rng.random((B, T)) < 0.25, axis=1), jnp.int32)
     return d
+
+
+def numpy_recurrence(d: dict, delta: bool, scale: float, read_before_write: bool = False):
+    """(o [B, T, H, V], final state [B, H, K, V]) of the delta rule (``delta``) or linear attention on the inputs
+    ``d`` of :func:`make_inputs`, transcribed literally in float64 numpy, token by token: reset at a new segment,
+    decay, write, and the read o_t = S^T (scale q_t) after the write, or before the decay and write with
+    ``read_before_write``. The oracle of the oracle."""
+    import numpy as np
+
+    q, k, v = (np.asarray(d[n], np.float64) for n in ("q", "k", "v"))
+    B, T, H, K = q.shape
+    beta = np.asarray(d["beta"], np.float64)
+    g = np.asarray(d["g"], np.float64) if "g" in d else np.zeros((B, T, H))
+    seg = np.asarray(d["segment_ids"]) if "segment_ids" in d else np.zeros((B, T), int)
+    S_all = (
+        np.asarray(d["initial_state"], np.float64).copy() if "initial_state" in d else np.zeros((B, H, K, v.shape[-1]))
+    )
+    o = np.zeros(v.shape)
+    for b in range(B):
+        for h in range(H):
+            S = S_all[b, h]
+            for t in range(T):
+                if t > 0 and seg[b, t] != seg[b, t - 1]:
+                    S = np.zeros_like(S)
+                if read_before_write:
+                    o[b, t, h] = S.T @ (scale * q[b, t, h])
+                S = np.exp(g[b, t, h]) * S
+                u = beta[b, t, h] * (v[b, t, h] - S.T @ k[b, t, h]) if delta else v[b, t, h]
+                S = S + np.outer(k[b, t, h], u)
+                if not read_before_write:
+                    o[b, t, h] = S.T @ (scale * q[b, t, h])
+            S_all[b, h] = S
+    return o, S_all
+
+
+def run_kernel(op: str, d: dict, backend: str, chunk_size: int, **options):
+    """Outputs, final state and gradients w.r.t. every float input of ``d`` (from :func:`make_inputs`) of the
+    pallas_kernels op ``op`` ("delta_rule" or "linear_attention"), through a loss that weights every output
+    position and state entry differently; ``options`` go to the op (scale, read_before_write, ...)."""
+    import jax
+    import jax.numpy as jnp
+
+    import pallas_kernels
+
+    d = dict(d)
+    if op == "linear_attention":
+        d.pop("beta", None)
+    seg = d.pop("segment_ids", None)
+    diff = {k: d.pop(k) for k in ("q", "k", "v", "beta", "g", "initial_state") if k in d}
+
+    def loss(diff):
+        args = dict(diff, **d)
+        q, k, v = args.pop("q"), args.pop("k"), args.pop("v")
+        pos = (q, k, v) + ((args.pop("beta"),) if op == "delta_rule" else ())
+        o, s = getattr(pallas_kernels, op)(
+            *pos, **args, **options, segment_ids=seg, return_final_state=True, chunk_size=chunk_size, backend=backend
+        )
+        of = o.astype(s.dtype)
+        w = jnp.cos(jnp.arange(of.size, dtype=s.dtype)).reshape(of.shape)
+        return jnp.sum(w * of) + 0.5 * jnp.sum(jnp.sin(s)), (o, s)
+
+    (_, (o, s)), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(diff)
+    return o, s, grads
+
+
+def assert_close(a, b, rtol: float, atol: float, what: str) -> None:
+    """Finite and allclose, compared in float64."""
+    import numpy as np
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    assert np.all(np.isfinite(a)), what
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=atol, err_msg=what)
 
 
 def assert_causal(outputs_of, tokens, vocab_size: int, positions=(0, 5, -1), atol: float = 1e-6) -> None:

@@ -21,6 +21,8 @@ LM_CASES = [
     ("model.mixers=hebbian", "model.hebbian_decay=True"),
     ("model.mixers=deltanet",),
     ("model.mixers=gdn",),
+    ("model.mixers=gdn", "model.matrix_read=before"),
+    ("model.mixers=hebbian", "model.matrix_read=before"),
     ("model.mixers=gdn,attn", "model.matrix_expand_v=2"),
     ("model.mixers=mlstm",),
 ]

@@ -10,13 +10,27 @@ from tests.helpers import logits_of
 
 
 @pytest.mark.parametrize(
-    "mixers", ["attn", "attn+qkv_conv", "conv", "gdn", "deltanet", "hebbian", "mlstm", "conv,gdn", "gdn,attn"]
+    "mixers",
+    [
+        "attn",
+        "attn+qkv_conv",
+        "conv",
+        "gdn",
+        "deltanet",
+        "hebbian",
+        "mlstm",
+        "conv,gdn",
+        "gdn,attn",
+        "gdn+read_before",
+        "hebbian+read_before",
+    ],
 )
 def test_step_by_step_logits_equal_parallel_forward(tiny_config, mixers):
-    mixers, _, conv = mixers.partition("+")
+    mixers, _, option = mixers.partition("+")
     cfg = tiny_config(
         f"model.mixers={mixers}",
-        f"model.qkv_conv={bool(conv)}",
+        f"model.qkv_conv={option == 'qkv_conv'}",
+        f"model.matrix_read={'before' if option == 'read_before' else 'after'}",
         "model.matrix_chunk_size=4",
         "model.hebbian_decay=True",
     ).model

@@ -69,6 +69,34 @@ def test_mlstm_width_must_split_into_heads(tiny_config):
         tiny_config("model.mixers=mlstm,attn", "model.mlstm_proj_factor=1.1")
 
 
+@pytest.mark.parametrize(
+    "mixers, read, match",
+    [
+        ("gdn", "during", r"model.matrix_read='during' must be one of after, before"),
+        ("attn", "Before", r"model.matrix_read='Before' must be one of after, before"),
+        ("gdn,mlstm", "before", r"model.matrix_read='before': the mlstm mixer reads .* after each token's write only"),
+    ],
+)
+def test_matrix_read_is_checked(tiny_config, mixers, read, match):
+    with pytest.raises(ConfigError, match=match):
+        tiny_config(f"model.mixers={mixers}", f"model.matrix_read={read}", "model.num_layers=2")
+
+
+def test_matrix_read_before_shifts_the_reads(tiny_config):
+    """Reading before the write: the first token of the sequence and of each packed document reads an empty memory,
+    so the mixer's output there is its output on a zero kernel read; afterwards the reads differ from "after"."""
+    seg = jnp.asarray([[0] * 5 + [1] * 7])
+    x = jax.random.normal(jax.random.key(6), (1, 12, 32))
+    out = {}
+    for read in ("after", "before"):
+        cfg = tiny_config("model.mixers=gdn", f"model.matrix_read={read}", "model.matrix_chunk_size=4").model
+        mixer = GatedDeltaNet(cfg, rngs=nnx.Rngs(0))
+        out[read] = np.asarray(mixer(x, positions=jnp.arange(12)[None], segment_ids=seg))
+    empty = np.asarray(mixer._out(x, jnp.zeros((1, 12, 2, 16))))  # the "before" mixer with a zero kernel output
+    np.testing.assert_allclose(out["before"][:, [0, 5]], empty[:, [0, 5]], atol=1e-6)
+    assert not np.allclose(out["before"], out["after"], atol=1e-3)
+
+
 @pytest.mark.parametrize("name", ["gdn", "deltanet", "hebbian"])
 def test_param_count_and_state_size(tiny_config, name):
     cfg = tiny_config(f"model.mixers={name}", "model.matrix_expand_v=2", "model.conv_kernel=3").model

@@ -13,6 +13,7 @@ from flax import nnx
 
 from memlab.models.layers import SwiGLU, check_heads, compute_dtype, dense, mlp_width, rms_norm, token_embedding
 from memlab.models.mixers import MIXERS, parse_mixers
+from memlab.models.mixers.matrix_block import MATRIX_READS
 from memlab.models.stages import Stage, StagedFlops, chain
 from memlab.parallel import constrain
 from memlab.registry import MODELS
@@ -69,6 +70,9 @@ class LM(StagedFlops, nnx.Module):
             "matrix_expand_v": 1.0,  # value dim / key dim (Gated DeltaNet uses 2)
             "matrix_chunk_size": 64,  # chunk length of the chunked / Pallas kernels (mlstm too)
             "matrix_backend": "auto",  # pallas_kernels backend: auto | reference | chunked | pallas (mlstm too)
+            # when token t reads the memory: "after" its own write, o_t = S_t^T q_t (Gated DeltaNet), or "before",
+            # o_t = S_{t-1}^T q_t (delta-mem, BDH fast weights, Titans); gdn, deltanet, hebbian (mlstm: "after" only)
+            "matrix_read": "after",
             "hebbian_decay": False,  # hebbian: learned data-dependent decay alpha (gated linear attention)
             "mlstm_proj_factor": 2.0,  # mlstm: up-projection width / d_model (xLSTM uses 2); head dim = width / heads
         }
@@ -76,7 +80,7 @@ class LM(StagedFlops, nnx.Module):
     @staticmethod
     def check(cfg) -> None:
         """ValueError for a mixer list that does not fit the layers, an unknown mixer, knobs a mixer cannot run
-        with, or heads RoPE cannot rotate."""
+        with, heads RoPE cannot rotate, or an unknown `model.matrix_read`."""
         names = parse_mixers(cfg.mixers, cfg.num_layers)
         unknown = sorted({n for n in names if n not in MIXERS})
         if unknown:
@@ -89,6 +93,8 @@ class LM(StagedFlops, nnx.Module):
             if mixer_check is not None:
                 mixer_check(cfg)
         check_heads(cfg)
+        if cfg.get("matrix_read", "after") not in MATRIX_READS:
+            raise ValueError(f"model.matrix_read={cfg.matrix_read!r} must be one of {', '.join(MATRIX_READS)}")
         if not isinstance(cfg.get("copy_init", False), bool):
             raise ValueError(f"model.copy_init={cfg.copy_init!r} must be True or False")
 

@@ -3,45 +3,15 @@ gradients of every input, at float64 (tight) and float32."""
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from pallas_kernels import delta_rule, linear_attention
-from tests.helpers import make_inputs
+from tests.helpers import assert_close, make_inputs, numpy_recurrence
+from tests.helpers import run_kernel as run
 
 OPS = {"delta_rule": delta_rule, "linear_attention": linear_attention}
-DIFF_KEYS = ("q", "k", "v", "beta", "g", "initial_state")
-
-
-def run(op, d, backend, chunk_size):
-    """Loss, outputs and gradients w.r.t. every float input of ``d``."""
-    d = dict(d)
-    if op == "linear_attention":
-        d.pop("beta", None)
-    seg = d.pop("segment_ids", None)
-    diff = {k: d.pop(k) for k in DIFF_KEYS if k in d}
-
-    def loss(diff):
-        args = dict(diff, **d)
-        q, k, v = args.pop("q"), args.pop("k"), args.pop("v")
-        pos = (q, k, v) + ((args.pop("beta"),) if op == "delta_rule" else ())
-        o, s = OPS[op](*pos, **args, segment_ids=seg, return_final_state=True, chunk_size=chunk_size, backend=backend)
-        of = o.astype(s.dtype)
-        # A loss that weights every output position and state entry differently.
-        w = jnp.cos(jnp.arange(of.size, dtype=s.dtype)).reshape(of.shape)
-        return jnp.sum(w * of) + 0.5 * jnp.sum(jnp.sin(s)), (o, s)
-
-    (_, (o, s)), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(diff)
-    return o, s, grads
-
-
-def assert_close(a, b, rtol, atol, what):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    assert np.all(np.isfinite(a)), what
-    np.testing.assert_allclose(a, b, rtol=rtol, atol=atol, err_msg=what)
-
 
 _REFERENCE_CACHE: dict = {}
 
@@ -116,23 +86,8 @@ def test_auto_and_chunk_size_do_not_change_results(x64):
 def test_reference_matches_numpy_loop():
     """The oracle itself, against a literal transcription of the recurrence."""
     d = make_inputs(B=1, T=9, H=2, K=3, V=4, gated=True, h0=True, segments=True, seed=3)
-    q, k, v, beta, g, h0 = (np.asarray(d[n], np.float64) for n in ("q", "k", "v", "beta", "g", "initial_state"))
-    seg = np.asarray(d["segment_ids"])
-    scale = 3**-0.5
     for op, delta in (("delta_rule", True), ("linear_attention", False)):
-        o = np.zeros(v.shape)
-        S_all = h0.copy()
-        for b in range(1):
-            for h in range(2):
-                S = S_all[b, h]
-                for t in range(9):
-                    if t > 0 and seg[b, t] != seg[b, t - 1]:
-                        S = np.zeros_like(S)
-                    S = np.exp(g[b, t, h]) * S
-                    u = beta[b, t, h] * (v[b, t, h] - S.T @ k[b, t, h]) if delta else v[b, t, h]
-                    S = S + np.outer(k[b, t, h], u)
-                    o[b, t, h] = S.T @ (scale * q[b, t, h])
-                S_all[b, h] = S
+        o, S = numpy_recurrence(d, delta, scale=3**-0.5)
         args = (d["q"], d["k"], d["v"]) + ((d["beta"],) if delta else ())
         o_j, s_j = OPS[op](
             *args,
@@ -143,4 +98,4 @@ def test_reference_matches_numpy_loop():
             backend="reference",
         )
         np.testing.assert_allclose(o_j, o, rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(s_j, S_all, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(s_j, S, rtol=1e-5, atol=1e-5)

@@ -3,7 +3,9 @@
 `gdn` (Gated DeltaNet: decay alpha and delta write beta), `deltanet` (delta write, no decay) and `hebbian`
 (outer-product write, linear attention, optional decay), each in its own module, subclass `MatrixMixer` so that
 they differ only in the write rule: q/k/v projections -> short causal conv + SiLU -> L2-normalised q, k -> kernel
--> per-head RMSNorm(o) * SiLU(W_g x) -> output projection. The block's one-token `step` runs on an O(1) cache
+-> per-head RMSNorm(o) * SiLU(W_g x) -> output projection. `model.matrix_read` sets when token t reads the state:
+"after" its own write (o_t = S_t^T q_t, as Gated DeltaNet) or "before" it (o_t = S_{t-1}^T q_t, as delta-mem, BDH
+fast weights and Titans), in the parallel forward and in the one-token `step`, which runs on an O(1) cache
 (conv taps + state). `head_dims`, `map_head_blocks` and `kernel_flops_per_token` also serve the mlstm mixer.
 """
 
@@ -19,6 +21,8 @@ from flax import nnx
 import pallas_kernels
 from memlab.models.layers import ShortConv, dense, rms_norm
 from memlab.parallel import map_shards
+
+MATRIX_READS = ("after", "before")  # model.matrix_read: o_t from S_t (after token t's write) or from S_{t-1}
 
 
 def head_dims(cfg) -> tuple[int, int, int]:
@@ -76,6 +80,7 @@ class MatrixMixer(nnx.Module):
         h, k, v = head_dims(cfg)
         self.heads, self.dk, self.dv, self.dtype = h, k, v, dtype
         self.backend, self.chunk_size = cfg.matrix_backend, cfg.matrix_chunk_size
+        self.read_before_write = cfg.get("matrix_read", "after") == "before"  # older configs: "after"
         self.q = dense(d, h * k, ("embed", "heads"), rngs=rngs, dtype=dtype)
         self.k = dense(d, h * k, ("embed", "heads"), rngs=rngs, dtype=dtype)
         self.v = dense(d, h * v, ("embed", "heads"), rngs=rngs, dtype=dtype)
@@ -122,14 +127,20 @@ class MatrixMixer(nnx.Module):
         beta, g = self._gates(x)
         return self._out(x, self._memory(q, k, v, beta, g, segment_ids))
 
+    def _op(self, q, k, v, beta, g, **options):
+        """The block's pallas_kernels op (delta_rule or linear_attention) in its read order -> (o, state)."""
+        options.update(g=g, read_before_write=self.read_before_write)
+        if self.delta:
+            return pallas_kernels.delta_rule(q, k, v, beta.astype(q.dtype), **options)
+        return pallas_kernels.linear_attention(q, k, v, **options)
+
     def _memory(self, q, k, v, beta, g, segment_ids):
         """The kernel over the whole sequence, on each (batch, heads) block of the mesh."""
 
         def kernel(q, k, v, beta, g, segment_ids):
-            common = dict(g=g, segment_ids=segment_ids, chunk_size=self.chunk_size, backend=self.backend)
-            if self.delta:
-                return pallas_kernels.delta_rule(q, k, v, beta.astype(q.dtype), **common)[0]
-            return pallas_kernels.linear_attention(q, k, v, **common)[0]
+            return self._op(
+                q, k, v, beta, g, segment_ids=segment_ids, chunk_size=self.chunk_size, backend=self.backend
+            )[0]
 
         return map_head_blocks(kernel, q, k, v, beta, g, segment_ids)
 
@@ -139,24 +150,17 @@ class MatrixMixer(nnx.Module):
         return {"conv": convs, "state": jnp.zeros((batch_size, self.heads, self.dk, self.dv), jnp.float32)}
 
     def step(self, x: jax.Array, cache: dict, *, position: jax.Array) -> tuple[jax.Array, dict]:
-        """One token x [B, d] -> (y [B, d], cache): the recurrence S <- a S (+ delta correction) + b k v^T."""
+        """One token x [B, d] -> (y [B, d], cache): the op itself on a length-1 sequence from the cached state, in
+        fp32 (the token-serial reference is the cheapest backend for one token)."""
         conv = {}
         outs = []
         for name, proj, c in (("q", self.q, self.q_conv), ("k", self.k, self.k_conv), ("v", self.v, self.v_conv)):
             y, conv[name] = c.step(proj(x), cache["conv"][name])
             outs.append(y)
-        q, k, v = (y.astype(jnp.float32) for y in self._qkv(*outs))
-        beta, g = self._gates(x)
-        S = cache["state"]
-        if g is not None:
-            S = S * jnp.exp(g)[..., None, None]
-        if self.delta:
-            u = beta[..., None] * (v - jnp.einsum("bhkv,bhk->bhv", S, k))
-        else:
-            u = v
-        S = S + k[..., :, None] * u[..., None, :]
-        o = jnp.einsum("bhkv,bhk->bhv", S, q * self.dk**-0.5).astype(x.dtype)
-        return self._out(x, o), {"conv": conv, "state": S}
+        q, k, v = (y.astype(jnp.float32)[:, None] for y in self._qkv(*outs))
+        beta, g = (None if y is None else y[:, None] for y in self._gates(x))
+        o, S = self._op(q, k, v, beta, g, initial_state=cache["state"], return_final_state=True, backend="reference")
+        return self._out(x, o[:, 0].astype(x.dtype)), {"conv": conv, "state": S}
 
     @classmethod
     def forward_flops_per_token(cls, cfg, seq_len: int) -> float:

@@ -124,7 +124,12 @@ class MLSTM(nnx.Module):
 
     @staticmethod
     def check(cfg) -> None:
-        """The up-projection width must split into the heads."""
+        """The up-projection width must split into the heads; the kernel reads after the write only."""
+        if cfg.get("matrix_read", "after") != "after":
+            raise ValueError(
+                f"model.matrix_read={cfg.matrix_read!r}: the mlstm mixer reads its state after each token's write "
+                "only; use model.matrix_read='after' or the gdn, deltanet or hebbian mixer"
+            )
         h, inner, _ = mlstm_dims(cfg)
         if inner < h or inner % h:
             raise ValueError(
