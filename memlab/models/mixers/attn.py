@@ -57,7 +57,9 @@ class CausalSelfAttention(nnx.Module):
         if isinstance(window, bool) or not isinstance(window, int) or window < 0:
             raise ValueError(f"model.attention_window={window!r} must be an int >= 0 (0 = unlimited causal attention)")
         if kind not in WINDOW_KINDS:
-            raise ValueError(f"model.attention_window_kind={kind!r} is not accepted; choose one of {WINDOW_KINDS}")
+            raise ValueError(
+                f"model.attention_window_kind={kind!r} is not accepted; choose one of {', '.join(WINDOW_KINDS)}"
+            )
 
     def __call__(self, x: jax.Array, *, positions: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
         b, t, _ = x.shape
