@@ -69,8 +69,10 @@ def test_bf16_against_fp32_reference(backend):
 # ------------------------------------------------------------------------------------ finite differences
 
 
+@pytest.mark.parametrize("read_before_write", [False, True], ids=["read-after", "read-before"])
 @pytest.mark.parametrize("backend", ["chunked", "pallas"])
-def test_finite_difference_gradients(x64, backend):
+def test_finite_difference_gradients(x64, backend, read_before_write):
+    """Also through read-before-write's shifted writes and its final token step."""
     d = make_inputs(B=1, T=5, H=1, K=2, V=3, dtype=jnp.float64, gated=True, h0=True, seed=1)
     seg = jnp.asarray([[0, 0, 0, 1, 1]])
 
@@ -87,6 +89,7 @@ def test_finite_difference_gradients(x64, backend):
             return_final_state=True,
             chunk_size=2,
             backend=backend,
+            read_before_write=read_before_write,
         )
         return jnp.sum(jnp.sin(o)) + jnp.sum(s * s)
 
