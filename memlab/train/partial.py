@@ -15,6 +15,7 @@ from pathlib import Path
 
 import jax
 import ml_collections
+import numpy as np
 from flax import nnx
 
 from memlab.errors import ConfigError
@@ -117,6 +118,7 @@ class InitFrom:
         def take(name, value):
             if name not in self.sources:
                 return value
-            return jax.device_put(old[self.sources[name]].astype(value.dtype), value.sharding)
+            host = np.asarray(old[self.sources[name]], value.dtype)  # every process holds it: any mesh, any host
+            return jax.make_array_from_callback(host.shape, value.sharding, lambda index: host[index])
 
         return map_params(take, params)
