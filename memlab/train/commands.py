@@ -1,4 +1,5 @@
-"""`memlab train CONFIG --set k=v ... --workdir DIR`, `memlab generate RUN_DIR --prompt "ids"` and
+"""`memlab train CONFIG --set k=v ... --workdir DIR`, `memlab evaluate RUN_DIR --set k=v`, `memlab generate RUN_DIR
+--prompt "ids"` and
 `memlab params save|load`: one sub-tree of a run's parameters saved as a verified block, and a block placed
 onto the model of a run directory (optionally scored on the run's eval set before and after)."""
 
@@ -26,6 +27,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--tokens", type=int, default=16, help="how many tokens to generate (default 16)")
     g.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
     g.set_defaults(func=generate)
+    e = sub.add_parser("evaluate", help="score a run's checkpoint on its eval set, or another task's, or with changes")
+    e.add_argument("run_dir", help="a run directory with checkpoints/")
+    e.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change data, eval or evaluation-time model knobs, e.g. --set data.task=text --set data.path=DIR",
+    )
+    e.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
+    e.set_defaults(func=evaluate_checkpoint)
     params = sub.add_parser("params", help="save a parameter block of a run; place one onto a run's model")
     actions = params.add_subparsers(dest="action", required=True)
     save = actions.add_parser("save", help="save the parameters under --prefix of a run's checkpoint as a block")
@@ -91,6 +103,14 @@ def generate(args) -> int:
     return 0
 
 
+def evaluate_checkpoint(args) -> int:
+    from memlab.train.evaluate import evaluate_run
+
+    for key, value in sorted(evaluate_run(args.run_dir, args.set, args.step).items()):
+        print(f"{key}: {value:.6g}")
+    return 0
+
+
 def save_params(args) -> int:
     from pathlib import Path
 
@@ -108,28 +128,15 @@ def save_params(args) -> int:
 
 def load_params(args) -> int:
     from memlab.train.checkpoint import load_model
+    from memlab.train.evaluate import evaluate_model
     from memlab.train.param_blocks import apply_block
 
     model, config, step = load_model(args.run_dir, args.step)
-    before = _eval_metrics(model, config) if args.eval else None
+    before = evaluate_model(model, config) if args.eval else None
     prefix = apply_block(model, args.block, args.prefix)
     print(f"memlab: placed block {args.block} onto {prefix!r} of {args.run_dir} step {step}")
     if before is not None:
-        after = _eval_metrics(model, config)
+        after = evaluate_model(model, config)
         for key in ("eval/loss", "eval/accuracy"):
             print(f"{key}: {before[key]:.6g} before, {after[key]:.6g} after")
     return 0
-
-
-def _eval_metrics(model, config) -> dict[str, float]:
-    """The model's metrics on the run's fixed eval set, computed as training's eval does (one device)."""
-    import jax
-    from flax import nnx
-
-    from memlab.data.pipeline import eval_batches, task_eval_metrics
-    from memlab.train.step import evaluate, make_eval_step
-
-    weights = dict(config.objective)
-    graphdef, params = nnx.split(model, nnx.Param)
-    eval_step = jax.jit(make_eval_step(graphdef, weights, task_eval_metrics(config)))
-    return evaluate(eval_step, params, eval_batches(config), next(k for k, v in weights.items() if v > 0))
