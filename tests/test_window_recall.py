@@ -7,13 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from memlab.config import ConfigError
+from memlab.config import ConfigError, load_config
 from memlab.data import pipeline
 from memlab.data.prepare import prepare
 from memlab.data.shards import TOKENS, open_array, read
 from memlab.data.tasks.window_recall import FACT, FACT_LEN, QUERY, WindowRecall, retrieve, retrieve_batch
 from memlab.defaults import base_config
 from memlab.validation import check
+from tests.helpers import ROOT
 
 W, N = 16, 4
 T = W * N
@@ -150,3 +151,5 @@ def test_config_plumbing():
     check(c)
     t = c.data.num_windows * c.data.window
     assert pipeline.example_shapes(c)["inputs"] == (t,) and pipeline.tokens_per_example(c) == t
+    exp = load_config(ROOT / "experiments" / "window_recall.py", ["data.window=32"])
+    assert exp.model.attention_window == 32 and exp.model.attention_window_kind == "block"
