@@ -153,11 +153,7 @@ class DeltaMem(nnx.Module):
         self.backend, self.chunk_size = cfg.get("matrix_backend", "auto"), cfg.get("matrix_chunk_size", 64)
         width = self.heads * r
         proj = lambda **kw: dense(d, width, ("embed", None), rngs=rngs, dtype=dtype, **kw)  # tiny: replicated
-        self.mq, self.mk, self.mv = (
-            proj(init=torch_linear_init),
-            proj(init=torch_linear_init),
-            proj(init=torch_linear_init),
-        )
+        self.mq, self.mk, self.mv = (proj(init=torch_linear_init) for _ in range(3))
         self.beta = proj(
             init=nnx.initializers.zeros_init(), use_bias=True, bias_init=nnx.initializers.constant(BETA_BIAS)
         )
