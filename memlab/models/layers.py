@@ -11,6 +11,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 default_init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
+# U(+-1/sqrt(fan_in)), PyTorch's nn.Linear default (kaiming_uniform with a = sqrt(5)): adapters ported from torch
+torch_linear_init = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
 def dense(
@@ -22,8 +24,10 @@ def dense(
     dtype=jnp.float32,
     use_bias: bool = False,
     init=default_init,
+    bias_init=None,
 ) -> nnx.Linear:
-    """A bias-free linear layer whose kernel carries logical axis names `axes` = (input axis, output axis)."""
+    """A linear layer (bias-free unless `use_bias`) whose kernel carries logical axis names `axes` = (input axis,
+    output axis); the bias starts at zero unless `bias_init` says otherwise."""
     return nnx.Linear(
         in_features,
         out_features,
@@ -31,7 +35,7 @@ def dense(
         dtype=dtype,
         param_dtype=jnp.float32,
         kernel_init=nnx.with_partitioning(init, axes),
-        bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), (axes[1],)),
+        bias_init=nnx.with_partitioning(bias_init or nnx.initializers.zeros_init(), (axes[1],)),
         rngs=rngs,
     )
 

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from memlab.models import adapters
 from memlab.models.layers import SwiGLU, check_heads, compute_dtype, dense, mlp_width, rms_norm, token_embedding
 from memlab.models.mixers import MIXERS, parse_mixers
 from memlab.models.mixers.matrix_block import MATRIX_READS
@@ -75,12 +76,24 @@ class LM(StagedFlops, nnx.Module):
             "matrix_read": "after",
             "hebbian_decay": False,  # hebbian: learned data-dependent decay alpha (gated linear attention)
             "mlstm_proj_factor": 2.0,  # mlstm: up-projection width / d_model (xLSTM uses 2); head dim = width / heads
+            # adapters on every attn layer (memlab.models.adapters), to train on a frozen backbone:
+            # delta-mem online memory, "" = off | tsw (writes every token) | ssw (one write per block window of
+            # attention_window tokens, from its mean hidden state; needs attention_window_kind=block) | msw (tsw
+            # with 4 state heads); state per layer n_s x rank x rank, through the delta_rule kernel
+            # (matrix_backend, matrix_chunk_size)
+            "delta_mem": "",
+            "delta_mem_rank": 8,  # r: state rows and columns per state head
+            "delta_mem_alpha": 16.0,  # Delta q and Delta o are scaled by alpha / r
+            "delta_mem_update": "standard",  # standard (erase beta) | lambda_outside (erase lambda beta: gated delta)
+            "delta_mem_init": "base_slice",  # W_dq, W_do: base_slice (0.05 x normalised q/o kernel rows) | zero
+            "lora_rank": 0,  # LoRA of rank r on the q and o projections (0 = off): the adapter-capacity control
+            "lora_alpha": 16.0,  # LoRA scale alpha / r
         }
 
     @staticmethod
     def check(cfg) -> None:
         """ValueError for a mixer list that does not fit the layers, an unknown mixer, knobs a mixer cannot run
-        with, heads RoPE cannot rotate, or an unknown `model.matrix_read`."""
+        with, heads RoPE cannot rotate, an unknown `model.matrix_read`, or adapter knobs (adapters.check)."""
         names = parse_mixers(cfg.mixers, cfg.num_layers)
         unknown = sorted({n for n in names if n not in MIXERS})
         if unknown:
@@ -97,6 +110,7 @@ class LM(StagedFlops, nnx.Module):
             raise ValueError(f"model.matrix_read={cfg.matrix_read!r} must be one of {', '.join(MATRIX_READS)}")
         if not isinstance(cfg.get("copy_init", False), bool):
             raise ValueError(f"model.copy_init={cfg.copy_init!r} must be True or False")
+        adapters.check(cfg)
 
     def __call__(self, batch: dict) -> dict:
         tokens = batch["inputs"]
@@ -144,6 +158,13 @@ class LM(StagedFlops, nnx.Module):
             if t + 1 >= prompt.shape[1]:
                 tokens.append(jnp.argmax(logits, axis=-1).astype(prompt.dtype))
         return jnp.stack(tokens, axis=1)
+
+    def init_adapters_from_backbone(self) -> None:
+        """Recompute adapter inits that derive from the backbone (δ-mem's base slices) from the current backbone
+        parameters: memlab.train.loop calls it after `train.init_from` has loaded them."""
+        for block in self.blocks:
+            if hasattr(block.mixer, "init_adapters_from_backbone"):
+                block.mixer.init_adapters_from_backbone()
 
     def state_size(self, seq_len: int) -> int:
         """Numbers one sequence carries when decoding after seq_len tokens, summed over the layers' mixers."""

@@ -42,7 +42,7 @@ from memlab.parallel import (
 from memlab.train.checkpoint import Checkpointer
 from memlab.train.flops import analytic_flops_per_token, xla_flops_per_token
 from memlab.train.monitor import TrainProgress, WandbLogger, wandb_run_id
-from memlab.train.partial import InitFrom, split_trainable, trainable_names
+from memlab.train.partial import InitFrom, init_fresh_from_backbone, split_trainable, trainable_names
 from memlab.train.run_dir import Compute, RunDir
 from memlab.train.step import evaluate, make_eval_step, make_grad_fn, make_optimizer, make_train_step
 
@@ -213,7 +213,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     model = nnx.eval_shape(build)
     graphdef, abstract_params = nnx.split(model, nnx.Param)
     trainable = trainable_names(abstract_params, tc.trainable)  # None: everything trains
-    init_from = InitFrom(tc, abstract_params) if tc.init_from else None  # checked on shapes, nothing read yet
+    # checked on shapes, nothing read yet
+    init_from = InitFrom(tc, abstract_params, trainable) if tc.init_from else None
     tx, schedule = make_optimizer(tc)
     with jax.set_mesh(mesh):
         params = create_sharded(lambda: nnx.split(build(), nnx.Param)[1], param_shardings(abstract_params, mesh, rules))
@@ -234,6 +235,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
         run.start(config_dict)
         if init_from is not None:
             state["params"] = init_from.load(state["params"])
+            if init_from.fresh and hasattr(model, "init_adapters_from_backbone"):  # e.g. base slices of new adapters
+                with jax.set_mesh(mesh):
+                    state["params"] = init_fresh_from_backbone(graphdef, state["params"], init_from.fresh)
             log.info("parameters of %d paths from %s (step %d)", len(init_from.sources), tc.init_from, init_from.step)
     else:
         start, state, meta = restored

@@ -91,20 +91,30 @@ def _sources(new_names, old_names, pairs) -> dict[str, str]:
 
 
 class InitFrom:
-    """The plan of `train.init_from`, checked on shapes alone: `load(params)` then fills the parameters in."""
+    """The plan of `train.init_from`, checked on shapes alone: `load(params)` then fills the parameters in.
 
-    def __init__(self, train: ml_collections.ConfigDict, abstract_params: nnx.State):
+    Every parameter of this model is taken from the source run (through `train.init_map`, if given), except new
+    trainable ones the source lacks (adapters, heads added to a backbone when `train.trainable` is given): those
+    start fresh (`fresh`), and `init_fresh_from_backbone` may derive them from the loaded ones. A parameter the
+    source lacks that would be frozen (or, with no `train.trainable`, any) is a ConfigError: it would never leave
+    its random start, or the map is wrong.
+    """
+
+    def __init__(self, train: ml_collections.ConfigDict, abstract_params: nnx.State, trainable=None):
         self.run_dir = Path(train.init_from)
         self.step = checkpoint_step(self.run_dir, None if train.init_step < 0 else train.init_step)
         new, old = flat_params(abstract_params), flat_params(abstract_params_of(self.run_dir))
-        self.sources = _sources(list(new), list(old), parse_init_map(train.init_map))
-        missing = sorted(n for n, o in self.sources.items() if o not in old)
+        sources = _sources(list(new), list(old), parse_init_map(train.init_map))
+        absent = {n for n, o in sources.items() if o not in old}
+        self.fresh = frozenset(absent & trainable) if trainable is not None else frozenset()
+        missing = sorted(absent - self.fresh)
         if missing:
             raise ConfigError(
                 f"train.init_from={str(self.run_dir)!r} has no parameter(s) {missing[:8]} for this model "
-                "(map prefixes with train.init_map='old->new', or start those parameters fresh by mapping only "
-                "the sub-trees you want)"
+                "(map prefixes with train.init_map='old->new', start those parameters fresh by mapping only "
+                "the sub-trees you want, or make them trainable with train.trainable)"
             )
+        self.sources = {n: o for n, o in sources.items() if n not in self.fresh}
         shapes = {n: (new[n].shape, old[o].shape) for n, o in self.sources.items()}
         mismatched = [f"{n} {a} <- {b}" for n, (a, b) in shapes.items() if a != b]
         if mismatched:
@@ -122,3 +132,17 @@ class InitFrom:
             return jax.make_array_from_callback(host.shape, value.sharding, lambda index: host[index])
 
         return map_params(take, params)
+
+
+def init_fresh_from_backbone(graphdef: nnx.GraphDef, params: nnx.State, fresh: frozenset[str]) -> nnx.State:
+    """`params` with the `fresh` parameters recomputed by the model's `init_adapters_from_backbone` from the loaded
+    ones (δ-mem's base slices read the loaded q/o kernels, not the random ones); every other parameter, loaded
+    adapters included, is kept as it is. Shardings are kept."""
+
+    def reinit(params):
+        model = nnx.merge(graphdef, params)
+        model.init_adapters_from_backbone()
+        derived = flat_params(nnx.state(model, nnx.Param))
+        return map_params(lambda name, value: derived[name] if name in fresh else value, params)
+
+    return jax.jit(reinit, out_shardings=jax.tree.map(lambda x: x.sharding, params))(params)

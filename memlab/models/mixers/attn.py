@@ -14,6 +14,10 @@ segment mask still keeps documents apart.
 
 Decoding keeps a KV cache of max_len slots, windowed or not (the window masks the old slots; a ring buffer of W
 slots would hold the same keys in less memory).
+
+`model.delta_mem` and `model.lora_rank` add adapters to the query and output projections (memlab.models.adapters):
+δ-mem's reads of its online state (carried in the decoding cache too) and a stateless LoRA control. Their
+parameters live under the mixer (`blocks/0/mixer/delta_mem/...`, `blocks/0/mixer/lora/...`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from memlab.models import adapters
 from memlab.models.layers import ShortConv, attention_projections, rope
 from memlab.registry import MIXERS
 
@@ -49,6 +54,28 @@ class CausalSelfAttention(nnx.Module):
         )
         # .get: configs saved before the window knobs existed still load
         self.window, self.window_kind = cfg.get("attention_window", 0), cfg.get("attention_window_kind", "sliding")
+        # .get: configs saved before the adapters existed have none
+        self.delta_mem = adapters.DeltaMem(cfg, rngs=rngs, dtype=dtype) if cfg.get("delta_mem", "") else None
+        self.lora = adapters.LoRA(cfg, rngs=rngs, dtype=dtype) if cfg.get("lora_rank", 0) else None
+        self.init_adapters_from_backbone()
+
+    def init_adapters_from_backbone(self) -> None:
+        """δ-mem's base-slice W_dq, W_do from this layer's current q and o kernels (after a backbone is loaded)."""
+        if self.delta_mem is not None:
+            self.delta_mem.init_from_backbone(self.q.kernel[...], self.o.kernel[...])
+
+    def _query(self, q, x, r):
+        """The query projection plus the adapters' corrections (before RoPE)."""
+        if self.delta_mem is not None:
+            q = q + self.delta_mem.delta_q(r)
+        return q if self.lora is None else q + self.lora.delta_q(x)
+
+    def _output(self, out, r):
+        """The output projection of the attention output [..., d] plus the adapters' corrections."""
+        y = self.o(out)
+        if self.delta_mem is not None:
+            y = y + self.delta_mem.delta_o(r)
+        return y if self.lora is None else y + self.lora.delta_o(out)
 
     @staticmethod
     def check(cfg) -> None:
@@ -67,7 +94,8 @@ class CausalSelfAttention(nnx.Module):
         q, k, v = self.q(x), self.k(x), self.v(x)
         if self.convs:
             q, k, v = (conv(y, segment_ids) for conv, y in zip(self.convs, (q, k, v), strict=True))
-        q = rope(split(q), positions, self.rope_theta)
+        r = None if self.delta_mem is None else self.delta_mem.reads(x, positions=positions, segment_ids=segment_ids)
+        q = rope(split(self._query(q, x, r)), positions, self.rope_theta)
         k = rope(split(k), positions, self.rope_theta)
         v = split(v)
         mask = None
@@ -78,15 +106,17 @@ class CausalSelfAttention(nnx.Module):
             mask = near if mask is None else mask & near
         mask = None if mask is None else mask[:, None]  # [B, 1, T, T]: shared by the heads
         out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True)
-        return self.o(out.reshape(b, t, -1))
+        return self._output(out.reshape(b, t, -1), r)
 
     def init_cache(self, batch_size: int, max_len: int) -> dict:
-        """Key and value caches [B, max_len, H, Dh] (zeros until written) and the q/k/v conv taps, if any."""
+        """Key and value caches [B, max_len, H, Dh] (zeros until written), the q/k/v conv taps, if any, and the
+        δ-mem state, if any."""
         shape = (batch_size, max_len, self.num_heads, self.head_dim)
         return {
             "k": jnp.zeros(shape, self.dtype),
             "v": jnp.zeros(shape, self.dtype),
             "convs": [conv.init_cache(batch_size) for conv in self.convs],
+            "delta_mem": None if self.delta_mem is None else self.delta_mem.init_cache(batch_size),
         }
 
     def step(self, x: jax.Array, cache: dict, *, position: jax.Array) -> tuple[jax.Array, dict]:
@@ -100,7 +130,10 @@ class CausalSelfAttention(nnx.Module):
         if self.convs:
             stepped = [conv.step(y, buf) for conv, y, buf in zip(self.convs, (q, k, v), cache["convs"], strict=True)]
             (q, k, v), convs = zip(*stepped, strict=True)
-        q, k = rope(split(q), pos, self.rope_theta), rope(split(k), pos, self.rope_theta)
+        r, memory = None, None
+        if self.delta_mem is not None:
+            r, memory = self.delta_mem.step(x, cache["delta_mem"], position=position)
+        q, k = rope(split(self._query(q, x, r)), pos, self.rope_theta), rope(split(k), pos, self.rope_theta)
         ks = jax.lax.dynamic_update_slice_in_dim(cache["k"], k.astype(cache["k"].dtype), position, axis=1)
         vs = jax.lax.dynamic_update_slice_in_dim(cache["v"], split(v).astype(cache["v"].dtype), position, axis=1)
         slots = jnp.arange(ks.shape[1])
@@ -108,18 +141,21 @@ class CausalSelfAttention(nnx.Module):
         if self.window:
             mask = mask & in_window(position, slots, self.window, self.window_kind)
         out = jax.nn.dot_product_attention(q, ks, vs, mask=mask[None, None, None, :])
-        return self.o(out.reshape(b, -1)), {"k": ks, "v": vs, "convs": list(convs)}
+        return self._output(out.reshape(b, -1), r), {"k": ks, "v": vs, "convs": list(convs), "delta_mem": memory}
 
     @staticmethod
     def state_size(cfg, seq_len: int) -> int:
         """Decoding state per sequence after seq_len tokens, in numbers: the key and value cache (and the conv
-        taps' last inputs)."""
-        return 2 * seq_len * cfg.d_model + (3 * (cfg.conv_kernel - 1) * cfg.d_model if cfg.qkv_conv else 0)
+        taps' last inputs, the δ-mem state)."""
+        memory = adapters.DeltaMem.state_size(cfg) if cfg.get("delta_mem", "") else 0
+        return 2 * seq_len * cfg.d_model + (3 * (cfg.conv_kernel - 1) * cfg.d_model if cfg.qkv_conv else 0) + memory
 
     @staticmethod
     def forward_flops_per_token(cfg, seq_len: int) -> float:
         """Projections (4 d^2 MACs) plus scores and weighted sum over all T keys (dense kernels compute the
-        full T x T product and mask it, so that is what is counted)."""
+        full T x T product and mask it, so that is what is counted), plus the adapters."""
         d = cfg.d_model
         convs = 3 * ShortConv.forward_flops_per_token(d, cfg.conv_kernel) if cfg.qkv_conv else 0.0
-        return 2.0 * 4 * d * d + 2.0 * 2 * seq_len * d + convs
+        memory = adapters.DeltaMem.forward_flops_per_token(cfg, seq_len) if cfg.get("delta_mem", "") else 0.0
+        lora = adapters.LoRA.forward_flops_per_token(cfg) if cfg.get("lora_rank", 0) else 0.0
+        return 2.0 * 4 * d * d + 2.0 * 2 * seq_len * d + convs + memory + lora
