@@ -11,7 +11,7 @@ The first asks about facts 1-3 windows back (`data.fact_distance=-1`): attention
 `data.window` tokens cannot see them, so this LM stays near chance (1 / data.num_values) unless a state spans the
 episode. The second keeps the facts in the last window (the in-window control). The third trains a backbone for
 δ-mem adapters: stdlib text filler, half the examples plain text, next-token plus answer loss.
-`model.attention_window` follows `data.window`.
+Change `model.attention_window` with `data.window` (0 attends over the whole episode: the oracle).
 """
 
 from memlab.defaults import base_config
@@ -27,7 +27,7 @@ def get_config():
     c.model.d_model = 128
     c.model.num_layers = 2
     c.model.num_heads = 4
-    c.model.attention_window = c.data.get_ref("window")
+    c.model.attention_window = 64  # = data.window: attention sees its own block window only
     c.model.attention_window_kind = "block"
     c.objective = {"answer": 1.0}
     c.train.steps = 1000

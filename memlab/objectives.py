@@ -1,6 +1,7 @@
 """Named training objectives, mixed by the weights in `config.objective` (key -> weight).
 
-An objective maps (model outputs, batch) to a mean loss over the positions it scores, plus the accuracy there. A
+An objective maps (model outputs, batch) to a mean loss over the positions it scores, plus the accuracy there (None
+for a regulariser). A
 key is an objective's name, or `name@pass` to score a named view of the example (see memlab.passes). The total
 loss is the weighted sum; each term is logged as `loss/<key>`.
 """
@@ -40,6 +41,15 @@ def answer(outputs: dict, batch: dict) -> tuple[jax.Array, jax.Array]:
     return masked_cross_entropy(outputs["logits"], targets, mask)
 
 
+@OBJECTIVES.register("delta_mem_beta")
+def delta_mem_beta(outputs: dict, batch: dict) -> tuple[jax.Array, None]:
+    """δ-mem's write regulariser (mean beta over the writing tokens - 0.05)^2, beta averaged over the δ-mem layers:
+    keeps the state from being overwritten wholesale at every token (the anchor weighs it 0.01). No accuracy."""
+    if "delta_mem_beta" not in outputs:
+        raise ValueError("objective delta_mem_beta needs a model with δ-mem adapters (model.delta_mem)")
+    return (outputs["delta_mem_beta"] - 0.05) ** 2, None
+
+
 def check(weights: dict) -> None:
     """Objective keys (`name` or `name@pass`) must name registered objectives and passes, with weights >= 0 and a
     positive sum."""
@@ -67,5 +77,6 @@ def mixed_loss(weights: dict, passes: dict[str, tuple[dict, dict]]) -> tuple[jax
         loss, accuracy = OBJECTIVES.get(name)(*passes[pass_name])
         total = total + weight * loss
         metrics[f"loss/{key}"] = loss
-        metrics[f"accuracy/{key}"] = accuracy
+        if accuracy is not None:
+            metrics[f"accuracy/{key}"] = accuracy
     return total, metrics

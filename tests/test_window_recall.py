@@ -151,5 +151,5 @@ def test_config_plumbing():
     check(c)
     t = c.data.num_windows * c.data.window
     assert pipeline.example_shapes(c)["inputs"] == (t,) and pipeline.tokens_per_example(c) == t
-    exp = load_config(ROOT / "experiments" / "window_recall.py", ["data.window=32"])
-    assert exp.model.attention_window == 32 and exp.model.attention_window_kind == "block"
+    exp = load_config(ROOT / "experiments" / "window_recall.py")
+    assert exp.model.attention_window == exp.data.window and exp.model.attention_window_kind == "block"

@@ -54,3 +54,10 @@ def markdown_table(header: list[str], rows: Iterable[Iterable[Any]]) -> str:
     lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def frame_markdown(frame: pd.DataFrame, digits: int = 4) -> str:
+    """A DataFrame as a markdown table: FLOP-like columns in scientific notation, the rest with `digits`
+    significant digits."""
+    fmt = lambda col, v: sci(v) if "flops" in str(col) or col == "params" else num(v, digits)
+    return markdown_table(list(frame.columns), ([fmt(c, v) for c, v in row.items()] for _, row in frame.iterrows()))

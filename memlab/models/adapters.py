@@ -45,6 +45,7 @@ from memlab.models.mixers.matrix_block import _l2norm, kernel_flops_per_token, m
 STATE_HEADS = {"tsw": 1, "ssw": 1, "msw": 4}  # model.delta_mem -> n_s ("" = off)
 UPDATES = ("standard", "lambda_outside")
 INITS = ("base_slice", "zero")
+READS = ("state", "zero")  # model.delta_mem_read: "zero" is the ablation that reads nothing from the state
 BETA_BIAS = -1.5  # beta_0 = sigmoid(-1.5) = 0.18 (C.2)
 BASE_SLICE_GAIN = 0.05
 
@@ -73,7 +74,12 @@ def check(cfg) -> None:
         return
     _positive(cfg, "delta_mem_rank", 8, int)
     _positive(cfg, "delta_mem_alpha", 16.0, (int, float))
-    for key, accepted, default in (("delta_mem_update", UPDATES, "standard"), ("delta_mem_init", INITS, "base_slice")):
+    choices = (
+        ("delta_mem_update", UPDATES, "standard"),
+        ("delta_mem_init", INITS, "base_slice"),
+        ("delta_mem_read", READS, "state"),
+    )
+    for key, accepted, default in choices:
         if cfg.get(key, default) not in accepted:
             raise ValueError(f"model.{key}={cfg.get(key)!r} is not accepted; choose one of {', '.join(accepted)}")
     width = STATE_HEADS[kind] * cfg.get("delta_mem_rank", 8)
@@ -150,6 +156,7 @@ class DeltaMem(nnx.Module):
         self.update = cfg.get("delta_mem_update", "standard")
         self.base_slice = cfg.get("delta_mem_init", "base_slice") == "base_slice"
         self.window = cfg.attention_window if kind == "ssw" else 0
+        self.zero_read = cfg.get("delta_mem_read", "state") == "zero"  # the ablation: writes kept, reads of 0
         self.backend, self.chunk_size = cfg.get("matrix_backend", "auto"), cfg.get("matrix_chunk_size", 64)
         width = self.heads * r
         proj = lambda **kw: dense(d, width, ("embed", None), rngs=rngs, dtype=dtype, **kw)  # tiny: replicated
@@ -186,7 +193,13 @@ class DeltaMem(nnx.Module):
         if self.window:
             starts, write = window_ends(positions, segment_ids, self.window)
             h_write = jnp.where(write[..., None], window_means(h, starts), 0.0).astype(h.dtype)
-        inputs = kernel_inputs(self._query(h), *self._writes(h_write if self.window else h), self.update, write)
+        k, v, z = self._writes(h_write if self.window else h)
+        beta = jax.nn.sigmoid(z)  # the write regulariser's mean beta, over the tokens that write
+        writing = jnp.ones(beta.shape[:2], jnp.float32) if write is None else write.astype(jnp.float32)
+        self.sow(nnx.Intermediate, "beta_mean", (beta.mean((-1, -2)) * writing).sum() / jnp.maximum(writing.sum(), 1))
+        if self.zero_read:
+            return jnp.zeros((*h.shape[:-1], self.heads * self.rank), jnp.float32)
+        inputs = kernel_inputs(self._query(h), k, v, z, self.update, write)
 
         def kernel(q, k, v, beta, g, segment_ids):
             options = dict(segment_ids=segment_ids, chunk_size=self.chunk_size, backend=self.backend)
@@ -223,7 +236,7 @@ class DeltaMem(nnx.Module):
         r, new["state"] = read_and_write(
             *inputs, initial_state=cache["state"], return_final_state=True, backend="reference"
         )
-        return r[:, 0], new
+        return (jnp.zeros_like(r[:, 0]) if self.zero_read else r[:, 0]), new
 
     def delta_q(self, r: jax.Array) -> jax.Array:
         return self.scale * self.dq(r.astype(self.dtype))

@@ -86,6 +86,7 @@ class LM(StagedFlops, nnx.Module):
             "delta_mem_alpha": 16.0,  # Delta q and Delta o are scaled by alpha / r
             "delta_mem_update": "standard",  # standard (erase beta) | lambda_outside (erase lambda beta: gated delta)
             "delta_mem_init": "base_slice",  # W_dq, W_do: base_slice (0.05 x normalised q/o kernel rows) | zero
+            "delta_mem_read": "state",  # state | zero: the ablation that writes as usual and reads nothing
             "lora_rank": 0,  # LoRA of rank r on the q and o projections (0 = off): the adapter-capacity control
             "lora_alpha": 16.0,  # LoRA scale alpha / r
         }
@@ -121,7 +122,11 @@ class LM(StagedFlops, nnx.Module):
         x = constrain(self.embed(tokens), ACTIVATION)
         for block in self.blocks:
             x = constrain(block(x, positions=positions, segment_ids=segment_ids), ACTIVATION)
-        return {"logits": constrain(self.head(x), ("batch", "seq", "vocab"))}
+        out = {"logits": constrain(self.head(x), ("batch", "seq", "vocab"))}
+        betas = jax.tree.leaves(nnx.pop(self, nnx.Intermediate))  # δ-mem layers' mean write strength
+        if betas:
+            out["delta_mem_beta"] = jnp.mean(jnp.stack(betas))
+        return out
 
     def head(self, x: jax.Array) -> jax.Array:
         """fp32 logits of residual states x [..., d]: the final norm, then the (tied or own) output projection."""

@@ -1,4 +1,10 @@
 """The registered claims, one module each; importing this package registers them, in this order (the order of
 `memlab reproduce all`)."""
 
-from memlab.reproduce.claims import epoch_chinchilla, matrix_utilisation, mqar_mixers, slot_efficiency  # noqa: F401
+from memlab.reproduce.claims import (  # noqa: F401
+    delta_mem,
+    epoch_chinchilla,
+    matrix_utilisation,
+    mqar_mixers,
+    slot_efficiency,
+)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from memlab.analysis.tables import frame_markdown
 from memlab.registry import CLAIMS
 from memlab.reproduce.claim import Claim, Result, details_value
-from memlab.studies.slot_memory.efficiency import markdown
 from memlab.studies.slot_memory.protocol import FAIR_BASELINE, SCALES, sweeps
 from memlab.studies.slot_memory.protocol_report import ProtocolReport
 from memlab.sweep import Sweep
@@ -120,23 +120,23 @@ def _tables(report: ProtocolReport, ratios, equal, grid) -> str:
         [
             "## Compute to target on the frontiers (baseline / slots)",
             "",
-            markdown(ratios, 3),
+            frame_markdown(ratios, 3),
             "",
             "## Exact match at equal compute (base width, every schedule ends at the budget)",
             "",
-            markdown(equal, 3),
+            frame_markdown(equal, 3),
             "",
             "## Learning-rate sweep (final exact match, base width, first seed)",
             "",
-            markdown(report.lr_table(), 3),
+            frame_markdown(report.lr_table(), 3),
             "",
             "## Widths at the chosen rate (final exact match, first seed)",
             "",
-            markdown(report.size_table(), 3),
+            frame_markdown(report.size_table(), 3),
             "",
             f"## k x L/k grid (slots against {FAIR_BASELINE} at the same L)",
             "",
-            markdown(grid, 3),
+            frame_markdown(grid, 3),
             "",
         ]
     )

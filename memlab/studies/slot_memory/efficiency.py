@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 
 from memlab.analysis.plots import family_colors
 from memlab.analysis.runs import load_runs
-from memlab.analysis.tables import markdown_table, num, sci
+from memlab.analysis.tables import frame_markdown
 
 SLOT, BASELINES = "slot_memory", ("encdec", "lm")
 METRIC = "eval/exact_match"  # whole answers right; per-token teacher-forced accuracy flatters (context_qa.py)
@@ -143,12 +143,6 @@ def efficiency_ratios(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def markdown(frame: pd.DataFrame, digits: int = 4) -> str:
-    """FLOP-like columns in scientific notation, the rest with `digits` significant digits."""
-    fmt = lambda col, v: sci(v) if "flops" in col or col == "params" else num(v, digits)
-    return markdown_table(list(frame.columns), ([fmt(c, v) for c, v in row.items()] for _, row in frame.iterrows()))
-
-
 def _plot_accuracy_vs_flops(path: Path, runs: pd.DataFrame, metric: str) -> Path:
     fig = Figure(figsize=(7.5, 4.8))
     FigureCanvasAgg(fig)
@@ -238,11 +232,11 @@ def write_efficiency_report(
         "",
         "## Runs",
         "",
-        markdown(table),
+        frame_markdown(table),
         "",
         "## Slot vs baselines",
         "",
-        markdown(ratios) if len(ratios) else "(no slot/baseline pair at equal L)",
+        frame_markdown(ratios) if len(ratios) else "(no slot/baseline pair at equal L)",
         "",
         *(f"![{p.stem}]({p.name})" for p in plots),
         "",

@@ -1,0 +1,132 @@
+"""What the δ-mem protocol's runs measure: every model scored on the same evaluation episodes (beyond the window
+by distance and by number of facts, inside the window) and on stdlib text, exact match of single-token answers
+and bits per byte, plus the retrieval baseline and the zeroed-state ablation.
+
+Rows: the frozen backbone; the backbone reading a retrieved window (the earlier window holding the queried key,
+prepended inside the last one); each adapter run (one per kind and seed); each δ-mem run with its state zeroed at
+read; the oracle. The retrieval baseline needs no training: it is the backbone on transformed batches.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import jax
+import numpy as np
+import pandas as pd
+from flax import nnx
+
+from memlab.data.tasks.window_recall import retrieve_batch
+from memlab.models import build_model
+from memlab.models.adapters import STATE_HEADS
+from memlab.studies.delta_mem.protocol import (
+    Scale,
+    adapter_of,
+    backbone_dir,
+    chosen_lrs,
+    corpus,
+    episode,
+    load_stage,
+)
+from memlab.train.checkpoint import run_config
+from memlab.train.evaluate import evaluate_run
+from memlab.train.run_dir import RunDir
+
+
+def conditions(scale: Scale, text: Path) -> dict[str, list[str]]:
+    """Evaluation conditions: name -> overrides of a run's config."""
+
+    def at(**kw) -> list[str]:
+        return [f"{k}={v}" for k, v in episode(scale, text, **kw).items()] + [
+            f"eval.num_examples={scale.eval_examples}",
+            f"eval.batch_size={min(64, scale.eval_examples)}",
+            "data.text_fraction=0.0",
+        ]
+
+    out = {"beyond": at(distance=-1)}
+    out.update({f"distance={d}": at(distance=d) for d in range(1, scale.windows)})
+    out.update({f"facts={n}": at(distance=-1, facts=n) for n in scale.fact_counts if n != scale.facts})
+    out["in-window"] = at(distance=0)
+    out["text"] = [
+        "data.task=text",
+        f"data.path={text}",
+        f"data.seq_len={scale.window * scale.windows}",
+        "data.packing=concat",
+        f"eval.num_examples={scale.eval_examples}",
+        f"eval.batch_size={min(64, scale.eval_examples)}",
+        "objective.next_token=1.0",
+        "objective.answer=0.0",
+        "objective.delta_mem_beta=0.0",
+    ]
+    return out
+
+
+def _score(run_dir: Path, overrides: list[str], transform=None, extra: tuple[str, ...] = ()) -> float:
+    is_text = "data.task=text" in overrides
+    scores = evaluate_run(run_dir, [*overrides, *extra], transform=None if is_text else transform)
+    return scores["eval/bits_per_byte"] if is_text else scores["eval/exact_match"]
+
+
+def forward_flops_per_token(run_dir: Path) -> float:
+    config = run_config(run_dir)
+    model = nnx.eval_shape(lambda: build_model(config.model, config.train.seed))
+    tokens = config.data.window * config.data.num_windows
+    return model.forward_flops_per_example({"inputs": (tokens,)}) / tokens
+
+
+def state_per_layer(run_dir: Path) -> int:
+    """Numbers one attention layer carries when decoding: keys and values of the tokens its window can see, plus
+    the δ-mem state (state heads x r x r)."""
+    model = run_config(run_dir).model
+    tokens = run_config(run_dir).data.window * run_config(run_dir).data.num_windows
+    seen = model.attention_window or tokens
+    delta = STATE_HEADS[model.delta_mem] * model.delta_mem_rank**2 if model.get("delta_mem", "") else 0
+    return 2 * seen * model.d_model + delta
+
+
+def _row(model: str, run_dir: Path, seed: int, scale: Scale, text: Path, transform=None, extra=()) -> dict:
+    summary = RunDir(run_dir).read_summary()
+    row = {"model": model, "seed": seed, "run_dir": str(run_dir)}
+    for name, overrides in conditions(scale, text).items():
+        if name == "text" and transform is not None:
+            continue  # retrieval changes episodes only
+        row[name] = _score(run_dir, overrides, transform, extra)
+    row["params_trainable"] = summary.get("params_trainable", summary.get("params"))
+    row["params"] = summary.get("params")
+    row["state_per_layer"] = state_per_layer(run_dir)
+    row["forward_flops_per_token"] = forward_flops_per_token(run_dir)
+    return row
+
+
+def measure(runs: Path, scale: Scale) -> pd.DataFrame:
+    """One row per (model, seed): every condition's score and the model's size, trainable share and cost."""
+    text = corpus(runs)
+    backbone = backbone_dir(runs)
+    retrieve = partial(_retrieved, window=scale.window)
+    rows = [
+        _row("backbone", backbone, 0, scale, text),
+        {**_row("retrieval", backbone, 0, scale, text, transform=retrieve), "params_trainable": 0},
+        _row("oracle", runs / "backbones" / "model=oracle", 0, scale, text),
+    ]
+    adapters = pd.concat([load_stage(runs, "lr"), load_stage(runs, "seeds")])
+    chosen = _chosen_runs(adapters)
+    for _, run in chosen.iterrows():
+        kind, seed = adapter_of(run), int(run["train.seed"])
+        rows.append(_row(kind, Path(run["run_dir"]), seed, scale, text))
+        if kind != "lora":
+            zeroed = ("model.delta_mem_read=zero",)
+            rows.append(_row(f"{kind} zeroed", Path(run["run_dir"]), seed, scale, text, extra=zeroed))
+    return pd.DataFrame(rows)
+
+
+def _chosen_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    """The lr stage's runs at each kind's chosen rate, and the seeds stage's runs."""
+    lrs = chosen_lrs(frame[frame["run_dir"].str.contains("/lr/")])
+    kinds = [adapter_of(r) for _, r in frame.iterrows()]
+    keep = [np.isclose(r["train.lr"], lrs[k]) for k, (_, r) in zip(kinds, frame.iterrows(), strict=True)]
+    return frame[keep]
+
+
+def _retrieved(batch: dict, window: int) -> dict:
+    return jax.tree.map(np.asarray, retrieve_batch(batch, window))
