@@ -165,6 +165,7 @@ def _adapter_sweep(name: str, scale: Scale, text: Path, runs: Path, rows: list[d
         base={
             **_base(scale, text),
             "train.steps": scale.adapter_steps,
+            "train.weight_decay": 0.0,  # as the anchor trains its adapters
             "train.init_from": str(backbone_dir(runs)),
         },
         points=rows,
