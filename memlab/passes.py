@@ -14,6 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from memlab.data.tasks.text_chunks import BLANK, DELIMITER
 from memlab.registry import PASSES
 
 MAIN = ""  # the example as it comes
@@ -72,3 +73,17 @@ def copy(batch: dict) -> dict:
         "loss_mask": mask,
     }
     return {**{k: v for k, v in batch.items() if k not in ("segment_ids", "positions")}, **out}
+
+
+@PASSES.register("blank_copy")
+def blank_copy(batch: dict) -> dict:
+    """The copy view with the repeat hidden: the second half's inputs are DELIMITER at the boundary, then BLANK
+    (ids the text_chunks task reserves), so its targets, the first half again, can only come from what a model
+    carried over. For a memory model with an even number of chunks the halves are whole chunks, and the decoder of
+    chunk n/2 + j must regenerate chunk j from its memory alone (Badger's `blank_copy`). Scored as the copy view:
+    the repeat only, where the example's token_mask allows. Built from new arrays; the batch is left as it was."""
+    out = copy(batch)
+    t = out["inputs"].shape[1]
+    position = jnp.arange(t)
+    hidden = jnp.where(position == t // 2, DELIMITER, BLANK).astype(out["inputs"].dtype)
+    return {**out, "inputs": jnp.where(position >= t // 2, hidden, out["inputs"])}

@@ -54,7 +54,7 @@ def test_wrong_type_names_expected():
         ("train.steps=0", "must be a positive integer"),
         ("data.num_kv_pairs=200", r"data.num_kv_pairs must be in \[1, 31\] for data.vocab_size=64"),
         ("objective.answr=1.0", r"'objective.answr': unknown objective\(s\) \['answr'\]; registered objectives: ans"),
-        ("objective.answer@cpy=1.0", r"unknown pass in \['answer@cpy'\] \(after '@'\); registered passes: copy"),
+        ("objective.answer@cpy=1.0", r"unknown pass in \['answer@cpy'\] \(after '@'\); registered passes: blank_c"),
         ("objective.answer=-1.0", "weights must be >= 0"),
         ("train.batch_size=10", None),
     ],

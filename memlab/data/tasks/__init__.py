@@ -9,7 +9,13 @@ which makes data deterministic across restarts without storing anything. A task 
 
 from __future__ import annotations
 
-from memlab.data.tasks import context_qa, mqar, text, window_recall  # noqa: F401  (each registers itself in TASKS)
+from memlab.data.tasks import (  # noqa: F401  (each registers itself in TASKS)
+    context_qa,
+    mqar,
+    text,
+    text_chunks,
+    window_recall,
+)
 from memlab.registry import TASKS
 
 __all__ = ["TASKS"]
