@@ -28,8 +28,9 @@ def base_config(task: str = "mqar", model: str = "lm") -> ml_collections.ConfigD
     c.model = ml_collections.ConfigDict()
     c.model.name = model
     c.model.update(MODELS.get(model).defaults())
-    if "vocab_size" in c.data:
-        c.model.vocab_size = c.data.get_ref("vocab_size")  # the model's vocabulary is the task's
+    # the model's vocabulary is the task's, and so is any other size both declare (num_chunks)
+    for key in sorted({"vocab_size", *c.model} & set(c.data)):
+        c.model[key] = c.data.get_ref(key)
 
     c.objective = ml_collections.ConfigDict({"answer": 1.0})
 

@@ -27,9 +27,12 @@ def masked_cross_entropy(logits: jax.Array, targets: jax.Array, mask: jax.Array)
 
 @OBJECTIVES.register("next_token")
 def next_token(outputs: dict, batch: dict) -> tuple[jax.Array, jax.Array]:
-    """Causal LM loss on every real token (positions with `token_mask`, all positions if absent)."""
-    mask = batch.get("token_mask", jnp.ones_like(batch["targets"], dtype=jnp.float32))
-    return masked_cross_entropy(outputs["logits"], batch["targets"], mask)
+    """Causal LM loss on every real token (positions with `token_mask`, all positions if absent). A model that
+    predicts something else than the batch's next tokens (an autoencoder regenerating its inputs) returns its
+    `targets` and `token_mask` with its logits; those take the place of the batch's."""
+    targets = outputs.get("targets", batch["targets"])
+    mask = outputs.get("token_mask", batch.get("token_mask", jnp.ones_like(targets, dtype=jnp.float32)))
+    return masked_cross_entropy(outputs["logits"], targets, mask)
 
 
 @OBJECTIVES.register("answer")

@@ -4,6 +4,7 @@
     mixers/          the LM's sequence mixers, one module per mixer, each owning its one-token decoding
     encdec.py        full encoder-decoder on context QA: the baseline the slot memory compresses away
     slot_memory.py   the context compressed into k learned slots
+    memory_model.py  one memory vector per chunk of text, read by the decoders of later chunks (and autoencoders)
     seq2seq.py       what the two encoder-decoder families share: attention between two sequences, blocks,
                      token I/O, the decoder and their base class
     layers.py        building blocks of every family (projections, norms, RoPE, SwiGLU, short convolution)
@@ -22,7 +23,7 @@ from __future__ import annotations
 import flax
 from flax import nnx
 
-from memlab.models import encdec, lm, slot_memory  # noqa: F401  (each registers itself)
+from memlab.models import encdec, lm, memory_model, slot_memory  # noqa: F401  (each registers itself)
 from memlab.models.params import flat_params
 from memlab.registry import MODELS
 

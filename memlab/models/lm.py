@@ -184,13 +184,21 @@ class LM(StagedFlops, nnx.Module):
         """Analytic forward FLOPs of one example by stage (2 FLOPs per multiply-accumulate of every matmul): the
         embedding lookup, each layer's mixer and MLP, the logits (see memlab.models.stages)."""
         cfg, seq_len = self.cfg, shapes["inputs"][-1]
-        d_ff = mlp_width(cfg.d_model, cfg.mlp_ratio)
-        stages = [Stage("embed", 0.0, ("embed",))]
-        for i, name in enumerate(self.mixer_names):
-            mixer = MIXERS.get(name).forward_flops_per_token(cfg, seq_len) * seq_len
-            stages.append(Stage(f"blocks/{i}/mixer", mixer, (f"blocks/{i}/mixer_norm", f"blocks/{i}/mixer")))
-            mlp = SwiGLU.forward_flops_per_token(cfg.d_model, d_ff) * seq_len
-            stages.append(Stage(f"blocks/{i}/mlp", mlp, (f"blocks/{i}/mlp_norm", f"blocks/{i}/mlp")))
+        stages = [Stage("embed", 0.0, ("embed",)), *block_stages(cfg, self.mixer_names, seq_len)]
         head = ("final_norm", "embed" if cfg.tie_embeddings else "unembed")
         stages.append(Stage("head", 2.0 * cfg.d_model * cfg.vocab_size * seq_len, head))
         return chain(stages)
+
+
+def block_stages(cfg, mixer_names: list[str], seq_len: int, prefix: str = "", rows: int = 1) -> list[Stage]:
+    """The FLOP stages of a stack of `Block`s (parameters under `{prefix}blocks/i/`), a mixer and an MLP stage per
+    layer, run on `rows` sequences of `seq_len` tokens per example; not yet chained."""
+    d_ff = mlp_width(cfg.d_model, cfg.mlp_ratio)
+    stages = []
+    for i, name in enumerate(mixer_names):
+        at = f"{prefix}blocks/{i}"
+        mixer = MIXERS.get(name).forward_flops_per_token(cfg, seq_len) * seq_len * rows
+        stages.append(Stage(f"{at}/mixer", mixer, (f"{at}/mixer_norm", f"{at}/mixer")))
+        mlp = SwiGLU.forward_flops_per_token(cfg.d_model, d_ff) * seq_len * rows
+        stages.append(Stage(f"{at}/mlp", mlp, (f"{at}/mlp_norm", f"{at}/mlp")))
+    return stages
