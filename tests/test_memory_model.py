@@ -1,0 +1,226 @@
+"""Memory models and their data: text_chunks examples, causality across chunks (a chunk's memory is read only by
+later chunks), the blank-copy view built without touching the batch, the autoencoder's cyclic unroll and its
+reconstruction targets, analytic FLOPs against XLA (frozen encoder included), knob errors, and a frozen
+autoencoder encoder that stays bit-identical, embedding included, while a memory decoder trains on top of it."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from memlab import objectives, passes
+from memlab.config import ConfigError, load_config
+from memlab.data.pipeline import example_shapes
+from memlab.data.prepare import prepare
+from memlab.data.tasks.text import Text
+from memlab.data.tasks.text_chunks import BLANK, DELIMITER, TEXT_VOCAB, TextChunks, _text_config
+from memlab.models import build_model
+from memlab.models.memory_model import unroll_index
+from memlab.models.params import flat_params
+from memlab.train.checkpoint import load_model
+from memlab.train.flops import analytic_flops_per_token, xla_flops_per_token
+from memlab.train.loop import train
+from memlab.train.partial import trainable_names
+from memlab.train.step import make_grad_fn
+from tests.helpers import ROOT, assert_causal, logits_of
+
+N, L = 4, 8
+T = N * L
+SMALL = [
+    f"data.num_chunks={N}",
+    f"data.chunk_len={L}",
+    "model.d_model=16",
+    "model.num_heads=2",
+    "model.qkv_conv=False",
+    "train.steps=4",
+    "train.warmup_steps=1",
+    "train.batch_size=4",
+    "train.eval_every=2",
+    "train.checkpoint_every=4",
+    "train.log_every=1",
+    "eval.num_examples=8",
+    "eval.batch_size=4",
+    "data.num_workers=1",
+    "logging.wandb_mode=disabled",
+    "logging.progress=False",
+]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A few hundred bytes of text per split, lines unique so windows differ."""
+    src = tmp_path_factory.mktemp("corpus")
+    for d in range(8):
+        (src / f"doc{d}.txt").write_text("".join(f"doc {d} line {i}\n" for i in range(12)))
+    out = src.parent / "text"
+    prepare(str(src), out, validation_fraction=0.25, progress=False)
+    return str(out)
+
+
+def config(corpus, *overrides, experiment="memory_model.py"):
+    return load_config(ROOT / "experiments" / experiment, [f"data.path={corpus}", *SMALL, *overrides])
+
+
+def random_tokens(seed=0, batch=2):
+    return jax.random.randint(jax.random.key(seed), (batch, T), 0, TEXT_VOCAB)
+
+
+def test_examples_are_chunks_of_the_text_stream(corpus):
+    cfg = config(corpus)
+    assert cfg.model.num_chunks == N and cfg.model.vocab_size == BLANK + 1 == 259
+    src = TextChunks(cfg.data, "train", seed=0)
+    text = Text(_text_config(cfg.data), "train", seed=0)
+    for i in range(6):
+        ex = src[i]
+        assert {k: v.shape for k, v in ex.items()} == {k: (T,) for k in ("inputs", "targets", "token_mask")}
+        np.testing.assert_array_equal(ex["inputs"], text[i]["inputs"])  # the text task's window
+        np.testing.assert_array_equal(ex["inputs"][1:], ex["targets"][:-1])  # next token of the stream
+        mask = ex["token_mask"].reshape(N, L)
+        assert np.all(mask[:, :-1] == 1) and np.all(mask[:, -1] == 0)  # a chunk's first token is never scored
+        assert ex["inputs"].max() < TEXT_VOCAB and ex["targets"].max() < TEXT_VOCAB  # reserved ids stay unused
+    np.testing.assert_array_equal(src[3]["inputs"], TextChunks(cfg.data, "train", seed=0)[3]["inputs"])
+    assert not np.array_equal(src[0]["inputs"], TextChunks(cfg.data, "eval", seed=0)[0]["inputs"])
+
+
+def test_a_token_reaches_its_chunk_after_it_and_later_chunks_through_memory(corpus):
+    model = build_model(config(corpus).model, seed=0)
+    tokens = random_tokens()
+    outputs_of = lambda t: logits_of(model, {"inputs": t})
+    assert_causal(outputs_of, tokens, TEXT_VOCAB, positions=(0, 5, L, 2 * L + 3, -1))
+    base = np.asarray(outputs_of(tokens)).reshape(2, N, L, -1)
+    for chunk in range(N):
+        for offset in (0, L - 1):
+            changed = tokens.at[:, chunk * L + offset].set((tokens[:, chunk * L + offset] + 7) % TEXT_VOCAB)
+            out = np.asarray(outputs_of(changed)).reshape(2, N, L, -1)
+            np.testing.assert_allclose(out[:, :chunk], base[:, :chunk], atol=1e-6)  # earlier chunks
+            np.testing.assert_allclose(out[:, chunk, :offset], base[:, chunk, :offset], atol=1e-6)
+            assert not np.allclose(out[:, chunk, offset:], base[:, chunk, offset:], atol=1e-4)
+            for later in range(chunk + 1, N):  # every later decoder reads this chunk's memory
+                assert not np.allclose(out[:, later], base[:, later], atol=1e-4), (chunk, offset, later)
+
+
+def test_blank_copy_hides_the_repeat_and_leaves_the_batch_alone():
+    inputs = np.arange(1, T + 1, dtype=np.int32)[None]
+    batch = {"inputs": inputs, "targets": inputs + 1, "token_mask": np.tile([1.0] * (L - 1) + [0.0], N)[None]}
+    before = {k: v.copy() for k, v in batch.items()}
+    view = passes.view("blank_copy", batch)
+    for k, v in batch.items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)  # nothing written into the caller's arrays
+    h = T // 2
+    seen, targets, mask = (np.asarray(view[k][0]) for k in ("inputs", "targets", "token_mask"))
+    np.testing.assert_array_equal(seen[:h], inputs[0, :h])
+    assert seen[h] == DELIMITER and np.all(seen[h + 1 :] == BLANK)  # the repeat is nowhere in view
+    np.testing.assert_array_equal(targets[h:], before["targets"][0, :h])  # the first half, one token ahead
+    np.testing.assert_array_equal(mask, np.r_[np.zeros(h), before["token_mask"][0, :h]])  # the repeat only
+    assert view["inputs"].dtype == inputs.dtype
+
+
+def test_unroll_index_wraps_by_the_width():
+    seq_len, d = 40, 16  # longer than d: the row offset wraps too
+    expected = [[(i % d) + j - d if (i % d) + j >= d else (i % d) + j for j in range(d // 2)] for i in range(seq_len)]
+    np.testing.assert_array_equal(np.asarray(unroll_index(seq_len, d)), expected)
+
+
+def test_autoencoder_regenerates_each_chunk_from_its_memory_alone(corpus):
+    model = build_model(config(corpus, "model.mode=autoencoder").model, seed=0)
+    assert model.decoder.embed is None  # the decoder reads no tokens
+    tokens = random_tokens()
+    out = nnx.jit(lambda m, b: m(b))(model, {"inputs": tokens})
+    np.testing.assert_array_equal(out["targets"], tokens)
+    np.testing.assert_array_equal(out["token_mask"], np.ones((2, T)))
+    loss, _ = objectives.next_token(out, {"targets": tokens + 1, "token_mask": jnp.zeros((2, T))})
+    expected, _ = objectives.masked_cross_entropy(out["logits"], tokens, jnp.ones((2, T)))
+    assert float(loss) == pytest.approx(float(expected))  # scored against the returned targets, not the batch's
+    changed = tokens.at[:, L].set((tokens[:, L] + 7) % TEXT_VOCAB)  # first token of chunk 1
+    after = np.asarray(logits_of(model, {"inputs": changed})).reshape(2, N, L, -1)
+    base = np.asarray(out["logits"]).reshape(2, N, L, -1)
+    for chunk in (0, 2, 3):
+        np.testing.assert_allclose(after[:, chunk], base[:, chunk], atol=1e-6)
+    assert all(not np.allclose(after[:, 1, i], base[:, 1, i], atol=1e-4) for i in range(L))  # all from e
+
+
+FLOP_CASES = {
+    "memory": ((), None, {"next_token": 1.0}),
+    "memory qkv_conv bottleneck mean": (
+        ("model.qkv_conv=True", "model.compression=2", "model.summary=mean"),
+        None,
+        {"next_token": 1.0},
+    ),
+    "autoencoder": (("model.mode=autoencoder",), None, {"next_token": 1.0}),
+    "combined": ((), None, {"next_token": 1.0, "next_token@blank_copy": 0.5}),
+    "frozen encoder": ((), ("decoder/",), {"next_token": 1.0}),
+}
+
+
+@pytest.mark.parametrize("overrides, patterns, weights", FLOP_CASES.values(), ids=FLOP_CASES)
+@pytest.mark.slow
+def test_analytic_flops_match_xla_within_10_percent(corpus, overrides, patterns, weights):
+    cfg = config(corpus, "model.d_model=32", *overrides)
+    model = build_model(cfg.model, seed=0)
+    graphdef, params = nnx.split(model, nnx.Param)
+    shapes = example_shapes(cfg)
+    batch = {k: jnp.zeros((4, *s), jnp.float32 if k == "token_mask" else jnp.int32) for k, s in shapes.items()}
+    trainable = trainable_names(params, patterns)
+    analytic = analytic_flops_per_token(model, shapes, T, trainable, weights)
+    xla = xla_flops_per_token(make_grad_fn(graphdef, weights, trainable), params, batch, T)
+    assert abs(analytic - xla) / xla < 0.10, (analytic, xla)
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (("model.mode=decoder",), "model.mode='decoder' is not accepted; choose one of memory, autoencoder"),
+        (("model.summary=first",), "model.summary='first' is not accepted"),
+        (("model.compression=3",), "model.compression=3 must divide model.d_model=16"),
+        (("model.encoder_layers=0",), "model.encoder_layers=0 must be a positive integer"),
+        (("data.num_chunks=0",), "num_chunks=0 must be a positive integer"),
+        (("data.chunk_len=1",), "data.chunk_len=1 must be >= 2"),
+        (("data.vocab_size=258",), "data.vocab_size=258 cannot hold the 257 byte ids, DELIMITER and BLANK"),
+        (("data.path=''",), "data.path='' .*data.path is empty"),
+    ],
+)
+def test_bad_knobs_name_the_key(corpus, overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        config(corpus, *overrides)
+
+
+def test_inputs_must_split_into_chunks(corpus):
+    model = build_model(config(corpus).model, seed=0)
+    with pytest.raises(ValueError, match="inputs of 30 tokens do not split into model.num_chunks=4 chunks"):
+        model({"inputs": jnp.zeros((1, 30), jnp.int32)})
+
+
+def params_of(run_dir) -> dict:
+    model, _, _ = load_model(run_dir)
+    return {k: np.asarray(v) for k, v in flat_params(nnx.state(model, nnx.Param)).items()}
+
+
+@pytest.mark.slow
+def test_a_frozen_autoencoder_encoder_stays_bit_identical_under_a_training_decoder(corpus, tmp_path):
+    ae_cfg = config(corpus, experiment="memory_autoencoder.py")
+    train(ae_cfg, tmp_path / "ae")
+    encoder = params_of(tmp_path / "ae")
+    fresh = {k: np.asarray(v) for k, v in flat_params(nnx.state(build_model(ae_cfg.model, 0), nnx.Param)).items()}
+    assert not np.array_equal(encoder["encoder/embed/embedding"], fresh["encoder/embed/embedding"])  # it trained
+
+    cfg = config(
+        corpus, f"train.init_from={tmp_path / 'ae'}", "train.init_map=encoder->encoder", "train.trainable=decoder/"
+    )
+    summary = train(cfg, tmp_path / "memory")
+    after = params_of(tmp_path / "memory")
+    frozen = [k for k in after if k.startswith("encoder/")]
+    assert "encoder/embed/embedding" in frozen  # the encoder owns its embedding (pitfall A.4)
+    for name in frozen:
+        np.testing.assert_array_equal(after[name], encoder[name], err_msg=name)
+    decoder = [k for k in after if k.startswith("decoder/")]
+    assert summary["params_trainable"] == sum(after[k].size for k in decoder)
+    start = flat_params(nnx.state(build_model(cfg.model, 0), nnx.Param))
+    assert all(not np.array_equal(after[k], start[k]) for k in decoder if k.endswith("kernel"))  # they trained
+    rows = [json.loads(line) for line in (tmp_path / "memory" / "metrics.jsonl").read_text().splitlines()]
+    logged = {k for row in rows for k in row if k.startswith("train/loss/")}
+    assert logged == {"train/loss/next_token", "train/loss/next_token@blank_copy"}  # each term on its own
