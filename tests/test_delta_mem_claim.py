@@ -21,6 +21,7 @@ TINY = protocol.Scale(
     layers=1,
     heads=2,
     backbone_steps=12,
+    oracle_steps=12,
     adapter_steps=6,
     batch=8,
     lrs=(1e-2,),

@@ -59,6 +59,7 @@ class Scale:
     layers: int
     heads: int
     backbone_steps: int
+    oracle_steps: int  # recall across windows takes attention over the whole episode longer to learn
     adapter_steps: int
     batch: int
     lrs: tuple[float, ...]  # adapter learning rates tried on the first seed
@@ -78,6 +79,7 @@ SCALES = {
         layers=2,
         heads=4,
         backbone_steps=1500,
+        oracle_steps=4500,
         adapter_steps=800,
         batch=32,
         lrs=(3e-3, 1e-2),
@@ -93,6 +95,7 @@ SCALES = {
         layers=4,
         heads=8,
         backbone_steps=6000,
+        oracle_steps=18000,
         adapter_steps=3000,
         batch=64,
         lrs=(1e-3, 3e-3, 1e-2),
@@ -145,7 +148,10 @@ def backbone_sweep(scale: Scale, text: Path) -> Sweep:
         experiment=EXPERIMENT,
         base={**_base(scale, text), **mixed, "objective.next_token": 1.0},
         points=points({"@model": "backbone"}, {"@model": "oracle"}),
-        derive=lambda point: BACKBONES[point["@model"]],
+        derive=lambda point: {
+            **BACKBONES[point["@model"]],
+            **({"train.steps": scale.oracle_steps} if point["@model"] == "oracle" else {}),
+        },
     )
 
 
