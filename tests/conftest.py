@@ -76,3 +76,16 @@ def single_device(tmp_path_factory):
         if not result.exists():
             result.write_text(json.dumps(drive("train", str(tmp_path_factory.mktemp("single")), "1,1,1")["losses"]))
         return json.loads(result.read_text())
+
+
+@pytest.fixture(scope="module")
+def text_corpus(tmp_path_factory):
+    """A tiny prepared byte-text corpus (a few hundred bytes per split, lines unique so windows differ)."""
+    from memlab.data.prepare import prepare
+
+    root = tmp_path_factory.mktemp("corpus")
+    (src := root / "docs").mkdir()
+    for d in range(8):
+        (src / f"doc{d}.txt").write_text("".join(f"doc {d} line {i}\n" for i in range(12)))
+    prepare(str(src), root / "text", validation_fraction=0.25, progress=False)
+    return str(root / "text")

@@ -216,3 +216,23 @@ def decoded_logits(model, tokens):
         logits, cache = step(model, tokens[:, t], cache)
         out.append(logits)
     return jnp.stack(out, axis=1)
+
+
+def analytic_and_xla_flops(cfg, batch_size: int = 4) -> tuple[float, float]:
+    """Training FLOPs per token of a token-sequence config: the analytic count and XLA's, on a zero batch."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from memlab.data.pipeline import example_shapes
+    from memlab.models import build_model
+    from memlab.train.flops import analytic_flops_per_token, xla_flops_per_token
+    from memlab.train.step import make_grad_fn
+
+    model = build_model(cfg.model, seed=0)
+    graphdef, params = nnx.split(model, nnx.Param)
+    shapes = example_shapes(cfg)
+    batch = {k: jnp.zeros((batch_size, *s), jnp.int32 if k in ("inputs", "targets") else jnp.float32)
+             for k, s in shapes.items()}  # fmt: skip
+    tokens = shapes["inputs"][0]
+    analytic = analytic_flops_per_token(model, shapes, tokens, weights=dict(cfg.objective))
+    return analytic, xla_flops_per_token(make_grad_fn(graphdef, dict(cfg.objective)), params, batch, tokens)

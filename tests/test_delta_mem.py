@@ -10,17 +10,14 @@ import pytest
 from flax import nnx
 
 from memlab.config import load_config
-from memlab.data.pipeline import example_shapes
 from memlab.errors import ConfigError
 from memlab.models import build_model
 from memlab.models.adapters import BASE_SLICE_GAIN, kernel_inputs, read_and_write, window_ends
 from memlab.models.params import flat_params, path_name
 from memlab.train.checkpoint import load_model
-from memlab.train.flops import analytic_flops_per_token, xla_flops_per_token
 from memlab.train.loop import train
 from memlab.train.param_blocks import apply_block, save_block
-from memlab.train.step import make_loss_fn
-from tests.helpers import ROOT, TINY, assert_causal, assert_close, decoded_logits, logits_of
+from tests.helpers import ROOT, TINY, analytic_and_xla_flops, assert_causal, assert_close, decoded_logits, logits_of
 
 SSW = ("model.delta_mem=ssw", "model.attention_window=4", "model.attention_window_kind=block")
 
@@ -255,13 +252,7 @@ def test_adapters_round_trip_as_a_parameter_block(tiny_config, tmp_path):
 )
 def test_analytic_flops_match_xla_within_10_percent(tiny_config, overrides):
     cfg = tiny_config(*overrides)
-    model = build_model(cfg.model, seed=0)
-    graphdef, params = nnx.split(model, nnx.Param)
-    shapes = example_shapes(cfg)
-    batch = {k: jnp.zeros((4, *s), jnp.float32 if k == "loss_mask" else jnp.int32) for k, s in shapes.items()}
-    grad_fn = jax.value_and_grad(make_loss_fn(graphdef, dict(cfg.objective)), has_aux=True)
-    analytic = analytic_flops_per_token(model, shapes, shapes["inputs"][0])
-    xla = xla_flops_per_token(grad_fn, params, batch, shapes["inputs"][0])
+    analytic, xla = analytic_and_xla_flops(cfg)
     assert abs(analytic - xla) / xla < 0.10, (analytic, xla)
 
 

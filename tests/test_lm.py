@@ -6,12 +6,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from memlab.data.pipeline import example_shapes
 from memlab.models import build_model, count_params
 from memlab.models.layers import mlp_width
-from memlab.train.flops import analytic_flops_per_token, xla_flops_per_token
-from memlab.train.step import make_loss_fn
-from tests.helpers import logits_of
+from tests.helpers import analytic_and_xla_flops, logits_of
 
 
 def test_segment_ids_block_attention_across_documents(tiny_config):
@@ -44,13 +41,7 @@ def test_param_count_matches_formula(tiny_config):
 @pytest.mark.slow
 def test_analytic_flops_match_xla_within_10_percent(tiny_config, overrides):
     cfg = tiny_config(*overrides)
-    model = build_model(cfg.model, seed=0)
-    graphdef, params = nnx.split(model, nnx.Param)
-    shapes = example_shapes(cfg)
-    batch = {k: jnp.zeros((4, *s), jnp.float32 if k == "loss_mask" else jnp.int32) for k, s in shapes.items()}
-    grad_fn = jax.value_and_grad(make_loss_fn(graphdef, dict(cfg.objective)), has_aux=True)
-    analytic = analytic_flops_per_token(model, shapes, shapes["inputs"][0])
-    xla = xla_flops_per_token(grad_fn, params, batch, shapes["inputs"][0])
+    analytic, xla = analytic_and_xla_flops(cfg)
     assert xla is not None
     assert abs(analytic - xla) / xla < 0.10, (analytic, xla)
 

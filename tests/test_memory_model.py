@@ -16,7 +16,6 @@ from flax import nnx
 from memlab import objectives, passes
 from memlab.config import ConfigError, load_config
 from memlab.data.pipeline import example_shapes
-from memlab.data.prepare import prepare
 from memlab.data.tasks.text import Text
 from memlab.data.tasks.text_chunks import BLANK, DELIMITER, TEXT_VOCAB, TextChunks, _text_config
 from memlab.models import build_model
@@ -51,17 +50,6 @@ SMALL = [
 ]
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """A few hundred bytes of text per split, lines unique so windows differ."""
-    src = tmp_path_factory.mktemp("corpus")
-    for d in range(8):
-        (src / f"doc{d}.txt").write_text("".join(f"doc {d} line {i}\n" for i in range(12)))
-    out = src.parent / "text"
-    prepare(str(src), out, validation_fraction=0.25, progress=False)
-    return str(out)
-
-
 def config(corpus, *overrides, experiment="memory_model.py"):
     return load_config(ROOT / "experiments" / experiment, [f"data.path={corpus}", *SMALL, *overrides])
 
@@ -70,8 +58,8 @@ def random_tokens(seed=0, batch=2):
     return jax.random.randint(jax.random.key(seed), (batch, T), 0, TEXT_VOCAB)
 
 
-def test_examples_are_chunks_of_the_text_stream(corpus):
-    cfg = config(corpus)
+def test_examples_are_chunks_of_the_text_stream(text_corpus):
+    cfg = config(text_corpus)
     assert cfg.model.num_chunks == N and cfg.model.vocab_size == BLANK + 1 == 259
     src = TextChunks(cfg.data, "train", seed=0)
     text = Text(_text_config(cfg.data), "train", seed=0)
@@ -87,8 +75,8 @@ def test_examples_are_chunks_of_the_text_stream(corpus):
     assert not np.array_equal(src[0]["inputs"], TextChunks(cfg.data, "eval", seed=0)[0]["inputs"])
 
 
-def test_a_token_reaches_its_chunk_after_it_and_later_chunks_through_memory(corpus):
-    model = build_model(config(corpus).model, seed=0)
+def test_a_token_reaches_its_chunk_after_it_and_later_chunks_through_memory(text_corpus):
+    model = build_model(config(text_corpus).model, seed=0)
     tokens = random_tokens()
     outputs_of = lambda t: logits_of(model, {"inputs": t})
     assert_causal(outputs_of, tokens, TEXT_VOCAB, positions=(0, 5, L, 2 * L + 3, -1))
@@ -126,8 +114,8 @@ def test_unroll_index_wraps_by_the_width():
     np.testing.assert_array_equal(np.asarray(unroll_index(seq_len, d)), expected)
 
 
-def test_autoencoder_regenerates_each_chunk_from_its_memory_alone(corpus):
-    model = build_model(config(corpus, "model.mode=autoencoder").model, seed=0)
+def test_autoencoder_regenerates_each_chunk_from_its_memory_alone(text_corpus):
+    model = build_model(config(text_corpus, "model.mode=autoencoder").model, seed=0)
     assert model.decoder.embed is None  # the decoder reads no tokens
     tokens = random_tokens()
     out = nnx.jit(lambda m, b: m(b))(model, {"inputs": tokens})
@@ -159,8 +147,8 @@ FLOP_CASES = {
 
 @pytest.mark.parametrize("overrides, patterns, weights", FLOP_CASES.values(), ids=FLOP_CASES)
 @pytest.mark.slow
-def test_analytic_flops_match_xla_within_10_percent(corpus, overrides, patterns, weights):
-    cfg = config(corpus, "model.d_model=32", *overrides)
+def test_analytic_flops_match_xla_within_10_percent(text_corpus, overrides, patterns, weights):
+    cfg = config(text_corpus, "model.d_model=32", *overrides)
     model = build_model(cfg.model, seed=0)
     graphdef, params = nnx.split(model, nnx.Param)
     shapes = example_shapes(cfg)
@@ -184,13 +172,13 @@ def test_analytic_flops_match_xla_within_10_percent(corpus, overrides, patterns,
         (("data.path=''",), "data.path='' .*data.path is empty"),
     ],
 )
-def test_bad_knobs_name_the_key(corpus, overrides, match):
+def test_bad_knobs_name_the_key(text_corpus, overrides, match):
     with pytest.raises(ConfigError, match=match):
-        config(corpus, *overrides)
+        config(text_corpus, *overrides)
 
 
-def test_inputs_must_split_into_chunks(corpus):
-    model = build_model(config(corpus).model, seed=0)
+def test_inputs_must_split_into_chunks(text_corpus):
+    model = build_model(config(text_corpus).model, seed=0)
     with pytest.raises(ValueError, match="inputs of 30 tokens do not split into model.num_chunks=4 chunks"):
         model({"inputs": jnp.zeros((1, 30), jnp.int32)})
 
@@ -201,15 +189,15 @@ def params_of(run_dir) -> dict:
 
 
 @pytest.mark.slow
-def test_a_frozen_autoencoder_encoder_stays_bit_identical_under_a_training_decoder(corpus, tmp_path):
-    ae_cfg = config(corpus, experiment="memory_autoencoder.py")
+def test_a_frozen_autoencoder_encoder_stays_bit_identical_under_a_training_decoder(text_corpus, tmp_path):
+    ae_cfg = config(text_corpus, experiment="memory_autoencoder.py")
     train(ae_cfg, tmp_path / "ae")
     encoder = params_of(tmp_path / "ae")
     fresh = {k: np.asarray(v) for k, v in flat_params(nnx.state(build_model(ae_cfg.model, 0), nnx.Param)).items()}
     assert not np.array_equal(encoder["encoder/embed/embedding"], fresh["encoder/embed/embedding"])  # it trained
 
     cfg = config(
-        corpus, f"train.init_from={tmp_path / 'ae'}", "train.init_map=encoder->encoder", "train.trainable=decoder/"
+        text_corpus, f"train.init_from={tmp_path / 'ae'}", "train.init_map=encoder->encoder", "train.trainable=decoder/"
     )
     summary = train(cfg, tmp_path / "memory")
     after = params_of(tmp_path / "memory")

@@ -16,9 +16,7 @@ from memlab.models.layers import mlp_width
 from memlab.models.mixers import MIXERS
 from memlab.models.mixers.gdn import GatedDeltaNet
 from memlab.models.mixers.mlstm import MLSTM
-from memlab.train.flops import analytic_flops_per_token, xla_flops_per_token
-from memlab.train.step import make_loss_fn
-from tests.helpers import logits_of
+from tests.helpers import analytic_and_xla_flops, logits_of
 
 
 @pytest.mark.parametrize("name", ["gdn", "mlstm"])
@@ -132,14 +130,8 @@ def test_param_count_and_state_size(tiny_config, name):
 @pytest.mark.slow
 def test_analytic_flops_match_xla_within_10_percent(tiny_config, overrides):
     cfg = tiny_config(*overrides)
-    model = build_model(cfg.model, seed=0)
-    graphdef, params = nnx.split(model, nnx.Param)
-    shapes = example_shapes(cfg)
-    assert shapes["inputs"][0] <= cfg.model.matrix_chunk_size
-    batch = {k: jnp.zeros((2, *s), jnp.float32 if k == "loss_mask" else jnp.int32) for k, s in shapes.items()}
-    grad_fn = jax.value_and_grad(make_loss_fn(graphdef, dict(cfg.objective)), has_aux=True)
-    analytic = analytic_flops_per_token(model, shapes, shapes["inputs"][0])
-    xla = xla_flops_per_token(grad_fn, params, batch, shapes["inputs"][0])
+    assert example_shapes(cfg)["inputs"][0] <= cfg.model.matrix_chunk_size
+    analytic, xla = analytic_and_xla_flops(cfg, batch_size=2)
     assert abs(analytic - xla) / xla < 0.10, (analytic, xla)
 
 

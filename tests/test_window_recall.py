@@ -9,7 +9,6 @@ import pytest
 
 from memlab.config import ConfigError, load_config
 from memlab.data import pipeline
-from memlab.data.prepare import prepare
 from memlab.data.shards import TOKENS, open_array, read
 from memlab.data.tasks.window_recall import FACT, FACT_LEN, QUERY, WindowRecall, retrieve, retrieve_batch
 from memlab.defaults import base_config
@@ -24,17 +23,6 @@ def data_config(**knobs):
     c = base_config("window_recall", "lm")
     c.data.update({"window": W, "num_windows": N, "num_facts": 3, **knobs})
     return c
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """A few hundred bytes of text per split, lines unique so windows differ."""
-    src = tmp_path_factory.mktemp("corpus")
-    for d in range(8):
-        (src / f"doc{d}.txt").write_text("".join(f"doc {d} line {i}\n" for i in range(12)))
-    out = src.parent / "text"
-    prepare(str(src), out, validation_fraction=0.25, progress=False)
-    return str(out)
 
 
 def facts(inputs):
@@ -79,10 +67,10 @@ def test_pure_function_of_seed_stream_and_index():
     assert not np.array_equal(a[0]["inputs"], WindowRecall(cfg, "train", seed=2)[0]["inputs"])
 
 
-def test_text_mixing_and_text_filler(corpus):
-    cfg = data_config(filler="text", text_path=corpus, text_fraction=0.5, fact_distance=1).data
+def test_text_mixing_and_text_filler(text_corpus):
+    cfg = data_config(filler="text", text_path=text_corpus, text_fraction=0.5, fact_distance=1).data
     src = WindowRecall(cfg, "train", seed=0)
-    stream = read(open_array(f"{corpus}/train/{TOKENS}"), 0, None)
+    stream = read(open_array(f"{text_corpus}/train/{TOKENS}"), 0, None)
     texts = 0
     for i in range(100):
         ex = src[i]
@@ -96,7 +84,7 @@ def test_text_mixing_and_text_filler(corpus):
         for s, _ in facts(ex["inputs"]).values():
             filler[s : s + FACT_LEN] = False
         filler[T - 2 :] = False
-        np.testing.assert_array_equal(ex["inputs"][filler], corpus_window[filler])  # the corpus, in order
+        np.testing.assert_array_equal(ex["inputs"][filler], corpus_window[filler])  # the text_corpus, in order
     assert 35 <= texts <= 65
 
 

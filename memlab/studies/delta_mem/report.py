@@ -78,8 +78,8 @@ def forward_flops_per_token(run_dir: Path) -> float:
 def state_per_layer(run_dir: Path) -> int:
     """Numbers one attention layer carries when decoding: keys and values of the tokens its window can see, plus
     the δ-mem state (state heads x r x r)."""
-    model = run_config(run_dir).model
-    tokens = run_config(run_dir).data.window * run_config(run_dir).data.num_windows
+    config = run_config(run_dir)
+    model, tokens = config.model, config.data.window * config.data.num_windows
     seen = model.attention_window or tokens
     delta = STATE_HEADS[model.delta_mem] * model.delta_mem_rank**2 if model.get("delta_mem", "") else 0
     return 2 * seen * model.d_model + delta
@@ -109,9 +109,7 @@ def measure(runs: Path, scale: Scale) -> pd.DataFrame:
         {**_row("retrieval", backbone, 0, scale, text, transform=retrieve), "params_trainable": 0},
         _row("oracle", runs / "backbones" / "model=oracle", 0, scale, text),
     ]
-    adapters = pd.concat([load_stage(runs, "lr"), load_stage(runs, "seeds")])
-    chosen = _chosen_runs(adapters)
-    for _, run in chosen.iterrows():
+    for _, run in _chosen_runs(load_stage(runs, "lr"), load_stage(runs, "seeds")).iterrows():
         kind, seed = adapter_of(run), int(run["train.seed"])
         rows.append(_row(kind, Path(run["run_dir"]), seed, scale, text))
         if kind != "lora":
@@ -120,12 +118,11 @@ def measure(runs: Path, scale: Scale) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _chosen_runs(frame: pd.DataFrame) -> pd.DataFrame:
-    """The lr stage's runs at each kind's chosen rate, and the seeds stage's runs."""
-    lrs = chosen_lrs(frame[frame["run_dir"].str.contains("/lr/")])
-    kinds = [adapter_of(r) for _, r in frame.iterrows()]
-    keep = [np.isclose(r["train.lr"], lrs[k]) for k, (_, r) in zip(kinds, frame.iterrows(), strict=True)]
-    return frame[keep]
+def _chosen_runs(lr_stage: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
+    """The lr stage's runs at each kind's chosen rate (its first seed), then the seeds stage's runs."""
+    lrs = chosen_lrs(lr_stage)
+    keep = [bool(np.isclose(run["train.lr"], lrs[adapter_of(run)])) for _, run in lr_stage.iterrows()]
+    return pd.concat([lr_stage[keep], seeds])
 
 
 def _retrieved(batch: dict, window: int) -> dict:
