@@ -149,8 +149,9 @@ class MemoryModel(StagedFlops, nnx.Module):
         compression that does not divide d_model, heads RoPE cannot rotate, or non-boolean switches."""
         if cfg.mode not in MODES:
             raise ValueError(f"model.mode={cfg.mode!r} is not accepted; choose one of {', '.join(MODES)}")
-        if cfg.memory not in MEMORIES:
-            raise ValueError(f"model.memory={cfg.memory!r} is not accepted; choose one of {', '.join(MEMORIES)}")
+        memory = cfg.get("memory", "read")  # runs saved before the knob read their memories
+        if memory not in MEMORIES:
+            raise ValueError(f"model.memory={memory!r} is not accepted; choose one of {', '.join(MEMORIES)}")
         if cfg.summary not in SUMMARIES:
             raise ValueError(f"model.summary={cfg.summary!r} is not accepted; choose one of {', '.join(SUMMARIES)}")
         for key in ("num_chunks", "compression", "encoder_layers", "num_layers", "conv_kernel"):
@@ -205,7 +206,7 @@ class MemoryModel(StagedFlops, nnx.Module):
     @property
     def reads(self) -> bool:
         """Whether the decoder reads the encoder's memories (model.memory="read") or only pads ("none")."""
-        return self.cfg.memory == "read"
+        return self.cfg.get("memory", "read") == "read"
 
     def embedding_params(self) -> int:
         """The encoder's embedding, the decoder's (memory mode) and the unembedding."""
