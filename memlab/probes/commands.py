@@ -18,7 +18,10 @@ def register(sub) -> None:
     )
     p.add_argument("--steps", type=int, default=1000, help="probe decoder training steps (default 1000)")
     p.add_argument(
-        "--workdir", default=None, help="where the probe runs and memory_info.json go (default RUN_DIR/probe_memory)"
+        "--workdir",
+        default=None,
+        help="where the probe runs and memory_info.json go (default RUN_DIR/probe_memory; for a control "
+        "RUN_DIR/probe_memory_<encoder>)",
     )
     p.add_argument(
         "--set",
