@@ -6,7 +6,8 @@ bit-identical), under a fresh 2-layer unrolled decoder of the same width trained
 run's text from the embedding alone. Its eval on held-out text gives the cross-entropy CE (nats per token),
 I_e = 1 - CE / ln 256 (the paper's normalisation) and the Hamming accuracy (argmax equals the input token, no
 shift). The same probe on a constant embedding (`model.memory = "none"`: the pad vector, so the decoder learns the
-byte statistics and nothing else) gives CE_null and the calibrated I_e' = 1 - CE / CE_null: at 256 bytes I_e alone
+byte statistics and nothing else; not zero, which would leave the bias-free decoder's residual stream at zero and
+its logits uniform) gives CE_null and the calibrated I_e' = 1 - CE / CE_null: at 256 bytes I_e alone
 credits an empty embedding with ~0.4 (notes A.3).
 
 Encoders: a `memory_model` run's `encoder/` (either mode, its own summary), an attention `lm` run's trunk (its
