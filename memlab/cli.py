@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "memlab.studies.slot_memory.commands",  # efficiency, slots
     "memlab.store.commands",  # store-capacity
     "memlab.reproduce.commands",  # reproduce
+    "memlab.probes.commands",  # probe-memory
 )
 
 

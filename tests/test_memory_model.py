@@ -132,6 +132,23 @@ def test_autoencoder_regenerates_each_chunk_from_its_memory_alone(text_corpus):
     assert all(not np.allclose(after[:, 1, i], base[:, 1, i], atol=1e-4) for i in range(L))  # all from e
 
 
+@pytest.mark.parametrize("mode", ["memory", "autoencoder"])
+def test_without_memory_a_chunk_reads_nothing_but_its_own_tokens(corpus, mode):
+    """model.memory=none: the no-memory control; a chunk's logits do not move when earlier chunks change (memory
+    mode) or when the chunk itself changes (autoencoder: the decoder reads the pad vector only)."""
+    model = build_model(config(corpus, f"model.mode={mode}", "model.memory=none").model, seed=0)
+    tokens = random_tokens()
+    base = np.asarray(logits_of(model, {"inputs": tokens})).reshape(2, N, L, -1)
+    other = random_tokens(seed=1)
+    for chunk in range(1, N + 1):  # chunks before `chunk` replaced
+        changed = tokens.at[:, : chunk * L].set(other[:, : chunk * L])
+        out = np.asarray(logits_of(model, {"inputs": changed})).reshape(2, N, L, -1)
+        unchanged = slice(chunk, None) if mode == "memory" else slice(None)
+        np.testing.assert_allclose(out[:, unchanged], base[:, unchanged], atol=1e-6)
+        if mode == "memory" and chunk < N:
+            assert not np.allclose(out[:, chunk - 1], base[:, chunk - 1], atol=1e-4)  # its own tokens still count
+
+
 FLOP_CASES = {
     "memory": ((), None, {"next_token": 1.0}),
     "memory qkv_conv bottleneck mean": (
@@ -142,6 +159,8 @@ FLOP_CASES = {
     "autoencoder": (("model.mode=autoencoder",), None, {"next_token": 1.0}),
     "combined": ((), None, {"next_token": 1.0, "next_token@blank_copy": 0.5}),
     "frozen encoder": ((), ("decoder/",), {"next_token": 1.0}),
+    "no memory": (("model.memory=none",), None, {"next_token": 1.0}),
+    "no memory autoencoder": (("model.mode=autoencoder", "model.memory=none"), None, {"next_token": 1.0}),
 }
 
 
@@ -164,6 +183,7 @@ def test_analytic_flops_match_xla_within_10_percent(text_corpus, overrides, patt
     [
         (("model.mode=decoder",), "model.mode='decoder' is not accepted; choose one of memory, autoencoder"),
         (("model.summary=first",), "model.summary='first' is not accepted"),
+        (("model.memory=zero",), "model.memory='zero' is not accepted; choose one of read, none"),
         (("model.compression=3",), "model.compression=3 must divide model.d_model=16"),
         (("model.encoder_layers=0",), "model.encoder_layers=0 must be a positive integer"),
         (("data.num_chunks=0",), "num_chunks=0 must be a positive integer"),

@@ -13,6 +13,10 @@ num_chunks follows the task's). Two modes (`model.mode`):
                   "unrolled" embedding, since repeating e at every position trains a transformer badly); its logits
                   at position i predict token i, returned with those targets so `next_token` scores them.
 
+`model.memory = "none"` is the no-memory control: every memory is replaced by the pad vector p, so the decoder
+gets nothing from the encoder (memory mode: from earlier chunks; autoencoder: from the chunk itself, which leaves
+it only the byte statistics, the calibration floor of the memory probe, memlab.probes.memory_info).
+
 The encoder (`encoder/`) owns its token embedding, blocks and final norm, so freezing it (`train.trainable` over
 `decoder/`) freezes everything it was trained with (pitfall A.4 of the research notes); an autoencoder's encoder
 loads into a memory model under the same paths. Blocks are the LM's (attention with RoPE, `model.qkv_conv`).
@@ -33,6 +37,7 @@ from memlab.parallel import constrain
 from memlab.registry import MIXERS, MODELS
 
 MODES = ("memory", "autoencoder")
+MEMORIES = ("read", "none")
 SUMMARIES = ("last", "penultimate", "mean")
 MIXER = "attn"
 
@@ -123,6 +128,7 @@ class MemoryModel(StagedFlops, nnx.Module):
         """The family's `model.*` knobs with their defaults."""
         return {
             "mode": "memory",  # memory (decode each chunk with earlier chunks' memories) | autoencoder
+            "memory": "read",  # read | none: every memory replaced by the pad vector (the no-memory control)
             "num_chunks": 4,  # n: chunks per example (follows data.num_chunks where the task has it)
             "summary": "last",  # the encoder's memory: last | penultimate position | mean over the chunk
             "compression": 1,  # c > 1: bottleneck d -> d/c -> d on each memory
@@ -143,6 +149,9 @@ class MemoryModel(StagedFlops, nnx.Module):
         compression that does not divide d_model, heads RoPE cannot rotate, or non-boolean switches."""
         if cfg.mode not in MODES:
             raise ValueError(f"model.mode={cfg.mode!r} is not accepted; choose one of {', '.join(MODES)}")
+        memory = cfg.get("memory", "read")  # runs saved before the knob read their memories
+        if memory not in MEMORIES:
+            raise ValueError(f"model.memory={memory!r} is not accepted; choose one of {', '.join(MEMORIES)}")
         if cfg.summary not in SUMMARIES:
             raise ValueError(f"model.summary={cfg.summary!r} is not accepted; choose one of {', '.join(SUMMARIES)}")
         for key in ("num_chunks", "compression", "encoder_layers", "num_layers", "conv_kernel"):
@@ -177,7 +186,7 @@ class MemoryModel(StagedFlops, nnx.Module):
         d = self.cfg.d_model
         emb = self.decoder.embed(chunks)
         memories = jnp.ones((b, n, d), emb.dtype)  # memory k of chunk k; the last chunk's is never formed
-        if n > 1:
+        if n > 1 and self.reads:
             encoded = self.encoder(chunks[:, :-1].reshape(b * (n - 1), L)).reshape(b, n - 1, d)
             memories = memories.at[:, : n - 1].set(encoded.astype(emb.dtype))
         slot = jnp.arange(n)
@@ -190,9 +199,14 @@ class MemoryModel(StagedFlops, nnx.Module):
         """The autoencoder on chunks [R, L]: logits [R, L, V] of every token from the chunk's memory alone, with
         the targets they predict (the tokens themselves) and a token_mask of ones."""
         L, d = chunks.shape[1], self.cfg.d_model
-        e = self.encoder(chunks)
+        e = self.encoder(chunks) if self.reads else jnp.ones((chunks.shape[0], d), self.decoder.unroll.dtype)
         x = self.decoder.unroll(e[:, unroll_index(L, d)])
         return {"logits": self.decoder(x, skip=0), "targets": chunks, "token_mask": jnp.ones(chunks.shape, jnp.float32)}
+
+    @property
+    def reads(self) -> bool:
+        """Whether the decoder reads the encoder's memories (model.memory="read") or only pads ("none")."""
+        return self.cfg.get("memory", "read") == "read"
 
     def embedding_params(self) -> int:
         """The encoder's embedding, the decoder's (memory mode) and the unembedding."""
@@ -201,29 +215,32 @@ class MemoryModel(StagedFlops, nnx.Module):
 
     def state_size(self, seq_len: int) -> int:
         """Numbers one example carries while decoding its last chunk: the n - 1 memories (the pads are fixed) and
-        the decoder's attention cache over its row of n + L positions; the autoencoder, one memory and L."""
+        the decoder's attention cache over its row of n + L positions; the autoencoder, one memory and L; no memory
+        under model.memory="none"."""
         cfg = self.cfg
         n, L = cfg.num_chunks, self._chunk_len(seq_len)
         memories, row = (n - 1, n + L) if cfg.mode == "memory" else (1, L)
-        return memories * cfg.d_model + cfg.num_layers * MIXERS.get(MIXER).state_size(cfg, row)
+        return memories * self.reads * cfg.d_model + cfg.num_layers * MIXERS.get(MIXER).state_size(cfg, row)
 
     def flop_stages(self, shapes: dict) -> list[Stage]:
         """Analytic forward FLOPs of one example by stage: the encoder on n - 1 chunks (memory) or n (autoencoder),
         the decoder's input layer, its blocks on n rows of n + L (memory) or L positions, and the logits at the
-        L token positions of each row (see memlab.models.stages)."""
+        L token positions of each row (see memlab.models.stages). Under model.memory="none" the encoder never
+        runs: a stage of no FLOPs holds its parameters."""
         cfg = self.cfg
         n = cfg.num_chunks
         L = self._chunk_len(shapes["inputs"][-1])
         d = cfg.d_model
+        encoded = n - 1 if cfg.mode == "memory" else n
+        encoder = Encoder.flop_stages(cfg, encoded, L) if self.reads else [Stage("encoder", 0.0, ("encoder",))]
+        summary = ("encoder/summary",) if self.reads else ()
         if cfg.mode == "memory":
             first = [Stage("decoder/embed", 0.0, ("decoder/embed",))]
-            encoder = Encoder.flop_stages(cfg, n - 1, L)
-            inputs = ("encoder/summary", "decoder/embed")
+            inputs = (*summary, "decoder/embed")
             row = n + L
         else:
-            first, encoder, row = [], Encoder.flop_stages(cfg, n, L), L
-            unroll = Stage("decoder/unroll", 2.0 * (d // 2) * d * L * n, ("decoder/unroll",), ("encoder/summary",))
-            encoder.append(unroll)
+            first, row = [], L
+            encoder.append(Stage("decoder/unroll", 2.0 * (d // 2) * d * L * n, ("decoder/unroll",), summary))
             inputs = ("decoder/unroll",)
         blocks = block_stages(cfg, [MIXER] * cfg.num_layers, row, prefix="decoder/", rows=n)
         blocks[0] = dataclasses.replace(blocks[0], reads=inputs)
