@@ -252,10 +252,13 @@ def test_negative_warmup_or_a_fraction_outside_0_1_is_a_config_error(tiny_config
         tiny_config(override)
 
 
-def test_run_saved_before_warmup_fraction_existed_still_resumes(reference, tiny_config, tmp_path):
+def test_run_saved_before_keys_existed_still_resumes(reference, tiny_config, tmp_path):
+    from memlab.train.loop import ADDED_KEYS
+
     run = copy_run(reference[0], tmp_path / "run")
     saved = json.loads((run / "config.json").read_text())
-    del saved["train"]["warmup_fraction"]  # config.json as runs wrote it before the key was added
+    for group, key in ADDED_KEYS:  # config.json as runs wrote it before the keys were added
+        saved[group].pop(key, None)
     (run / "config.json").write_text(json.dumps(saved))
     summary = train(tiny_config(), run)
     assert summary["status"] == "completed" and summary["step"] == 20

@@ -46,7 +46,7 @@ STATE_HEADS = {"tsw": 1, "ssw": 1, "msw": 4}  # model.delta_mem -> n_s ("" = off
 UPDATES = ("standard", "lambda_outside")
 INITS = ("base_slice", "zero")
 READS = ("state", "zero")  # model.delta_mem_read: "zero" is the ablation that reads nothing from the state
-BETA_BIAS = -1.5  # beta_0 = sigmoid(-1.5) = 0.18 (C.2)
+BETA_BIAS = -1.5  # beta_0 = sigmoid(-1.5) = 0.18 (C.2): lambda^t keeps 0.82^t of a write t tokens back
 BASE_SLICE_GAIN = 0.05
 
 
@@ -162,7 +162,9 @@ class DeltaMem(nnx.Module):
         proj = lambda **kw: dense(d, width, ("embed", None), rngs=rngs, dtype=dtype, **kw)  # tiny: replicated
         self.mq, self.mk, self.mv = (proj(init=torch_linear_init) for _ in range(3))
         self.beta = proj(
-            init=nnx.initializers.zeros_init(), use_bias=True, bias_init=nnx.initializers.constant(BETA_BIAS)
+            init=nnx.initializers.zeros_init(),
+            use_bias=True,
+            bias_init=nnx.initializers.constant(cfg.get("delta_mem_beta_bias", BETA_BIAS)),
         )
         zeros = nnx.initializers.zeros_init()
         self.dq = dense(width, d, (None, "heads"), rngs=rngs, dtype=dtype, init=zeros)

@@ -86,6 +86,7 @@ class LM(StagedFlops, nnx.Module):
             "delta_mem_alpha": 16.0,  # Delta q and Delta o are scaled by alpha / r
             "delta_mem_update": "standard",  # standard (erase beta) | lambda_outside (erase lambda beta: gated delta)
             "delta_mem_init": "base_slice",  # W_dq, W_do: base_slice (0.05 x normalised q/o kernel rows) | zero
+            "delta_mem_beta_bias": -1.5,  # b_beta's init: beta_0 = sigmoid(b); the anchor's -1.5 forgets 18% a token
             "delta_mem_read": "state",  # state | zero: the ablation that writes as usual and reads nothing
             "lora_rank": 0,  # LoRA of rank r on the q and o projections (0 = off): the adapter-capacity control
             "lora_alpha": 16.0,  # LoRA scale alpha / r

@@ -74,13 +74,26 @@ class Interrupted(StoppedEarly):
 # checkpoint restores onto any mesh; the numbers do not depend on it beyond float reduction order).
 RESUME_MAY_DIFFER = ("logging.launch_id", "logging.progress", "mesh.")
 # Keys added since runs were first saved, with the value that does what a run without them did: a saved config that
-# lacks one is compared as if it held that value, so those runs still resume.
+# lacks one (where the resumed config has it) is compared as if it held that value, so those runs still resume.
 ADDED_KEYS = {
     ("train", "warmup_fraction"): 0.0,
     ("train", "init_from"): "",
     ("train", "init_step"): -1,
     ("train", "init_map"): [],
     ("train", "trainable"): [],
+    ("model", "attention_window"): 0,
+    ("model", "attention_window_kind"): "sliding",
+    ("model", "matrix_read"): "after",
+    ("model", "delta_mem"): "",
+    ("model", "delta_mem_rank"): 8,
+    ("model", "delta_mem_alpha"): 16.0,
+    ("model", "delta_mem_update"): "standard",
+    ("model", "delta_mem_init"): "base_slice",
+    ("model", "delta_mem_read"): "state",
+    ("model", "delta_mem_beta_bias"): -1.5,
+    ("model", "lora_rank"): 0,
+    ("model", "lora_alpha"): 16.0,
+    ("model", "memory"): "read",
 }
 
 
@@ -91,7 +104,8 @@ def check_resumable(run: RunDir, config: dict) -> None:
         return
     existing.pop("stamps", None)
     for (group, key), value in ADDED_KEYS.items():
-        existing.get(group, {}).setdefault(key, value)
+        if key in config.get(group, {}):  # only where this config has it (model keys belong to some families)
+            existing.get(group, {}).setdefault(key, value)
     changed = [k for k in diff(existing, config) if not k.startswith(RESUME_MAY_DIFFER)]
     if changed:
         raise ConfigError(
