@@ -133,10 +133,10 @@ def test_autoencoder_regenerates_each_chunk_from_its_memory_alone(text_corpus):
 
 
 @pytest.mark.parametrize("mode", ["memory", "autoencoder"])
-def test_without_memory_a_chunk_reads_nothing_but_its_own_tokens(corpus, mode):
+def test_without_memory_a_chunk_reads_nothing_but_its_own_tokens(text_corpus, mode):
     """model.memory=none: the no-memory control; a chunk's logits do not move when earlier chunks change (memory
     mode) or when the chunk itself changes (autoencoder: the decoder reads the pad vector only)."""
-    model = build_model(config(corpus, f"model.mode={mode}", "model.memory=none").model, seed=0)
+    model = build_model(config(text_corpus, f"model.mode={mode}", "model.memory=none").model, seed=0)
     tokens = random_tokens()
     base = np.asarray(logits_of(model, {"inputs": tokens})).reshape(2, N, L, -1)
     other = random_tokens(seed=1)
