@@ -232,3 +232,18 @@ def test_a_frozen_autoencoder_encoder_stays_bit_identical_under_a_training_decod
     rows = [json.loads(line) for line in (tmp_path / "memory" / "metrics.jsonl").read_text().splitlines()]
     logged = {k for row in rows for k in row if k.startswith("train/loss/")}
     assert logged == {"train/loss/next_token", "train/loss/next_token@blank_copy"}  # each term on its own
+
+
+def test_objective_mix_sweep_expands(text_corpus):
+    from memlab.config import load_module
+    from memlab.sweep.spec import expand
+
+    module = load_module(ROOT / "sweeps" / "memory_objective_mix.py", "sweep")
+    sweep = module.memory_mix_sweep(data_path=text_corpus)
+    sweep.source = ROOT / "sweeps" / "memory_objective_mix.py"
+    points = expand(sweep)
+    assert len(points) == 16
+    weights = sorted({p.config.objective["next_token@blank_copy"] for p in points})
+    assert weights == module.COPY_WEIGHTS and all(p.config.objective["next_token"] == 1.0 for p in points)
+    shapes = {(p.config.data.chunk_len, p.config.model.d_model) for p in points}
+    assert shapes == {(32, 64), (32, 128), (64, 64), (64, 128)}
