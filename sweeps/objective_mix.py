@@ -8,21 +8,14 @@ skip the copy pass (no cost, the same gradients as without the key), so the thre
 Both widths of mqar_mixers' plain attention LM, on the same batches.
 """
 
+from pathlib import Path
+
+from memlab.config import load_module
 from memlab.sweep import Sweep, grid
 
-BASE = {
-    "model.qkv_conv": False,  # plain attention: copying in context needs the induction circuit the copy pass trains
-    "data.vocab_size": 64,
-    "data.seq_len": 64,
-    "data.num_kv_pairs": 8,
-    "train.steps": 400,
-    "train.batch_size": 32,
-    "train.warmup_steps": 30,
-    "train.eval_every": 50,
-    "train.checkpoint_every": 200,
-    "eval.num_examples": 256,
-    "logging.progress": False,
-}
+# mqar_mixers' task and budget, with plain attention: copying in context needs the induction circuit the copy pass
+# trains
+BASE = {**load_module(Path(__file__).with_name("mqar_mixers.py"), "sweep").BASE, "model.qkv_conv": False}
 
 
 def objective_mix_sweep(d_models=(32, 64), name: str = "objective_mix", **base) -> Sweep:

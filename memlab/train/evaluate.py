@@ -62,9 +62,19 @@ def evaluate_run(
     step: int | None = None,
     transform: Callable[[dict], dict] | None = None,
 ) -> dict[str, float]:
-    """Eval metrics of a run's checkpoint under `overrides` (data, eval and model knobs that leave the parameters'
-    shapes alone); a changed model config rebuilds the model and takes the checkpoint's parameters."""
+    """Eval metrics of a run's checkpoint under `overrides` (see `evaluate_changed`)."""
     model, config, _ = load_model(run_dir, step)
+    return evaluate_changed(model, config, overrides, transform)
+
+
+def evaluate_changed(
+    model: nnx.Module,
+    config: ml_collections.ConfigDict,
+    overrides: Iterable[str] = (),
+    transform: Callable[[dict], dict] | None = None,
+) -> dict[str, float]:
+    """Eval metrics of a loaded `model` (trained with `config`) under `overrides`: data, eval and model knobs that
+    leave the parameters' shapes alone; a changed model config rebuilds the model around the same parameters."""
     changed = changed_config(config, overrides)
     if to_dict(changed.model) != to_dict(config.model):
         rebuilt = build_model(changed.model, changed.train.seed)

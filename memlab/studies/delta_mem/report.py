@@ -29,8 +29,8 @@ from memlab.studies.delta_mem.protocol import (
     episode,
     load_stage,
 )
-from memlab.train.checkpoint import run_config
-from memlab.train.evaluate import evaluate_run
+from memlab.train.checkpoint import load_model
+from memlab.train.evaluate import evaluate_changed
 from memlab.train.run_dir import RunDir
 
 
@@ -62,23 +62,21 @@ def conditions(scale: Scale, text: Path) -> dict[str, list[str]]:
     return out
 
 
-def _score(run_dir: Path, overrides: list[str], transform=None, extra: tuple[str, ...] = ()) -> float:
+def _score(model, config, overrides: list[str], transform=None, extra: tuple[str, ...] = ()) -> float:
     is_text = "data.task=text" in overrides
-    scores = evaluate_run(run_dir, [*overrides, *extra], transform=None if is_text else transform)
+    scores = evaluate_changed(model, config, [*overrides, *extra], transform=None if is_text else transform)
     return scores["eval/bits_per_byte"] if is_text else scores["eval/exact_match"]
 
 
-def forward_flops_per_token(run_dir: Path) -> float:
-    config = run_config(run_dir)
+def forward_flops_per_token(config) -> float:
     model = nnx.eval_shape(lambda: build_model(config.model, config.train.seed))
     tokens = config.data.window * config.data.num_windows
     return model.forward_flops_per_example({"inputs": (tokens,)}) / tokens
 
 
-def state_per_layer(run_dir: Path) -> int:
+def state_per_layer(config) -> int:
     """Numbers one attention layer carries when decoding: keys and values of the tokens its window can see, plus
     the δ-mem state (state heads x r x r)."""
-    config = run_config(run_dir)
     model, tokens = config.model, config.data.window * config.data.num_windows
     seen = model.attention_window or tokens
     delta = STATE_HEADS[model.delta_mem] * model.delta_mem_rank**2 if model.get("delta_mem", "") else 0
@@ -86,16 +84,18 @@ def state_per_layer(run_dir: Path) -> int:
 
 
 def _row(model: str, run_dir: Path, seed: int, scale: Scale, text: Path, transform=None, extra=()) -> dict:
+    """One model's scores on every condition, from one load of its checkpoint."""
     summary = RunDir(run_dir).read_summary()
+    loaded, config, _ = load_model(run_dir)
     row = {"model": model, "seed": seed, "run_dir": str(run_dir)}
     for name, overrides in conditions(scale, text).items():
         if name == "text" and transform is not None:
             continue  # retrieval changes episodes only
-        row[name] = _score(run_dir, overrides, transform, extra)
+        row[name] = _score(loaded, config, overrides, transform, extra)
     row["params_trainable"] = summary.get("params_trainable", summary.get("params"))
     row["params"] = summary.get("params")
-    row["state_per_layer"] = state_per_layer(run_dir)
-    row["forward_flops_per_token"] = forward_flops_per_token(run_dir)
+    row["state_per_layer"] = state_per_layer(config)
+    row["forward_flops_per_token"] = forward_flops_per_token(config)
     return row
 
 
