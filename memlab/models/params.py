@@ -22,20 +22,17 @@ def under(name: str, prefix: str) -> bool:
     return not prefix or name == prefix or name.startswith(prefix + "/")
 
 
+def _name(keypath) -> str:
+    """The path name of a leaf's pytree key path (dict keys only: the Variable's own `.value` key is dropped)."""
+    return path_name(tuple(k.key for k in keypath if isinstance(k, jax.tree_util.DictKey)))
+
+
 def flat_params(state: nnx.State) -> dict[str, jax.Array]:
     """{path name: array} of a parameter state (arrays or ShapeDtypeStructs), in path order."""
-    return {path_name(path): leaf for path, leaf in sorted(_leaves(state), key=lambda kv: path_name(kv[0]))}
-
-
-def _leaves(state: nnx.State):
-    for path, variable in nnx.to_flat_state(state):
-        yield path, variable.get_raw_value() if isinstance(variable, nnx.Variable) else variable
+    leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+    return dict(sorted((_name(keypath), leaf) for keypath, leaf in leaves))
 
 
 def map_params(fn, state: nnx.State) -> nnx.State:
     """`state` with each parameter array replaced by `fn(path name, array)`."""
-
-    def call(keypath, leaf):
-        return fn(path_name(tuple(k.key for k in keypath if isinstance(k, jax.tree_util.DictKey))), leaf)
-
-    return jax.tree_util.tree_map_with_path(call, state)
+    return jax.tree_util.tree_map_with_path(lambda keypath, leaf: fn(_name(keypath), leaf), state)
