@@ -21,6 +21,7 @@ import ml_collections
 from memlab.errors import ConfigError
 
 GROUPS = ("model", "data", "objective", "train", "eval", "mesh", "logging")
+OBJECTIVE_GROUPS = ("objective", "train.curriculum_objective")  # objective key -> weight; keys may be added
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
@@ -110,8 +111,8 @@ def set_value(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
         parent = get_value(config, parent_key) if parent_key else config
     except ConfigError:
         raise _unknown_key(config, key) from None
-    if parent_key == "objective" and leaf not in parent:
-        _add_objective(parent, leaf, value)
+    if parent_key in OBJECTIVE_GROUPS and leaf not in parent:
+        _add_objective(parent, parent_key, leaf, value)
         return
     if not isinstance(parent, ml_collections.ConfigDict) or leaf not in parent:
         raise _unknown_key(config, key)
@@ -131,17 +132,17 @@ def set_value(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
         ) from err
 
 
-def _add_objective(group: ml_collections.ConfigDict, name: str, weight: Any) -> None:
-    """The objective group maps objective keys (`name` or `name@pass`) to weights; any registered objective, on
+def _add_objective(group: ml_collections.ConfigDict, group_key: str, name: str, weight: Any) -> None:
+    """An objective group maps objective keys (`name` or `name@pass`) to weights; any registered objective, on
     any registered pass, may be added to the mix."""
     from memlab import objectives
 
     try:
         objectives.check({name: 1.0})
     except ValueError as err:
-        raise ConfigError(f"'objective.{name}': {err}") from None
+        raise ConfigError(f"'{group_key}.{name}': {err}") from None
     if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-        raise ConfigError(f"'objective.{name}' = {weight!r} has the wrong type: expected a float weight")
+        raise ConfigError(f"'{group_key}.{name}' = {weight!r} has the wrong type: expected a float weight")
     with group.unlocked():
         group[name] = float(weight)
 

@@ -53,6 +53,8 @@ def base_config(task: str = "mqar", model: str = "lm") -> ml_collections.ConfigD
     c.train.init_step = -1  # its checkpoint to start from (-1 = the newest)
     c.train.init_map = ()  # "old->new" parameter-path prefixes to copy from it; () = every parameter, same paths
     c.train.trainable = ()  # regexes (matched from the start of parameter paths) of what trains; () = everything
+    c.train.curriculum_steps = 0  # > 0: the first this many steps train on curriculum_objective, the rest on objective
+    c.train.curriculum_objective = ml_collections.ConfigDict()  # objective key -> weight, as `objective`
     c.train.precision = "float32"  # compute dtype: float32 | bfloat16 (parameters stay fp32)
     c.train.checkpoint_every = 200
     c.train.keep_checkpoints = 3

@@ -100,3 +100,24 @@ def _check_objective(config) -> None:
         objectives.check(dict(config.objective))
     except ValueError as err:
         raise ConfigError(f"objective: {err}") from None
+    steps, early = config.train.get("curriculum_steps", 0), dict(config.train.get("curriculum_objective", {}))
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps < config.train.steps:
+        raise ConfigError(
+            f"train.curriculum_steps={steps!r} must be an integer in [0, train.steps={config.train.steps}): the "
+            "steps trained on train.curriculum_objective before the objective takes over (0 = no curriculum)"
+        )
+    if steps and not early:
+        raise ConfigError(
+            f"train.curriculum_steps={steps} needs train.curriculum_objective, the weights of those steps (e.g. "
+            "--set train.curriculum_objective.next_token@blank_copy=1)"
+        )
+    if early and not steps:
+        raise ConfigError(
+            f"train.curriculum_objective={early} is set but train.curriculum_steps=0, so it would never train; set "
+            "the number of steps it trains for"
+        )
+    if steps:
+        try:
+            objectives.check(early)
+        except ValueError as err:
+            raise ConfigError(f"train.curriculum_objective: {err}") from None

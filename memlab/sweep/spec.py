@@ -132,8 +132,7 @@ def expand(sweep: Sweep, *, launch_id: str = "") -> list[Point]:
             set_value(config, "train.steps", max(1, math.ceil(merged["@tokens"] / per_step)))
             overrides["train.steps"] = config.train.steps
         if "@flops" in merged:  # a compute budget: the schedule ends where training FLOPs reach it
-            per_step = config.train.batch_size * tokens_per_example(config) * estimate(config)["flops_per_token"]
-            set_value(config, "train.steps", max(1, round(merged["@flops"] / per_step)))
+            set_value(config, "train.steps", estimate(config)["compute"].steps_for(merged["@flops"]))
             overrides["train.steps"] = config.train.steps
         if "@evals" in merged:  # evaluations spread over the schedule, whatever its length
             set_value(config, "train.eval_every", max(1, config.train.steps // merged["@evals"]))

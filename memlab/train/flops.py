@@ -10,11 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jax
+import ml_collections
 from flax import nnx
 
 from memlab import passes
+from memlab.data.pipeline import example_shapes, tokens_per_example
 from memlab.models.params import flat_params
 from memlab.models.stages import training_flops
+from memlab.train import curriculum
+from memlab.train.run_dir import Compute
 
 
 def analytic_flops_per_token(
@@ -32,6 +36,22 @@ def analytic_flops_per_token(
         training_flops(model.flop_stages(passes.view_shapes(name, example_shapes)), sizes, trainable) for name in names
     )
     return total / tokens_per_example
+
+
+def run_compute(config: ml_collections.ConfigDict, model: nnx.Module, trainable: frozenset[str] | None) -> Compute:
+    """The run's compute accounting: tokens per step and analytic FLOPs per token of each objective mix it trains
+    on (the curriculum's over its first steps, if any)."""
+    per_example = tokens_per_example(config)
+    flops = {
+        phase: analytic_flops_per_token(model, example_shapes(config), per_example, trainable, weights)
+        for phase, weights in curriculum.mixes(config).items()
+    }
+    return Compute(
+        config.train.batch_size * per_example,
+        flops[curriculum.MAIN],
+        config.train.get("curriculum_steps", 0),
+        flops.get(curriculum.EARLY, 0.0),
+    )
 
 
 def xla_flops_per_token(

@@ -39,8 +39,9 @@ from memlab.parallel import (
     replicated,
     shard_batch,
 )
+from memlab.train import curriculum
 from memlab.train.checkpoint import Checkpointer
-from memlab.train.flops import analytic_flops_per_token, xla_flops_per_token
+from memlab.train.flops import run_compute, xla_flops_per_token
 from memlab.train.monitor import TrainProgress, WandbLogger, wandb_run_id
 from memlab.train.partial import InitFrom, init_fresh_from_backbone, split_trainable, trainable_names
 from memlab.train.run_dir import Compute, RunDir
@@ -94,6 +95,8 @@ ADDED_KEYS = {
     ("model", "lora_rank"): 0,
     ("model", "lora_alpha"): 16.0,
     ("model", "memory"): "read",
+    ("train", "curriculum_steps"): 0,
+    ("train", "curriculum_objective"): {},
 }
 
 
@@ -139,7 +142,7 @@ class HostMetrics:
         self._new_window()
 
     def _new_window(self) -> None:
-        self.sums, self.count, self.t0 = {}, 0, time.perf_counter()
+        self.sums, self.counts, self.count, self.t0 = {}, {}, 0, time.perf_counter()
 
     def read(self, step: int, metrics: dict) -> dict:
         """Wait for `step`'s metrics and add them to the window; returns the log row if `step` is a logging step
@@ -152,15 +155,16 @@ class HostMetrics:
                 f"step {self.checkpointer.latest_step()}",
                 self.compute.progress(step - 1),
             )
-        for k, v in metrics.items():
+        for k, v in metrics.items():  # a window across a curriculum's switch has terms of both mixes
             self.sums[k] = self.sums.get(k, 0.0) + float(v)
+            self.counts[k] = self.counts.get(k, 0) + 1
         self.count += 1
         if step % self.log_every and step != self.steps:
             return {}
         elapsed = time.perf_counter() - self.t0
         row = {
             **self.compute.progress(step),
-            **{k: v / self.count for k, v in self.sums.items()},
+            **{k: v / self.counts[k] for k, v in self.sums.items()},
             "tokens_per_s": self.count * self.compute.tokens_per_step / elapsed if elapsed > 0 else None,
         }
         self._new_window()
@@ -193,20 +197,20 @@ def _publish(row: dict, run: RunDir, logger: WandbLogger, bar: TrainProgress) ->
         bar.update(row["step"], row)
 
 
-def _facts(
-    config: ml_collections.ConfigDict, model: nnx.Module, per_example: int, flops_per_token: float, trainable
-) -> dict:
+def _facts(config: ml_collections.ConfigDict, model: nnx.Module, per_example: int, compute: Compute, trainable) -> dict:
     """What the summary says of a run before it trains: its model's size (and how much of it trains) and its
-    compute per example."""
+    compute per example (of the objective, and of the curriculum's mix over its first steps if it has one)."""
     family = config.model.name + (f":{config.model.mixers}" if "mixers" in config.model else "")
     facts = {
         "steps": config.train.steps,
         "family": family,
         **count_params(model, trainable),
-        "flops_per_token": flops_per_token,
+        "flops_per_token": compute.flops_per_token,
         "tokens_per_example": per_example,
-        "flops_per_example": flops_per_token * per_example,
+        "flops_per_example": compute.flops_per_token * per_example,
     }
+    if compute.curriculum_steps:
+        facts["curriculum_flops_per_token"] = compute.curriculum_flops_per_token
     if hasattr(model, "state_size"):  # decoding memory per sequence, the x axis of Zoology's recall plots
         facts["state_size"] = model.state_size(example_shapes(config)["inputs"][-1])
     return facts
@@ -260,11 +264,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
         log.info("resuming %s from step %d", run.path, start)
 
     per_example = tokens_per_example(config)
-    weights = dict(config.objective)
-    flops_per_token = analytic_flops_per_token(model, example_shapes(config), per_example, trainable, weights)
-    compute = Compute(tc.batch_size * per_example, flops_per_token)
+    mixes = curriculum.mixes(config)
+    compute = run_compute(config, model, trainable)
     fields = {
-        **_facts(config, model, per_example, compute.flops_per_token, trainable),
+        **_facts(config, model, per_example, compute, trainable),
         "wandb_run_id": wandb_run_id(saved_wandb_id),
     }
     status, error, reached, measured, final = "running", None, compute.progress(start), {}, {}
@@ -273,27 +276,35 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     stop, logger = StopSignal(), None
     try:
         logger = WandbLogger(config.logging, run.path, config_dict, fields["wandb_run_id"], is_main)
-        train_step = jax.jit(
-            make_train_step(graphdef, weights, tx, schedule, tc.grad_accum, trainable),
-            donate_argnums=0,
-            out_shardings=(shardings, replicated(mesh)),
-        )
+        train_steps = {
+            phase: jax.jit(
+                make_train_step(graphdef, weights, tx, schedule, tc.grad_accum, trainable),
+                donate_argnums=0,
+                out_shardings=(shardings, replicated(mesh)),
+            )
+            for phase, weights in mixes.items()
+        }
+        compiled = {}
+
+        def step_fn(step: int):
+            """The compiled step of `step`'s phase, compiled when first needed (a phase runs on one program)."""
+            phase = curriculum.phase(config, step)
+            if phase not in compiled:
+                with jax.set_mesh(mesh), logical_rules(rules):
+                    compiled[phase] = train_steps[phase].lower(state, batch).compile()
+            return compiled[phase]
+
         evaluator = Evaluator(config, graphdef, mesh, rules)
         if start < tc.steps:
             batch = shard_batch(next(data), mesh)
             t0 = time.perf_counter()
-            with jax.set_mesh(mesh), logical_rules(rules):
-                compiled = train_step.lower(state, batch).compile()
-            measured = {
-                "compile_seconds": time.perf_counter() - t0,
-                "flops_per_token_xla": xla_flops_per_token(
-                    make_grad_fn(graphdef, weights, trainable),
-                    state["params"],
-                    batch,
-                    per_example,
-                    tc.grad_accum,
-                ),
-            }
+            step_fn(start + 1)
+            measured = {"compile_seconds": time.perf_counter() - t0}
+            for phase, weights in mixes.items():
+                prefix = "" if phase == curriculum.MAIN else "curriculum_"
+                measured[f"{prefix}flops_per_token_xla"] = xla_flops_per_token(
+                    make_grad_fn(graphdef, weights, trainable), state["params"], batch, per_example, tc.grad_accum
+                )
             run.write_summary(previous, {**fields, **measured}, status="running", progress=reached)
 
             host, unread = HostMetrics(tc, compute, checkpointer), None
@@ -302,7 +313,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
                     _publish({**compute.progress(0), **evaluator(state["params"])}, run, logger, bar)
                 for step in range(start + 1, tc.steps + 1):
                     batch = shard_batch(next(data), mesh) if batch is None else batch
-                    state, metrics = compiled(state, batch)  # dispatched; runs while the host reads step n-1
+                    state, metrics = step_fn(step)(state, batch)  # dispatched; runs while the host reads step n-1
                     # Read the stop flag once: a signal landing later in this iteration stops the next one, after
                     # its checkpoint.
                     stopping = stop.received is not None

@@ -174,12 +174,23 @@ def stamps() -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class Compute:
-    """A run's compute accounting: tokens per optimizer step and (analytic) training FLOPs per token."""
+    """A run's compute accounting: tokens per optimizer step and (analytic) training FLOPs per token, which differ
+    over the first `curriculum_steps` steps when a curriculum trains another objective mix there."""
 
     tokens_per_step: int
     flops_per_token: float
+    curriculum_steps: int = 0
+    curriculum_flops_per_token: float = 0.0
 
     def progress(self, step: int) -> dict:
         """Where the run stands after `step` steps: step, tokens and training FLOPs, the x axes of its curves."""
-        tokens = step * self.tokens_per_step
-        return {"step": step, "tokens": tokens, "flops": tokens * self.flops_per_token}
+        early = min(step, self.curriculum_steps)
+        flops = self.tokens_per_step * (early * self.curriculum_flops_per_token + (step - early) * self.flops_per_token)
+        return {"step": step, "tokens": step * self.tokens_per_step, "flops": flops}
+
+    def steps_for(self, flops: float) -> int:
+        """The number of steps (at least 1) whose training FLOPs come nearest a budget of `flops`."""
+        early = self.tokens_per_step * self.curriculum_flops_per_token * self.curriculum_steps
+        if flops <= early:
+            return max(1, round(flops / (self.tokens_per_step * self.curriculum_flops_per_token)))
+        return max(1, self.curriculum_steps + round((flops - early) / (self.tokens_per_step * self.flops_per_token)))
