@@ -75,6 +75,24 @@ def test_examples_are_chunks_of_the_text_stream(text_corpus):
     assert not np.array_equal(src[0]["inputs"], TextChunks(cfg.data, "eval", seed=0)[0]["inputs"])
 
 
+def test_later_chunks_loss_scores_chunks_after_the_first_only(text_corpus):
+    cfg = config(text_corpus)
+    src = TextChunks(cfg.data, "eval", seed=0)
+    batch = {k: jnp.stack([src[i][k] for i in range(3)]) for k in ("inputs", "targets", "token_mask")}
+    model = build_model(cfg.model, seed=0)
+    logits = np.asarray(model(batch)["logits"], np.float64)
+    got = float(src.eval_metrics({"logits": jnp.asarray(logits)}, batch)["later_chunks_loss"])
+    # by hand: log-softmax at every position of chunks 1..n-1 but a chunk's last (its target starts the next)
+    logp = (
+        logits
+        - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True))
+        - logits.max(-1)[..., None]
+    )
+    picked = np.take_along_axis(logp, np.asarray(batch["targets"])[..., None], -1)[..., 0].reshape(3, N, L)
+    np.testing.assert_allclose(got, -picked[:, 1:, :-1].mean(), rtol=1e-5)
+    assert src.eval_metrics({"logits": logits, "targets": batch["inputs"]}, batch) == {}  # an autoencoder's
+
+
 def test_a_token_reaches_its_chunk_after_it_and_later_chunks_through_memory(text_corpus):
     model = build_model(config(text_corpus).model, seed=0)
     tokens = random_tokens()

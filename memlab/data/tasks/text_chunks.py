@@ -14,6 +14,7 @@ shuffling, resumption and host shards), documents concatenated with EOS between 
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -87,3 +88,17 @@ class TextChunks:
         token_mask = np.ones((self.cfg.num_chunks, self.cfg.chunk_len), np.float32)
         token_mask[:, -1] = 0.0
         return {"inputs": window["inputs"], "targets": window["targets"], "token_mask": token_mask.reshape(-1)}
+
+    def eval_metrics(self, outputs: dict, batch: dict) -> dict:
+        """`later_chunks_loss`: next-token cross-entropy over chunks 1..n-1, the ones an earlier chunk's memory can
+        inform (chunk 0 has none to read), so memory and no-memory decoders compare where memory matters. None for
+        an autoencoder, whose outputs regenerate the chunks instead."""
+        if "targets" in outputs:
+            return {}
+        from memlab.objectives import masked_cross_entropy  # here: objectives import this module's ids (passes)
+
+        mask = batch["token_mask"].reshape(batch["token_mask"].shape[0], self.cfg.num_chunks, -1)
+        later = jnp.zeros_like(mask).at[:, 1:].set(mask[:, 1:]).reshape(batch["token_mask"].shape)
+        loss, _ = masked_cross_entropy(outputs["logits"], batch["targets"], later)
+        return {"later_chunks_loss": loss}
+

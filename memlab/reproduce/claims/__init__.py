@@ -5,6 +5,7 @@ from memlab.reproduce.claims import (  # noqa: F401
     delta_mem,
     epoch_chinchilla,
     matrix_utilisation,
+    memory_models,
     mqar_mixers,
     slot_efficiency,
 )
