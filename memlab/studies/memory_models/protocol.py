@@ -176,11 +176,11 @@ def lm_sweep(scale: Scale, text: Path) -> Sweep:
 
 
 def autoencoder_dir(runs: Path) -> Path:
-    return runs / "autoencoder" / "model=autoencoder"
+    return runs / "autoencoder" / "autoencoder"  # a sweep of one point names its run after itself
 
 
 def lm_dir(runs: Path) -> Path:
-    return runs / "lm" / "model=lm"
+    return runs / "lm" / "lm"
 
 
 def _memory_sweep(name: str, experiment: str, scale: Scale, text: Path, runs: Path, rows: list[dict]) -> Sweep:
