@@ -264,4 +264,4 @@ def test_objective_mix_sweep_expands(text_corpus):
     weights = sorted({p.config.objective["next_token@blank_copy"] for p in points})
     assert weights == module.COPY_WEIGHTS and all(p.config.objective["next_token"] == 1.0 for p in points)
     shapes = {(p.config.data.chunk_len, p.config.model.d_model) for p in points}
-    assert shapes == {(32, 64), (32, 128), (64, 64), (64, 128)}
+    assert shapes == {(16, 64), (16, 128), (32, 64), (32, 128)}
