@@ -34,6 +34,7 @@ import pandas as pd
 
 from memlab.analysis import load_runs
 from memlab.analysis.fits.power_law import fit_power_law
+from memlab.analysis.runs import notebook_sweep_dir
 
 BOOTSTRAP = int(os.environ.get("MEMLAB_BOOTSTRAP", "200"))  # resamples behind the intervals; 0 skips them
 COPY = "objective.next_token@blank_copy"
@@ -41,20 +42,9 @@ LOSS, HAMMING = "eval/later_chunks_loss", "eval/accuracy/next_token@blank_copy"
 pd.set_option("display.width", 160)
 
 
-def repo_root(start: Path) -> Path:
-    """The checkout this notebook lives in, whether it runs from the repo root or from analysis/."""
-    for path in (start, *start.parents):
-        if (path / "pyproject.toml").exists():
-            return path
-    return start
-
-
-SWEEP_DIR = Path(os.environ.get("MEMLAB_SWEEP_DIR") or repo_root(Path.cwd()) / "runs" / "memory_mix")
-if not SWEEP_DIR.is_dir():
-    raise FileNotFoundError(
-        f"no sweep at {SWEEP_DIR}: run `memlab sweep sweeps/memory_objective_mix.py --workdir runs/memory_mix` "
-        "first, or set MEMLAB_SWEEP_DIR"
-    )
+SWEEP_DIR = notebook_sweep_dir(
+    "runs/memory_mix", "memlab sweep sweeps/memory_objective_mix.py --workdir runs/memory_mix"
+)
 SWEEP_DIR  # noqa: B018  (the cell's output: which sweep the notebook reads)
 
 # %% [markdown]

@@ -25,7 +25,6 @@
 
 # %%
 import os
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -36,6 +35,7 @@ from memlab.analysis.compare import family_comparison
 from memlab.analysis.laws import diagnostics_table, loss_column
 from memlab.analysis.plots import draw_vs_axis, draw_vs_compute, draw_vs_params
 from memlab.analysis.report import higher_is_better, main_metric
+from memlab.analysis.runs import notebook_sweep_dir
 
 # Bootstrap resamples behind the intervals; MEMLAB_BOOTSTRAP=0 skips them for a quick look.
 BOOTSTRAP = int(os.environ.get("MEMLAB_BOOTSTRAP", "200"))
@@ -45,19 +45,7 @@ pd.set_option("display.width", 160)
 pd.set_option("display.max_columns", 20)
 
 
-def repo_root(start: Path) -> Path:
-    """The checkout this notebook lives in, whether it runs from the repo root or from analysis/."""
-    for path in (start, *start.parents):
-        if (path / "pyproject.toml").exists():
-            return path
-    return start
-
-
-SWEEP_DIR = Path(os.environ.get("MEMLAB_SWEEP_DIR") or repo_root(Path.cwd()) / "runs" / "quickstart")
-if not SWEEP_DIR.is_dir():
-    raise FileNotFoundError(
-        f"no sweep at {SWEEP_DIR}: run `memlab sweep sweeps/quickstart.py` first, or set MEMLAB_SWEEP_DIR"
-    )
+SWEEP_DIR = notebook_sweep_dir("runs/quickstart", "memlab sweep sweeps/quickstart.py")
 SWEEP_DIR  # noqa: B018  (the cell's output: which sweep the notebook reads)
 
 # %% [markdown]

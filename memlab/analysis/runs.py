@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -191,6 +192,18 @@ def rows_to_frame(rows: Iterable[dict]) -> pd.DataFrame:
     if frame.empty:
         return pd.DataFrame(columns=list(_LEADING) + ["run_dir"])
     return order_columns(frame).reset_index(drop=True)
+
+
+def notebook_sweep_dir(default: str, make_it: str) -> Path:
+    """The sweep a notebook reads: $MEMLAB_SWEEP_DIR, else `default` under the checkout it runs in (found from the
+    working directory, whether that is the repository root or analysis/); a FileNotFoundError saying how to make
+    it (`make_it`, a command) when it is missing."""
+    here = Path.cwd()
+    root = next((p for p in (here, *here.parents) if (p / "pyproject.toml").exists()), here)
+    sweep = Path(os.environ.get("MEMLAB_SWEEP_DIR") or root / default)
+    if not sweep.is_dir():
+        raise FileNotFoundError(f"no sweep at {sweep}: run `{make_it}` first, or set MEMLAB_SWEEP_DIR")
+    return sweep
 
 
 def load_runs(path: str | Path, *, curves: bool = False) -> pd.DataFrame:
