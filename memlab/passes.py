@@ -14,7 +14,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from memlab.data.tasks.text_chunks import BLANK, DELIMITER
 from memlab.registry import PASSES
 
 MAIN = ""  # the example as it comes
@@ -78,12 +77,19 @@ def copy(batch: dict) -> dict:
 @PASSES.register("blank_copy")
 def blank_copy(batch: dict) -> dict:
     """The copy view with the repeat hidden: the second half's inputs are DELIMITER at the boundary, then BLANK
-    (ids the text_chunks task reserves), so its targets, the first half again, can only come from what a model
+    (the ids the example's task reserves after its tokeniser's, in `reserved_ids`), so its targets, the first half
+    again, can only come from what a model
     carried over. For a memory model with an even number of chunks the halves are whole chunks, and the decoder of
     chunk n/2 + j must regenerate chunk j from its memory alone (Badger's `blank_copy`). Scored as the copy view:
     the repeat only, where the example's token_mask allows. Built from new arrays; the batch is left as it was."""
+    if "reserved_ids" not in batch:
+        raise ValueError(
+            "the blank_copy pass writes the DELIMITER and BLANK ids a task reserves (`reserved_ids`, e.g. the "
+            f"text_chunks task's); this example has {sorted(batch)}"
+        )
     out = copy(batch)
     t = out["inputs"].shape[1]
     position = jnp.arange(t)
-    hidden = jnp.where(position == t // 2, DELIMITER, BLANK).astype(out["inputs"].dtype)
+    delimiter, blank = batch["reserved_ids"][:, :1], batch["reserved_ids"][:, 1:2]
+    hidden = jnp.where(position == t // 2, delimiter, blank).astype(out["inputs"].dtype)
     return {**out, "inputs": jnp.where(position >= t // 2, hidden, out["inputs"])}

@@ -16,8 +16,9 @@ from flax import nnx
 from memlab import objectives, passes
 from memlab.config import ConfigError, load_config
 from memlab.data.pipeline import example_shapes
+from memlab.data.prepare import prepare
 from memlab.data.tasks.text import Text
-from memlab.data.tasks.text_chunks import BLANK, DELIMITER, TEXT_VOCAB, TextChunks, _text_config
+from memlab.data.tasks.text_chunks import TextChunks, _text_config, reserved_ids
 from memlab.models import build_model
 from memlab.models.memory_model import unroll_index
 from memlab.models.params import flat_params
@@ -30,6 +31,8 @@ from tests.helpers import ROOT, assert_causal, logits_of
 
 N, L = 4, 8
 T = N * L
+TEXT_VOCAB = 257  # the byte tokeniser's ids, EOS included
+DELIMITER, BLANK = reserved_ids(TEXT_VOCAB)
 SMALL = [
     f"data.num_chunks={N}",
     f"data.chunk_len={L}",
@@ -65,7 +68,11 @@ def test_examples_are_chunks_of_the_text_stream(text_corpus):
     text = Text(_text_config(cfg.data), "train", seed=0)
     for i in range(6):
         ex = src[i]
-        assert {k: v.shape for k, v in ex.items()} == {k: (T,) for k in ("inputs", "targets", "token_mask")}
+        assert {k: v.shape for k, v in ex.items()} == {
+            **{k: (T,) for k in ("inputs", "targets", "token_mask")},
+            "reserved_ids": (2,),
+        }
+        assert ex["reserved_ids"].tolist() == [DELIMITER, BLANK] == [257, 258]
         np.testing.assert_array_equal(ex["inputs"], text[i]["inputs"])  # the text task's window
         np.testing.assert_array_equal(ex["inputs"][1:], ex["targets"][:-1])  # next token of the stream
         mask = ex["token_mask"].reshape(N, L)
@@ -112,7 +119,12 @@ def test_a_token_reaches_its_chunk_after_it_and_later_chunks_through_memory(text
 
 def test_blank_copy_hides_the_repeat_and_leaves_the_batch_alone():
     inputs = np.arange(1, T + 1, dtype=np.int32)[None]
-    batch = {"inputs": inputs, "targets": inputs + 1, "token_mask": np.tile([1.0] * (L - 1) + [0.0], N)[None]}
+    batch = {
+        "inputs": inputs,
+        "targets": inputs + 1,
+        "token_mask": np.tile([1.0] * (L - 1) + [0.0], N)[None],
+        "reserved_ids": np.array([[DELIMITER, BLANK]], np.int32),
+    }
     before = {k: v.copy() for k, v in batch.items()}
     view = passes.view("blank_copy", batch)
     for k, v in batch.items():
@@ -206,7 +218,7 @@ def test_analytic_flops_match_xla_within_10_percent(text_corpus, overrides, patt
         (("model.encoder_layers=0",), "model.encoder_layers=0 must be a positive integer"),
         (("data.num_chunks=0",), "num_chunks=0 must be a positive integer"),
         (("data.chunk_len=1",), "data.chunk_len=1 must be >= 2"),
-        (("data.vocab_size=258",), "data.vocab_size=258 cannot hold the 257 byte ids, DELIMITER and BLANK"),
+        (("data.vocab_size=258",), "data.vocab_size=258 cannot hold the 257 ids of the tokeniser .*need|>= 259"),
         (("data.path=''",), "data.path='' .*data.path is empty"),
     ],
 )
@@ -265,3 +277,23 @@ def test_objective_mix_sweep_expands(text_corpus):
     assert weights == module.COPY_WEIGHTS and all(p.config.objective["next_token"] == 1.0 for p in points)
     shapes = {(p.config.data.chunk_len, p.config.model.d_model) for p in points}
     assert shapes == {(16, 64), (16, 128), (32, 64), (32, 128)}
+
+
+def test_a_bpe_corpus_reserves_the_ids_after_its_tokeniser(text_corpus, tmp_path):
+    src = tmp_path / "docs"
+    src.mkdir()
+    for d in range(8):
+        (src / f"doc{d}.txt").write_text("".join(f"doc {d} line {i} of the bpe corpus\n" for i in range(12)))
+    bpe = prepare(str(src), tmp_path / "bpe", tokenizer="bpe", vocab_size=300, validation_fraction=0.25, progress=False)
+    cfg = config(str(bpe.directory), "train.steps=2")
+    vocab = json.loads((bpe.directory / "manifest.json").read_text())["tokenizer"]["vocab_size"]
+    assert vocab != TEXT_VOCAB and cfg.data.vocab_size == cfg.model.vocab_size == vocab + 2
+    example = TextChunks(cfg.data, "train", seed=0)[0]
+    assert example["reserved_ids"].tolist() == [vocab, vocab + 1] and example["inputs"].max() < vocab
+    batch = {k: v[None] for k, v in example.items()}
+    seen = np.asarray(passes.view("blank_copy", batch)["inputs"][0])
+    assert seen[T // 2] == vocab and np.all(seen[T // 2 + 1 :] == vocab + 1)
+    summary = train(cfg, tmp_path / "run")  # the copy pass on BPE ids trains end to end
+    assert np.isfinite(summary["eval/loss/next_token@blank_copy"])
+    with pytest.raises(ValueError, match="reserved_ids"):
+        passes.view("blank_copy", {k: v for k, v in batch.items() if k != "reserved_ids"})

@@ -86,7 +86,7 @@ def test_an_exact_encoding_is_regenerated_and_the_constant_control_holds_nothing
     assert json.loads((tmp_path / "memory_info.json").read_text()) == info
     assert (info["family"], info["encoder"], info["summary"], info["window"]) == ("memory_model", "run", "last", 8)
     assert info["hamming"] > 0.9 and info["I_e_calibrated"] > 0.5, info
-    assert info["I_e"] == pytest.approx(1 - info["ce"] / math.log(256))
+    assert info["I_e"] == pytest.approx(1 - info["ce"] / math.log(257))  # the byte tokeniser: 256 bytes, EOS
 
     null = probe_memory(memory_run, "constant", steps=200, workdir=tmp_path, overrides=PROBE)
     assert null["probe_dir"] == info["ce_null_from"]  # the cached control, read back, not trained again

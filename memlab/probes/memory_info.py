@@ -1,14 +1,14 @@
 """How much of its input window a frozen embedding holds (research notes A.1 "Measuring memory information", A.3).
 
-The probe is an ordinary memlab run: an autoencoder-mode memory model (memlab.models.memory_model) whose encoder is
-the probed run's, frozen (`train.trainable = decoder/`, so the encoder, its own embedding included, stays
-bit-identical), under a fresh 2-layer unrolled decoder of the same width trained to regenerate windows of the
-run's text from the embedding alone. Its eval on held-out text gives the cross-entropy CE (nats per token),
-I_e = 1 - CE / ln 256 (the paper's normalisation) and the Hamming accuracy (argmax equals the input token, no
-shift). The same probe on a constant embedding (`model.memory = "none"`: the pad vector, so the decoder learns the
-byte statistics and nothing else; not zero, which would leave the bias-free decoder's residual stream at zero and
-its logits uniform) gives CE_null and the calibrated I_e' = 1 - CE / CE_null: at 256 bytes I_e alone
-credits an empty embedding with ~0.4 (notes A.3).
+The probe is an ordinary memlab run: an autoencoder-mode memory model (memlab.models.memory_model) whose encoder is the
+probed run's, frozen (`train.trainable = decoder/`, so the encoder, its own embedding included, stays bit-identical),
+under a fresh 2-layer unrolled decoder of the same width trained to regenerate windows of the run's text from the
+embedding alone. Its eval on held-out text gives the cross-entropy CE (nats per token), I_e = 1 - CE / ln V (the paper's
+normalisation; V the tokeniser's ids, 257 for bytes with EOS) and the Hamming accuracy (argmax equals the input token,
+no shift). The same probe on a constant embedding (`model.memory = "none"`: the pad vector, so the decoder learns the
+token statistics and nothing else; not zero, which would leave the bias-free decoder's residual stream at zero and its
+logits uniform) gives CE_null and the calibrated I_e' = 1 - CE / CE_null: on bytes I_e alone credits an empty embedding
+with ~0.4 (notes A.3).
 
 Encoders: a `memory_model` run's `encoder/` (either mode, its own summary), an attention `lm` run's trunk (its
 embedding, blocks and final norm are memory_model.Encoder's, read at the penultimate position: a causal LM's last
@@ -27,6 +27,7 @@ from pathlib import Path
 import ml_collections
 
 from memlab.config import apply_overrides, to_dict, validate
+from memlab.data import manifest
 from memlab.defaults import base_config
 from memlab.errors import ConfigError
 from memlab.models.mixers import parse_mixers
@@ -34,7 +35,6 @@ from memlab.train.checkpoint import run_config
 from memlab.train.loop import train
 
 ENCODERS = ("run", "untrained", "constant")
-BYTES = 256  # V of I_e: the byte vocabulary (the reserved ids of text_chunks never occur in text)
 # the knobs of memory_model.Encoder that the LM's trunk has too (the same attention blocks)
 SHARED_KNOBS = ("d_model", "num_heads", "mlp_ratio", "rope_theta", "qkv_conv", "conv_kernel", "copy_init")
 LM_TRUNK = ("embed", "blocks", "final_norm")
@@ -124,6 +124,11 @@ def probe_config(
     return c
 
 
+def tokenizer_vocab(corpus: str) -> int:
+    """V of I_e: the number of ids the corpus's tokeniser writes."""
+    return int(manifest.load(corpus)["tokenizer"]["vocab_size"])
+
+
 def _digest(config: ml_collections.ConfigDict) -> str:
     """Short hash of a probe's config: equal probes share a directory."""
     return hashlib.sha256(json.dumps(to_dict(config), sort_keys=True).encode()).hexdigest()[:10]
@@ -172,7 +177,7 @@ def probe_memory(
         "steps": steps,
         "ce": ce,
         "ce_null": ce_null,
-        "I_e": 1.0 - ce / math.log(BYTES),
+        "I_e": 1.0 - ce / math.log(tokenizer_vocab(config.data.path)),  # reserved ids never occur in text
         "I_e_calibrated": 1.0 - ce / ce_null,
         "hamming": summary["eval/accuracy"],
         "probe_dir": str(probe_dir),
