@@ -31,7 +31,7 @@ from memlab.defaults import base_config
 from memlab.errors import ConfigError
 from memlab.models.mixers import parse_mixers
 from memlab.train.checkpoint import run_config
-from memlab.train.loop import train
+from memlab.train.loop import added_value, train
 
 ENCODERS = ("run", "untrained", "constant")
 BYTES = 256  # V of I_e: the byte vocabulary (the reserved ids of text_chunks never occur in text)
@@ -39,11 +39,17 @@ BYTES = 256  # V of I_e: the byte vocabulary (the reserved ids of text_chunks ne
 SHARED_KNOBS = ("d_model", "num_heads", "mlp_ratio", "rope_theta", "qkv_conv", "conv_kernel", "copy_init")
 LM_TRUNK = ("embed", "blocks", "final_norm")
 WINDOW_KEY = {"text_chunks": "chunk_len", "text": "seq_len"}  # the window a run's encoder saw, by its task
+# model knobs added after probes were first cached: left out of a probe's digest where they hold the value a config
+# without them meant (attention), so an earlier probe's directory is still found
+DIGEST_OMITS = ("mixer", "mixer_heads", "chunk_len")
 
 
 def _memory_model_encoder(model: ml_collections.ConfigDict) -> tuple[dict, tuple[str, ...]]:
-    """(memory_model knobs, train.init_map) of a memory_model run's encoder: its own knobs and sub-tree."""
-    return {k: model[k] for k in (*SHARED_KNOBS, "encoder_layers", "summary", "compression")}, ("encoder->encoder",)
+    """(memory_model knobs, train.init_map) of a memory_model run's encoder: its own knobs and sub-tree (its mixer
+    too; runs saved before the mixer knobs used attention)."""
+    knobs = {k: model[k] for k in (*SHARED_KNOBS, "encoder_layers", "summary", "compression")}
+    knobs.update(mixer=model.get("mixer", "attn"), mixer_heads=model.get("mixer_heads", 1))
+    return knobs, ("encoder->encoder",)
 
 
 def _lm_encoder(model: ml_collections.ConfigDict) -> tuple[dict, tuple[str, ...]]:
@@ -97,6 +103,7 @@ def probe_config(
     )
     c.model.update(knobs)
     c.model.update(mode="autoencoder", num_chunks=1, num_layers=2, memory="none" if encoder == "constant" else "read")
+    c.model.chunk_len = c.data.get_ref("seq_len")  # one chunk per window: a masked encoder is built for it
     c.objective = {"next_token": 1.0}
     c.train.update(
         steps=steps,
@@ -125,8 +132,12 @@ def probe_config(
 
 
 def _digest(config: ml_collections.ConfigDict) -> str:
-    """Short hash of a probe's config: equal probes share a directory."""
-    return hashlib.sha256(json.dumps(to_dict(config), sort_keys=True).encode()).hexdigest()[:10]
+    """Short hash of a probe's config: equal probes share a directory (DIGEST_OMITS at their old values left out)."""
+    data = to_dict(config)
+    for key in DIGEST_OMITS:
+        if key in data["model"] and data["model"][key] == added_value("model", key, data):
+            del data["model"][key]
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def _trained(config: ml_collections.ConfigDict, workdir: Path, encoder: str) -> tuple[Path, dict]:
