@@ -16,7 +16,7 @@ import pytest
 from flax import nnx
 
 from memlab import objectives, passes
-from memlab.config import ConfigError, from_dict, load_config, to_dict
+from memlab.config import ConfigError, load_config, to_dict
 from memlab.data.pipeline import example_shapes
 from memlab.data.tasks.text import Text
 from memlab.data.tasks.text_chunks import BLANK, DELIMITER, TEXT_VOCAB, TextChunks, _text_config
@@ -24,7 +24,7 @@ from memlab.models import build_model
 from memlab.models.memory_model import unroll_index
 from memlab.models.mixers.masked import MaskedMixer
 from memlab.models.params import flat_params
-from memlab.probes.memory_info import _digest, probe_config, probe_memory
+from memlab.probes.memory_info import probe_config, probe_memory
 from memlab.train.checkpoint import load_model
 from memlab.train.flops import analytic_flops_per_token, xla_flops_per_token
 from memlab.train.loop import check_resumable, train
@@ -365,15 +365,13 @@ def saved_before_the_mixer_knobs(cfg) -> dict:
     return saved
 
 
-def test_a_memory_run_saved_before_the_mixer_knobs_resumes_and_its_probe_keeps_its_directory(text_corpus, tmp_path):
+def test_a_memory_run_saved_before_the_mixer_knobs_resumes_and_is_probed(text_corpus, tmp_path):
     cfg = config(text_corpus)  # chunks of L = 8, not the knob's default 64: model.chunk_len followed data.chunk_len
     run = RunDir(tmp_path / "old")
     run.config_path.write_text(json.dumps(saved_before_the_mixer_knobs(cfg)))
     check_resumable(run, to_dict(cfg))
     with pytest.raises(ConfigError, match="differs in model.mixer"):
         check_resumable(run, to_dict(config(text_corpus, "model.mixer=masked")))
-    for encoder in ("run", "constant"):  # a probe cached before the knobs is found again
+    for encoder in ("run", "constant"):
         probe = probe_config(run.path, encoder)
-        assert probe.model.chunk_len == L
-        old = from_dict(saved_before_the_mixer_knobs(probe))
-        assert _digest(probe) == _digest(old)
+        assert probe.model.chunk_len == L and probe.model.mixer == "attn"

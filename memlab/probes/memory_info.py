@@ -31,7 +31,7 @@ from memlab.defaults import base_config
 from memlab.errors import ConfigError
 from memlab.models.mixers import parse_mixers
 from memlab.train.checkpoint import run_config
-from memlab.train.loop import added_value, train
+from memlab.train.loop import train
 
 ENCODERS = ("run", "untrained", "constant")
 BYTES = 256  # V of I_e: the byte vocabulary (the reserved ids of text_chunks never occur in text)
@@ -39,9 +39,6 @@ BYTES = 256  # V of I_e: the byte vocabulary (the reserved ids of text_chunks ne
 SHARED_KNOBS = ("d_model", "num_heads", "mlp_ratio", "rope_theta", "qkv_conv", "conv_kernel", "copy_init")
 LM_TRUNK = ("embed", "blocks", "final_norm")
 WINDOW_KEY = {"text_chunks": "chunk_len", "text": "seq_len"}  # the window a run's encoder saw, by its task
-# model knobs added after probes were first cached: left out of a probe's digest where they hold the value a config
-# without them meant (attention), so an earlier probe's directory is still found
-DIGEST_OMITS = ("mixer", "mixer_heads", "chunk_len")
 
 
 def _memory_model_encoder(model: ml_collections.ConfigDict) -> tuple[dict, tuple[str, ...]]:
@@ -132,12 +129,8 @@ def probe_config(
 
 
 def _digest(config: ml_collections.ConfigDict) -> str:
-    """Short hash of a probe's config: equal probes share a directory (DIGEST_OMITS at their old values left out)."""
-    data = to_dict(config)
-    for key in DIGEST_OMITS:
-        if key in data["model"] and data["model"][key] == added_value("model", key, data):
-            del data["model"][key]
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
+    """Short hash of a probe's config: equal probes share a directory."""
+    return hashlib.sha256(json.dumps(to_dict(config), sort_keys=True).encode()).hexdigest()[:10]
 
 
 def _trained(config: ml_collections.ConfigDict, workdir: Path, encoder: str) -> tuple[Path, dict]:
