@@ -1,7 +1,8 @@
 """Memory models and their data: text_chunks examples, causality across chunks (a chunk's memory is read only by
 later chunks), the blank-copy view built without touching the batch, the autoencoder's cyclic unroll and its
-reconstruction targets, analytic FLOPs against XLA (frozen encoder included), knob errors, and a frozen
-autoencoder encoder that stays bit-identical, embedding included, while a memory decoder trains on top of it."""
+reconstruction targets, analytic FLOPs against XLA (frozen encoder included), knob errors, a frozen autoencoder
+encoder that stays bit-identical, embedding included, while a memory decoder trains on top of it, and Badger's
+masked mixer (model.mixer=masked): causal by construction, equal to its explicit sum, trainable end to end."""
 
 from __future__ import annotations
 
@@ -9,23 +10,27 @@ import json
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
 
 from memlab import objectives, passes
-from memlab.config import ConfigError, load_config
+from memlab.config import ConfigError, load_config, to_dict
 from memlab.data.pipeline import example_shapes
 from memlab.data.prepare import prepare
 from memlab.data.tasks.text import Text
 from memlab.data.tasks.text_chunks import TextChunks, _text_config, reserved_ids
 from memlab.models import build_model
 from memlab.models.memory_model import unroll_index
+from memlab.models.mixers.masked import MaskedMixer
 from memlab.models.params import flat_params
+from memlab.probes.memory_info import probe_config, probe_memory
 from memlab.train.checkpoint import load_model
 from memlab.train.flops import analytic_flops_per_token, xla_flops_per_token
-from memlab.train.loop import train
+from memlab.train.loop import check_resumable, train
 from memlab.train.partial import trainable_names
+from memlab.train.run_dir import RunDir
 from memlab.train.step import make_grad_fn
 from tests.helpers import ROOT, assert_causal, logits_of
 
@@ -100,8 +105,9 @@ def test_later_chunks_loss_scores_chunks_after_the_first_only(text_corpus):
     assert src.eval_metrics({"logits": logits, "targets": batch["inputs"]}, batch) == {}  # an autoencoder's
 
 
-def test_a_token_reaches_its_chunk_after_it_and_later_chunks_through_memory(text_corpus):
-    model = build_model(config(text_corpus).model, seed=0)
+@pytest.mark.parametrize("mixer", ["attn", "masked"])
+def test_a_token_reaches_its_chunk_after_it_and_later_chunks_through_memory(text_corpus, mixer):
+    model = build_model(config(text_corpus, f"model.mixer={mixer}").model, seed=0)
     tokens = random_tokens()
     outputs_of = lambda t: logits_of(model, {"inputs": t})
     assert_causal(outputs_of, tokens, TEXT_VOCAB, positions=(0, 5, L, 2 * L + 3, -1))
@@ -144,8 +150,9 @@ def test_unroll_index_wraps_by_the_width():
     np.testing.assert_array_equal(np.asarray(unroll_index(seq_len, d)), expected)
 
 
-def test_autoencoder_regenerates_each_chunk_from_its_memory_alone(text_corpus):
-    model = build_model(config(text_corpus, "model.mode=autoencoder").model, seed=0)
+@pytest.mark.parametrize("mixer", ["attn", "masked"])
+def test_autoencoder_regenerates_each_chunk_from_its_memory_alone(text_corpus, mixer):
+    model = build_model(config(text_corpus, "model.mode=autoencoder", f"model.mixer={mixer}").model, seed=0)
     assert model.decoder.embed is None  # the decoder reads no tokens
     tokens = random_tokens()
     out = nnx.jit(lambda m, b: m(b))(model, {"inputs": tokens})
@@ -191,6 +198,15 @@ FLOP_CASES = {
     "frozen encoder": ((), ("decoder/",), {"next_token": 1.0}),
     "no memory": (("model.memory=none",), None, {"next_token": 1.0}),
     "no memory autoencoder": (("model.mode=autoencoder", "model.memory=none"), None, {"next_token": 1.0}),
+    "masked": (("model.mixer=masked", "model.mixer_heads=2"), None, {"next_token": 1.0}),
+    "masked autoencoder": (("model.mode=autoencoder", "model.mixer=masked"), None, {"next_token": 1.0}),
+    "masked frozen encoder": (("model.mixer=masked",), ("decoder/",), {"next_token": 1.0}),
+    # chunks of 64 at width 16: the L x L mixing is a quarter of the blocks' FLOPs, so a miscount would show
+    "masked long chunks": (
+        ("model.mixer=masked", "data.chunk_len=64", "model.d_model=16"),
+        None,
+        {"next_token": 1.0, "next_token@blank_copy": 0.5},
+    ),
 }
 
 
@@ -203,8 +219,9 @@ def test_analytic_flops_match_xla_within_10_percent(text_corpus, overrides, patt
     shapes = example_shapes(cfg)
     batch = {k: jnp.zeros((4, *s), jnp.float32 if k == "token_mask" else jnp.int32) for k, s in shapes.items()}
     trainable = trainable_names(params, patterns)
-    analytic = analytic_flops_per_token(model, shapes, T, trainable, weights)
-    xla = xla_flops_per_token(make_grad_fn(graphdef, weights, trainable), params, batch, T)
+    tokens = shapes["inputs"][-1]
+    analytic = analytic_flops_per_token(model, shapes, tokens, trainable, weights)
+    xla = xla_flops_per_token(make_grad_fn(graphdef, weights, trainable), params, batch, tokens)
     assert abs(analytic - xla) / xla < 0.10, (analytic, xla)
 
 
@@ -215,6 +232,10 @@ def test_analytic_flops_match_xla_within_10_percent(text_corpus, overrides, patt
         (("model.summary=first",), "model.summary='first' is not accepted"),
         (("model.memory=zero",), "model.memory='zero' is not accepted; choose one of read, none"),
         (("model.compression=3",), "model.compression=3 must divide model.d_model=16"),
+        (("model.mixer=conv",), "model.mixer='conv' is not accepted; choose one of attn, masked"),
+        (("model.mixer=masked", "model.mixer_heads=3"), "model.mixer_heads=3 must divide model.d_model=16"),
+        (("model.mixer_heads=0",), "model.mixer_heads=0 must be a positive integer"),
+        (("model.chunk_len=0",), "model.chunk_len=0 must be a positive integer"),
         (("model.encoder_layers=0",), "model.encoder_layers=0 must be a positive integer"),
         (("data.num_chunks=0",), "num_chunks=0 must be a positive integer"),
         (("data.chunk_len=1",), "data.chunk_len=1 must be >= 2"),
@@ -231,6 +252,72 @@ def test_inputs_must_split_into_chunks(text_corpus):
     model = build_model(config(text_corpus).model, seed=0)
     with pytest.raises(ValueError, match="inputs of 30 tokens do not split into model.num_chunks=4 chunks"):
         model({"inputs": jnp.zeros((1, 30), jnp.int32)})
+    assert model.state_size(N * (L + 1)) > model.state_size(T)  # attention takes chunks of any length
+
+
+def test_a_masked_model_takes_only_its_chunk_len(text_corpus):
+    cfg = config(text_corpus, "model.mixer=masked")
+    assert cfg.model.chunk_len == L  # follows data.chunk_len
+    model = build_model(cfg.model, seed=0)
+    match = f"inputs of {N * (L + 1)} tokens are {N} chunks of {L + 1}, but model.mixer=masked was built for "
+    match += f"model.chunk_len={L}"
+    with pytest.raises(ValueError, match=match):
+        model({"inputs": jnp.zeros((1, N * (L + 1)), jnp.int32)})
+    with pytest.raises(ValueError, match=match):
+        model.state_size(N * (L + 1))
+    # state: the n - 1 memories and, per decoder layer, the masked mixer's inputs over its row of n + L
+    assert model.state_size(T) == (N - 1) * 16 + cfg.model.num_layers * (N + L) * 16
+
+
+def masked_mixer(heads=2, d=8, length=5, seed=0):
+    cfg = ml_collections.ConfigDict({"d_model": d, "mixer_heads": heads})
+    return MaskedMixer(cfg, length, rngs=nnx.Rngs(seed))
+
+
+def test_the_masked_mixer_is_its_explicit_causal_sum_per_head():
+    heads, d, length = 2, 8, 5
+    mixer = masked_mixer(heads, d, length)
+    x = np.asarray(jax.random.normal(jax.random.key(1), (3, length, d)), np.float64)
+    w, b = np.asarray(mixer.weight[...], np.float64), np.asarray(mixer.bias[...], np.float64)
+    upper = np.triu_indices(length, 1)
+    assert np.all(w[:, upper[0], upper[1]] != 0)  # the upper triangle exists (initialised) but must not act
+    c = d // heads
+    expected = np.zeros_like(x)
+    for h in range(heads):
+        for i in range(length):
+            expected[:, i, h * c : (h + 1) * c] = b[h, i] + sum(
+                w[h, i, j] * x[:, j, h * c : (h + 1) * c] for j in range(i + 1)
+            )
+    y = mixer(jnp.asarray(x, jnp.float32), positions=jnp.zeros((3, length), jnp.int32))
+    np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_masked_mixers_upper_triangle_gets_exactly_zero_gradient():
+    mixer = masked_mixer()
+    x = jax.random.normal(jax.random.key(1), (3, 5, 8))
+    loss = lambda m: jnp.sum(jnp.sin(m(x, positions=jnp.zeros((3, 5), jnp.int32))))
+    grad = np.asarray(nnx.grad(loss)(mixer).weight[...])
+    upper, lower = np.triu_indices(5, 1), np.tril_indices(5)
+    assert np.all(grad[:, upper[0], upper[1]] == 0.0)
+    assert np.all(grad[:, lower[0], lower[1]] != 0.0)  # the lower triangle, diagonal included, trains
+
+
+@pytest.mark.slow
+def test_a_masked_memory_model_trains_and_its_probe_uses_its_mixer(text_corpus, tmp_path):
+    cfg = config(text_corpus, "model.mixer=masked", "model.mixer_heads=2")
+    summary = train(cfg, tmp_path / "masked")
+    assert summary["status"] == "completed" and summary["step"] == 4
+    assert np.isfinite(summary["train/loss"]) and np.isfinite(summary["eval/loss"]), summary
+    assert summary["state_size"] == (N - 1) * 16 + 2 * (N + L) * 16  # memories and the decoder mixers' inputs
+    probe = probe_config(tmp_path / "masked", steps=2).model  # an autoencoder on windows of L: one chunk of L
+    assert (probe.mixer, probe.mixer_heads, probe.chunk_len, probe.num_chunks) == ("masked", 2, L, 1)
+    overrides = ["eval.num_examples=8", "eval.batch_size=4", "data.num_workers=1"]
+    info = probe_memory(tmp_path / "masked", steps=2, workdir=tmp_path / "probe", overrides=overrides, ce_null=2.0)
+    run, probed = params_of(tmp_path / "masked"), params_of(info["probe_dir"])
+    encoder = [k for k in probed if k.startswith("encoder/")]
+    assert "encoder/blocks/0/mixer/weight" in encoder  # the run's masked encoder, loaded and kept frozen
+    for name in encoder:
+        np.testing.assert_array_equal(probed[name], run[name], err_msg=name)
 
 
 def params_of(run_dir) -> dict:
@@ -297,3 +384,26 @@ def test_a_bpe_corpus_reserves_the_ids_after_its_tokeniser(text_corpus, tmp_path
     assert np.isfinite(summary["eval/loss/next_token@blank_copy"])
     with pytest.raises(ValueError, match="reserved_ids"):
         passes.view("blank_copy", {k: v for k, v in batch.items() if k != "reserved_ids"})
+
+
+MIXER_KEYS = ("mixer", "mixer_heads", "chunk_len")
+
+
+def saved_before_the_mixer_knobs(cfg) -> dict:
+    """config.json as a run of `cfg` wrote it before model.mixer, mixer_heads and chunk_len existed."""
+    saved = to_dict(cfg)
+    for key in MIXER_KEYS:
+        del saved["model"][key]
+    return saved
+
+
+def test_a_memory_run_saved_before_the_mixer_knobs_resumes_and_is_probed(text_corpus, tmp_path):
+    cfg = config(text_corpus)  # chunks of L = 8, not the knob's default 64: model.chunk_len followed data.chunk_len
+    run = RunDir(tmp_path / "old")
+    run.config_path.write_text(json.dumps(saved_before_the_mixer_knobs(cfg)))
+    check_resumable(run, to_dict(cfg))
+    with pytest.raises(ConfigError, match="differs in model.mixer"):
+        check_resumable(run, to_dict(config(text_corpus, "model.mixer=masked")))
+    for encoder in ("run", "constant"):
+        probe = probe_config(run.path, encoder)
+        assert probe.model.chunk_len == L and probe.model.mixer == "attn"

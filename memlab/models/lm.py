@@ -23,9 +23,13 @@ ACTIVATION = ("batch", "seq", "embed")  # logical names of the residual stream, 
 
 
 class Block(nnx.Module):
-    def __init__(self, cfg, mixer: str, *, rngs: nnx.Rngs, dtype):
+    """Pre-norm block: x + mixer(norm(x)), then x + SwiGLU(norm(x)). `mixer` names a registered mixer, built here
+    from the config, or is a mixer module built by the caller (one that needs more than the config, as the masked
+    mixer of memory_model needs its sequence length)."""
+
+    def __init__(self, cfg, mixer: str | nnx.Module, *, rngs: nnx.Rngs, dtype):
         self.mixer_norm = rms_norm(cfg.d_model, rngs=rngs, dtype=dtype)
-        self.mixer = MIXERS.get(mixer)(cfg, rngs=rngs, dtype=dtype)
+        self.mixer = MIXERS.get(mixer)(cfg, rngs=rngs, dtype=dtype) if isinstance(mixer, str) else mixer
         self.mlp_norm = rms_norm(cfg.d_model, rngs=rngs, dtype=dtype)
         self.mlp = SwiGLU(cfg.d_model, mlp_width(cfg.d_model, cfg.mlp_ratio), rngs=rngs, dtype=dtype)
 
@@ -191,14 +195,16 @@ class LM(StagedFlops, nnx.Module):
         return chain(stages)
 
 
-def block_stages(cfg, mixer_names: list[str], seq_len: int, prefix: str = "", rows: int = 1) -> list[Stage]:
+def block_stages(cfg, mixers: list, seq_len: int, prefix: str = "", rows: int = 1) -> list[Stage]:
     """The FLOP stages of a stack of `Block`s (parameters under `{prefix}blocks/i/`), a mixer and an MLP stage per
-    layer, run on `rows` sequences of `seq_len` tokens per example; not yet chained."""
+    layer, run on `rows` sequences of `seq_len` tokens per example; not yet chained. `mixers` holds a registered
+    mixer name or a mixer class (one Block was handed built) per layer."""
     d_ff = mlp_width(cfg.d_model, cfg.mlp_ratio)
     stages = []
-    for i, name in enumerate(mixer_names):
+    for i, name in enumerate(mixers):
         at = f"{prefix}blocks/{i}"
-        mixer = MIXERS.get(name).forward_flops_per_token(cfg, seq_len) * seq_len * rows
+        cls = MIXERS.get(name) if isinstance(name, str) else name
+        mixer = cls.forward_flops_per_token(cfg, seq_len) * seq_len * rows
         stages.append(Stage(f"{at}/mixer", mixer, (f"{at}/mixer_norm", f"{at}/mixer")))
         mlp = SwiGLU.forward_flops_per_token(cfg.d_model, d_ff) * seq_len * rows
         stages.append(Stage(f"{at}/mlp", mlp, (f"{at}/mlp_norm", f"{at}/mlp")))

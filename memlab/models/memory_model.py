@@ -19,7 +19,11 @@ it only the byte statistics, the calibration floor of the memory probe, memlab.p
 
 The encoder (`encoder/`) owns its token embedding, blocks and final norm, so freezing it (`train.trainable` over
 `decoder/`) freezes everything it was trained with (pitfall A.4 of the research notes); an autoencoder's encoder
-loads into a memory model under the same paths. Blocks are the LM's (attention with RoPE, `model.qkv_conv`).
+loads into a memory model under the same paths. Blocks are the LM's: their token mixer is attention with RoPE
+(`model.mixer = "attn"`, with `model.qkv_conv`) or Badger's masked mixer (`"masked"`, memlab.models.mixers.masked:
+a learned causal L x L token-mixing matrix per group of d / `model.mixer_heads` channels). A masked mixer is built
+for one row length, so the encoder's are built for `model.chunk_len` L (which follows the task's data.chunk_len)
+and the decoder's for its rows, n + L (memory) or L (autoencoder); inputs of another chunk length are an error.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from flax import nnx
 
 from memlab.models.layers import check_heads, compute_dtype, dense, rms_norm, token_embedding
 from memlab.models.lm import ACTIVATION, Block, block_stages
+from memlab.models.mixers.masked import MaskedMixer
 from memlab.models.stages import Stage, StagedFlops, chain
 from memlab.parallel import constrain
 from memlab.registry import MIXERS, MODELS
@@ -39,11 +44,26 @@ from memlab.registry import MIXERS, MODELS
 MODES = ("memory", "autoencoder")
 MEMORIES = ("read", "none")
 SUMMARIES = ("last", "penultimate", "mean")
-MIXER = "attn"
+MIXER_KINDS = ("attn", "masked")
 
 
-def _blocks(cfg, num: int, *, rngs: nnx.Rngs, dtype) -> nnx.List:
-    return nnx.List([Block(cfg, MIXER, rngs=rngs, dtype=dtype) for _ in range(num)])
+def _masked(cfg) -> bool:
+    return cfg.get("mixer", "attn") == "masked"  # .get: runs saved before the knob use attention
+
+
+def _mixer(cfg):
+    """The class of the blocks' token mixer, for `block_stages` and `state_size`."""
+    return MaskedMixer if _masked(cfg) else MIXERS.get("attn")
+
+
+def _chunk_len(cfg) -> int:
+    return cfg.get("chunk_len", 64)  # .get: runs saved before the knob (attention only) never read it
+
+
+def _blocks(cfg, num: int, seq_len: int, *, rngs: nnx.Rngs, dtype) -> nnx.List:
+    """`num` Blocks for rows of `seq_len` positions: a masked mixer is built for that length, attention for any."""
+    mixer = (lambda: MaskedMixer(cfg, seq_len, rngs=rngs, dtype=dtype)) if _masked(cfg) else (lambda: "attn")
+    return nnx.List([Block(cfg, mixer(), rngs=rngs, dtype=dtype) for _ in range(num)])
 
 
 def _run(blocks: nnx.List, x: jax.Array) -> jax.Array:
@@ -68,7 +88,7 @@ class Encoder(nnx.Module):
         d, c = cfg.d_model, cfg.compression
         self.summary = cfg.summary
         self.embed = token_embedding(cfg.vocab_size, d, rngs=rngs, dtype=dtype)
-        self.blocks = _blocks(cfg, cfg.encoder_layers, rngs=rngs, dtype=dtype)
+        self.blocks = _blocks(cfg, cfg.encoder_layers, _chunk_len(cfg), rngs=rngs, dtype=dtype)
         self.final_norm = rms_norm(d, rngs=rngs, dtype=dtype)
         self.down = dense(d, d // c, ("embed", None), rngs=rngs, dtype=dtype) if c > 1 else None
         self.up = dense(d // c, d, (None, "embed"), rngs=rngs, dtype=dtype) if c > 1 else None
@@ -87,7 +107,7 @@ class Encoder(nnx.Module):
         return chain(
             [
                 Stage("encoder/embed", 0.0, ("encoder/embed",)),
-                *block_stages(cfg, [MIXER] * cfg.encoder_layers, seq_len, prefix="encoder/", rows=rows),
+                *block_stages(cfg, [_mixer(cfg)] * cfg.encoder_layers, seq_len, prefix="encoder/", rows=rows),
                 Stage("encoder/summary", bottleneck, summary),
             ]
         )
@@ -102,7 +122,8 @@ class Decoder(nnx.Module):
         memory = cfg.mode == "memory"
         self.embed = token_embedding(cfg.vocab_size, d, rngs=rngs, dtype=dtype) if memory else None
         self.unroll = None if memory else dense(d // 2, d, (None, "embed"), rngs=rngs, dtype=dtype)
-        self.blocks = _blocks(cfg, cfg.num_layers, rngs=rngs, dtype=dtype)
+        row = cfg.num_chunks + _chunk_len(cfg) if memory else _chunk_len(cfg)  # the masked mixer's row length
+        self.blocks = _blocks(cfg, cfg.num_layers, row, rngs=rngs, dtype=dtype)
         self.final_norm = rms_norm(d, rngs=rngs, dtype=dtype)
         self.unembed = dense(d, cfg.vocab_size, ("embed", "vocab"), rngs=rngs, dtype=dtype)
 
@@ -141,12 +162,17 @@ class MemoryModel(StagedFlops, nnx.Module):
             "qkv_conv": False,  # short causal convolutions on queries, keys and values (encoder and decoder)
             "conv_kernel": 4,
             "copy_init": False,  # attention starts as a copying lookup (layers.attention_projections)
+            # token mixer of every encoder and decoder block: attn (causal attention with RoPE) | masked (Badger's
+            # masked mixer: a learned causal L x L matrix, built for the rows' length; mixers/masked.py)
+            "mixer": "attn",
+            "mixer_heads": 1,  # masked: separate mixing matrices for this many groups of channels (divides d_model)
+            "chunk_len": 64,  # L: tokens per chunk (follows data.chunk_len); masked mixers are built for it
         }
 
     @staticmethod
     def check(cfg) -> None:
-        """ValueError naming the key for an unknown mode or summary, sizes that are not positive integers, a
-        compression that does not divide d_model, heads RoPE cannot rotate, or non-boolean switches."""
+        """ValueError naming the key for an unknown mode, summary or mixer, sizes that are not positive integers, a
+        compression or mixer_heads that does not divide d_model, heads RoPE cannot rotate, or non-boolean switches."""
         if cfg.mode not in MODES:
             raise ValueError(f"model.mode={cfg.mode!r} is not accepted; choose one of {', '.join(MODES)}")
         memory = cfg.get("memory", "read")  # runs saved before the knob read their memories
@@ -154,20 +180,33 @@ class MemoryModel(StagedFlops, nnx.Module):
             raise ValueError(f"model.memory={memory!r} is not accepted; choose one of {', '.join(MEMORIES)}")
         if cfg.summary not in SUMMARIES:
             raise ValueError(f"model.summary={cfg.summary!r} is not accepted; choose one of {', '.join(SUMMARIES)}")
-        for key in ("num_chunks", "compression", "encoder_layers", "num_layers", "conv_kernel"):
-            if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
-                raise ValueError(f"model.{key}={cfg[key]!r} must be a positive integer")
-        if cfg.d_model % cfg.compression:
-            raise ValueError(f"model.compression={cfg.compression} must divide model.d_model={cfg.d_model}")
+        mixer = cfg.get("mixer", "attn")
+        if mixer not in MIXER_KINDS:
+            raise ValueError(f"model.mixer={mixer!r} is not accepted; choose one of {', '.join(MIXER_KINDS)}")
+        sizes = {k: cfg[k] for k in ("num_chunks", "compression", "encoder_layers", "num_layers", "conv_kernel")}
+        sizes.update(mixer_heads=cfg.get("mixer_heads", 1), chunk_len=_chunk_len(cfg))
+        for key, value in sizes.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"model.{key}={value!r} must be a positive integer")
+        for key in ("compression", "mixer_heads"):
+            if cfg.d_model % sizes[key]:
+                raise ValueError(f"model.{key}={sizes[key]} must divide model.d_model={cfg.d_model}")
         check_heads(cfg)
         for key in ("qkv_conv", "copy_init"):
             if not isinstance(cfg[key], bool):
                 raise ValueError(f"model.{key}={cfg[key]!r} must be True or False")
 
     def _chunk_len(self, seq_len: int) -> int:
+        """The chunk length of inputs of seq_len tokens; under the masked mixer it must be the one its matrices
+        were built for (attention takes any)."""
         n = self.cfg.num_chunks
         if seq_len % n:
             raise ValueError(f"inputs of {seq_len} tokens do not split into model.num_chunks={n} chunks")
+        if _masked(self.cfg) and seq_len // n != _chunk_len(self.cfg):
+            raise ValueError(
+                f"inputs of {seq_len} tokens are {n} chunks of {seq_len // n}, but model.mixer=masked was built for "
+                f"model.chunk_len={_chunk_len(self.cfg)}"
+            )
         return seq_len // n
 
     def __call__(self, batch: dict) -> dict:
@@ -215,12 +254,12 @@ class MemoryModel(StagedFlops, nnx.Module):
 
     def state_size(self, seq_len: int) -> int:
         """Numbers one example carries while decoding its last chunk: the n - 1 memories (the pads are fixed) and
-        the decoder's attention cache over its row of n + L positions; the autoencoder, one memory and L; no memory
-        under model.memory="none"."""
+        each decoder layer's mixer state over its row of n + L positions (attention's cache, or the masked mixer's
+        inputs so far); the autoencoder, one memory and L; no memory under model.memory="none"."""
         cfg = self.cfg
         n, L = cfg.num_chunks, self._chunk_len(seq_len)
         memories, row = (n - 1, n + L) if cfg.mode == "memory" else (1, L)
-        return memories * self.reads * cfg.d_model + cfg.num_layers * MIXERS.get(MIXER).state_size(cfg, row)
+        return memories * self.reads * cfg.d_model + cfg.num_layers * _mixer(cfg).state_size(cfg, row)
 
     def flop_stages(self, shapes: dict) -> list[Stage]:
         """Analytic forward FLOPs of one example by stage: the encoder on n - 1 chunks (memory) or n (autoencoder),
@@ -242,7 +281,7 @@ class MemoryModel(StagedFlops, nnx.Module):
             first, row = [], L
             encoder.append(Stage("decoder/unroll", 2.0 * (d // 2) * d * L * n, ("decoder/unroll",), summary))
             inputs = ("decoder/unroll",)
-        blocks = block_stages(cfg, [MIXER] * cfg.num_layers, row, prefix="decoder/", rows=n)
+        blocks = block_stages(cfg, [_mixer(cfg)] * cfg.num_layers, row, prefix="decoder/", rows=n)
         blocks[0] = dataclasses.replace(blocks[0], reads=inputs)
         head = Stage("decoder/head", 2.0 * d * cfg.vocab_size * L * n, ("decoder/final_norm", "decoder/unembed"))
         return [*first, *encoder, *chain([*blocks, head])]

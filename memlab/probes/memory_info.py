@@ -42,8 +42,11 @@ WINDOW_KEY = {"text_chunks": "chunk_len", "text": "seq_len"}  # the window a run
 
 
 def _memory_model_encoder(model: ml_collections.ConfigDict) -> tuple[dict, tuple[str, ...]]:
-    """(memory_model knobs, train.init_map) of a memory_model run's encoder: its own knobs and sub-tree."""
-    return {k: model[k] for k in (*SHARED_KNOBS, "encoder_layers", "summary", "compression")}, ("encoder->encoder",)
+    """(memory_model knobs, train.init_map) of a memory_model run's encoder: its own knobs and sub-tree (its mixer
+    too; runs saved before the mixer knobs used attention)."""
+    knobs = {k: model[k] for k in (*SHARED_KNOBS, "encoder_layers", "summary", "compression")}
+    knobs.update(mixer=model.get("mixer", "attn"), mixer_heads=model.get("mixer_heads", 1))
+    return knobs, ("encoder->encoder",)
 
 
 def _lm_encoder(model: ml_collections.ConfigDict) -> tuple[dict, tuple[str, ...]]:
@@ -97,6 +100,7 @@ def probe_config(
     )
     c.model.update(knobs)
     c.model.update(mode="autoencoder", num_chunks=1, num_layers=2, memory="none" if encoder == "constant" else "read")
+    c.model.chunk_len = c.data.get_ref("seq_len")  # one chunk per window: a masked encoder is built for it
     c.objective = {"next_token": 1.0}
     c.train.update(
         steps=steps,

@@ -74,8 +74,20 @@ class Interrupted(StoppedEarly):
 # Keys a resume may change: provenance and display (a relaunched sweep has a new launch id), and the mesh (a
 # checkpoint restores onto any mesh; the numbers do not depend on it beyond float reduction order).
 RESUME_MAY_DIFFER = ("logging.launch_id", "logging.progress", "mesh.")
+
+
+def _saved_chunk_len(saved: dict) -> int:
+    """The chunk length a memory_model run saved before model.chunk_len used: its task's data.chunk_len (which the
+    key follows), else its window split into its chunks (a memory probe on the text task)."""
+    data, model = saved.get("data", {}), saved.get("model", {})
+    if "chunk_len" in data:
+        return data["chunk_len"]
+    return data["seq_len"] // model["num_chunks"] if "seq_len" in data and model.get("num_chunks") else 64
+
+
 # Keys added since runs were first saved, with the value that does what a run without them did: a saved config that
-# lacks one (where the resumed config has it) is compared as if it held that value, so those runs still resume.
+# lacks one (where the resumed config has it) is compared as if it held that value, so those runs still resume. A
+# callable value derives it from the saved config (added_value), for a key that follows another.
 ADDED_KEYS = {
     ("train", "warmup_fraction"): 0.0,
     ("train", "init_from"): "",
@@ -97,7 +109,16 @@ ADDED_KEYS = {
     ("model", "memory"): "read",
     ("train", "curriculum_steps"): 0,
     ("train", "curriculum_objective"): {},
+    ("model", "mixer"): "attn",
+    ("model", "mixer_heads"): 1,
+    ("model", "chunk_len"): _saved_chunk_len,
 }
+
+
+def added_value(group: str, key: str, saved: dict):
+    """What ADDED_KEYS[(group, key)] stands for in the saved config dict `saved` (one that lacks the key)."""
+    value = ADDED_KEYS[(group, key)]
+    return value(saved) if callable(value) else value
 
 
 def check_resumable(run: RunDir, config: dict) -> None:
@@ -106,9 +127,10 @@ def check_resumable(run: RunDir, config: dict) -> None:
     if existing is None:
         return
     existing.pop("stamps", None)
-    for (group, key), value in ADDED_KEYS.items():
-        if key in config.get(group, {}):  # only where this config has it (model keys belong to some families)
-            existing.get(group, {}).setdefault(key, value)
+    for group, key in ADDED_KEYS:
+        saved = existing.get(group, {})
+        if key in config.get(group, {}) and key not in saved:  # only where this config has it (model keys: families)
+            saved[key] = added_value(group, key, existing)
     changed = [k for k in diff(existing, config) if not k.startswith(RESUME_MAY_DIFFER)]
     if changed:
         raise ConfigError(

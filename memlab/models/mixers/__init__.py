@@ -11,7 +11,8 @@ and the LM looks names up there, so a new mixer plugs in without touching the LM
     check(cfg) (optional)                   ValueError for knobs the mixer cannot run with
 
 attn.py, conv.py and mlstm.py hold whole mixers; gdn.py, deltanet.py and hebbian.py subclass the block they
-share in matrix_block.py.
+share in matrix_block.py. masked.py (Badger's masked mixer) is built for one sequence length, which the config
+alone does not give, so it is not registered: memory_model builds it and hands it to `lm.Block`.
 """
 
 from __future__ import annotations
