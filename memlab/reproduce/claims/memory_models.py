@@ -171,5 +171,9 @@ def _notes(setting) -> str:
         "example from the first half's memories (no teacher forcing: the decoder sees blanks). The curriculum's "
         "encoder is the autoencoder's, frozen; its FLOPs count its own run (frozen encoder forward only), the "
         "autoencoder's are listed beside. A CPU-scale analogue of the paper's setting (BPE 8k, 512-token windows, "
-        "16-layer decoders), not its numbers."
+        "16-layer decoders), not its numbers. A decoder not trained on the copy view (clm-only, no memory) has never "
+        "read BLANK inputs, so its copy Hamming, scored after training, can fall below the token-statistics floor "
+        "(the constant probe's Hamming): for its memories read the probe's I_e'. The curriculum's loss on later "
+        f"chunks comes after {setting.memory_steps - setting.curriculum_steps} steps of the combined objective, the "
+        f"others' after {setting.memory_steps}."
     )
