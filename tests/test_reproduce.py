@@ -19,7 +19,7 @@ from memlab.sweep import Sweep, grid
 from memlab.sweep import launch as sweep_launch
 from tests.helpers import ROOT, TINY
 
-CLAIMS_IN_REPO = ["delta-mem", "epoch-chinchilla", "matrix-utilisation", "mqar-mixers"]
+CLAIMS_IN_REPO = ["delta-mem", "epoch-chinchilla", "matrix-utilisation", "memory-models", "mqar-mixers"]
 
 
 def _result(**changes) -> Result:
@@ -61,8 +61,8 @@ def test_result_round_trips_and_renders(tmp_path):
 
 
 def test_registry_lists_the_claims_and_names_them_on_a_typo(capsys):
-    assert claim_names()[:4] == CLAIMS_IN_REPO
-    with pytest.raises(ConfigError, match="epoch-chinchilla, matrix-utilisation, mqar-mixers"):
+    assert claim_names()[: len(CLAIMS_IN_REPO)] == CLAIMS_IN_REPO
+    with pytest.raises(ConfigError, match="epoch-chinchilla, matrix-utilisation, memory-models, mqar-mixers"):
         get_claim("epoch-chinchila")
     assert cli.main(["reproduce", "nope"]) == 2
     assert "mqar-mixers" in capsys.readouterr().err
