@@ -56,7 +56,6 @@ class MemoryModels(Claim):
         by_kind = info.groupby("encoder", sort=False).mean(numeric_only=True)
         by_condition = table.groupby("condition", sort=False).mean(numeric_only=True)
         probe_of = {c: by_kind.loc[f"memory model, {c}", "I_e_calibrated"] for c in ("clm", "combined")}
-        by_condition["probe_I_e_calibrated"] = pd.Series(probe_of)
         ae, lm, untrained = (by_kind.loc[k] for k in ("autoencoder", "causal LM", "untrained"))
         clm, combined, none = (by_condition.loc[c] for c in ("clm", "combined", "none"))
         to_target = curriculum.groupby("condition")["flops_to_target"].mean()  # NaN if a seed never got there

@@ -38,6 +38,7 @@ CONDITIONS = {  # memory-model conditions: (experiment, overrides)
     "none": ("memory_model.py", {"model.memory": "none", f"objective.{COPY}": 0.0}),
     "curriculum": ("memory_curriculum.py", {}),
 }
+SWEEP_SUFFIX = {"memory_model.py": "", "memory_curriculum.py": "-curriculum"}  # a stage's sweep per experiment
 # what picks each condition's learning rate: the loss of what it trains
 LR_METRIC = {
     "clm": "eval/later_chunks_loss",
@@ -201,11 +202,10 @@ def _memory_sweep(name: str, experiment: str, scale: Scale, text: Path, runs: Pa
 def memory_sweeps(stage: str, scale: Scale, text: Path, runs: Path, rows: list[dict]) -> Iterator[Sweep]:
     """The rows as sweeps, one per experiment file their conditions use (a sweep has one): `stage` for the
     memory_model.py conditions, `stage`-curriculum for the curriculum's."""
-    for experiment in dict.fromkeys(e for e, _ in CONDITIONS.values()):
+    for experiment in SWEEP_SUFFIX:
         mine = [r for r in rows if CONDITIONS[r["@condition"]][0] == experiment]
-        name = stage if experiment == "memory_model.py" else f"{stage}-{Path(experiment).stem.split('_')[-1]}"
         if mine:
-            yield _memory_sweep(name, experiment, scale, text, runs, mine)
+            yield _memory_sweep(stage + SWEEP_SUFFIX[experiment], experiment, scale, text, runs, mine)
 
 
 def lr_rows(scale: Scale) -> list[dict]:
@@ -252,8 +252,8 @@ def chosen_lrs(frame: pd.DataFrame) -> dict[str, float]:
     return out
 
 
-LR_STAGES = ("lr", "lr-curriculum")
-SEED_STAGES = ("seeds", "seeds-curriculum")
+LR_STAGES = tuple("lr" + suffix for suffix in SWEEP_SUFFIX.values())
+SEED_STAGES = tuple("seeds" + suffix for suffix in SWEEP_SUFFIX.values())
 
 
 def sweeps(scale: Scale, runs: Path) -> Iterator[Sweep]:
