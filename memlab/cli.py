@@ -10,7 +10,7 @@ from memlab.entry import run
 COMMAND_MODULES = (
     "memlab.train.commands",  # train, generate, params save/load
     "memlab.analysis.commands",  # report
-    "memlab.data.commands",  # data prepare, data verify
+    "memlab.data.commands",  # data prepare, data verify, data facts
     "memlab.sweep.commands",  # sweep, sweep-point, agent, status
     "memlab.studies.slot_memory.commands",  # efficiency, slots
     "memlab.store.commands",  # store-capacity

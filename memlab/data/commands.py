@@ -1,4 +1,4 @@
-"""`memlab data prepare --source SRC --out DIR` and `memlab data verify DIR`."""
+"""`memlab data prepare --source SRC --out DIR`, `memlab data verify DIR` and `memlab data facts --out FILE`."""
 
 from __future__ import annotations
 
@@ -29,6 +29,13 @@ def register(sub) -> None:
     v = data.add_parser("verify", help="check every shard of a prepared directory against its manifest")
     v.add_argument("dir", help="a directory written by memlab data prepare")
     v.set_defaults(func=run_verify)
+    f = data.add_parser("facts", help="write a file of fabricated facts (JSON lines) for slow-memory writes")
+    f.add_argument("--n", type=int, default=20, help="number of facts (distinct subjects, distinct objects)")
+    f.add_argument("--pool", default="eval", choices=("train", "eval"),
+                   help="word pool: eval words never appear in the train pool that training episodes draw from")
+    f.add_argument("--seed", type=int, default=0, help="the facts are a pure function of (pool, seed)")
+    f.add_argument("--out", required=True, help="the facts file to write (JSON lines)")
+    f.set_defaults(func=run_facts)
 
 
 def run_prepare(args) -> int:
@@ -51,6 +58,27 @@ def run_verify(args) -> int:
     mf.verify(args.dir, manifest, "sha256")
     print(f"memlab: {args.dir}: all {len(manifest['files'])} files match {mf.MANIFEST}")
     print(describe(manifest))
+    return 0
+
+
+def run_facts(args) -> int:
+    from pathlib import Path
+
+    from memlab.data.facts import make_facts, write_facts
+    from memlab.errors import ConfigError
+
+    if args.n < 1:
+        raise ConfigError(f"--n {args.n} must be at least 1 fact")
+    if args.seed < 0:
+        raise ConfigError(f"--seed {args.seed} must be a non-negative integer")
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: the directory {out.parent} does not exist")
+    facts = make_facts(args.n, args.pool, args.seed)
+    write_facts(out, facts)
+    print(f"memlab: wrote {len(facts)} {args.pool} facts (seed {args.seed}) to {out}")
+    for fact in facts[:3]:
+        print(f"  {fact.line}", end="")
     return 0
 
 
