@@ -93,3 +93,30 @@ def blank_copy(batch: dict) -> dict:
     delimiter, blank = batch["reserved_ids"][:, :1], batch["reserved_ids"][:, 1:2]
     hidden = jnp.where(position == t // 2, delimiter, blank).astype(out["inputs"].dtype)
     return {**out, "inputs": jnp.where(position >= t // 2, hidden, out["inputs"])}
+
+
+EPISODE_FIELDS = {
+    "episode_doc_inputs": "doc_inputs",
+    "episode_doc_targets": "doc_targets",
+    "episode_doc_mask": "doc_mask",
+    "episode_probe_inputs": "inputs",
+    "episode_probe_targets": "targets",
+    "episode_probe_mask": "loss_mask",
+}
+TEXT_FIELDS = ("inputs", "targets", "segment_ids", "positions", "token_mask")
+
+
+@PASSES.register("episode")
+def episode(batch: dict) -> dict:
+    """The meta-test-time-training view of a fact episode (the fact_episodes task): the document rows to write a
+    slow memory from (`doc_inputs`, `doc_targets`, `doc_mask`, [B, F, doc_len]) and the probes asked without the
+    document (`inputs`, `targets` and `loss_mask`, 1 on the answer targets, [B, F, probe_len]). The example's text
+    window (inputs, targets, token_mask, segment_ids, positions) is dropped; any other field passes through."""
+    missing = [k for k in EPISODE_FIELDS if k not in batch]
+    if missing:
+        raise ValueError(
+            f"the episode pass needs the fields of a fact episode ({', '.join(missing)} missing; the fact_episodes "
+            f"task makes them); this example has {sorted(batch)}"
+        )
+    rest = {k: v for k, v in batch.items() if k not in TEXT_FIELDS and k not in EPISODE_FIELDS}
+    return {**rest, **{new: batch[old] for old, new in EPISODE_FIELDS.items()}}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from memlab.data.tasks import (  # noqa: F401  (each registers itself in TASKS)
     context_qa,
+    fact_episodes,
     mqar,
     text,
     text_chunks,
