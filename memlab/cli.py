@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "memlab.store.commands",  # store-capacity
     "memlab.reproduce.commands",  # reproduce
     "memlab.probes.commands",  # probe-memory
+    "memlab.slow_weights.commands",  # write, query
 )
 
 

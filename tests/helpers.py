@@ -231,7 +231,7 @@ def analytic_and_xla_flops(cfg, batch_size: int = 4) -> tuple[float, float]:
     model = build_model(cfg.model, seed=0)
     graphdef, params = nnx.split(model, nnx.Param)
     shapes = example_shapes(cfg)
-    batch = {k: jnp.zeros((batch_size, *s), jnp.int32 if k in ("inputs", "targets") else jnp.float32)
+    batch = {k: jnp.zeros((batch_size, *s), jnp.float32 if "mask" in k else jnp.int32)
              for k, s in shapes.items()}  # fmt: skip
     tokens = shapes["inputs"][0]
     analytic = analytic_flops_per_token(model, shapes, tokens, weights=dict(cfg.objective))

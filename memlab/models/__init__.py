@@ -23,7 +23,7 @@ from __future__ import annotations
 import flax
 from flax import nnx
 
-from memlab.models import encdec, lm, memory_model, slot_memory  # noqa: F401  (each registers itself)
+from memlab.models import bdh, encdec, lm, memory_model, slot_memory  # noqa: F401  (each registers itself)
 from memlab.models.params import flat_params
 from memlab.registry import MODELS
 

@@ -89,6 +89,14 @@ def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
     return out.astype(x.dtype)
 
 
+def layer_norm(x: jax.Array, eps: float = 1e-5) -> jax.Array:
+    """LayerNorm without scale or bias over the last axis, statistics in fp32 (BDH's only normalisation)."""
+    x32 = x.astype(jnp.float32)
+    mean = x32.mean(-1, keepdims=True)
+    var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+    return ((x32 - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
+
+
 def check_heads(cfg) -> None:
     """ValueError unless `model.d_model` splits into `model.num_heads` heads of even width (RoPE rotates pairs)."""
     if cfg.d_model % cfg.num_heads or (cfg.d_model // cfg.num_heads) % 2:

@@ -1,0 +1,131 @@
+"""The slow block: a parameter matrix, separate from the backbone, that is written at test time (R. Thomas' BDH
+slow memory; the paper's code is not public, so this is the reconstruction of the research notes, section B.2,
+marked inferred there).
+
+At each slow layer a content address q_t = relu(W_a x_t), normalised to a sum of at most 1, reads the memory
+M [m, D] (`memory`), and the read enters the residual through a gate that starts closed:
+
+    r_t = q_t M (+ the fast read)          x_t <- LN(x_t + tanh(g) * r_t),   g = 0 at init
+
+The address comes from the residual stream, so it reflects the whole causal context, not the token alone. With
+`model.slow_hebbian` a per-sequence fast state at the same site adds F_{t-1}^T q_t, F_t = lambda F_{t-1} +
+eta q_t x_t^T (read before write: strictly causal), through `pallas_kernels.linear_attention`. A write changes
+M only; the memory to read can also be handed in per example ([B, m, D]), which is how writes and meta-TTT work
+on it without touching the parameters.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+import pallas_kernels
+from memlab.models.layers import dense, layer_norm
+from memlab.models.mixers.matrix_block import kernel_flops_per_token
+
+HEBBIAN_CHUNK = 64
+
+
+def parse_slow_layers(spec: str, num_layers: int) -> tuple[int, ...]:
+    """'' -> (); '1' or '1,3' -> the layer indices after whose pass a slow block sits (each in range, once)."""
+    try:
+        layers = tuple(int(s) for s in str(spec).split(",") if s.strip())
+    except ValueError:
+        raise ValueError(
+            f"model.slow_layers={spec!r} must be '' or comma-separated layer indices, e.g. '1,3'"
+        ) from None
+    bad = [i for i in layers if not 0 <= i < num_layers]
+    if bad or len(set(layers)) != len(layers):
+        raise ValueError(
+            f"model.slow_layers={spec!r}: each index once, in 0..{num_layers - 1} (model.num_layers={num_layers})"
+        )
+    return layers
+
+
+class SlowBlock(nnx.Module):
+    """Address `address` (D -> m), memory `memory` [m, D] (N(0, 0.02)) and per-channel gate `gate` (zeros)."""
+
+    def __init__(self, cfg, *, rngs: nnx.Rngs, dtype=jnp.float32):
+        d, m = cfg.d_model, cfg.slow_slots
+        self.dtype = dtype
+        self.address = dense(d, m, ("embed", "slots"), rngs=rngs, dtype=dtype)
+        self.memory = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (m, d)), out_sharding=("slots", "embed"))
+        self.gate = nnx.Param(jnp.zeros((d,)), out_sharding=("embed",))
+        self.hebbian = bool(cfg.slow_hebbian)
+        self.hebbian_lr, self.hebbian_decay = float(cfg.slow_hebbian_lr), float(cfg.slow_hebbian_decay)
+
+    @staticmethod
+    def check(cfg) -> None:
+        if cfg.slow_slots < 1:
+            raise ValueError(f"model.slow_slots must be >= 1, got {cfg.slow_slots}")
+        if cfg.slow_hebbian and not (cfg.slow_hebbian_lr > 0 and 0 < cfg.slow_hebbian_decay <= 1):
+            raise ValueError(
+                "model.slow_hebbian needs model.slow_hebbian_lr > 0 and 0 < model.slow_hebbian_decay <= 1; got "
+                f"{cfg.slow_hebbian_lr} and {cfg.slow_hebbian_decay}"
+            )
+
+    def addresses(self, x: jax.Array) -> jax.Array:
+        """q [.., m]: relu(W_a x), divided by its sum where that exceeds 1 (fp32)."""
+        q = jax.nn.relu(self.address(x).astype(jnp.float32))
+        return q / jnp.maximum(1.0, q.sum(-1, keepdims=True))
+
+    def read(self, q: jax.Array, memory: jax.Array | None) -> jax.Array:
+        """q M for the block's own memory [m, D], or one memory per example [B, m, D]."""
+        memory = self.memory[...] if memory is None else memory
+        spec = "btm,md->btd" if memory.ndim == 2 else "btm,bmd->btd"
+        return jnp.einsum(spec, q, memory.astype(jnp.float32))
+
+    def _fast(self, q, x, segment_ids=None, state=None):
+        """The Hebbian fast read F_{t-1}^T q_t over [B, T] (and the final state when `state` is given)."""
+        g = jnp.full(q.shape[:2] + (1,), math.log(self.hebbian_decay), jnp.float32)
+        v = (self.hebbian_lr * x.astype(jnp.float32))[:, :, None]
+        kw = dict(
+            g=g,
+            scale=1.0,
+            read_before_write=True,
+            segment_ids=segment_ids,
+            chunk_size=HEBBIAN_CHUNK,
+            initial_state=state,
+            return_final_state=state is not None,
+            backend="reference" if state is not None else "auto",
+        )
+        return pallas_kernels.linear_attention(q[:, :, None], q[:, :, None], v, **kw)
+
+    def _mix(self, x, r):
+        return layer_norm(x + (jnp.tanh(self.gate[...]) * r).astype(x.dtype))
+
+    def __call__(self, x: jax.Array, *, memory=None, read=None, segment_ids=None) -> jax.Array:
+        """x [B, T, D] after the block; `memory` replaces M ([B, m, D]), `read` replaces its read q M ([B, T, D])."""
+        q = self.addresses(x)
+        r = self.read(q, memory) if read is None else read.astype(jnp.float32)
+        if self.hebbian:
+            r = r + self._fast(q, x, segment_ids)[0][:, :, 0]
+        return self._mix(x, r)
+
+    def init_cache(self, batch_size: int) -> dict:
+        """The fast state [B, 1, m, D] (fp32), if any."""
+        m, d = self.memory.shape
+        return {"fast": jnp.zeros((batch_size, 1, m, d), jnp.float32)} if self.hebbian else {}
+
+    def step(self, x: jax.Array, cache: dict, *, memory: jax.Array | None = None) -> tuple[jax.Array, dict]:
+        """One token x [B, 1, D] -> (x after the block, cache): the same read, the fast state carried on."""
+        q = self.addresses(x)
+        r = self.read(q, memory)
+        if self.hebbian:
+            o, fast = self._fast(q, x, state=cache["fast"])
+            r, cache = r + o[:, :, 0], {"fast": fast}
+        return self._mix(x, r), cache
+
+    @staticmethod
+    def state_size(cfg) -> int:
+        return cfg.slow_slots * cfg.d_model if cfg.slow_hebbian else 0
+
+    @staticmethod
+    def forward_flops_per_token(cfg, seq_len: int) -> float:
+        """The address (D m MACs) and the read (m D), plus the fast state's chunked linear attention."""
+        d, m = cfg.d_model, cfg.slow_slots
+        fast = kernel_flops_per_token(1, m, d, min(HEBBIAN_CHUNK, seq_len), delta=False) if cfg.slow_hebbian else 0.0
+        return 2.0 * 2 * d * m + fast
