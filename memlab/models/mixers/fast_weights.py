@@ -55,6 +55,12 @@ def delta_from_init(q, k, v, beta, g, init, *, segment_ids=None, **options) -> t
     return o_v + read.astype(o_v.dtype), None
 
 
+def head_params(*params: jax.Array) -> list[jax.Array]:
+    """Per-head parameters [H, ...] as [1, 1, H, ...], to enter `map_head_blocks` split over heads like q, k, v
+    (a kernel that closed over them would see every head on a block of some); [0, 0] inside gives them back."""
+    return [p[None, None] for p in params]
+
+
 def learned_state(shape, rngs: nnx.Rngs, std: float = 0.02) -> nnx.Param:
     """A per-head learned initial memory [H, ...] ~ N(0, std^2)."""
     axes = ("heads",) + (None,) * (len(shape) - 1)
@@ -91,13 +97,13 @@ class FastWeightMixer(MatrixMixer):
 
     def _memory(self, q, k, v, beta, g, segment_ids):
         """The kernel over the whole sequence from W0 broadcast over the batch, on each (batch, heads) block."""
-        init = jnp.broadcast_to(self.w0[...][None, None], (q.shape[0], 1, *self.w0.shape))
 
-        def kernel(q, k, v, beta, g, segment_ids, init):
+        def kernel(q, k, v, beta, g, segment_ids, w0):
+            init = jnp.broadcast_to(w0[0], (q.shape[0], *w0.shape[2:]))
             options = dict(segment_ids=segment_ids, chunk_size=self.chunk_size, backend=self.backend)
-            return self._op(q, k, v, beta, g, initial_state=init[:, 0], **options)[0]
+            return self._op(q, k, v, beta, g, initial_state=init, **options)[0]
 
-        return map_head_blocks(kernel, q, k, v, beta, g, segment_ids, init)
+        return map_head_blocks(kernel, q, k, v, beta, g, segment_ids, *head_params(self.w0[...]))
 
     def __call__(self, x: jax.Array, *, positions: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
         if not self.scan:

@@ -54,7 +54,7 @@ def map_head_blocks(kernel: Callable[..., jax.Array], *arrays: jax.Array | None)
         it = iter(blocks)
         return kernel(*(None if a is None else next(it) for a in arrays))
 
-    return map_shards(call, present, [layout[: a.ndim] for a in present], layout)
+    return map_shards(call, present, [layout[: a.ndim] for a in present], layout[:4])
 
 
 def kernel_flops_per_token(h: int, k: int, v: int, chunk: int, delta: bool) -> float:

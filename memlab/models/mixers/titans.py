@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from memlab.models.layers import dense
-from memlab.models.mixers.fast_weights import FastWeightMixer, learned_state, segment_starts
+from memlab.models.mixers.fast_weights import FastWeightMixer, head_params, learned_state, segment_starts
 from memlab.models.mixers.matrix_block import head_dims, kernel_flops_per_token, map_head_blocks
 from memlab.registry import MIXERS
 
@@ -107,9 +107,11 @@ class Titans(FastWeightMixer):
         B, T = q.shape[:2]
         resets = jnp.zeros((B, T), bool) if segment_ids is None else segment_starts(segment_ids)
 
-        def kernel(q, k, v, theta, log_keep, eta, resets):
-            init = self._init_params()
-            params = jax.tree.map(lambda p: jnp.broadcast_to(p, (B, *p.shape)), init)
+        names = sorted(self._init_params())
+
+        def kernel(q, k, v, theta, log_keep, eta, resets, *init):
+            init = {n: p[0, 0] for n, p in zip(names, init, strict=True)}
+            params = jax.tree.map(lambda p: jnp.broadcast_to(p, (q.shape[0], *p.shape)), init)
             mom = jax.tree.map(jnp.zeros_like, params)
 
             def serial(carry, xs):
@@ -122,7 +124,8 @@ class Titans(FastWeightMixer):
             _, out = jax.lax.scan(serial, (params, mom), xs)
             return jnp.moveaxis(out, 0, 1)
 
-        return map_head_blocks(kernel, q, k, v, theta, log_keep, eta, resets).astype(q.dtype)
+        init = head_params(*(self._init_params()[n] for n in names))
+        return map_head_blocks(kernel, q, k, v, theta, log_keep, eta, resets, *init).astype(q.dtype)
 
     def _scan_cache(self, batch_size):
         params = jax.tree.map(lambda p: jnp.broadcast_to(p, (batch_size, *p.shape)), self._init_params())

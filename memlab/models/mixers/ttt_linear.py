@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from memlab.models.mixers.fast_weights import FastWeightMixer, segment_starts
+from memlab.models.mixers.fast_weights import FastWeightMixer, head_params, segment_starts
 from memlab.models.mixers.matrix_block import head_dims, kernel_flops_per_token, map_head_blocks
 from memlab.registry import MIXERS
 
@@ -133,10 +133,10 @@ class TTTLinear(FastWeightMixer):
     def _scan_memory(self, x, q, k, v, segment_ids):
         eta, _ = self._gates(x)
 
-        def kernel(q, k, v, eta, segment_ids):
-            return minibatch_ttt(q, k, v, eta, segment_ids, *self._inner(), self.minibatch)
+        def kernel(q, k, v, eta, segment_ids, *inner):
+            return minibatch_ttt(q, k, v, eta, segment_ids, *(p[0, 0] for p in inner), self.minibatch)
 
-        return q + map_head_blocks(kernel, q, k, v, eta, segment_ids).astype(q.dtype)
+        return q + map_head_blocks(kernel, q, k, v, eta, segment_ids, *head_params(*self._inner())).astype(q.dtype)
 
     def _scan_cache(self, batch_size):
         """Weights at the mini-batch start and after the last token: (S, b) each, [B, H, K, V] and [B, H, V]."""
