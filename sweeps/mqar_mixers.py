@@ -3,11 +3,12 @@
     memlab sweep sweeps/mqar_mixers.py --workdir runs/mqar_mixers --report
 
 Every mixer in the same 2-layer LM (softmax attention with q/k/v convs, Hebbian linear attention, mLSTM, DeltaNet,
-Gated DeltaNet) at d_model in {32, 64} (minutes on 2 CPU cores), on the same batches. The report plots answer
-accuracy against d_model and against `state_size` (numbers a sequence carries when decoding: the KV cache for
-attention, the H x K x V memory for the matrix mixers), the two axes of Zoology's figure. Parameter counts are
-matched at each d_model: the mLSTM block runs with up-projection factor 1 (xLSTM's 2 would give it ~40% more
-parameters than the others); the remaining spread is under 10% (the report's table lists every count).
+Gated DeltaNet, TTT-Linear and Titans' linear memory, both on the delta-rule kernel) at d_model in {32, 64} (minutes
+on 2 CPU cores), on the same batches. The report plots answer accuracy against d_model and against `state_size`
+(numbers a sequence carries when decoding: the KV cache for attention, the H x K x V memory for the matrix mixers),
+the two axes of Zoology's figure. Parameter counts are matched at each d_model: the mLSTM block runs with
+up-projection factor 1 (xLSTM's 2 would give it ~40% more parameters than the others); the remaining spread is
+under 10% (the report's table lists every count).
 
 `mqar_sweep` is the one definition of the comparison: `memlab reproduce mqar-mixers` (memlab/reproduce/claims/
 mqar_mixers.py) calls it with wider models and a harder task at paper scale.
@@ -15,7 +16,8 @@ mqar_mixers.py) calls it with wider models and a harder task at paper scale.
 
 from memlab.sweep import Sweep, chain, grid
 
-MIXERS = ["attn", "hebbian", "deltanet", "gdn"]  # mlstm joins them below, with its own projection factor
+# mlstm joins them below, with its own projection factor
+MIXERS = ["attn", "hebbian", "deltanet", "gdn", "ttt_linear", "titans"]
 D_MODELS = [32, 64]  # add 128, 256 on a GPU
 BASE = {
     "model.qkv_conv": True,  # attention as the experiment runs it today (the convs learn MQAR far sooner)

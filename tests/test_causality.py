@@ -25,6 +25,10 @@ LM_CASES = [
     ("model.mixers=hebbian", "model.matrix_read=before"),
     ("model.mixers=gdn,attn", "model.matrix_expand_v=2"),
     ("model.mixers=mlstm",),
+    ("model.mixers=ttt_linear",),
+    ("model.mixers=ttt_linear", "model.ttt_variant=minibatch", "model.ttt_minibatch=4"),
+    ("model.mixers=titans",),
+    ("model.mixers=titans", "model.titans_momentum=True", "model.titans_depth=2"),
 ]
 
 

@@ -23,6 +23,8 @@ from tests.helpers import logits_of
         "gdn,attn",
         "gdn+read_before",
         "hebbian+read_before",
+        "ttt_linear",
+        "titans",
     ],
 )
 def test_step_by_step_logits_equal_parallel_forward(tiny_config, mixers):

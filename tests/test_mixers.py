@@ -19,7 +19,7 @@ from memlab.models.mixers.mlstm import MLSTM
 from tests.helpers import analytic_and_xla_flops, logits_of
 
 
-@pytest.mark.parametrize("name", ["gdn", "mlstm"])
+@pytest.mark.parametrize("name", ["gdn", "mlstm", "ttt_linear", "titans"])
 def test_packed_documents_do_not_leak_state(tiny_config, name):
     model = build_model(tiny_config(f"model.mixers={name}", "model.matrix_chunk_size=8").model, seed=0)
     tokens = jax.random.randint(jax.random.key(2), (1, 24), 0, 64)
@@ -124,6 +124,8 @@ def test_param_count_and_state_size(tiny_config, name):
         ("model.mixers=hebbian", "model.hebbian_decay=True", "model.d_model=64", "data.seq_len=64"),
         ("model.mixers=mlstm",),
         ("model.mixers=attn", "model.qkv_conv=True"),
+        ("model.mixers=ttt_linear",),
+        ("model.mixers=titans",),
     ],
     ids=lambda o: "-".join(s.split("=")[1] for s in o),
 )

@@ -80,6 +80,14 @@ class LM(StagedFlops, nnx.Module):
             "matrix_read": "after",
             "hebbian_decay": False,  # hebbian: learned data-dependent decay alpha (gated linear attention)
             "mlstm_proj_factor": 2.0,  # mlstm: up-projection width / d_model (xLSTM uses 2); head dim = width / heads
+            # test-time-training mixers (matrix_head_dim, matrix_chunk_size, matrix_backend apply; they fix their
+            # own read order: ttt_linear after each token's update, titans before it)
+            "ttt_variant": "delta",  # ttt_linear: delta (one GD step a token, no LN) | minibatch (LN, ttt_minibatch)
+            "ttt_base_lr": 1.0,  # ttt_linear: token learning rate eta = ttt_base_lr * sigmoid(w_lr . x)
+            "ttt_minibatch": 16,  # ttt_linear minibatch: tokens per inner mini-batch
+            "titans_momentum": False,  # titans: momentum S = eta S - theta grad on the memory update (scan)
+            "titans_depth": 1,  # titans: 1 = linear memory (delta-rule kernel) | 2 = x + MLP(x) memory (scan)
+            "titans_max_lr": 1.0,  # titans: step theta = titans_max_lr * sigmoid(w . x)
             # adapters on every attn layer (memlab.models.adapters), to train on a frozen backbone:
             # delta-mem online memory, "" = off | tsw (writes every token) | ssw (one write per block window of
             # attention_window tokens, from its mean hidden state; needs attention_window_kind=block) | msw (tsw

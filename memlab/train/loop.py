@@ -112,6 +112,12 @@ ADDED_KEYS = {
     ("model", "mixer"): "attn",
     ("model", "mixer_heads"): 1,
     ("model", "chunk_len"): _saved_chunk_len,
+    ("model", "ttt_variant"): "delta",
+    ("model", "ttt_base_lr"): 1.0,
+    ("model", "ttt_minibatch"): 16,
+    ("model", "titans_momentum"): False,
+    ("model", "titans_depth"): 1,
+    ("model", "titans_max_lr"): 1.0,
 }
 
 

@@ -11,13 +11,23 @@ and the LM looks names up there, so a new mixer plugs in without touching the LM
     check(cfg) (optional)                   ValueError for knobs the mixer cannot run with
 
 attn.py, conv.py and mlstm.py hold whole mixers; gdn.py, deltanet.py and hebbian.py subclass the block they
-share in matrix_block.py. masked.py (Badger's masked mixer) is built for one sequence length, which the config
-alone does not give, so it is not registered: memory_model builds it and hands it to `lm.Block`.
+share in matrix_block.py; ttt_linear.py and titans.py subclass its learned-initial-memory form in
+fast_weights.py. masked.py (Badger's masked mixer) is built for one sequence length, which the config alone does not
+give, so it is not registered: memory_model builds it and hands it to `lm.Block`.
 """
 
 from __future__ import annotations
 
-from memlab.models.mixers import attn, conv, deltanet, gdn, hebbian, mlstm  # noqa: F401  (each registers itself)
+from memlab.models.mixers import (  # noqa: F401  (each registers itself)
+    attn,
+    conv,
+    deltanet,
+    gdn,
+    hebbian,
+    mlstm,
+    titans,
+    ttt_linear,
+)
 from memlab.registry import MIXERS
 
 

@@ -44,16 +44,17 @@ def _inv_softplus(y: jax.Array) -> jax.Array:
 def map_head_blocks(kernel: Callable[..., jax.Array], *arrays: jax.Array | None) -> jax.Array:
     """`kernel(*arrays)` run on each (batch, heads) block of the mesh (see `map_shards`) -> its [B, T, H, V] output.
 
-    Arrays are [B, T, H, ...] (q, k, v), [B, T, H] (gates) or [B, T] (segment ids); None passes through as None.
+    Arrays are [B, T, H, ...] (q, k, v; trailing dims whole), [B, T, H] (gates) or [B, T] (segment ids); None
+    passes through as None.
     """
-    layout = ("batch", "seq", "heads", None)
+    layout = ("batch", "seq", "heads") + (None,) * max(a.ndim - 3 for a in arrays if a is not None)
     present = [a for a in arrays if a is not None]
 
     def call(*blocks):
         it = iter(blocks)
         return kernel(*(None if a is None else next(it) for a in arrays))
 
-    return map_shards(call, present, [layout[: a.ndim] for a in present], layout)
+    return map_shards(call, present, [layout[: a.ndim] for a in present], layout[:4])
 
 
 def kernel_flops_per_token(h: int, k: int, v: int, chunk: int, delta: bool) -> float:
@@ -118,12 +119,23 @@ class MatrixMixer(nnx.Module):
         o = self.o_norm(o) * jax.nn.silu(self.g(x)).reshape(o.shape)
         return self.o(o.reshape(*o.shape[:-2], -1))
 
+    def _qkv_parallel(self, x, segment_ids):
+        """q, k [B, T, H, K] and v [B, T, H, V] of a whole sequence."""
+        return self._qkv(*(c(p(x), segment_ids) for p, c in self._convs()))
+
+    def _qkv_step(self, x, conv_cache):
+        """q, k [B, H, K], v [B, H, V] of one token x [B, d] -> ((q, k, v), the conv cache)."""
+        conv, outs = {}, []
+        for (proj, c), name in zip(self._convs(), "qkv", strict=True):
+            y, conv[name] = c.step(proj(x), conv_cache[name])
+            outs.append(y)
+        return self._qkv(*outs), conv
+
+    def _convs(self):
+        return (self.q, self.q_conv), (self.k, self.k_conv), (self.v, self.v_conv)
+
     def __call__(self, x: jax.Array, *, positions: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
-        q, k, v = self._qkv(
-            self.q_conv(self.q(x), segment_ids),
-            self.k_conv(self.k(x), segment_ids),
-            self.v_conv(self.v(x), segment_ids),
-        )
+        q, k, v = self._qkv_parallel(x, segment_ids)
         beta, g = self._gates(x)
         return self._out(x, self._memory(q, k, v, beta, g, segment_ids))
 
@@ -146,18 +158,14 @@ class MatrixMixer(nnx.Module):
 
     def init_cache(self, batch_size: int, max_len: int) -> dict:
         """O(1) decoding state: the last conv_kernel-1 inputs of each conv and the [B, H, K, V] fp32 memory."""
-        convs = {n: c.init_cache(batch_size) for n, c in (("q", self.q_conv), ("k", self.k_conv), ("v", self.v_conv))}
+        convs = {n: c.init_cache(batch_size) for n, (_, c) in zip("qkv", self._convs(), strict=True)}
         return {"conv": convs, "state": jnp.zeros((batch_size, self.heads, self.dk, self.dv), jnp.float32)}
 
     def step(self, x: jax.Array, cache: dict, *, position: jax.Array) -> tuple[jax.Array, dict]:
         """One token x [B, d] -> (y [B, d], cache): the op itself on a length-1 sequence from the cached state, in
         fp32 (the token-serial reference is the cheapest backend for one token)."""
-        conv = {}
-        outs = []
-        for name, proj, c in (("q", self.q, self.q_conv), ("k", self.k, self.k_conv), ("v", self.v, self.v_conv)):
-            y, conv[name] = c.step(proj(x), cache["conv"][name])
-            outs.append(y)
-        q, k, v = (y.astype(jnp.float32)[:, None] for y in self._qkv(*outs))
+        qkv, conv = self._qkv_step(x, cache["conv"])
+        q, k, v = (y.astype(jnp.float32)[:, None] for y in qkv)
         beta, g = (None if y is None else y[:, None] for y in self._gates(x))
         o, S = self._op(q, k, v, beta, g, initial_state=cache["state"], return_final_state=True, backend="reference")
         return self._out(x, o[:, 0].astype(x.dtype)), {"conv": conv, "state": S}
