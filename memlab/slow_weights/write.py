@@ -104,7 +104,8 @@ def delta_write(
     lines are made free variables and fitted by `read_steps` Adam steps on the document loss (target reads r*);
     then `pallas_kernels.delta_rule` writes M <- M + beta k (v - M^T k)^T over all positions in order, with keys
     k = q / |q| (the unit address) and values v = r* / |q|, so that q^T M = r* where a write landed exactly.
-    Returns (the model with M replaced, the read-fitting loss per step). One slow layer only."""
+    Returns (a copy of the model with M replaced, the read-fitting loss per step). One slow layer only."""
+    model = nnx.clone(model)  # the caller's model keeps its memory
     memories = memory_names(model)
     if len(memories) != 1 or model.cfg.slow_hebbian:
         raise ConfigError("the delta write handles one slow layer without a Hebbian fast state")

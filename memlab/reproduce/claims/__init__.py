@@ -8,4 +8,5 @@ from memlab.reproduce.claims import (  # noqa: F401
     memory_models,
     mqar_mixers,
     slot_efficiency,
+    slow_weights,
 )
