@@ -32,7 +32,8 @@ def open_gates(model, value=1.0):
 
 def numpy_bdh(model, tokens):
     """The anchor's forward token by token in float64 numpy: neurons, RoPE by the anchor's phase formula, the
-    strictly causal linear read of earlier tokens' values, the decoder, the slow block's gated read."""
+    strictly causal linear read of earlier tokens' values, the decoder, the slow block's gated read (addressed by
+    the residual and its causal mean)."""
     p = jax.tree.map(lambda a: np.asarray(a, np.float64), nnx.to_pure_dict(nnx.state(model, nnx.Param)))
     cfg = model.cfg
     ln = lambda v: (v - v.mean(-1, keepdims=True)) / np.sqrt(v.var(-1, keepdims=True) + 1e-5)  # noqa: E731
@@ -63,7 +64,8 @@ def numpy_bdh(model, tokens):
             x = y
             if str(layer) in p["slow"]:
                 s = p["slow"][str(layer)]
-                q = np.maximum(x @ s["address"]["kernel"], 0)
+                context = ln(np.cumsum(x, 0) / np.arange(1, T + 1)[:, None])  # the mean of x over tokens so far
+                q = np.maximum(np.concatenate([x, context], -1) @ s["address"]["kernel"], 0)
                 q = q / np.maximum(1.0, q.sum(-1, keepdims=True))
                 x = ln(x + np.tanh(s["gate"]) * (q @ s["memory"]))
         out.append(x @ p["unembed"]["kernel"])

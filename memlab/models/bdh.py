@@ -151,7 +151,7 @@ class BDH(StagedFlops, nnx.Module):
             if i == stop:
                 return x
             if i in self.slow_layers:
-                x = self.slow[str(i)](x, memory=slow.get(i), read=reads.get(i), segment_ids=segment_ids)
+                x = self.slow[str(i)](x, positions, memory=slow.get(i), read=reads.get(i), segment_ids=segment_ids)
         return x
 
     def _sparse(self, x: jax.Array, weight: nnx.Param) -> jax.Array:
@@ -250,7 +250,7 @@ class BDH(StagedFlops, nnx.Module):
             layers.append(state)
             if i in self.slow_layers:
                 memory = (slow or {}).get(i)
-                x, fast[str(i)] = self.slow[str(i)].step(x, cache["slow"][str(i)], memory=memory)
+                x, fast[str(i)] = self.slow[str(i)].step(x, cache["slow"][str(i)], cache["pos"], memory=memory)
         return self.unembed(x[:, 0]).astype(jnp.float32), {"pos": cache["pos"] + 1, "layers": layers, "slow": fast}
 
     def state_size(self, seq_len: int) -> int:

@@ -2,12 +2,16 @@
 slow memory; the paper's code is not public, so this is the reconstruction of the research notes, section B.2,
 marked inferred there).
 
-At each slow layer a content address q_t = relu(W_a x_t), normalised to a sum of at most 1, reads the memory
-M [m, D] (`memory`), and the read enters the residual through a gate that starts closed:
+At each slow layer a content address q_t = relu(W_a [x_t; c_t]), normalised to a sum of at most 1, reads the
+memory M [m, D] (`memory`), and the read enters the residual through a gate that starts closed:
 
     r_t = q_t M (+ the fast read)          x_t <- LN(x_t + tanh(g) * r_t),   g = 0 at init
 
-The address comes from the residual stream, so it reflects the whole causal context, not the token alone. With
+The address reads the residual x_t and its causal mean over the document so far, c_t = LN(mean_{s<=t} x_s): "a
+learned content-addressing projection so the address reflects full causal context, not just token identity" (the
+paper's words; the form is inferred). From x_t alone, the addresses of "Basik fears " and "Putmar owns a " at the
+answer's first byte came out nearly equal in a trained BDH (cosine 0.997: the position's own bytes dominate it),
+so no memory could tell the facts apart. With
 `model.slow_hebbian` a per-sequence fast state at the same site adds F_{t-1}^T q_t, F_t = lambda F_{t-1} +
 eta q_t x_t^T (read before write: strictly causal), through `pallas_kernels.linear_attention`. A write changes
 M only; the memory to read can also be handed in per example ([B, m, D]), which is how writes and meta-TTT work
@@ -45,13 +49,23 @@ def parse_slow_layers(spec: str, num_layers: int) -> tuple[int, ...]:
     return layers
 
 
+def causal_mean(x: jax.Array, positions: jax.Array) -> jax.Array:
+    """LN of the mean of x [B, T, D] over each position's document so far: positions [B, T] count from 0 at each
+    document's first token, so t - positions[t] is where it started (a prefix sum, no loop over tokens)."""
+    sums = jnp.cumsum(x.astype(jnp.float32), axis=1)
+    start = jnp.arange(x.shape[1])[None] - positions
+    before = jnp.take_along_axis(sums, jnp.maximum(start - 1, 0)[..., None], axis=1)
+    before = jnp.where((start > 0)[..., None], before, 0.0)
+    return layer_norm((sums - before) / (positions + 1)[..., None].astype(jnp.float32))
+
+
 class SlowBlock(nnx.Module):
     """Address `address` (D -> m), memory `memory` [m, D] (N(0, 0.02)) and per-channel gate `gate` (zeros)."""
 
     def __init__(self, cfg, *, rngs: nnx.Rngs, dtype=jnp.float32):
         d, m = cfg.d_model, cfg.slow_slots
         self.dtype = dtype
-        self.address = dense(d, m, ("embed", "slots"), rngs=rngs, dtype=dtype)
+        self.address = dense(2 * d, m, ("embed", "slots"), rngs=rngs, dtype=dtype)
         self.memory = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (m, d)), out_sharding=("slots", "embed"))
         self.gate = nnx.Param(jnp.zeros((d,)), out_sharding=("embed",))
         self.hebbian = bool(cfg.slow_hebbian)
@@ -67,9 +81,9 @@ class SlowBlock(nnx.Module):
                 f"{cfg.slow_hebbian_lr} and {cfg.slow_hebbian_decay}"
             )
 
-    def addresses(self, x: jax.Array) -> jax.Array:
-        """q [.., m]: relu(W_a x), divided by its sum where that exceeds 1 (fp32)."""
-        q = jax.nn.relu(self.address(x).astype(jnp.float32))
+    def addresses(self, x: jax.Array, context: jax.Array) -> jax.Array:
+        """q [.., m]: relu(W_a [x; context]), divided by its sum where that exceeds 1 (fp32)."""
+        q = jax.nn.relu(self.address(jnp.concatenate([x, context.astype(x.dtype)], -1)).astype(jnp.float32))
         return q / jnp.maximum(1.0, q.sum(-1, keepdims=True))
 
     def read(self, q: jax.Array, memory: jax.Array | None) -> jax.Array:
@@ -97,35 +111,41 @@ class SlowBlock(nnx.Module):
     def _mix(self, x, r):
         return layer_norm(x + (jnp.tanh(self.gate[...]) * r).astype(x.dtype))
 
-    def __call__(self, x: jax.Array, *, memory=None, read=None, segment_ids=None) -> jax.Array:
-        """x [B, T, D] after the block; `memory` replaces M ([B, m, D]), `read` replaces its read q M ([B, T, D])."""
-        q = self.addresses(x)
+    def __call__(self, x: jax.Array, positions: jax.Array, *, memory=None, read=None, segment_ids=None) -> jax.Array:
+        """x [B, T, D] after the block; `positions` [B, T] restart at 0 in each packed document (the causal mean
+        restarts with them); `memory` replaces M ([B, m, D]), `read` replaces its read q M ([B, T, D])."""
+        q = self.addresses(x, causal_mean(x, positions))
         r = self.read(q, memory) if read is None else read.astype(jnp.float32)
         if self.hebbian:
             r = r + self._fast(q, x, segment_ids)[0][:, :, 0]
         return self._mix(x, r)
 
     def init_cache(self, batch_size: int) -> dict:
-        """The fast state [B, 1, m, D] (fp32), if any."""
+        """The running sum of the residuals (for the causal mean) and the fast state [B, 1, m, D] (fp32), if any."""
         m, d = self.memory.shape
-        return {"fast": jnp.zeros((batch_size, 1, m, d), jnp.float32)} if self.hebbian else {}
+        cache = {"sum": jnp.zeros((batch_size, 1, d), jnp.float32)}
+        return {**cache, "fast": jnp.zeros((batch_size, 1, m, d), jnp.float32)} if self.hebbian else cache
 
-    def step(self, x: jax.Array, cache: dict, *, memory: jax.Array | None = None) -> tuple[jax.Array, dict]:
-        """One token x [B, 1, D] -> (x after the block, cache): the same read, the fast state carried on."""
-        q = self.addresses(x)
+    def step(self, x: jax.Array, cache: dict, position: jax.Array, *, memory=None) -> tuple[jax.Array, dict]:
+        """One token x [B, 1, D] at `position` -> (x after the block, cache): the same read, the causal mean's
+        running sum and the fast state carried on."""
+        total = cache["sum"] + x.astype(jnp.float32)
+        q = self.addresses(x, layer_norm(total / (position + 1).astype(jnp.float32)))
         r = self.read(q, memory)
+        new = {"sum": total}
         if self.hebbian:
-            o, fast = self._fast(q, x, state=cache["fast"])
-            r, cache = r + o[:, :, 0], {"fast": fast}
-        return self._mix(x, r), cache
+            o, new["fast"] = self._fast(q, x, state=cache["fast"])
+            r = r + o[:, :, 0]
+        return self._mix(x, r), new
 
     @staticmethod
     def state_size(cfg) -> int:
-        return cfg.slow_slots * cfg.d_model if cfg.slow_hebbian else 0
+        """The causal mean's running sum (D) and the fast state (m x D), if any."""
+        return cfg.d_model + (cfg.slow_slots * cfg.d_model if cfg.slow_hebbian else 0)
 
     @staticmethod
     def forward_flops_per_token(cfg, seq_len: int) -> float:
-        """The address (D m MACs) and the read (m D), plus the fast state's chunked linear attention."""
+        """The address (2D m MACs) and the read (m D), plus the fast state's chunked linear attention."""
         d, m = cfg.d_model, cfg.slow_slots
         fast = kernel_flops_per_token(1, m, d, min(HEBBIAN_CHUNK, seq_len), delta=False) if cfg.slow_hebbian else 0.0
-        return 2.0 * 2 * d * m + fast
+        return 2.0 * 3 * d * m + fast

@@ -17,6 +17,7 @@ import pallas_kernels
 from memlab.data.facts import Fact, document_rows, probe_rows
 from memlab.errors import ConfigError
 from memlab.models.params import flat_params
+from memlab.models.slow_block import causal_mean
 from memlab.objectives import masked_cross_entropy
 from memlab.train.partial import split_trainable
 
@@ -115,7 +116,8 @@ def delta_write(
 
     @jax.jit
     def targets():
-        q = block.addresses(model.residual(doc["inputs"], stop=layer))  # [F, T, m]
+        x = model.residual(doc["inputs"], stop=layer)
+        q = block.addresses(x, causal_mean(x, jnp.broadcast_to(jnp.arange(x.shape[1]), x.shape[:2])))  # [F, T, m]
         tx = optax.adam(read_lr)
 
         def loss_fn(r):
