@@ -15,7 +15,7 @@ from memlab.data.facts import Fact, make_facts, probe_rows, write_facts
 from memlab.models import build_model
 from memlab.models.params import flat_params
 from memlab.slow_weights.score import contamination, score, summary
-from memlab.slow_weights.write import adam_write, delta_write, row_length
+from memlab.slow_weights.write import adam_write, delta_write, memory_names, row_length
 from tests.helpers import memlab_cmd
 from tests.test_bdh import EXPERIMENT, bdh_config, open_gates
 
@@ -66,6 +66,10 @@ def test_adam_write_changes_the_memories_only_and_fits_the_facts(slow_model):
     after = flat_params(nnx.state(written, nnx.Param))
     assert [n for n in before if not np.array_equal(before[n], after[n])] == ["slow/1/memory"]
     assert losses[-1] < 0.8 * losses[0]
+    block, _ = adam_write(slow_model, FACTS, steps=3, lr=0.05, names=memory_names(slow_model, "block"))
+    after = flat_params(nnx.state(block, nnx.Param))
+    changed = [n for n in before if not np.array_equal(before[n], after[n])]
+    assert changed == ["slow/1/address/kernel", "slow/1/gate", "slow/1/memory"]
 
 
 def document_loss(model, facts):

@@ -18,6 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--out", required=True, help="directory of the written block (a verified snapshot)")
     w.add_argument("--method", choices=METHODS, default="adam", help="adam: Adam on the memories; delta: one pass")
     w.add_argument("--steps", type=int, default=300, help="Adam steps (default 300)")
+    w.add_argument(
+        "--train",
+        choices=("memory", "block"),
+        default="memory",
+        help="adam: train the slow memories (default) or the whole slow block (address and gate too)",
+    )
     w.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default 1e-2)")
     w.add_argument("--contrastive", type=float, default=0.0, help="weight of the InfoNCE term over facts (default 0)")
     w.add_argument("--from-block", default=None, help="start from this written block (a second document)")
@@ -69,9 +75,11 @@ def write(args) -> int:
 
     facts = read_facts(args.facts)
     model, config, step = _load(args.run_dir, args.step, args.from_block)
-    memory_names(model)  # a clear error for a run without a slow block, before any compute
+    names = memory_names(model, args.train)  # a clear error for a run without a slow block, before any compute
     if args.method == "adam":
-        model, losses = adam_write(model, facts, steps=args.steps, lr=args.lr, contrastive=args.contrastive)
+        model, losses = adam_write(
+            model, facts, steps=args.steps, lr=args.lr, contrastive=args.contrastive, names=names
+        )
     else:
         model, losses = delta_write(model, facts)
     scores = score(model, facts)
@@ -79,6 +87,7 @@ def write(args) -> int:
         "run_dir": str(Path(args.run_dir).resolve()),
         "step": step,
         "method": args.method,
+        "train": args.train,
         "steps": args.steps,
         "lr": args.lr,
         "contrastive": args.contrastive,

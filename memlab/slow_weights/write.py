@@ -30,17 +30,22 @@ def row_length(facts: list[Fact]) -> int:
     return -(-longest // 8) * 8
 
 
-def memory_names(model: nnx.Module) -> frozenset[str]:
-    """Paths of the slow memories (`slow/<layer>/memory`): what a block write changes. A ConfigError for a
-    model without a slow block."""
+WRITABLE = ("memory", "block")  # what a write trains: the slow memories, or the whole slow block
+
+
+def memory_names(model: nnx.Module, what: str = "memory") -> frozenset[str]:
+    """Paths a write trains: the slow memories (`slow/<layer>/memory`), or with `what="block"` every parameter of
+    the slow block (its address projection and gate too). A ConfigError for a model without a slow block."""
+    if what not in WRITABLE:
+        raise ConfigError(f"a write trains one of {', '.join(WRITABLE)}; got {what!r}")
     names = frozenset(n for n in flat_params(nnx.state(model, nnx.Param)) if n.startswith(f"{SLOW}/"))
-    memories = frozenset(n for n in names if n.endswith("/memory"))
-    if not memories:
+    chosen = names if what == "block" else frozenset(n for n in names if n.endswith("/memory"))
+    if not chosen:
         raise ConfigError(
             f"{type(model).__name__} has no slow block to write: train a BDH run with model.slow_layers set "
             "(e.g. experiments/slow_weights.py)"
         )
-    return memories
+    return chosen
 
 
 def _contrastive(model, probes) -> jax.Array:

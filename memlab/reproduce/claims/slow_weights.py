@@ -100,7 +100,9 @@ def _measured(by, seq, meta_write) -> str:
         f"{len(meta_write)} fact sets; plain backbone {by.loc[('plain', 'write'), 'right']:.1f}/20; no write "
         f"{by.loc[('meta', 'no write'), 'right']:.1f}/20; A kept after B {seq.loc['meta', 'A_after_B']:.0%} (meta) vs "
         f"{seq.loc['plain', 'A_after_B']:.0%} (plain); contamination {seq.loc['meta', 'contamination_joint']:.3f} "
-        f"(joint), {seq.loc['meta', 'contamination_sequential']:.3f} (sequential)"
+        f"(joint), {seq.loc['meta', 'contamination_sequential']:.3f} (sequential); addresses of different facts "
+        f"at the answer's first byte: cosine {w['address_cosine']:.3f} (meta), "
+        f"{by.loc[('plain', 'write'), 'address_cosine']:.3f} (plain)"
     )
 
 

@@ -4,6 +4,7 @@ eval pool, each scored teacher-forced and autoregressively (memlab.slow_weights.
 Per backbone and fact set (`Scale.facts` facts; the sequential documents A and B are its two halves):
   write       the facts written jointly by Adam on the slow memories through `memlab write` in a subprocess, then
               queried through `memlab query` in another (a cold reload): the logits must be bitwise identical
+  block write Adam on the whole slow block (its address projection and gate too), at its own learning rate
   no write    the learned initial memory: chance
   shuffled    the written memory with its rows permuted: what the addresses find
   in context  the facts before each prompt, the memory unwritten: the upper bound of reading
@@ -23,32 +24,33 @@ import sys
 import time
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from flax import nnx
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from memlab.data.facts import document_text, make_facts, write_facts
+from memlab.data.facts import document_text, make_facts, probe_rows, write_facts
 from memlab.models.params import flat_params
+from memlab.models.slow_block import causal_mean
 from memlab.slow_weights.score import contamination, score, summary
-from memlab.slow_weights.write import adam_write, delta_write
+from memlab.slow_weights.write import adam_write, delta_write, memory_names, row_length
 from memlab.studies.slow_weights.protocol import Scale
 from memlab.train.checkpoint import load_model
 from memlab.train.param_blocks import apply_block
 
-CONDITIONS = ("write", "no write", "shuffled", "in context", "fine-tune", "delta")
+CONDITIONS = ("write", "block write", "no write", "shuffled", "in context", "fine-tune", "delta")
 
 
 def _rank(s: dict) -> tuple:
     return (s["tf_exact"], s["ar_exact"], s["median_p_answer"])
 
 
-def choose_lr(model, scale: Scale, lrs, *, everything: bool = False) -> tuple[float, list[dict]]:
+def choose_lr(model, scale: Scale, lrs, names=None) -> tuple[float, list[dict]]:
     """The learning rate whose write of the train-pool facts recalls most (teacher-forced, then autoregressive,
-    then median p of the answer); `everything`: full fine-tuning instead of the slow memories."""
+    then median p of the answer), training the parameters `names` (default: the slow memories)."""
     facts = make_facts(scale.facts, "train", scale.lr_facts_seed)
-    names = frozenset(flat_params(nnx.state(model, nnx.Param))) if everything else None
     tried = []
     for lr in lrs:
         written, losses = adam_write(model, facts, steps=scale.write_steps, lr=lr, names=names)
@@ -93,9 +95,11 @@ def _row(kind, seed, fact_seed, condition, s: dict) -> dict:
 def evaluate_backbone(kind: str, seed: int, run_dir: Path, scale: Scale, work: Path) -> tuple[list, list, dict]:
     """(condition rows, sequential rows, chosen learning rates) of one backbone over the scale's fact sets."""
     model, _, _ = load_model(run_dir)
-    lr, lr_tried = choose_lr(model, scale, scale.write_lrs)
-    ft_lr, ft_tried = choose_lr(model, scale, scale.finetune_lrs, everything=True)
     everything = frozenset(flat_params(nnx.state(model, nnx.Param)))
+    block_names = memory_names(model, "block")
+    lr, lr_tried = choose_lr(model, scale, scale.write_lrs)
+    block_lr, block_tried = choose_lr(model, scale, scale.write_lrs, block_names)
+    ft_lr, ft_tried = choose_lr(model, scale, scale.finetune_lrs, everything)
     rows, sequential = [], []
     for fs in scale.fact_seeds:
         facts = make_facts(scale.facts, "eval", fs)
@@ -110,9 +114,11 @@ def evaluate_backbone(kind: str, seed: int, run_dir: Path, scale: Scale, work: P
         adam_write(model, facts, steps=scale.write_steps, lr=lr)
         write_seconds = time.perf_counter() - start
         finetuned, _ = adam_write(model, facts, steps=scale.write_steps, lr=ft_lr, names=everything)
+        block, _ = adam_write(model, facts, steps=scale.write_steps, lr=block_lr, names=block_names)
         delta, _ = delta_write(model, facts)
         for condition, scores in (
             ("write", score(written, facts)),
+            ("block write", score(block, facts)),
             ("no write", score(model, facts)),
             ("shuffled", score(shuffled, facts)),
             ("in context", score(model, facts, context=document_text(facts))),
@@ -120,8 +126,9 @@ def evaluate_backbone(kind: str, seed: int, run_dir: Path, scale: Scale, work: P
             ("delta", score(delta, facts)),
         ):
             rows.append(_row(kind, seed, fs, condition, summary(scores)))
-        rows[-6].update(reload_identical=reload["identical"], reload_max_abs_diff=reload["max_abs_diff"],
-                        write_seconds=write_seconds)  # fmt: skip
+            if condition == "write":
+                rows[-1].update(reload_identical=reload["identical"], reload_max_abs_diff=reload["max_abs_diff"],
+                                write_seconds=write_seconds, address_cosine=address_cosine(model, facts))  # fmt: skip
         after_a, _ = adam_write(model, first, steps=scale.write_steps, lr=lr)
         after_b, _ = adam_write(after_a, second, steps=scale.write_steps, lr=lr)
         a_before, a_after, b_after = (summary(score(m, f)) for m, f in ((after_a, first), (after_b, first),
@@ -134,14 +141,30 @@ def evaluate_backbone(kind: str, seed: int, run_dir: Path, scale: Scale, work: P
             "contamination_joint": contamination(written, first, second),
             "contamination_sequential": contamination(after_b, first, second),
         })  # fmt: skip
-    return rows, sequential, {"write_lr": lr, "write_lrs": lr_tried, "finetune_lr": ft_lr, "finetune_lrs": ft_tried}
+    lrs = {"write_lr": lr, "write_lrs": lr_tried, "block_lr": block_lr, "block_lrs": block_tried, "finetune_lr": ft_lr,
+           "finetune_lrs": ft_tried}  # fmt: skip
+    return rows, sequential, lrs
+
+
+def address_cosine(model, facts) -> float:
+    """Mean cosine between the slow block's addresses of different facts at the position that reads the answer's
+    first byte (the end of the prompt): near 1, every fact reads the same slots and no memory can tell them apart."""
+    rows = probe_rows(facts, row_length(facts))
+    tokens = jnp.asarray(rows["inputs"])
+    layer = model.slow_layers[0]
+    x = model.residual(tokens, stop=layer)
+    q = model.slow[str(layer)].addresses(x, causal_mean(x, jnp.broadcast_to(jnp.arange(x.shape[1]), x.shape[:2])))
+    q = np.asarray(q)[np.arange(len(facts)), rows["answer_start"]]
+    unit = q / np.maximum(np.linalg.norm(q, axis=-1, keepdims=True), 1e-12)
+    sims = unit @ unit.T
+    return float((sims.sum() - np.trace(sims)) / (len(facts) * (len(facts) - 1)))
 
 
 def measure(backbones: dict, scale: Scale, work: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Every backbone's rows, cached in `work/measurements.json` keyed by the backbones' run directories (the
     evaluation is deterministic: a rerun reads them back)."""
     cache = work / "measurements.json"
-    key = {f"{k}/{s}": str(d) for (k, s), d in sorted(backbones.items())}
+    key = {f"{k}/{s}": str(d) for (k, s), d in sorted(backbones.items())} | {"conditions": list(CONDITIONS)}
     if cache.exists():
         saved = json.loads(cache.read_text())
         if saved.get("key") == key:
