@@ -147,3 +147,19 @@ def test_bad_bdh_knobs_are_config_errors(text_corpus):
             bdh_config(text_corpus, bad)
     with pytest.raises(ConfigError, match="meta_inner_steps"):
         bdh_config(text_corpus, "model.slow_layers=''")
+
+
+def test_without_text_gradient_the_slow_block_learns_from_episodes_only(text_corpus):
+    from memlab.models.params import flat_params
+
+    cfg = bdh_config(text_corpus, "model.slow_text_gradient=False", "model.meta_inner_steps=1")
+    model = build_model(cfg.model, 0)
+    open_gates(model)
+    graphdef, params = nnx.split(model, nnx.Param)
+    tokens = jax.random.randint(jax.random.key(5), (2, 10), 0, 64)
+    text = flat_params(jax.grad(lambda p: nnx.merge(graphdef, p)({"inputs": tokens})["logits"].std())(params))
+    assert all(not np.any(text[n]) for n in text if n.startswith("slow/")) and np.any(text["encoder"])
+    episode = {"doc_inputs": tokens[:, None], "doc_targets": tokens[:, None], "doc_mask": jnp.ones((2, 1, 10)),
+               "inputs": tokens[:, None]}  # fmt: skip
+    grads = flat_params(jax.grad(lambda p: nnx.merge(graphdef, p)(episode)["logits"].std())(params))
+    assert np.any(grads["slow/1/memory"]) and np.any(grads["slow/1/address/kernel"])

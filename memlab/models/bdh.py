@@ -102,6 +102,9 @@ class BDH(StagedFlops, nnx.Module):
             "meta_inner_steps": 0,
             "meta_inner_lr": 1.0,  # the inner step size's initial value (learned in log space)
             "meta_second_order": False,  # differentiate through the inner gradients (default: first order)
+            # whether text (not episodes) trains the slow block: off, the block learns from episodes alone (on text
+            # it reads, but passes no gradient to its parameters); on, as any other weights
+            "slow_text_gradient": True,
         }
 
     @staticmethod
@@ -132,16 +135,20 @@ class BDH(StagedFlops, nnx.Module):
     def __call__(self, batch: dict, slow: dict | None = None) -> dict:
         if "doc_inputs" in batch:
             return self._episode(batch)
-        return {"logits": self.logits(batch["inputs"], batch.get("positions"), batch.get("segment_ids"), slow)}
+        return {
+            "logits": self.logits(batch["inputs"], batch.get("positions"), batch.get("segment_ids"), slow, text=True)
+        }
 
-    def logits(self, tokens, positions=None, segment_ids=None, slow: dict | None = None, reads=None) -> jax.Array:
+    def logits(self, tokens, positions=None, segment_ids=None, slow=None, reads=None, text=False) -> jax.Array:
         """fp32 logits [B, T, V] of tokens [B, T]. By slow layer i, `slow` replaces the memory ({i: [B, m, D]})
-        and `reads` replaces the memory's read itself ({i: [B, T, D]}, the delta write's target search)."""
-        x = self.residual(tokens, positions, segment_ids, slow=slow, reads=reads)
+        and `reads` replaces the memory's read itself ({i: [B, T, D]}, the delta write's target search). `text`:
+        the training forward on text, where `model.slow_text_gradient` decides whether the slow block learns."""
+        x = self.residual(tokens, positions, segment_ids, slow=slow, reads=reads, text=text)
         return constrain(self.unembed(x).astype(jnp.float32), ("batch", "seq", "vocab"))
 
-    def residual(self, tokens, positions=None, segment_ids=None, *, slow=None, reads=None, stop=None) -> jax.Array:
+    def residual(self, tokens, positions=None, segment_ids=None, *, slow=None, reads=None, stop=None, text=False):
         """The residual stream after the last layer pass, or, with `stop=i`, the input of slow layer i's block."""
+        frozen = text and not self.cfg.get("slow_text_gradient", True)
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
         slow, reads = slow or {}, reads or {}
@@ -151,7 +158,8 @@ class BDH(StagedFlops, nnx.Module):
             if i == stop:
                 return x
             if i in self.slow_layers:
-                x = self.slow[str(i)](x, positions, memory=slow.get(i), read=reads.get(i), segment_ids=segment_ids)
+                block = self.slow[str(i)]
+                x = block(x, positions, memory=slow.get(i), read=reads.get(i), segment_ids=segment_ids, frozen=frozen)
         return x
 
     def _sparse(self, x: jax.Array, weight: nnx.Param) -> jax.Array:

@@ -49,6 +49,12 @@ def parse_slow_layers(spec: str, num_layers: int) -> tuple[int, ...]:
     return layers
 
 
+def _stopped(block: nnx.Module):
+    """The block's graph and its parameters behind stop_gradient."""
+    graphdef, state = nnx.split(block)
+    return graphdef, jax.tree.map(jax.lax.stop_gradient, state)
+
+
 def causal_mean(x: jax.Array, positions: jax.Array) -> jax.Array:
     """LN of the mean of x [B, T, D] over each position's document so far: positions [B, T] count from 0 at each
     document's first token, so t - positions[t] is where it started (a prefix sum, no loop over tokens)."""
@@ -111,9 +117,12 @@ class SlowBlock(nnx.Module):
     def _mix(self, x, r):
         return layer_norm(x + (jnp.tanh(self.gate[...]) * r).astype(x.dtype))
 
-    def __call__(self, x: jax.Array, positions: jax.Array, *, memory=None, read=None, segment_ids=None) -> jax.Array:
+    def __call__(self, x, positions, *, memory=None, read=None, segment_ids=None, frozen=False) -> jax.Array:
         """x [B, T, D] after the block; `positions` [B, T] restart at 0 in each packed document (the causal mean
-        restarts with them); `memory` replaces M ([B, m, D]), `read` replaces its read q M ([B, T, D])."""
+        restarts with them); `memory` replaces M ([B, m, D]), `read` replaces its read q M ([B, T, D]); `frozen`:
+        no gradient reaches the block's parameters (gradients still flow through it to the residual)."""
+        if frozen:
+            return nnx.merge(*_stopped(self))(x, positions, memory=memory, read=read, segment_ids=segment_ids)
         q = self.addresses(x, causal_mean(x, positions))
         r = self.read(q, memory) if read is None else read.astype(jnp.float32)
         if self.hebbian:
