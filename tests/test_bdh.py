@@ -79,9 +79,13 @@ def test_masked_forward_matches_a_token_serial_reading_of_the_equations(text_cor
     np.testing.assert_allclose(logits_of(model, {"inputs": tokens}), numpy_bdh(model, tokens), rtol=2e-4, atol=2e-4)
 
 
-@pytest.mark.parametrize("hebbian", [False, True], ids=["slow", "slow+hebbian"])
-def test_bdh_decodes_through_its_state_and_is_causal(text_corpus, hebbian):
-    model = build_model(bdh_config(text_corpus, f"model.slow_hebbian={hebbian}", "model.slow_hebbian_lr=0.5").model, 0)
+@pytest.mark.parametrize(
+    "overrides",
+    [(), ("model.slow_hebbian=True", "model.slow_hebbian_lr=0.5"), ("model.slow_address=softmax",)],
+    ids=["slow", "slow+hebbian", "softmax-address"],
+)
+def test_bdh_decodes_through_its_state_and_is_causal(text_corpus, overrides):
+    model = build_model(bdh_config(text_corpus, *overrides).model, 0)
     open_gates(model)
     tokens = jax.random.randint(jax.random.key(1), (2, 12), 0, 64)
     np.testing.assert_allclose(decoded_logits(model, tokens), logits_of(model, {"inputs": tokens}), atol=2e-5)

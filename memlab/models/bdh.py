@@ -94,6 +94,9 @@ class BDH(StagedFlops, nnx.Module):
             # content-addressed m x D memory is read into the residual through a gate that starts closed
             "slow_layers": "",
             "slow_slots": 64,  # m
+            # the address's nonlinearity: relu, divided by its sum where above 1 (bdh-fast-weights v0.3), or softmax
+            # over the slots (every slot keeps a gradient: relu addresses collapsed onto one always-on slot)
+            "slow_address": "relu",
             "slow_hebbian": False,  # a per-sequence Hebbian fast state at the same site (read before write)
             "slow_hebbian_lr": 1e-3,  # its write rate eta
             "slow_hebbian_decay": 0.995,  # its per-token decay lambda

@@ -31,6 +31,7 @@ from memlab.models.layers import dense, layer_norm
 from memlab.models.mixers.matrix_block import kernel_flops_per_token
 
 HEBBIAN_CHUNK = 64
+ADDRESSES = ("relu", "softmax")
 
 
 def parse_slow_layers(spec: str, num_layers: int) -> tuple[int, ...]:
@@ -74,11 +75,14 @@ class SlowBlock(nnx.Module):
         self.address = dense(2 * d, m, ("embed", "slots"), rngs=rngs, dtype=dtype)
         self.memory = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (m, d)), out_sharding=("slots", "embed"))
         self.gate = nnx.Param(jnp.zeros((d,)), out_sharding=("embed",))
+        self.softmax = cfg.get("slow_address", "relu") == "softmax"
         self.hebbian = bool(cfg.slow_hebbian)
         self.hebbian_lr, self.hebbian_decay = float(cfg.slow_hebbian_lr), float(cfg.slow_hebbian_decay)
 
     @staticmethod
     def check(cfg) -> None:
+        if cfg.slow_address not in ADDRESSES:
+            raise ValueError(f"model.slow_address={cfg.slow_address!r} must be one of {', '.join(ADDRESSES)}")
         if cfg.slow_slots < 1:
             raise ValueError(f"model.slow_slots must be >= 1, got {cfg.slow_slots}")
         if cfg.slow_hebbian and not (cfg.slow_hebbian_lr > 0 and 0 < cfg.slow_hebbian_decay <= 1):
@@ -88,8 +92,12 @@ class SlowBlock(nnx.Module):
             )
 
     def addresses(self, x: jax.Array, context: jax.Array) -> jax.Array:
-        """q [.., m]: relu(W_a [x; context]), divided by its sum where that exceeds 1 (fp32)."""
-        q = jax.nn.relu(self.address(jnp.concatenate([x, context.astype(x.dtype)], -1)).astype(jnp.float32))
+        """q [.., m] (fp32) from a = W_a [x; context]: relu(a) divided by its sum where that exceeds 1, or
+        softmax(a) (`model.slow_address`)."""
+        a = self.address(jnp.concatenate([x, context.astype(x.dtype)], -1)).astype(jnp.float32)
+        if self.softmax:
+            return jax.nn.softmax(a, axis=-1)
+        q = jax.nn.relu(a)
         return q / jnp.maximum(1.0, q.sum(-1, keepdims=True))
 
     def read(self, q: jax.Array, memory: jax.Array | None) -> jax.Array:

@@ -74,7 +74,8 @@ class SlowWeights(Claim):
                 "queried in a fresh process with logits bitwise identical to those before saving; (2) the unwritten "
                 f"memory recalls no fact and its median p stays below {CHANCE_P}; (3) the meta-TTT backbone keeps "
                 "more of document A after B is written than the plain backbone (teacher-forced, mean over fact "
-                f"sets); (4) teacher-forced and autoregressive exact match of the write within {SCORER_GAP}. "
+                f"sets); (4) teacher-forced and autoregressive exact match within {SCORER_GAP} in every condition that "
+                "recalls anything (at least one must). "
                 "Retention (71%) and contamination (0.03) are reported beside the paper's, not judged"
             ),
             verdict=verdict_of(list(parts.values())),
@@ -92,12 +93,22 @@ class SlowWeights(Claim):
         )
 
 
+def _scorers_agree(by: pd.DataFrame) -> bool:
+    """Teacher-forced and autoregressive exact match within SCORER_GAP for every (backbone, condition) that recalls
+    anything, and at least one does (two zeros agree without telling a leak from recall)."""
+    recalled = by[(by["tf_exact"] > 0) | (by["ar_exact"] > 0)]
+    return bool(len(recalled) and ((recalled["tf_exact"] - recalled["ar_exact"]).abs() <= SCORER_GAP).all())
+
+
 def _measured(by, seq, meta_write) -> str:
     w = by.loc[("meta", "write")]
     return (
         f"meta-TTT backbone: {w['right']:.1f}/20 facts right teacher-forced ({w['ar_exact']:.0%} autoregressive), "
         f"median p {w['median_p_first']:.3f}, reload identical in {int(meta_write['reload_identical'].sum())}/"
-        f"{len(meta_write)} fact sets; plain backbone {by.loc[('plain', 'write'), 'right']:.1f}/20; no write "
+        f"{len(meta_write)} fact sets; plain backbone {by.loc[('plain', 'write'), 'right']:.1f}/20; the whole block "
+        f"written (address too) {by.loc[('meta', 'block write'), 'right']:.1f}/20 (meta), "
+        f"{by.loc[('plain', 'block write'), 'right']:.1f}/20 (plain); every weight fine-tuned "
+        f"{by.loc[('meta', 'fine-tune'), 'right']:.1f}/20; no write "
         f"{by.loc[('meta', 'no write'), 'right']:.1f}/20; A kept after B {seq.loc['meta', 'A_after_B']:.0%} (meta) vs "
         f"{seq.loc['plain', 'A_after_B']:.0%} (plain); contamination {seq.loc['meta', 'contamination_joint']:.3f} "
         f"(joint), {seq.loc['meta', 'contamination_sequential']:.3f} (sequential); addresses of different facts "
