@@ -112,6 +112,8 @@ ADDED_KEYS = {
     ("model", "mixer"): "attn",
     ("model", "mixer_heads"): 1,
     ("model", "chunk_len"): _saved_chunk_len,
+    ("model", "slow_text_gradient"): True,
+    ("model", "slow_address"): "relu",
     ("model", "ttt_variant"): "delta",
     ("model", "ttt_base_lr"): 1.0,
     ("model", "ttt_minibatch"): 16,

@@ -148,5 +148,11 @@ def _notes(setting, lrs) -> str:
         f"{list(setting.seeds)}; fact sets (eval pool, disjoint from training): {list(setting.fact_seeds)}.\n"
         f"- Learning rates chosen per backbone on a train-pool fact set: {chosen}.\n"
         "- The slow block is the research notes' reconstruction (B.2, inferred): the paper's code is not public.\n"
-        "- Every score is on the facts' probes without the document in context, except the in-context control."
+        "- Every score is on the facts' probes without the document in context, except the in-context control.\n"
+        "- Address cosine (measured): the mean cosine between the slow addresses of different facts where the prompt "
+        "ends. Near 1, every fact reads the same slots, the read is a constant (a bias for a backbone that has none) "
+        "and a write of the memory alone can only move all answers together; training the address as well (block "
+        "write) or every weight (fine-tune) is what recalls facts then.\n"
+        "- Contamination is the mass A's prompts put on B's answers; where neither document is recalled it is near 0 "
+        "for want of recall, not for separation."
     )
