@@ -42,6 +42,7 @@ from memlab.parallel import (
 from memlab.train import curriculum
 from memlab.train.checkpoint import Checkpointer
 from memlab.train.flops import run_compute, xla_flops_per_token
+from memlab.train.hardware import device_kind, peak_flops
 from memlab.train.monitor import TrainProgress, WandbLogger, wandb_run_id
 from memlab.train.partial import InitFrom, init_fresh_from_backbone, split_trainable, trainable_names
 from memlab.train.run_dir import Compute, RunDir
@@ -164,15 +165,31 @@ class StopSignal:
 
 class HostMetrics:
     """The host side of the per-step metrics: each finished step is read once (a host sync on that step only),
-    checked, and averaged into the next log row."""
+    checked, and averaged into the next log row, with the window's throughput: tokens/s, and the achieved training
+    FLOP/s per device (the analytic FLOPs of the window's steps over its wall time and the devices) and MFU (that
+    over the device's peak, where `peak` is known). Time the loop spends evaluating or checkpointing is left out of
+    the windows (`exclude`), so the rates are those of training; `train_seconds` sums the windows."""
 
-    def __init__(self, train_config: ml_collections.ConfigDict, compute: Compute, checkpointer: Checkpointer):
+    def __init__(
+        self,
+        train_config: ml_collections.ConfigDict,
+        compute: Compute,
+        checkpointer: Checkpointer,
+        devices: int = 1,
+        peak: float | None = None,
+    ):
         self.log_every, self.steps = train_config.log_every, train_config.steps
         self.compute, self.checkpointer = compute, checkpointer
+        self.devices, self.peak = devices, peak
+        self.train_seconds, self.train_flops = 0.0, 0.0  # over this process's windows, for the summary's means
         self._new_window()
 
     def _new_window(self) -> None:
-        self.sums, self.counts, self.count, self.t0 = {}, {}, 0, time.perf_counter()
+        self.sums, self.counts, self.count, self.t0, self.excluded = {}, {}, 0, time.perf_counter(), 0.0
+
+    def exclude(self, seconds: float) -> None:
+        """Leave `seconds` (spent on something other than training steps) out of the current window."""
+        self.excluded += seconds
 
     def read(self, step: int, metrics: dict) -> dict:
         """Wait for `step`'s metrics and add them to the window; returns the log row if `step` is a logging step
@@ -191,14 +208,39 @@ class HostMetrics:
         self.count += 1
         if step % self.log_every and step != self.steps:
             return {}
-        elapsed = time.perf_counter() - self.t0
-        row = {
-            **self.compute.progress(step),
-            **{k: v / self.counts[k] for k, v in self.sums.items()},
-            "tokens_per_s": self.count * self.compute.tokens_per_step / elapsed if elapsed > 0 else None,
-        }
+        elapsed = time.perf_counter() - self.t0 - self.excluded
+        progress = self.compute.progress(step)
+        row = {**progress, **{k: v / self.counts[k] for k, v in self.sums.items()}}
+        if elapsed > 0:
+            # the window's steps are (step - count, step]; Compute prices each at its phase's FLOPs per token
+            flops = progress["flops"] - self.compute.progress(step - self.count)["flops"]
+            self.train_seconds, self.train_flops = self.train_seconds + elapsed, self.train_flops + flops
+            row["tokens_per_s"] = self.count * self.compute.tokens_per_step / elapsed
+            row.update(self.rates(flops, elapsed))
+        else:
+            row["tokens_per_s"] = None
         self._new_window()
         return row
+
+    def rates(self, flops: float, seconds: float) -> dict:
+        """`tflops_per_s_per_device` of `flops` training FLOPs in `seconds`, and `mfu` where the peak is known."""
+        per_device = flops / seconds / self.devices
+        return {"tflops_per_s_per_device": per_device / 1e12, **({"mfu": per_device / self.peak} if self.peak else {})}
+
+    def summary(self, previous: dict) -> dict:
+        """The run's mean throughput for its summary: these windows' and, time-weighted, a resumed run's
+        (`previous` summary) before them. Empty if no window was timed (nor before)."""
+        seconds = previous.get("train_seconds") or 0.0
+        if self.train_seconds <= 0:
+            return {}
+        now = self.rates(self.train_flops, self.train_seconds)
+        total = seconds + self.train_seconds
+        out = {"train_seconds": total}
+        for key in ("tflops_per_s_per_device", "mfu"):
+            before = previous.get(key) if seconds > 0 else 0.0
+            known = key in now and before is not None
+            out[key] = (before * seconds + now[key] * self.train_seconds) / total if known else None
+        return out
 
 
 class Evaluator:
@@ -299,11 +341,13 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     fields = {
         **_facts(config, model, per_example, compute, trainable),
         "wandb_run_id": wandb_run_id(saved_wandb_id),
+        "device_kind": device_kind(),
+        "peak_flops_per_s_per_device": peak_flops(device_kind(), tc.precision),  # None: unknown device, no MFU
     }
     status, error, reached, measured, final = "running", None, compute.progress(start), {}, {}
     run.write_summary(previous, fields, status="running", progress=reached)
 
-    stop, logger = StopSignal(), None
+    stop, logger, host = StopSignal(), None, None
     try:
         logger = WandbLogger(config.logging, run.path, config_dict, fields["wandb_run_id"], is_main)
         train_steps = {
@@ -337,7 +381,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
                 )
             run.write_summary(previous, {**fields, **measured}, status="running", progress=reached)
 
-            host, unread = HostMetrics(tc, compute, checkpointer), None
+            host = HostMetrics(tc, compute, checkpointer, jax.device_count(), fields["peak_flops_per_s_per_device"])
+            unread = None
             with TrainProgress(run.path.name, tc.steps, start, config.logging.progress) as bar:
                 if start == 0 and init_from is not None:  # the source run's parameters, before any step
                     _publish({**compute.progress(0), **evaluator(state["params"])}, run, logger, bar)
@@ -357,11 +402,14 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
                     unread = metrics
                     if evaluating or saving:  # both need step n finished: read it now
                         row, unread = host.read(step, metrics), None
+                        t_aside = time.perf_counter()  # evaluating and checkpointing are not training time
                         if evaluating:
                             row = {**compute.progress(step), **row, **evaluator(state["params"])}
                         _publish(row, run, logger, bar)
                     if saving:
                         checkpointer.save(step, state, data, {"wandb_run_id": logger.run_id, "step": step})
+                    if evaluating or saving:
+                        host.exclude(time.perf_counter() - t_aside)
                     if stopping:
                         raise Interrupted(
                             f"stopped by signal {stop.received} at step {step}; checkpoint saved, "
@@ -380,9 +428,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
         stop.restore()
         checkpointer.close()
         wall_seconds = previous.get("wall_seconds", 0.0) + time.perf_counter() - t_start
+        throughput = host.summary(previous) if host is not None else {}
         summary = run.write_summary(
             previous,
-            {**fields, **measured, **final},
+            {**fields, **measured, **throughput, **final},
             status=status,
             progress=reached,
             error=error,
