@@ -91,3 +91,18 @@ def test_a_window_across_the_curriculum_switch_prices_each_step_at_its_rate():
     assert row["tflops_per_s_per_device"] == pytest.approx(flops / seconds / 2 / 1e12, rel=1e-9)
     assert row["mfu"] == pytest.approx(flops / seconds / 2 / 1e3, rel=1e-9)
     assert host.summary({})["tflops_per_s_per_device"] == pytest.approx(row["tflops_per_s_per_device"])
+
+
+def test_runs_table_shows_rates_only_where_present():
+    import pandas as pd
+
+    from memlab.analysis.report import _runs_table
+
+    base = {"family": "lm:attn", "params": 1e6, "flops": 1e12, "status": "completed", "step": 10, "steps": 10}
+    runs = pd.DataFrame([{**base, "run": "a", "eval/loss": 1.0}, {**base, "run": "b", "eval/loss": 2.0}])
+    assert "MFU" not in "\n".join(_runs_table(runs, "eval/loss"))
+    runs["tflops_per_s_per_device"] = [412.3, 1.5]
+    runs["mfu"] = [0.4123, None]  # run b on a device without a known peak
+    header, _, row_a, row_b = _runs_table(runs, "eval/loss")[2].splitlines()
+    assert "| TFLOP/s/device | MFU | wall s |" in header
+    assert "| 412 | 41.2% |" in row_a and "| 1.5 | – |" in row_b

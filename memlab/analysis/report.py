@@ -61,9 +61,20 @@ def _header(runs: pd.DataFrame, sweep_dir: Path, metric: str, axes: list[str]) -
     return lines + [""]
 
 
+def _present(runs: pd.DataFrame, column: str) -> bool:
+    return column in runs and bool(runs[column].notna().any())
+
+
+def _percent(value) -> str:
+    return "–" if is_missing(value) else f"{100 * float(value):.3g}%"
+
+
 def _runs_table(runs: pd.DataFrame, metric: str) -> list[str]:
     metrics = [m for m in dict.fromkeys([metric, "eval/loss", "eval/accuracy", "train/loss"]) if m in runs]
-    header = ["run", "family", "params", "non-emb params", "tokens", "FLOPs", "status", "step"] + metrics + ["wall s"]
+    # the runs' mean achieved training TFLOP/s per device and MFU (summary.json), where some run has them
+    rates = [(c, h) for c, h in (("tflops_per_s_per_device", "TFLOP/s/device"), ("mfu", "MFU")) if _present(runs, c)]
+    header = ["run", "family", "params", "non-emb params", "tokens", "FLOPs", "status", "step"] + metrics
+    header += [h for _, h in rates] + ["wall s"]
     order = [c for c in ("family", "params", "flops", "run") if c in runs]
     rows = []
     for _, r in runs.sort_values(order, na_position="last").iterrows():
@@ -80,6 +91,7 @@ def _runs_table(runs: pd.DataFrame, metric: str) -> list[str]:
                 step,
             ]
             + [num(r.get(m)) for m in metrics]
+            + [_percent(r.get(c)) if c == "mfu" else num(r.get(c), 3) for c, _ in rates]
             + [num(r.get("wall_seconds"), 3)]
         )
     lines = ["## Runs", "", markdown_table(header, rows), ""]
