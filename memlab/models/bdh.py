@@ -18,7 +18,7 @@ attention is linear attention with a Hebbian state S_t = sum_{s<=t} R(xs_s) x_s^
 training runs the masked quadratic form (cheaper for T <= N) and decoding runs `pallas_kernels.linear_attention`
 on that state, one token at a time. The anchor's dropout (0.1) is not implemented: memlab trains without dropout.
 
-With `model.slow_layers`, the forward also takes slow memories from outside (`slow={layer: [B, m, D]}`), which is
+With `model.slow_layers`, `logits` also takes slow memories from outside (`slow={layer: [B, m, D]}`), which is
 how a write (memlab.slow_weights) and meta-test-time training change them without touching the parameters; a
 batch with `doc_inputs` (the `episode` pass) is a meta-TTT episode, see `_episode`.
 """
@@ -29,6 +29,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import optax
 from flax import nnx
 
 import pallas_kernels
@@ -135,12 +136,10 @@ class BDH(StagedFlops, nnx.Module):
         if not cfg.meta_inner_lr > 0:
             raise ValueError(f"model.meta_inner_lr must be > 0, got {cfg.meta_inner_lr}")
 
-    def __call__(self, batch: dict, slow: dict | None = None) -> dict:
+    def __call__(self, batch: dict) -> dict:
         if "doc_inputs" in batch:
             return self._episode(batch)
-        return {
-            "logits": self.logits(batch["inputs"], batch.get("positions"), batch.get("segment_ids"), slow, text=True)
-        }
+        return {"logits": self.logits(batch["inputs"], batch.get("positions"), batch.get("segment_ids"), text=True)}
 
     def logits(self, tokens, positions=None, segment_ids=None, slow=None, reads=None, text=False) -> jax.Array:
         """fp32 logits [B, T, V] of tokens [B, T]. By slow layer i, `slow` replaces the memory ({i: [B, m, D]})
@@ -164,6 +163,11 @@ class BDH(StagedFlops, nnx.Module):
                 block = self.slow[str(i)]
                 x = block(x, positions, memory=slow.get(i), read=reads.get(i), segment_ids=segment_ids, frozen=frozen)
         return x
+
+    def slow_addresses(self, tokens: jax.Array, layer: int) -> jax.Array:
+        """The addresses q [B, T, m] slow layer `layer` computes on tokens [B, T] (one document per row)."""
+        x = self.residual(tokens, stop=layer)
+        return self.slow[str(layer)].address_of(x, jnp.broadcast_to(jnp.arange(x.shape[1]), x.shape[:2]))
 
     def _sparse(self, x: jax.Array, weight: nnx.Param) -> jax.Array:
         """relu(x W_h) per head: x [B, T, D] (or [B, H, T, D]) -> [B, H, T, N]."""
@@ -210,7 +214,7 @@ class BDH(StagedFlops, nnx.Module):
 
         def doc_loss(mems):
             logits = self.logits(docs[0], slow=_per_row(mems, f))
-            ce = _token_ce(logits, docs[1]).reshape(doc_mask.shape)
+            ce = optax.softmax_cross_entropy_with_integer_labels(logits, docs[1]).reshape(doc_mask.shape)
             per_episode = (ce * doc_mask).sum((1, 2)) / jnp.maximum(doc_mask.sum((1, 2)), 1.0)
             return per_episode.sum()  # episodes are independent: each memory's gradient is its own episode's
 
@@ -236,7 +240,7 @@ class BDH(StagedFlops, nnx.Module):
             "slow": {str(i): self.slow[str(i)].init_cache(batch_size) for i in self.slow_layers},
         }
 
-    def decode_step(self, tokens: jax.Array, cache: dict, slow: dict | None = None) -> tuple[jax.Array, dict]:
+    def decode_step(self, tokens: jax.Array, cache: dict) -> tuple[jax.Array, dict]:
         """One token per sequence, tokens [B] -> (fp32 logits [B, V], cache); equals the masked forward. Token t's
         attention reads the state before its own write (`linear_attention(read_before_write=True)`)."""
         x = layer_norm(self.embed(tokens))[:, None]  # [B, 1, D]
@@ -260,8 +264,7 @@ class BDH(StagedFlops, nnx.Module):
             x = self._write_back(x, xs, a)
             layers.append(state)
             if i in self.slow_layers:
-                memory = (slow or {}).get(i)
-                x, fast[str(i)] = self.slow[str(i)].step(x, cache["slow"][str(i)], cache["pos"], memory=memory)
+                x, fast[str(i)] = self.slow[str(i)].step(x, cache["slow"][str(i)], cache["pos"])
         return self.unembed(x[:, 0]).astype(jnp.float32), {"pos": cache["pos"] + 1, "layers": layers, "slow": fast}
 
     def state_size(self, seq_len: int) -> int:
@@ -316,9 +319,3 @@ class BDH(StagedFlops, nnx.Module):
 def _per_row(memories: dict, repeat: int) -> dict:
     """Per-example memories {i: [B, m, D]} -> per-row {i: [B * repeat, m, D]} (each example's F rows share its)."""
     return {i: jnp.repeat(m, repeat, axis=0) for i, m in memories.items()}
-
-
-def _token_ce(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """Per-token cross entropy in fp32."""
-    logz = jax.nn.logsumexp(logits, axis=-1)
-    return logz - jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]

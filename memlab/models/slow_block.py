@@ -100,7 +100,11 @@ class SlowBlock(nnx.Module):
         q = jax.nn.relu(a)
         return q / jnp.maximum(1.0, q.sum(-1, keepdims=True))
 
-    def read(self, q: jax.Array, memory: jax.Array | None) -> jax.Array:
+    def address_of(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+        """The addresses of the residuals x [B, T, D] of documents at `positions` (their causal mean's restarts)."""
+        return self.addresses(x, causal_mean(x, positions))
+
+    def read(self, q: jax.Array, memory: jax.Array | None = None) -> jax.Array:
         """q M for the block's own memory [m, D], or one memory per example [B, m, D]."""
         memory = self.memory[...] if memory is None else memory
         spec = "btm,md->btd" if memory.ndim == 2 else "btm,bmd->btd"
@@ -131,7 +135,7 @@ class SlowBlock(nnx.Module):
         no gradient reaches the block's parameters (gradients still flow through it to the residual)."""
         if frozen:
             return nnx.merge(*_stopped(self))(x, positions, memory=memory, read=read, segment_ids=segment_ids)
-        q = self.addresses(x, causal_mean(x, positions))
+        q = self.address_of(x, positions)
         r = self.read(q, memory) if read is None else read.astype(jnp.float32)
         if self.hebbian:
             r = r + self._fast(q, x, segment_ids)[0][:, :, 0]
@@ -143,12 +147,12 @@ class SlowBlock(nnx.Module):
         cache = {"sum": jnp.zeros((batch_size, 1, d), jnp.float32)}
         return {**cache, "fast": jnp.zeros((batch_size, 1, m, d), jnp.float32)} if self.hebbian else cache
 
-    def step(self, x: jax.Array, cache: dict, position: jax.Array, *, memory=None) -> tuple[jax.Array, dict]:
+    def step(self, x: jax.Array, cache: dict, position: jax.Array) -> tuple[jax.Array, dict]:
         """One token x [B, 1, D] at `position` -> (x after the block, cache): the same read, the causal mean's
         running sum and the fast state carried on."""
         total = cache["sum"] + x.astype(jnp.float32)
         q = self.addresses(x, layer_norm(total / (position + 1).astype(jnp.float32)))
-        r = self.read(q, memory)
+        r = self.read(q)
         new = {"sum": total}
         if self.hebbian:
             o, new["fast"] = self._fast(q, x, state=cache["fast"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import time
 
 METHODS = ("adam", "delta")
 
@@ -76,12 +77,14 @@ def write(args) -> int:
     facts = read_facts(args.facts)
     model, config, step = _load(args.run_dir, args.step, args.from_block)
     names = memory_names(model, args.train)  # a clear error for a run without a slow block, before any compute
+    start = time.perf_counter()
     if args.method == "adam":
         model, losses = adam_write(
             model, facts, steps=args.steps, lr=args.lr, contrastive=args.contrastive, names=names
         )
     else:
         model, losses = delta_write(model, facts)
+    seconds = time.perf_counter() - start  # the losses came back to the host: the write has finished
     scores = score(model, facts)
     meta = {
         "run_dir": str(Path(args.run_dir).resolve()),
@@ -98,6 +101,7 @@ def write(args) -> int:
             "sha256": hashlib.sha256(Path(args.facts).read_bytes()).hexdigest(),
         },
         "loss": {"first": float(losses[0]), "last": float(losses[-1])},
+        "seconds": seconds,  # the write itself (compilation included), not loading or scoring
     }
     save_block(model, SLOW, args.out, meta=meta)
     if args.logits:

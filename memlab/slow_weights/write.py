@@ -17,7 +17,6 @@ import pallas_kernels
 from memlab.data.facts import Fact, document_rows, probe_rows
 from memlab.errors import ConfigError
 from memlab.models.params import flat_params
-from memlab.models.slow_block import causal_mean
 from memlab.objectives import masked_cross_entropy
 from memlab.train.partial import split_trainable
 
@@ -121,8 +120,7 @@ def delta_write(
 
     @jax.jit
     def targets():
-        x = model.residual(doc["inputs"], stop=layer)
-        q = block.addresses(x, causal_mean(x, jnp.broadcast_to(jnp.arange(x.shape[1]), x.shape[:2])))  # [F, T, m]
+        q = model.slow_addresses(doc["inputs"], layer)  # [F, T, m]
         tx = optax.adam(read_lr)
 
         def loss_fn(r):

@@ -56,18 +56,23 @@ PEAKS: list[tuple[str, str, dict[str, float]]] = [
 ]
 
 
+def _entry(device_kind: str) -> tuple[str, str, dict[str, float]] | None:
+    """The first table entry whose pattern matches `device_kind` (lowercased, spaces collapsed), or None."""
+    kind = " ".join(device_kind.lower().split())
+    return next((entry for entry in PEAKS if re.search(entry[0], kind)), None)
+
+
 def accelerator(device_kind: str) -> str | None:
     """The table's name for `device_kind` (a `jax.Device.device_kind`), or None if the table does not know it."""
-    kind = " ".join(device_kind.lower().split())
-    return next((name for pattern, name, _ in PEAKS if re.search(pattern, kind)), None)
+    entry = _entry(device_kind)
+    return None if entry is None else entry[1]
 
 
 def peak_flops(device_kind: str, precision: str = BF16) -> float | None:
     """Peak dense FLOP/s of one device of kind `device_kind` training in `precision` ("bfloat16" | "float32"), or
     None for a device the table does not know (a CPU, say)."""
-    kind = " ".join(device_kind.lower().split())
-    peaks = next((peaks for pattern, _, peaks in PEAKS if re.search(pattern, kind)), None)
-    return None if peaks is None else peaks.get(precision)
+    entry = _entry(device_kind)
+    return None if entry is None else entry[2].get(precision)
 
 
 def device_kind() -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -33,12 +32,11 @@ from matplotlib.figure import Figure
 
 from memlab.data.facts import document_text, make_facts, probe_rows, write_facts
 from memlab.models.params import flat_params
-from memlab.models.slow_block import causal_mean
 from memlab.slow_weights.score import contamination, score, summary
 from memlab.slow_weights.write import adam_write, delta_write, memory_names, row_length
 from memlab.studies.slow_weights.protocol import Scale
 from memlab.train.checkpoint import load_model
-from memlab.train.param_blocks import apply_block
+from memlab.train.param_blocks import apply_block, load_block
 
 CONDITIONS = ("write", "block write", "no write", "shuffled", "in context", "fine-tune", "delta")
 
@@ -67,14 +65,13 @@ def _cli(*args: str) -> str:
 
 def cold_reload(run_dir: Path, facts, lr: float, steps: int, work: Path) -> dict:
     """Write through `memlab write` (one process, saving the block and the facts' logits), query through `memlab
-    query` (another process, loading run and block from disk): whether the logits are bitwise identical."""
+    query` (another process, loading run and block from disk): whether the logits are bitwise identical, and how
+    long the write took (its own timing, kept in the block's manifest)."""
     work.mkdir(parents=True, exist_ok=True)
     write_facts(work / "facts.jsonl", facts)
     block, before, after = work / "block", work / "logits_written.npy", work / "logits_reloaded.npy"
-    start = time.perf_counter()
     _cli("write", str(run_dir), "--facts", str(work / "facts.jsonl"), "--out", str(block), "--steps", str(steps),
          "--lr", str(lr), "--logits", str(before))  # fmt: skip
-    write_seconds = time.perf_counter() - start
     _cli("query", str(run_dir), "--block", str(block), "--facts", str(work / "facts.jsonl"), "--logits", str(after),
          "--json", str(work / "scores.json"))  # fmt: skip
     a, b = np.load(before, allow_pickle=False), np.load(after, allow_pickle=False)
@@ -82,7 +79,7 @@ def cold_reload(run_dir: Path, facts, lr: float, steps: int, work: Path) -> dict
         "block": str(block),
         "identical": bool(a.shape == b.shape and a.tobytes() == b.tobytes()),
         "max_abs_diff": float(np.max(np.abs(a - b))),
-        "write_process_seconds": write_seconds,
+        "write_seconds": load_block(block)[1]["source"]["seconds"],
     }
 
 
@@ -110,9 +107,6 @@ def evaluate_backbone(kind: str, seed: int, run_dir: Path, scale: Scale, work: P
         shuffled = nnx.clone(written)
         for block in shuffled.slow.values():
             block.memory[...] = block.memory[...][np.random.default_rng(fs).permutation(block.memory.shape[0])]
-        start = time.perf_counter()
-        adam_write(model, facts, steps=scale.write_steps, lr=lr)
-        write_seconds = time.perf_counter() - start
         finetuned, _ = adam_write(model, facts, steps=scale.write_steps, lr=ft_lr, names=everything)
         block, _ = adam_write(model, facts, steps=scale.write_steps, lr=block_lr, names=block_names)
         delta, _ = delta_write(model, facts)
@@ -127,8 +121,12 @@ def evaluate_backbone(kind: str, seed: int, run_dir: Path, scale: Scale, work: P
         ):
             rows.append(_row(kind, seed, fs, condition, summary(scores)))
             if condition == "write":
-                rows[-1].update(reload_identical=reload["identical"], reload_max_abs_diff=reload["max_abs_diff"],
-                                write_seconds=write_seconds, address_cosine=address_cosine(model, facts))  # fmt: skip
+                rows[-1].update(
+                    reload_identical=reload["identical"],
+                    reload_max_abs_diff=reload["max_abs_diff"],
+                    write_seconds=reload["write_seconds"],
+                    address_cosine=address_cosine(model, facts),
+                )
         after_a, _ = adam_write(model, first, steps=scale.write_steps, lr=lr)
         after_b, _ = adam_write(after_a, second, steps=scale.write_steps, lr=lr)
         a_before, a_after, b_after = (summary(score(m, f)) for m, f in ((after_a, first), (after_b, first),
@@ -150,11 +148,8 @@ def address_cosine(model, facts) -> float:
     """Mean cosine between the slow block's addresses of different facts at the position that reads the answer's
     first byte (the end of the prompt): near 1, every fact reads the same slots and no memory can tell them apart."""
     rows = probe_rows(facts, row_length(facts))
-    tokens = jnp.asarray(rows["inputs"])
-    layer = model.slow_layers[0]
-    x = model.residual(tokens, stop=layer)
-    q = model.slow[str(layer)].addresses(x, causal_mean(x, jnp.broadcast_to(jnp.arange(x.shape[1]), x.shape[:2])))
-    q = np.asarray(q)[np.arange(len(facts)), rows["answer_start"]]
+    q = np.asarray(model.slow_addresses(jnp.asarray(rows["inputs"]), model.slow_layers[0]))
+    q = q[np.arange(len(facts)), rows["answer_start"]]
     unit = q / np.maximum(np.linalg.norm(q, axis=-1, keepdims=True), 1e-12)
     sims = unit @ unit.T
     return float((sims.sum() - np.trace(sims)) / (len(facts) * (len(facts) - 1)))
