@@ -14,11 +14,12 @@ with the same four modules, so every kernel sits beside the oracle it is tested 
     <op>/__init__.py     the public function(s) and the registration of the op's backends
     <op>/reference.py    token-serial ``lax.scan`` oracle, differentiated by plain autodiff
     <op>/chunked.py      pure-JAX chunked form (``lax.scan`` over chunks, hand-written backward)
-    <op>/pallas.py       Pallas forward / backward kernels, one program per (batch, head)
+    <op>/pallas.py       chunk-parallel Pallas kernels (Triton on GPUs, Mosaic on TPUs, interpreted on CPU)
     <op>/chunk_math.py   per-chunk forward / backward math shared by chunked.py and pallas.py
 
 ``_common/`` holds what the ops share: argument checks, the dispatch registry and ``auto`` policy, chunking and
-segments, Pallas grid plumbing, shard_map variance, and the one ``jax.custom_vjp`` construction.
+segments, the Pallas lowering per platform with its grids and ``tuning`` knobs (value tile, Triton warps and
+stages), shard_map variance, and the one ``jax.custom_vjp`` construction.
 
 The names ``delta_rule`` and ``mlstm`` here are the functions; the subpackages of the same names are imported
 by module path (``from pallas_kernels.mlstm.chunk_math import State``), not by attribute.
@@ -26,7 +27,8 @@ The benchmark CLI is ``python -m benchmarks.kernels`` at the repository root; fi
 """
 
 from ._common import dispatch
+from ._common.pallas import tuning
 from .delta_rule import delta_rule, linear_attention
 from .mlstm import mlstm
 
-__all__ = ["delta_rule", "dispatch", "linear_attention", "mlstm"]
+__all__ = ["delta_rule", "dispatch", "linear_attention", "mlstm", "tuning"]

@@ -8,8 +8,10 @@ Each op registers one callable per backend (in its subpackage's ``__init__``). `
   temp memory) and Pallas in interpret mode at every point measured, for the delta rule and the mLSTM; the
   figures and the commands that measure them are in BENCHMARKS.md (section pallas_kernels). Training needs the
   backward, so the forward alone (where the reference can be faster) does not decide.
-* gpu, tpu and anything else: ``chunked`` until the Pallas kernels have been measured and validated there (the
-  Triton/Mosaic lowering has not run on real hardware yet; ``backend="pallas"`` selects it explicitly).
+* gpu, tpu and anything else: ``chunked`` until the Pallas kernels have been measured there. They lower to
+  Triton and Mosaic (tests/kernels/test_lowering.py) but have not run on a GPU or TPU in this repository yet;
+  ``scripts/gpu_check.sh`` measures both backends on a GPU and BENCHMARKS.md records the figures that decide.
+  ``backend="pallas"`` selects the kernels explicitly.
 """
 
 from __future__ import annotations

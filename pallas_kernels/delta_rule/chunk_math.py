@@ -196,6 +196,12 @@ def chunk_update(S0, k, v, beta, x: Intra, m: Masks, solver, delta: bool):
     return solver.solve(x.fac, beta[..., :, None] * (v - m.a[..., :, None] * dot(k, S0)))
 
 
+def wy(k, v, beta, x: Intra, m: Masks, solver):
+    """(W, Ubar) = (T diag(beta a) K, T diag(beta) V): the state-independent halves of U = Ubar - W S0, which
+    the chunk-parallel kernels form for every chunk at once before the sequential pass over chunks."""
+    return solver.solve(x.fac, (beta * m.a)[..., :, None] * k), solver.solve(x.fac, beta[..., :, None] * v)
+
+
 def chunk_output(S0, q, U, x: Intra, m: Masks):
     return dot(m.a[..., :, None] * q, S0) + dot(x.P, U)
 
@@ -211,6 +217,17 @@ def chunk_state(S0, k, U, m: Masks):
 def gram(q, k, delta: bool):
     """(Q K^T, K K^T or None): the state-independent products the backward pass recomputes per chunk."""
     return dot(q, k, tb=True), (dot(k, k, tb=True) if delta else None)
+
+
+def state_cotangent(q, k, W, dS1, dO, m: Masks, P):
+    """dS0, the cotangent of a chunk's incoming state, from that of its outgoing state dS1 and of its output
+    dO: the only quantity the reverse pass over chunks must carry. With W from :func:`wy` (None: Hebbian),
+    W^T dU = (diag(beta a) K)^T T^T dU, the delta rule's term of :func:`chunk_backward`."""
+    dS0 = dot(m.a[..., :, None] * q, dO, ta=True) + m.gamma[..., None, None] * dS1
+    if W is None:
+        return dS0
+    dU = dot(P, dO, ta=True) + dot(m.b[..., :, None] * k, dS1)
+    return dS0 - dot(W, dU, ta=True)
 
 
 def chunk_backward(q, k, v, beta, S0, dS1, dO, U, fac, QK, KK, m: Masks, solver, delta: bool):

@@ -181,7 +181,8 @@ def chunk_backward(q, k, v, ig, G, c, s: State, dh, ds: State, eps):
     h = f.num / f.den[..., None]
     dnum = dh / f.den[..., None]
     dden = -jnp.sum(dh * h, axis=-1) / f.den
-    dqn = jnp.where(f.use_qn, dden * jnp.sign(f.qn), zero)
+    # d|qn|/dqn = sign(qn), written as a select (qn != 0 where it is used; Mosaic's sign needs the chip).
+    dqn = jnp.where(f.use_qn, jnp.where(f.qn < 0, -dden, dden), zero)
     dm = jnp.where(f.use_qn, zero, -dden * jnp.exp(-f.m))
     dP = dot(dnum, v, tb=True) + dqn[..., None]
     dS = dP * f.W

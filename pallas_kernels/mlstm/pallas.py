@@ -1,11 +1,16 @@
-"""Pallas kernels for the mLSTM: a fused forward and a fused backward kernel with one program per (batch, head)
-that walks the chunks sequentially, carrying the stabilised state (C, n, m) forward or its cotangent in
-reverse. The per-chunk math is ``chunk_math`` (shared with the pure-JAX chunked backend) and the grid plumbing
-is ``_common/pallas.py`` (shared with the delta-rule kernels); only this op's data movement lives here.
+"""Chunk-parallel Pallas kernels for the mLSTM.
 
-As for the delta rule, the backward pass first re-runs the forward kernel in "states" mode to recompute the
-per-chunk incoming states. The scalar stabiliser m travels as a length-1 block. On CPU the kernels run with
-``interpret=True``; the GPU (Triton) lowering has not been run in this repository yet.
+Forward: ``states``, grid (B, H), the one sequential pass, carries the stabilised state (C, n, m) through the
+chunks and stores each chunk's incoming state; ``output``, grid (B, H, chunk), forms every chunk's h at once
+(``chunk_math.chunk_output``). Backward: ``states`` again (nothing per token is kept between forward and
+backward); ``dstates``, grid (B, H), carries the state cotangent backwards through the chunks and stores each
+chunk's outgoing one; ``grads``, grid (B, H, chunk), applies ``chunk_math.chunk_backward`` to every chunk at
+once. The sequential passes are not tiled over the value dim (n and m are shared by all columns); the
+backward's sequential pass evaluates ``chunk_backward`` for the state cotangent alone, and the compilers drop
+the per-token cotangents it does not store.
+
+The normaliser n travels as a [1, K] row and the stabiliser m as a [1, 1] block (rank-2 blocks, as Mosaic
+wants). Each kernel lowers as the platform wants (``_common/pallas.py``).
 """
 
 from __future__ import annotations
@@ -18,201 +23,213 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from .._common import pallas as plc
+from .._common.checks import acc_dtype
 from .._common.vjp import recompute_vjp
 from . import chunk_math as mm
 
 
-def _state_specs(K, NC):
-    """BlockSpecs of n [B, H, K], m [B, H, 1] and their per-chunk stacks [B, H, NC, K], [B, H, NC]."""
-    n = pl.BlockSpec((None, None, K), lambda b, h: (b, h, 0))
-    m = pl.BlockSpec((None, None, 1), lambda b, h: (b, h, 0))
-    ns = pl.BlockSpec((None, None, NC, K), lambda b, h: (b, h, 0, 0))
-    ms = pl.BlockSpec((None, None, NC), lambda b, h: (b, h, 0))
-    return n, m, ns, ms
+def _chunk(q_ref, k_ref, v_ref, i_ref, G_ref, c_ref, scale, acc, n=None, C=None):
+    """q (times ``scale``), k, v, input gates, G and c of one chunk: the whole block, or chunk ``n`` of a
+    whole-sequence block."""
+    load = (lambda ref: ref[...]) if n is None else (lambda ref: plc.rows(ref, n, C))
+    q = load(q_ref).astype(acc) * jnp.asarray(scale, acc)
+    cols = (plc.column(load(r)) for r in (i_ref, G_ref, c_ref))
+    ig, G, c = next(cols).astype(acc), next(cols).astype(acc), next(cols)
+    return q, load(k_ref).astype(acc), load(v_ref).astype(acc), ig, G, c
 
 
-def _read_state(C_ref, n_ref, m_ref, acc) -> mm.State:
-    return mm.State(C_ref[...].astype(acc), n_ref[...].astype(acc), jnp.reshape(m_ref[...], ()).astype(acc))
+def _read(C, n, m, acc) -> mm.State:
+    """A state from its [K, V], [1, K] and [1, 1] blocks (or values)."""
+    return mm.State(C.astype(acc), n[0].astype(acc), jnp.reshape(m, ()).astype(acc))
 
 
-def _write_state(refs, s: mm.State) -> None:
+def _write(refs, s: mm.State, index=...) -> None:
     C_ref, n_ref, m_ref = refs
-    C_ref[...], n_ref[...], m_ref[...] = s.C, s.n, jnp.reshape(s.m, (1,))
+    C_ref[index] = s.C
+    n_ref[index] = s.n[None, :]
+    m_ref[index] = jnp.reshape(s.m, (1, 1))
+
+
+def _stacked(refs, index) -> mm.State:
+    C_ref, n_ref, m_ref = refs
+    return _read(C_ref[index], n_ref[index], m_ref[index], C_ref.dtype)
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Forward kernel.
+# Kernels.
 
 
-def _fwd_kernel(
-    q_ref,
-    k_ref,
-    v_ref,
-    i_ref,
-    G_ref,
-    c_ref,
-    C0_ref,
-    n0_ref,
-    m0_ref,
-    *outs,
-    scale,
-    C,
-    NC,
-    eps,
-    acc,
-    emit_out,
-    emit_states,
-):
-    outs = list(outs)
-    h_ref = outs.pop(0) if emit_out else None
-    final, per_chunk = outs[:3], outs[3:]
+def _states_kernel(q_ref, k_ref, v_ref, i_ref, G_ref, c_ref, C0_ref, n0_ref, m0_ref, *outs, scale, C, N, acc):
+    per_chunk, final = outs[:3], outs[3:]
 
     def body(j, s):
         s = mm.State(*s)
-        sl = pl.ds(j * C, C)
-        q, k, v, ig, G, c = plc.load_chunk(sl, q_ref, k_ref, v_ref, i_ref, G_ref, c_ref, scale, acc)
-        if emit_out:
-            h_ref[sl, :] = mm.chunk_output(q, k, v, ig, G, c, s, eps).astype(h_ref.dtype)
-        if emit_states:
-            stC_ref, stn_ref, stm_ref = per_chunk
-            stC_ref[j, :, :] = s.C
-            stn_ref[j, :] = s.n
-            stm_ref[pl.ds(j, 1)] = jnp.reshape(s.m, (1,))
+        _, k, v, ig, G, c = _chunk(q_ref, k_ref, v_ref, i_ref, G_ref, c_ref, scale, acc, j, C)
+        _write(per_chunk, s, j)
         return tuple(mm.chunk_state(k, v, ig, G, c, s))
 
-    _write_state(final, mm.State(*lax.fori_loop(0, NC, body, tuple(_read_state(C0_ref, n0_ref, m0_ref, acc)))))
+    s0 = _read(C0_ref[...], n0_ref[...], m0_ref[...], acc)
+    _write(final, mm.State(*lax.fori_loop(0, N, body, tuple(s0))))
 
 
-def _fwd_call(q, k, v, ig, G, c, s0, *, scale, C, eps, interpret, emit_out, emit_states):
-    B, Tp, H, K, V, NC, acc = plc.geometry(q, v, C)
-    tok, scal, st, sts = plc.specs(Tp, K, V, NC)
-    stn, stm, stns, stms = _state_specs(K, NC)
-    ins = [q, k, v, ig, G, c, s0.C, s0.n, s0.m[..., None]]
-    outs, out_specs = [], []
-    if emit_out:
-        outs.append(((B, Tp, H, V), q.dtype))
-        out_specs.append(tok(V))
-    outs += [(s, acc) for s in ((B, H, K, V), (B, H, K), (B, H, 1))]
-    out_specs += [st, stn, stm]
-    if emit_states:
-        outs += [(s, acc) for s in ((B, H, NC, K, V), (B, H, NC, K), (B, H, NC))]
-        out_specs += [sts, stns, stms]
-    kernel = partial(_fwd_kernel, scale=scale, C=C, NC=NC, eps=eps, acc=acc, emit_out=emit_out, emit_states=emit_states)
-    outs = list(
-        plc.call(
-            kernel,
-            ins,
-            [tok(K), tok(K), tok(V), scal, scal, scal, st, stn, stm],
-            outs,
-            out_specs,
-            grid=(B, H),
-            interpret=interpret,
-            name="mlstm_fwd",
-        )
-    )
-    h = outs.pop(0) if emit_out else None
-    CT, nT, mT = outs[:3]
-    return h, mm.State(CT, nT, mT[..., 0]), (mm.State(*outs[3:]) if emit_states else None)
+def _output_kernel(q_ref, k_ref, v_ref, i_ref, G_ref, c_ref, C_ref, n_ref, m_ref, h_ref, *, scale, eps, acc):
+    q, k, v, ig, G, c = _chunk(q_ref, k_ref, v_ref, i_ref, G_ref, c_ref, scale, acc)
+    s = _read(C_ref[...], n_ref[...], m_ref[...], acc)
+    h_ref[...] = mm.chunk_output(q, k, v, ig, G, c, s, eps).astype(h_ref.dtype)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Backward kernel.
+def _dstates_kernel(q_ref, k_ref, v_ref, i_ref, G_ref, c_ref, *refs, scale, C, N, eps, acc):
+    states, dh_ref, dsT = refs[:3], refs[3], refs[4:7]
+    per_chunk, first = refs[7:10], refs[10:]
 
-
-def _bwd_kernel(
-    q_ref,
-    k_ref,
-    v_ref,
-    i_ref,
-    G_ref,
-    c_ref,
-    stC_ref,
-    stn_ref,
-    stm_ref,
-    dh_ref,
-    dC_ref,
-    dn_ref,
-    dm_ref,
-    dq_ref,
-    dk_ref,
-    dv_ref,
-    di_ref,
-    dG_ref,
-    dC0_ref,
-    dn0_ref,
-    dm0_ref,
-    *,
-    scale,
-    C,
-    NC,
-    eps,
-    acc,
-):
     def body(r, ds):
-        j = NC - 1 - r
-        sl = pl.ds(j * C, C)
-        q, k, v, ig, G, c = plc.load_chunk(sl, q_ref, k_ref, v_ref, i_ref, G_ref, c_ref, scale, acc)
-        s = mm.State(stC_ref[j, :, :], stn_ref[j, :], jnp.reshape(stm_ref[pl.ds(j, 1)], ()))
-        dh = dh_ref[sl, :].astype(acc)
-        dq, dk, dv, dig, dG, ds0 = mm.chunk_backward(q, k, v, ig, G, c, s, dh, mm.State(*ds), eps)
-        dq_ref[sl, :] = (dq * jnp.asarray(scale, acc)).astype(dq_ref.dtype)
-        dk_ref[sl, :] = dk.astype(dk_ref.dtype)
-        dv_ref[sl, :] = dv.astype(dv_ref.dtype)
-        di_ref[sl] = dig.astype(di_ref.dtype)
-        dG_ref[sl] = dG.astype(dG_ref.dtype)
-        return tuple(ds0)
+        j = N - 1 - r
+        q, k, v, ig, G, c = _chunk(q_ref, k_ref, v_ref, i_ref, G_ref, c_ref, scale, acc, j, C)
+        ds = mm.State(*ds)
+        _write(per_chunk, ds, j)
+        dh = plc.rows(dh_ref, j, C).astype(acc)
+        return tuple(mm.chunk_backward(q, k, v, ig, G, c, _stacked(states, j), dh, ds, eps)[-1])
 
-    ds0 = lax.fori_loop(0, NC, body, tuple(_read_state(dC_ref, dn_ref, dm_ref, acc)))
-    _write_state((dC0_ref, dn0_ref, dm0_ref), mm.State(*ds0))
+    dsT = _read(*(ref[...] for ref in dsT), acc)
+    _write(first, mm.State(*lax.fori_loop(0, N, body, tuple(dsT))))
 
 
-def _bwd_call(q, k, v, ig, G, c, states, dh, dsT, *, scale, C, eps, interpret):
-    B, Tp, H, K, V, NC, acc = plc.geometry(q, v, C)
-    tok, scal, st, sts = plc.specs(Tp, K, V, NC)
-    stn, stm, stns, stms = _state_specs(K, NC)
-    ins = [q, k, v, ig, G, c, *states, dh, dsT.C, dsT.n, dsT.m[..., None]]
-    outs = [(x.shape, x.dtype) for x in (q, k, v, ig, G)]
-    outs += [(s, acc) for s in ((B, H, K, V), (B, H, K), (B, H, 1))]
-    kernel = partial(_bwd_kernel, scale=scale, C=C, NC=NC, eps=eps, acc=acc)
-    outs = plc.call(
-        kernel,
-        ins,
-        [tok(K), tok(K), tok(V), scal, scal, scal, sts, stns, stms, tok(V), st, stn, stm],
-        outs,
-        [tok(K), tok(K), tok(V), scal, scal, st, stn, stm],
-        grid=(B, H),
-        interpret=interpret,
-        name="mlstm_bwd",
-    )
-    dC0, dn0, dm0 = outs[5:]
-    return (*outs[:5], mm.State(dC0, dn0, dm0[..., 0]))
+def _grads_kernel(q_ref, k_ref, v_ref, i_ref, G_ref, c_ref, *refs, scale, eps, acc):
+    s_refs, dh_ref, ds_refs = refs[:3], refs[3], refs[4:7]
+    dq_ref, dk_ref, dv_ref, di_ref, dG_ref = refs[7:]
+    q, k, v, ig, G, c = _chunk(q_ref, k_ref, v_ref, i_ref, G_ref, c_ref, scale, acc)
+    s = _read(*(ref[...] for ref in s_refs), acc)
+    ds = _read(*(ref[...] for ref in ds_refs), acc)
+    dq, dk, dv, dig, dG, _ = mm.chunk_backward(q, k, v, ig, G, c, s, dh_ref[...].astype(acc), ds, eps)
+    dq_ref[...] = (dq * jnp.asarray(scale, acc)).astype(dq_ref.dtype)
+    dk_ref[...] = dk.astype(dk_ref.dtype)
+    dv_ref[...] = dv.astype(dv_ref.dtype)
+    di_ref[...] = plc.as_column(dig).astype(di_ref.dtype)
+    dG_ref[...] = plc.as_column(dG).astype(dG_ref.dtype)
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Differentiation (the custom_vjp itself is _common/vjp.py's).
+# Calls. Head-major arrays (``_common/pallas.py``); a state is (C [B, H, K, V], n [B, H, 1, K], m [B, H, 1, 1]),
+# a stack of per-chunk states the same with an N axis after H.
 
 
-def _forward(q, k, v, ig, G, c, s0, *, scale, C, eps, interpret):
-    h, sT, _ = _fwd_call(
-        q, k, v, ig, G, c, s0, scale=scale, C=C, eps=eps, interpret=interpret, emit_out=True, emit_states=False
+def _state_blocks(K, V, N=None, per_chunk=False):
+    """BlockSpecs of a state (grid (b, h)), a stack of N states (grid (b, h)) or one chunk's state of a stack
+    (grid (b, h, n))."""
+    if per_chunk:
+        return [pl.BlockSpec((None, None, None, *s), lambda b, h, n: (b, h, n, 0, 0)) for s in ((K, V), (1, K), (1, 1))]
+    if N is not None:
+        return [pl.BlockSpec((None, None, N, *s), lambda b, h: (b, h, 0, 0, 0)) for s in ((K, V), (1, K), (1, 1))]
+    return [pl.BlockSpec((None, None, *s), lambda b, h: (b, h, 0, 0)) for s in ((K, V), (1, K), (1, 1))]
+
+
+def _state_shapes(B, H, K, V, acc, N=None):
+    lead = (B, H) if N is None else (B, H, N)
+    return [((*lead, K, V), acc), ((*lead, 1, K), acc), ((*lead, 1, 1), acc)]
+
+
+def _blocks(rows, K, V, grid_rank):
+    """BlockSpecs of q, k, v, i, G, c: whole sequences (grid (b, h)) or one chunk (grid (b, h, n))."""
+    if grid_rank == 2:
+        tok = lambda D: pl.BlockSpec((None, None, rows, D), lambda b, h: (b, h, 0, 0))
+    else:
+        tok = lambda D: plc.chunk_rows(rows, D)
+    return [tok(K), tok(K), tok(V), tok(1), tok(1), tok(1)]
+
+
+def _states(q, k, v, ig, G, c, s0, *, scale, C, how):
+    """(per-chunk incoming states, final state), each an ``mm.State`` of head-major blocks."""
+    B, H, Tp, K = q.shape
+    V, acc, N = v.shape[-1], acc_dtype(q.dtype), Tp // C
+    res = plc.call(
+        partial(_states_kernel, scale=scale, C=C, N=N, acc=acc),
+        [q, k, v, ig, G, c, *s0],
+        _blocks(Tp, K, V, 2) + _state_blocks(K, V),
+        _state_shapes(B, H, K, V, acc, N) + _state_shapes(B, H, K, V, acc),
+        _state_blocks(K, V, N) + _state_blocks(K, V),
+        grid=(B, H),
+        how=how,
+        name="mlstm_states",
     )
-    return h, sT
+    return mm.State(*res[:3]), mm.State(*res[3:])
 
 
-def _backward(res, cts, *, scale, C, eps, interpret):
+def _output(q, k, v, ig, G, c, states, *, scale, C, eps, how):
+    B, H, Tp, K = q.shape
+    V = v.shape[-1]
+    (h,) = plc.call(
+        partial(_output_kernel, scale=scale, eps=eps, acc=acc_dtype(q.dtype)),
+        [q, k, v, ig, G, c, *states],
+        _blocks(C, K, V, 3) + _state_blocks(K, V, per_chunk=True),
+        [((B, H, Tp, V), q.dtype)],
+        [plc.chunk_rows(C, V)],
+        grid=(B, H, Tp // C),
+        how=how,
+        name="mlstm_output",
+    )
+    return h
+
+
+def _dstates(q, k, v, ig, G, c, states, dh, dsT, *, scale, C, eps, how):
+    """(cotangent of every chunk's outgoing state, cotangent of the initial state)."""
+    B, H, Tp, K = q.shape
+    V, acc, N = v.shape[-1], acc_dtype(q.dtype), Tp // C
+    res = plc.call(
+        partial(_dstates_kernel, scale=scale, C=C, N=N, eps=eps, acc=acc),
+        [q, k, v, ig, G, c, *states, dh, *dsT],
+        _blocks(Tp, K, V, 2) + _state_blocks(K, V, N) + [_blocks(Tp, K, V, 2)[2]] + _state_blocks(K, V),
+        _state_shapes(B, H, K, V, acc, N) + _state_shapes(B, H, K, V, acc),
+        _state_blocks(K, V, N) + _state_blocks(K, V),
+        grid=(B, H),
+        how=how,
+        name="mlstm_dstates",
+    )
+    return mm.State(*res[:3]), mm.State(*res[3:])
+
+
+def _grads(q, k, v, ig, G, c, states, dh, dstates, *, scale, C, eps, how):
+    B, H, Tp, K = q.shape
+    V = v.shape[-1]
+    per_chunk = _state_blocks(K, V, per_chunk=True)
+    blocks = _blocks(C, K, V, 3)
+    return plc.call(
+        partial(_grads_kernel, scale=scale, eps=eps, acc=acc_dtype(q.dtype)),
+        [q, k, v, ig, G, c, *states, dh, *dstates],
+        blocks + per_chunk + [blocks[2]] + per_chunk,
+        [(x.shape, x.dtype) for x in (q, k, v, ig, G)],
+        blocks[:5],
+        grid=(B, H, Tp // C),
+        how=how,
+        name="mlstm_grads",
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Differentiation (the custom_vjp itself is _common/vjp.py's). The state crosses as head-major blocks.
+
+
+def _forward(q, k, v, ig, G, c, s0, *, scale, C, eps, how):
+    states, sT = _states(q, k, v, ig, G, c, s0, scale=scale, C=C, how=how)
+    return _output(q, k, v, ig, G, c, states, scale=scale, C=C, eps=eps, how=how), sT
+
+
+def _backward(res, cts, *, scale, C, eps, how):
     q, k, v, ig, G, c, s0 = res
     dh, dsT = cts
-    _, _, states = _fwd_call(
-        q, k, v, ig, G, c, s0, scale=scale, C=C, eps=eps, interpret=interpret, emit_out=False, emit_states=True
-    )
+    states, _ = _states(q, k, v, ig, G, c, s0, scale=scale, C=C, how=how)
     dsT = mm.State(*(x.astype(y.dtype) for x, y in zip(dsT, s0, strict=True)))
-    dq, dk, dv, dig, dG, ds0 = _bwd_call(
-        q, k, v, ig, G, c, states, dh, dsT, scale=scale, C=C, eps=eps, interpret=interpret
-    )
+    dstates, ds0 = _dstates(q, k, v, ig, G, c, states, dh, dsT, scale=scale, C=C, eps=eps, how=how)
+    dq, dk, dv, dig, dG = _grads(q, k, v, ig, G, c, states, dh, dstates, scale=scale, C=C, eps=eps, how=how)
     return dq, dk, dv, dig, dG, None, ds0
 
 
 _core = recompute_vjp(_forward, _backward)
+
+
+def _blocked_state(s: mm.State, K: int, V: int) -> mm.State:
+    """A state [B, H, K, V], [B, H, K], [B, H] as zero-padded head-major blocks."""
+    C = plc.pad_features(plc.pad_features(s.C, V), K, axis=-2)
+    return mm.State(C, plc.pad_features(s.n, K)[..., None, :], s.m[..., None, None])
 
 
 def mlstm_pallas(
@@ -228,10 +245,33 @@ def mlstm_pallas(
     eps: float,
     interpret: bool | None = None,
 ) -> tuple[jax.Array, mm.State]:
-    """Pallas backend entry point; same contract as :func:`.reference.mlstm_reference`. ``interpret``
-    defaults to True everywhere except on GPU."""
-    T, K = q.shape[1], q.shape[3]
-    interpret, C = plc.interpret_and_chunk(interpret, T, chunk_size)
-    p = mm.prepare(q, k, v, i, f, initial_state, segment_ids, C)
-    h, sT = _core(p.q, p.k, p.v, p.ig, p.G, p.c, p.s0, scale=K**-0.5, C=C, eps=float(eps), interpret=interpret)
-    return h[:, :T], sT
+    """Pallas backend entry point; same contract as :func:`.reference.mlstm_reference`. ``interpret``: None
+    picks the lowering per platform (interpreter on CPU), True forces the interpreter."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+
+    def build(kind):
+        def run(q, k, v, i, f, initial_state, segment_ids):
+            C = plc.chunk_length(kind, T, chunk_size)
+            Kp, Vp = plc.feature_dim(kind, K), plc.feature_dim(kind, V)
+            p = mm.prepare(q, k, v, i, f, initial_state, segment_ids, C)
+            hm = lambda x, D=None: plc.head_major(x if D is None else plc.pad_features(x, D))
+            h, sT = _core(
+                hm(p.q, Kp),
+                hm(p.k, Kp),
+                hm(p.v, Vp),
+                hm(p.ig),
+                hm(p.G),
+                hm(p.c),
+                _blocked_state(p.s0, Kp, Vp),
+                scale=K**-0.5,
+                C=C,
+                eps=float(eps),
+                how=plc.launch(kind, Vp),
+            )
+            return plc.time_major(h, p.q)[:, :T, :, :V], mm.State(sT.C[..., :K, :V], sT.n[..., 0, :K], sT.m[..., 0, 0])
+
+        return run
+
+    plc.check_tuning(V)
+    return plc.per_platform(build, (q, k, v, i, f, initial_state, segment_ids), interpret)

@@ -3,10 +3,12 @@ gradients of every input, at float64 (tight) and float32."""
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import pallas_kernels
 from pallas_kernels import delta_rule, linear_attention
 from tests.helpers import assert_close, make_inputs, numpy_recurrence
 from tests.helpers import run_kernel as run
@@ -99,3 +101,49 @@ def test_reference_matches_numpy_loop():
         )
         np.testing.assert_allclose(o_j, o, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(s_j, S, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", list(OPS))
+def test_pallas_value_tiles_x64(x64, op):
+    """The sequential state passes split the value dim into tiles, one program each; tiles must not interact."""
+    d = make_inputs(B=1, T=21, H=2, K=4, V=8, dtype=jnp.float64, gated=True, h0=True, segments=True)
+    with pallas_kernels.tuning(block_v=2):
+        compare(op, d, "pallas", 8, rtol=1e-9, atol=1e-11)
+
+
+def test_tuning_rejects_bad_knobs():
+    d = make_inputs(B=1, T=8, H=1, K=4, V=6)
+    with pytest.raises(ValueError, match="unknown tuning knobs"), pallas_kernels.tuning(warps=8):
+        pass
+    with pytest.raises(ValueError, match="block_v is 4, expected a power of two that divides the value dim V = 6"):
+        with pallas_kernels.tuning(block_v=4):
+            delta_rule(d["q"], d["k"], d["v"], d["beta"], backend="pallas")
+
+
+def test_zero_padded_heads_change_nothing(x64):
+    """The Triton kernels run heads zero-padded to a power of two (>= 16): a zero key/query component neither
+    writes nor reads and a zero value column stays zero, so padding must be exact, gradients included. Checked
+    here on the interpreted kernels with explicitly padded inputs."""
+    d = make_inputs(B=1, T=19, H=2, K=3, V=5, dtype=jnp.float64, gated=True, h0=True, segments=True)
+    K, V, pk, pv = 3, 5, 13, 11
+    w = jnp.cos(jnp.arange(19 * 2 * V, dtype=jnp.float64)).reshape(1, 19, 2, V)
+
+    def loss(q, k, v, beta, h0):
+        o, s = delta_rule(
+            q, k, v, beta, g=d["g"], initial_state=h0, segment_ids=d["segment_ids"], scale=K**-0.5,
+            return_final_state=True, chunk_size=8, backend="pallas",
+        )  # fmt: skip
+        return jnp.sum(w * o[..., :V]) + jnp.sum(jnp.sin(s[..., :K, :V])), (o, s)
+
+    grad = jax.value_and_grad(loss, argnums=(0, 1, 2, 3, 4), has_aux=True)
+    args = [d[n] for n in ("q", "k", "v", "beta", "initial_state")]
+    feat = lambda x, n: jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, n)])
+    padded = [feat(args[0], pk), feat(args[1], pk), feat(args[2], pv), args[3]]
+    padded.append(jnp.pad(args[4], [(0, 0), (0, 0), (0, pk), (0, pv)]))
+    (_, (o, s)), g = grad(*args)
+    (_, (o_p, s_p)), g_p = grad(*padded)
+    assert_close(o_p[..., :V], o, 1e-12, 1e-13, "output")
+    assert float(jnp.max(jnp.abs(o_p[..., V:]))) == 0.0
+    assert_close(s_p[..., :K, :V], s, 1e-12, 1e-13, "state")
+    for name, a, b in zip(("q", "k", "v", "beta", "h0"), g_p, g, strict=True):
+        assert_close(a[tuple(slice(0, n) for n in b.shape)], b, 1e-12, 1e-13, f"d{name}")
