@@ -7,14 +7,25 @@ q, k, v, beta and g, or q, k, v, i and f), tokens/s and the compiled temporary m
 runs after one warm-up run (the minimum is the least disturbed by other load on a shared machine). Prints a
 table and writes JSON (default bench_results/kernels.json).
 
+Throughput in FLOP terms: every measured row also carries the matmul FLOPs of the chunked algorithm at its point
+(benchmarks/kernel_flops.py: forward, and forward + backward as model FLOPs, recomputation not counted), the
+achieved TFLOP/s that gives, and the % of the device's peak dense FLOP/s for the row's dtype from
+memlab.train.hardware (None in the JSON, "-" in the table, on a CPU or a device the table does not know). The
+same model is used for every backend and for fla, so the figures compare work done per second; the token-serial
+reference does other work and its TFLOP/s only restates its time. The chunked and pallas backends cast each chunk
+to float32 whatever the input dtype, so a bfloat16 row's products run at a float32 (at best TF32) rate and its %
+of the bfloat16 peak is capped by the TF32/bf16 ratio (1/2 on an H100 or H200).
+
 Points that would take unreasonably long are skipped and listed as such in the table and the JSON: the
 token-serial reference when its per-token states (B*T*H*K*V*4 bytes, which its autodiff backward keeps; its
 compiled temp memory is a multiple of that, see BENCHMARKS.md) exceed ``--max-reference-state-gb``, and, off
 GPU, Pallas in interpret mode beyond ``--max-interpret-tokens`` (B*T).
 
 ``--fla`` (GPU only) also times flash-linear-attention's Triton ``chunk_gated_delta_rule`` (PyTorch) at
-B=4, T=4096, H=16, K=V=128, bf16, next to this package's pallas backend and the reference at the same point,
-and reports the ratio fla_time / pallas_time (>= 1 means pallas is at least as fast).
+B=4, T=4096, H=16, K=V=128, bf16, next to this package's backends at the same point (``--fla-backends``, default
+pallas and the reference; a grid row already measured there is reused), and reports the ratio
+fla_time / pallas_time (>= 1 means pallas is at least as fast). Without torch or fla the fla row is skipped as
+"fla not installed".
 """
 
 from __future__ import annotations
@@ -32,7 +43,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.kernel_flops import FLOPS, Flops
+from memlab.train import hardware
 from pallas_kernels import delta_rule, dispatch, mlstm
+
+FLA_POINT = dict(B=4, T=4096, H=16, K=128, V=128, dtype="bfloat16")
+FLA_CHUNK = 64  # fla's chunk_gated_delta_rule works in chunks of 64 tokens
 
 
 def _ints(s: str) -> list[int]:
@@ -68,6 +84,19 @@ def _timings(tokens: int, t_f: float, t_fb: float, m_f: int | None, m_fb: int | 
         fwd_bwd_tok_s=tokens / t_fb,
         fwd_temp_bytes=m_f,
         fwd_bwd_temp_bytes=m_fb,
+    )
+
+
+def _throughput(flops: Flops, t_f: float, t_fb: float, peak: float | None) -> dict:
+    """The row's model FLOPs, achieved TFLOP/s and % of the peak (None where the device's peak is unknown)."""
+    pct = lambda n, t: None if peak is None else 100 * n / t / peak
+    return dict(
+        fwd_flops=flops.fwd,
+        fwd_bwd_flops=flops.fwd_bwd,
+        fwd_tflops=flops.fwd / t_f / 1e12,
+        fwd_bwd_tflops=flops.fwd_bwd / t_fb / 1e12,
+        fwd_pct_peak=pct(flops.fwd, t_f),
+        fwd_bwd_pct_peak=pct(flops.fwd_bwd, t_fb),
     )
 
 
@@ -115,7 +144,7 @@ def bench_point(
 
 def bench_fla(B: int = 4, T: int = 4096, H: int = 16, K: int = 128, reps: int = 10) -> dict[str, Any]:
     """Time fla's chunk_gated_delta_rule (torch, CUDA, bf16) forward and forward+backward."""
-    import torch
+    import torch  # absent on a CPU-only install: the caller reports "fla not installed"
     from fla.ops.gated_delta_rule import chunk_gated_delta_rule
 
     dev = "cuda"
@@ -155,7 +184,12 @@ def _fmt_bytes(b):
     return "-" if b is None else f"{b / 2**20:,.1f}"
 
 
-def _row(r):
+def _fmt_pct(p):
+    return "-" if p is None else f"{p:.1f}"
+
+
+def format_row(r: dict[str, Any]) -> str:
+    """One result row as a line of the printed table."""
     if "skipped" in r:
         return (
             f"{r['backend']:<10} {r['B']:>2} {r['T']:>5} {r['H']:>2} {r['K']:>4} {r['dtype']:<8} "
@@ -165,14 +199,63 @@ def _row(r):
         f"{r['backend']:<10} {r['B']:>2} {r['T']:>5} {r['H']:>2} {r['K']:>4} {r['dtype']:<8} "
         f"{r['fwd_s'] * 1e3:>10.1f} {r['fwd_bwd_s'] * 1e3:>11.1f} {r['fwd_tok_s']:>11,.0f} "
         f"{r['fwd_bwd_tok_s']:>11,.0f} {_fmt_bytes(r['fwd_temp_bytes']):>10} "
-        f"{_fmt_bytes(r['fwd_bwd_temp_bytes']):>11}"
+        f"{_fmt_bytes(r['fwd_bwd_temp_bytes']):>11} {r['fwd_tflops']:>9.3g} {r['fwd_bwd_tflops']:>9.3g} "
+        f"{_fmt_pct(r['fwd_pct_peak']):>7} {_fmt_pct(r['fwd_bwd_pct_peak']):>7}"
     )
 
 
 HEADER = (
     f"{'backend':<10} {'B':>2} {'T':>5} {'H':>2} {'K=V':>4} {'dtype':<8} {'fwd ms':>10} "
-    f"{'fwd+bwd ms':>11} {'fwd tok/s':>11} {'f+b tok/s':>11} {'fwd MiB':>10} {'f+b MiB':>11}"
+    f"{'fwd+bwd ms':>11} {'fwd tok/s':>11} {'f+b tok/s':>11} {'fwd MiB':>10} {'f+b MiB':>11} "
+    f"{'fwd TF/s':>9} {'f+b TF/s':>9} {'fwd %pk':>7} {'f+b %pk':>7}"
 )
+
+
+def _bench_fla_row(reps: int) -> dict[str, Any]:
+    """fla's row at FLA_POINT, or a skipped row saying why (no torch or fla, or fla failing)."""
+    row = dict(backend="fla", **FLA_POINT)
+    try:
+        row.update(bench_fla(FLA_POINT["B"], FLA_POINT["T"], FLA_POINT["H"], FLA_POINT["K"], reps))
+    except ModuleNotFoundError as e:
+        row["skipped"] = f"fla not installed ({e})"
+    except Exception as e:  # noqa: BLE001 - report, do not crash the benchmark
+        row["skipped"] = f"fla failed: {type(e).__name__}: {e}"
+    return row
+
+
+def _grid_row_at_fla_point(results, backend, args) -> dict[str, Any] | None:
+    """A row of the grid measured at FLA_POINT on ``backend`` with the gated delta rule, or None."""
+    if args.op != "delta_rule" or args.no_gate:
+        return None
+    at = lambda r: r["backend"] == backend and "skipped" not in r and all(r[n] == v for n, v in FLA_POINT.items())
+    return next((r for r in results if at(r)), None)
+
+
+def _fla_comparison(args, on_gpu, results, record, meta) -> None:
+    """--fla: fla's row and this package's --fla-backends at FLA_POINT, and the fla/pallas time ratios in meta."""
+    if not on_gpu:
+        print("--fla: skipped, needs a GPU (fla is Triton/CUDA only)")
+        meta["fla"] = "skipped: no GPU"
+        return
+    reps = max(args.reps, 5)
+    fla = _bench_fla_row(reps)
+    record(fla, op="delta_rule", chunk=FLA_CHUNK)
+    meta["fla"] = fla.get("skipped", "measured")
+    ours = {}
+    for backend in args.fla_backends.split(","):
+        ours[backend] = _grid_row_at_fla_point(results, backend, args)
+        if ours[backend] is None:
+            r = dict(backend=backend, **FLA_POINT)
+            r.update(bench_point(backend, *(FLA_POINT[n] for n in "BTHK"), jnp.bfloat16, True, args.chunk_size, reps))
+            record(r, op="delta_rule")
+            ours[backend] = r
+    if "skipped" not in fla and "pallas" in ours:
+        meta["fla_ratio_fwd_bwd"] = fla["fwd_bwd_s"] / ours["pallas"]["fwd_bwd_s"]
+        meta["fla_ratio_fwd"] = fla["fwd_s"] / ours["pallas"]["fwd_s"]
+        print(
+            f"fla/pallas time ratio: fwd {meta['fla_ratio_fwd']:.2f}x, "
+            f"fwd+bwd {meta['fla_ratio_fwd_bwd']:.2f}x (>= 1 means pallas is at least as fast)"
+        )
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -208,6 +291,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         action="store_true",
         help="GPU only: also time fla's chunk_gated_delta_rule at B=4,T=4096,H=16,K=V=128 bf16",
     )
+    p.add_argument(
+        "--fla-backends",
+        default="pallas,reference",
+        help="with --fla: this package's backends timed at fla's point (pallas is needed for the ratio)",
+    )
     p.add_argument("--out", default="bench_results/kernels.json")
     args = p.parse_args(argv)
 
@@ -229,6 +317,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         reps=args.reps,
         time="min over reps after one warm-up",
         date=time.strftime("%Y-%m-%d %H:%M:%S"),
+        accelerator=hardware.accelerator(jax.devices()[0].device_kind),
+        peak_flops={d: hardware.peak_flops(jax.devices()[0].device_kind, d) for d in (hardware.BF16, hardware.FP32)},
+        flop_model="matmul FLOPs of the chunked algorithm, benchmarks/kernel_flops.py; fwd_bwd: model FLOPs",
     )
     print(
         f"# {args.op}; jax {meta['jax']} on {platform_name} ({meta['device']}, {meta['cpu_count']} CPUs); "
@@ -237,9 +328,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     print(HEADER)
     results = []
 
-    def record(r):
+    def record(r, op=args.op, chunk=args.chunk_size):
+        if "skipped" not in r:
+            flops = FLOPS[op](r["B"], r["T"], r["H"], r["K"], r["V"], chunk)
+            r.update(_throughput(flops, r["fwd_s"], r["fwd_bwd_s"], meta["peak_flops"].get(r["dtype"])))
         results.append(r)
-        print(_row(r), flush=True)
+        print(format_row(r), flush=True)
 
     for K in args.K:
         for B in args.B:
@@ -264,30 +358,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     record(r)
 
     if args.fla:
-        if not on_gpu:
-            print("--fla: skipped, needs a GPU (fla is Triton/CUDA only)")
-            meta["fla"] = "skipped: no GPU"
-        else:
-            pt = dict(B=4, T=4096, H=16, K=128, V=128, dtype="bfloat16")
-            fla = dict(backend="fla", **pt)
-            try:
-                fla.update(bench_fla(4, 4096, 16, 128, max(args.reps, 5)))
-            except Exception as e:  # noqa: BLE001 - report, do not crash the benchmark
-                fla["skipped"] = f"fla failed: {type(e).__name__}: {e}"
-            record(fla)
-            ours = {}
-            for backend in ("pallas", "reference"):
-                r = dict(backend=backend, **pt)
-                r.update(bench_point(backend, 4, 4096, 16, 128, jnp.bfloat16, True, args.chunk_size, max(args.reps, 5)))
-                record(r)
-                ours[backend] = r
-            if "skipped" not in fla:
-                meta["fla_ratio_fwd_bwd"] = fla["fwd_bwd_s"] / ours["pallas"]["fwd_bwd_s"]
-                meta["fla_ratio_fwd"] = fla["fwd_s"] / ours["pallas"]["fwd_s"]
-                print(
-                    f"fla/pallas time ratio: fwd {meta['fla_ratio_fwd']:.2f}x, "
-                    f"fwd+bwd {meta['fla_ratio_fwd_bwd']:.2f}x (>= 1 means pallas is at least as fast)"
-                )
+        _fla_comparison(args, on_gpu, results, record, meta)
 
     # Headline comparison: auto against the reference at each point where both ran.
     by = {(r["backend"], r["B"], r["T"], r["K"]): r for r in results if "skipped" not in r}
