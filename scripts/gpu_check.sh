@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Everything a lent GPU machine should check, in one run from the repository root: the GPU tests, the kernel
 # benchmark at the issue's point (gated delta rule fwd+bwd, B=4 T=4096 H=16 K=V=128 bf16, chunked and pallas, and
-# fla's Triton kernel when it imports) and a few smaller points, then the mLSTM at one point. Each step has its own
-# timeout, so a hung step costs its limit and the others still run: about 8 minutes at most in all.
+# fla's Triton kernel when it imports) and a few smaller points, the mLSTM at one point, then the MFU of a Gated
+# DeltaNet LM training step on the chunked and on the Pallas kernels. Each step has its own timeout, so a hung step
+# costs its limit and the others still run: under 8 minutes (435 s of limits) in all.
 #
 #   bash scripts/gpu_check.sh            on a GPU machine
 #   bash scripts/gpu_check.sh --dry-run  (or CPU=1) the same steps on the CPU at tiny sizes: checks the script
@@ -77,11 +78,31 @@ else
   MLSTM=(--B 4 --T 4096 --H 16 --K 128 --reps 5)
 fi
 
-step tests 150 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/kernels
+step tests 110 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/kernels
 note "        pytest: $(grep -E '(passed|failed|skipped|error|no tests ran)' "$LOG" | tail -1)"
-bench issue 150 "${ISSUE[@]}" --dtype bfloat16 --backends chunked,pallas --fla --fla-backends chunked,pallas
-bench mlstm 60 --op mlstm "${MLSTM[@]}" --dtype bfloat16 --backends chunked,pallas
-bench small 100 "${SMALL[@]}" --dtype bfloat16 --backends reference,chunked,pallas
+bench issue 120 "${ISSUE[@]}" --dtype bfloat16 --backends chunked,pallas --fla --fla-backends chunked,pallas
+bench mlstm 45 --op mlstm "${MLSTM[@]}" --dtype bfloat16 --backends chunked,pallas
+bench small 70 "${SMALL[@]}" --dtype bfloat16 --backends reference,chunked,pallas
+
+mfu() { # mfu BACKEND: a Gated DeltaNet LM training for a few steps on the kernels of BACKEND; its summary's MFU
+  local run="$DIR/mfu-$1"
+  rm -rf "$run"
+  step "mfu-$1" "$MFU_LIMIT" "$PY" -m memlab.cli train experiments/mqar.py --workdir "$run" --set model.mixers=gdn \
+    --set model.matrix_backend="$1" --set train.precision=bfloat16 --set train.eval_every=100000 \
+    --set train.checkpoint_every=100000 --set train.warmup_steps=2 "${MFU[@]}"
+  "$PY" -c 'import json, sys; s = json.load(open(sys.argv[1])); print("        mfu-%s: %s, %.1f TFLOP/s/device, MFU %s"
+  % (sys.argv[2], s["device_kind"], s["tflops_per_s_per_device"], s["mfu"]))' "$run/summary.json" "$1" 2>&1 | tee -a "$SUMMARY"
+}
+if [ "$DRY" = 1 ]; then
+  MFU=(--set data.seq_len=64 --set train.steps=4 --set train.batch_size=2 --set train.log_every=2)
+  MFU_LIMIT=120
+else # d 1024, 4 layers, 8 heads of 128 (about 50M parameters), T 2048, 8 x 2048 tokens a step
+  MFU=(--set model.d_model=1024 --set model.num_layers=4 --set model.num_heads=8 --set data.seq_len=2048
+    --set data.num_kv_pairs=64 --set train.batch_size=8 --set train.steps=20 --set train.log_every=5)
+  MFU_LIMIT=45
+fi
+mfu chunked
+mfu pallas
 
 note ""
 ls "$DIR"/{issue,mlstm,small}.json >/dev/null 2>&1 || note "(some benchmark steps wrote no JSON; see $LOG)"
