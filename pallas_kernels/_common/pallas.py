@@ -12,9 +12,12 @@ CPU-only machine can lower the real Triton and Mosaic kernels (``jit(f).trace(..
 (8, 128) tiling and Triton's 2-D blocks want. Rank-1 blocks are avoided: Mosaic needs the TPU generation to
 check them, which a CPU-only lowering does not have.
 
-**Grids.** The chunk-parallel kernels use (batch, head, chunk[, value tile]) grids whose blocks are one chunk;
-the sequential state passes use (batch, head, value tile) grids whose blocks hold a whole sequence, walked
-chunk by chunk in the kernel.
+**Grids.** The chunk-parallel kernels use (batch, head, chunk[, value tile]) grids whose blocks are one chunk.
+The sequential passes (:func:`sequential`) have (batch, head, value tile) programs and a pure per-chunk step,
+driven in one of two ways: on TPU the chunks are the last grid axis, marked "arbitrary" so its steps run in
+order, with the carry in VMEM scratch and one chunk's blocks in VMEM at a time (Mosaic pipelines their DMA);
+on GPU, whose grid programs run concurrently, the kernel loops over the chunks of whole-sequence blocks. The
+interpreter runs either (the TPU's by default), so both are tested on a CPU.
 """
 
 from __future__ import annotations
@@ -27,12 +30,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 from jax.experimental import pallas as pl
 
 from .chunking import effective_chunk
 from .vma import match_vma, out_struct
 
-KINDS = ("interpret", "triton", "mosaic")
 PLATFORM_KINDS = {"cpu": "interpret", "cuda": "triton", "rocm": "triton", "tpu": "mosaic"}
 # Row multiple of a compiled chunk: tensor-core dots want 16 rows (Triton), Mosaic tiles rows by 8 (16 for bf16).
 COMPILED_CHUNK_MULTIPLE = 16
@@ -40,13 +43,15 @@ COMPILED_CHUNK_MULTIPLE = 16
 
 @dataclasses.dataclass(frozen=True)
 class Tuning:
-    """Knobs of the compiled kernels, read when a function is traced (a jitted function keeps the values it
-    was traced with). ``block_v``: value-dimension tile of the state passes (None: the platform's default);
-    ``num_warps``/``num_stages``: Triton's launch parameters."""
+    """Knobs of the kernels, read when a function is traced (a jitted function keeps the values it was traced
+    with). ``block_v``: value-dimension tile of the state passes (None: the platform's default);
+    ``num_warps``/``num_stages``: Triton's launch parameters; ``sequential``: how the interpreter drives the
+    sequential passes, "grid" (as on TPU, the default) or "loop" (as on GPU), so that both run on a CPU."""
 
     block_v: int | None = None
     num_warps: int = 4
     num_stages: int = 1
+    sequential: str | None = None
 
 
 _TUNING: contextvars.ContextVar[Tuning | None] = contextvars.ContextVar("pallas_kernels_tuning", default=None)
@@ -59,6 +64,8 @@ def tuning(**knobs: Any) -> Iterator[Tuning]:
     unknown = sorted(set(knobs) - allowed)
     if unknown:
         raise ValueError(f"unknown tuning knobs {unknown}, expected some of {sorted(allowed)}")
+    if knobs.get("sequential") not in (None, "grid", "loop"):
+        raise ValueError(f"tuning sequential is {knobs['sequential']!r}, expected 'grid' or 'loop'")
     token = _TUNING.set(dataclasses.replace(current_tuning(), **knobs))
     try:
         yield current_tuning()
@@ -113,6 +120,7 @@ class Launch:
     block_v: int
     num_warps: int
     num_stages: int
+    sequential: str
 
 
 def check_tuning(V: int) -> None:
@@ -130,11 +138,12 @@ def launch(kind: str, V: int) -> Launch:
     passes."""
     t = current_tuning()
     bv = t.block_v
+    sequential = {"triton": "loop", "mosaic": "grid"}.get(kind, t.sequential or "grid")
     if kind == "mosaic" and bv is not None and bv != V and bv % 128:
         bv = None
     if bv is None:
         bv = (128 if V % 128 == 0 else V) if kind == "mosaic" else min(V, 64)
-    return Launch(kind, bv, t.num_warps, t.num_stages)
+    return Launch(kind, bv, t.num_warps, t.num_stages, sequential)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -176,23 +185,6 @@ def chunk_state(K: int, V: int, tiled: bool = False) -> pl.BlockSpec:
     return pl.BlockSpec((None, None, None, K, V), lambda b, h, n, *_: (b, h, n, 0, 0))
 
 
-def seq_rows(Tp: int, D: int, tiled: bool = False) -> pl.BlockSpec:
-    """A whole [T, D] sequence of a [B, H, T, D] array for grid (b, h, j); ``tiled``: value tile j."""
-    if tiled:
-        return pl.BlockSpec((None, None, Tp, D), lambda b, h, j: (b, h, 0, j))
-    return pl.BlockSpec((None, None, Tp, D), lambda b, h, j: (b, h, 0, 0))
-
-
-def seq_states(N: int, K: int, BV: int) -> pl.BlockSpec:
-    """Value tile j of every chunk's state, [B, H, N, K, V], for grid (b, h, j)."""
-    return pl.BlockSpec((None, None, N, K, BV), lambda b, h, j: (b, h, 0, 0, j))
-
-
-def state_tile(K: int, BV: int) -> pl.BlockSpec:
-    """Value tile j of a [B, H, K, V] state for grid (b, h, j)."""
-    return pl.BlockSpec((None, None, K, BV), lambda b, h, j: (b, h, 0, j))
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Loading and storing chunks inside a kernel.
 
@@ -206,16 +198,7 @@ def as_column(x: jax.Array) -> jax.Array:
     return x[:, None]
 
 
-def rows(ref: Any, n: Any, C: int) -> jax.Array:
-    """Rows of chunk ``n`` of a whole-sequence block."""
-    return ref[pl.ds(n * C, C), :]
-
-
-def store_rows(ref: Any, n: Any, C: int, x: jax.Array) -> None:
-    ref[pl.ds(n * C, C), :] = x.astype(ref.dtype)
-
-
-def _compiler_params(how: Launch, grid: tuple[int, ...]) -> Any:
+def _compiler_params(how: Launch, grid: tuple[int, ...], sequential_last: bool) -> Any:
     if how.kind == "triton":
         from jax.experimental.pallas import triton as plgpu
 
@@ -223,7 +206,8 @@ def _compiler_params(how: Launch, grid: tuple[int, ...]) -> Any:
     if how.kind == "mosaic":
         from jax.experimental.pallas import tpu as pltpu
 
-        return pltpu.CompilerParams(dimension_semantics=("parallel",) * len(grid))
+        last = "arbitrary" if sequential_last else "parallel"
+        return pltpu.CompilerParams(dimension_semantics=("parallel",) * (len(grid) - 1) + (last,))
     return None
 
 
@@ -237,10 +221,13 @@ def call(
     grid: tuple[int, ...],
     how: Launch,
     name: str,
+    scratch: Sequence[tuple[tuple[int, ...], Any]] = (),
+    sequential_last: bool = False,
 ) -> list[jax.Array]:
     """Run ``kernel`` over ``grid`` on ``ins`` (cast to one shard_map variance), launched as ``how`` says, with
-    outputs given as (shape, dtype) pairs that vary like the inputs. Every grid axis is parallel: the
-    sequential passes loop over chunks inside the kernel."""
+    outputs given as (shape, dtype) pairs that vary like the inputs, and ``scratch`` buffers (shape, dtype) that
+    persist across grid steps. Every grid axis is parallel but, with ``sequential_last``, the last, whose steps
+    run in order."""
     ins = [match_vma(x, *ins) for x in ins]
     out_shape = [out_struct(shape, dtype, ins[0]) for shape, dtype in outs]
     return pl.pallas_call(
@@ -250,6 +237,172 @@ def call(
         in_specs=list(in_specs),
         out_specs=list(out_specs),
         interpret=how.kind == "interpret",
-        compiler_params=_compiler_params(how, grid),
+        compiler_params=_compiler_params(how, grid, sequential_last),
+        scratch_shapes=[_vmem(shape, dtype) for shape, dtype in scratch],
         name=name,
     )(*ins)
+
+
+def _vmem(shape: tuple[int, ...], dtype: Any) -> Any:
+    from jax.experimental.pallas import tpu as pltpu
+
+    return pltpu.VMEM(shape, dtype)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The sequential passes: a pure per-chunk step driven over the chunks, in a kernel loop or by the grid.
+
+
+@dataclasses.dataclass(frozen=True)
+class Rows:
+    """A per-token operand [B, H, T, D] seen one chunk of rows at a time (``tiled``: one value tile of D)."""
+
+    D: int
+    tiled: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Stack:
+    """A per-chunk operand [B, H, N, R, D] (one [R, D] block per chunk; ``tiled``: one value tile of D)."""
+
+    R: int
+    D: int
+    tiled: bool = False
+
+
+def _width(D: int, tiled: bool, BV: int) -> int:
+    return BV if tiled else D
+
+
+def _loop_spec(op: Rows | Stack, Tp: int, N: int, BV: int) -> pl.BlockSpec:
+    """Whole-sequence block of grid (b, h, j)."""
+    W = _width(op.D, op.tiled, BV)
+    if isinstance(op, Rows):
+        return pl.BlockSpec((None, None, Tp, W), lambda b, h, j: (b, h, 0, j if op.tiled else 0))
+    return pl.BlockSpec((None, None, N, op.R, W), lambda b, h, j: (b, h, 0, 0, j if op.tiled else 0))
+
+
+def _grid_spec(op: Rows | Stack, C: int, chunk: Callable[[Any], Any], BV: int) -> pl.BlockSpec:
+    """One chunk's block of grid (b, h, j, n), chunk(n) the chunk the n-th step visits."""
+    W = _width(op.D, op.tiled, BV)
+    if isinstance(op, Rows):
+        return pl.BlockSpec((None, None, C, W), lambda b, h, j, n: (b, h, chunk(n), j if op.tiled else 0))
+    return pl.BlockSpec((None, None, None, op.R, W), lambda b, h, j, n: (b, h, chunk(n), 0, j if op.tiled else 0))
+
+
+def _carry_spec(shape: tuple[int, ...], tiled: bool, BV: int, grid_rank: int) -> pl.BlockSpec:
+    """A carried value [B, H, R, D] (value tile j of D if ``tiled``), the same block at every chunk."""
+    R, D = shape[-2:]
+    block = (None, None, R, BV if tiled else D)
+    if grid_rank == 3:
+        return pl.BlockSpec(block, lambda b, h, j: (b, h, 0, j if tiled else 0))
+    return pl.BlockSpec(block, lambda b, h, j, n: (b, h, 0, j if tiled else 0))
+
+
+def _load(ref: Any, op: Rows | Stack, n: Any, C: int) -> jax.Array:
+    """Chunk ``n`` of a whole-sequence block."""
+    return ref[pl.ds(n * C, C), :] if isinstance(op, Rows) else ref[n]
+
+
+def _store(ref: Any, op: Rows | Stack, n: Any, C: int, x: jax.Array) -> None:
+    if isinstance(op, Rows):
+        ref[pl.ds(n * C, C), :] = x.astype(ref.dtype)
+    else:
+        ref[n] = x.astype(ref.dtype)
+
+
+def sequential(
+    step: Callable[[list[jax.Array], tuple[jax.Array, ...]], tuple[tuple[jax.Array, ...], list[jax.Array]]],
+    ins: Sequence[tuple[Any, Rows | Stack]],
+    init: Sequence[Any],
+    outs: Sequence[tuple[tuple[int, ...], Any, Rows | Stack]],
+    *,
+    C: int,
+    tiled_carry: bool,
+    reverse: bool,
+    how: Launch,
+    name: str,
+) -> list[jax.Array]:
+    """One pass over the chunks in order (``reverse``: from the last), carrying values from chunk to chunk.
+
+    ``step(chunk_inputs, carry) -> (carry, chunk_outputs)`` is the per-chunk work, pure: it gets the chunk's
+    block of every input of ``ins`` (array, Rows | Stack) and the carry, and returns the next carry and the
+    chunk's block of every output of ``outs`` ((shape, dtype, Rows | Stack)). The carry starts from ``init``
+    (arrays [B, H, R, D], value-tiled with ``tiled_carry``) and comes back, in ``init``'s order and float32 or
+    float64, after the outputs. Where the time axis is sequential (``how.sequential``): "grid" drives the chunks
+    as the last grid axis with the carry in VMEM scratch (TPU, per-chunk blocks, pipelined DMA); "loop" runs
+    them in the kernel, over whole-sequence blocks (GPU: programs on a grid run concurrently). Both grids are
+    (batch, head, value tile), so a pass has B * H * V / BV programs."""
+    arrays = [x for x, _ in ins]
+    B, H, Tp = arrays[0].shape[:3]
+    N, BV = Tp // C, how.block_v
+    V = next(x.shape[-1] for x, op in ins if op.tiled) if any(op.tiled for _, op in ins) else BV
+    acc = [jnp.promote_types(x.dtype, jnp.float32) for x in init]
+    carry_shapes = [x.shape for x in init]
+    finals = [(shape, dt) for shape, dt in zip(carry_shapes, acc, strict=True)]
+    n_in, n_c, n_out = len(ins), len(init), len(outs)
+    order = (lambda i: N - 1 - i) if reverse else (lambda i: i)
+    block = lambda shape: (shape[-2], BV if tiled_carry else shape[-1])
+
+    if how.sequential == "loop":
+        grid = (B, H, V // BV)
+        in_specs = [_loop_spec(op, Tp, N, BV) for _, op in ins]
+        out_specs = [_loop_spec(op, Tp, N, BV) for *_, op in outs]
+
+        def kernel(*refs):
+            in_refs, init_refs = refs[:n_in], refs[n_in : n_in + n_c]
+            out_refs, final_refs = refs[n_in + n_c : n_in + n_c + n_out], refs[n_in + n_c + n_out :]
+
+            def body(i, carry):
+                n = order(i)
+                new, chunk_outs = step([_load(r, op, n, C) for r, (_, op) in zip(in_refs, ins, strict=True)], carry)
+                for r, (*_, op), x in zip(out_refs, outs, chunk_outs, strict=True):
+                    _store(r, op, n, C, x)
+                return tuple(new)
+
+            start = tuple(r[...].astype(a) for r, a in zip(init_refs, acc, strict=True))
+            for r, x in zip(final_refs, lax.fori_loop(0, N, body, start), strict=True):
+                r[...] = x.astype(r.dtype)
+
+        scratch = ()
+    else:
+        grid = (B, H, V // BV, N)
+        in_specs = [_grid_spec(op, C, order, BV) for _, op in ins]
+        out_specs = [_grid_spec(op, C, order, BV) for *_, op in outs]
+        scratch = [(block(shape), a) for shape, a in zip(carry_shapes, acc, strict=True)]
+
+        def kernel(*refs):
+            in_refs, init_refs = refs[:n_in], refs[n_in : n_in + n_c]
+            out_refs = refs[n_in + n_c : n_in + n_c + n_out]
+            final_refs, carry_refs = refs[n_in + n_c + n_out : -n_c], refs[-n_c:]
+            i = pl.program_id(3)
+
+            @pl.when(i == 0)
+            def _():
+                for c, r in zip(carry_refs, init_refs, strict=True):
+                    c[...] = r[...].astype(c.dtype)
+
+            new, chunk_outs = step([r[...] for r in in_refs], tuple(c[...] for c in carry_refs))
+            for r, x in zip(out_refs, chunk_outs, strict=True):
+                r[...] = x.astype(r.dtype)
+            for c, x in zip(carry_refs, new, strict=True):
+                c[...] = x
+
+            @pl.when(i == N - 1)
+            def _():
+                for r, x in zip(final_refs, new, strict=True):
+                    r[...] = x.astype(r.dtype)
+
+    carry_specs = [_carry_spec(shape, tiled_carry, BV, len(grid)) for shape in carry_shapes]
+    return call(
+        kernel,
+        arrays + list(init),
+        in_specs + carry_specs,
+        [(shape, dt) for shape, dt, _ in outs] + finals,
+        out_specs + carry_specs,
+        grid=grid,
+        how=how,
+        name=name,
+        scratch=scratch,
+        sequential_last=how.sequential == "grid",
+    )

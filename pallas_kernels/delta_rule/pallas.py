@@ -4,19 +4,20 @@ Forward, for every chunk of C tokens (notation of ``chunk_math``):
 
 1. ``wy`` (delta rule only), grid (B, H, chunk): the triangular solve and W = T diag(beta a) K,
    Ubar = T diag(beta) V, every chunk at once;
-2. ``states``, grid (B, H, value tile): the one sequential pass, carrying a [K, BV] tile of the state through
-   the chunks, S <- gamma S + (diag(b) K)^T U with U = Ubar - W S (U = V for the Hebbian rule); it stores each
-   chunk's incoming state and U. Value tiles are independent (U's columns need only S's), so a GPU gets
-   B * H * V / BV programs;
+2. ``states``, the one sequential pass (``_common/pallas.py: sequential``), (B, H, value tile) programs carrying
+   a [K, BV] tile of the state through the chunks, S <- gamma S + (diag(b) K)^T U with U = Ubar - W S (U = V for
+   the Hebbian rule); it stores each chunk's incoming state and U. Value tiles are independent (U's columns
+   need only S's), so a GPU gets B * H * V / BV programs;
 3. ``output``, grid (B, H, chunk, value tile): O = diag(a) Q S + (Q K^T * Gam) U.
 
 Backward, the same shape: ``wy`` and ``states`` recompute W, U and the incoming states (nothing per token is kept
-between forward and backward); ``dstates``, grid (B, H, value tile), carries the state cotangent backwards
-through the chunks (``chunk_math.state_cotangent``) and stores each chunk's outgoing one; ``grads``, grid
-(B, H, chunk), applies ``chunk_math.chunk_backward`` to every chunk at once.
+between forward and backward); ``dstates``, sequential in reverse, carries the state cotangent backwards through
+the chunks (``chunk_math.state_cotangent``) and stores each chunk's outgoing one; ``grads``, grid (B, H, chunk),
+applies ``chunk_math.chunk_backward`` to every chunk at once.
 
 Each kernel lowers as the platform wants (``_common/pallas.py``): interpreted on CPU, Triton on GPUs, Mosaic on
-TPUs, chosen when the computation is lowered.
+TPUs, chosen when the computation is lowered. W, U and the states are kept in float32 (float64 for float64
+inputs) whatever the input dtype.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from .._common import pallas as plc
 from .._common.checks import acc_dtype
@@ -35,13 +35,10 @@ from . import chunk_math as cm
 SOLVER = cm.InverseSolver
 
 
-def _chunk(q_ref, k_ref, G_ref, c_ref, scale, acc, n=None, C=None):
-    """q (times ``scale``; None if ``q_ref`` is), k and the masks of one chunk: the whole block, or chunk ``n``
-    of a whole-sequence block."""
-    load = (lambda ref: ref[...]) if n is None else (lambda ref: plc.rows(ref, n, C))
-    q = None if q_ref is None else load(q_ref).astype(acc) * jnp.asarray(scale, acc)
-    G, c = plc.column(load(G_ref)).astype(acc), plc.column(load(c_ref))
-    return q, load(k_ref).astype(acc), cm.masks(G, c)
+def _chunk(q, k, G, c, scale, acc):
+    """q (times ``scale``; None if q is), k and the masks of one chunk from its blocks."""
+    q = None if q is None else q.astype(acc) * jnp.asarray(scale, acc)
+    return q, k.astype(acc), cm.masks(plc.column(G).astype(acc), plc.column(c))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -49,53 +46,39 @@ def _chunk(q_ref, k_ref, G_ref, c_ref, scale, acc, n=None, C=None):
 
 
 def _wy_kernel(k_ref, v_ref, beta_ref, G_ref, c_ref, W_ref, Ubar_ref, *, acc):
-    _, k, m = _chunk(None, k_ref, G_ref, c_ref, 1.0, acc)
+    _, k, m = _chunk(None, k_ref[...], G_ref[...], c_ref[...], 1.0, acc)
     beta = plc.column(beta_ref[...]).astype(acc)
     it = cm.intra(k, k, beta, m, SOLVER, True, need_output=False)
     W, Ubar = cm.wy(k, v_ref[...].astype(acc), beta, it, m, SOLVER)
     W_ref[...], Ubar_ref[...] = W, Ubar
 
 
-def _states_kernel(*refs, C, N, delta, acc):
+def _states_step(xs, carry, *, delta, acc):
+    """One chunk of the state pass: store the incoming state (and U), carry the outgoing one."""
+    (S,) = carry
     if delta:
-        k_ref, W_ref, Ubar_ref, G_ref, c_ref, h0_ref, states_ref, U_ref, hT_ref = refs
+        k, W, Ubar, G, c = xs
+        U = Ubar - cm.dot(W, S)
     else:
-        k_ref, v_ref, G_ref, c_ref, h0_ref, states_ref, hT_ref = refs
-
-    def body(n, S):
-        _, k, m = _chunk(None, k_ref, G_ref, c_ref, 1.0, acc, n, C)
-        if delta:
-            U = plc.rows(Ubar_ref, n, C) - cm.dot(plc.rows(W_ref, n, C), S)
-            plc.store_rows(U_ref, n, C, U)
-        else:
-            U = plc.rows(v_ref, n, C).astype(acc)
-        states_ref[n, :, :] = S
-        return cm.chunk_state(S, k, U, m)
-
-    hT_ref[...] = lax.fori_loop(0, N, body, h0_ref[...].astype(acc))
+        k, U, G, c = xs
+        U = U.astype(acc)
+    _, k, m = _chunk(None, k, G, c, 1.0, acc)
+    return (cm.chunk_state(S, k, U, m),), [S, U] if delta else [S]
 
 
 def _output_kernel(q_ref, k_ref, U_ref, G_ref, c_ref, S_ref, o_ref, *, scale, acc):
-    q, k, m = _chunk(q_ref, k_ref, G_ref, c_ref, scale, acc)
+    q, k, m = _chunk(q_ref[...], k_ref[...], G_ref[...], c_ref[...], scale, acc)
     it = cm.intra(q, k, None, m, SOLVER, False)
     o_ref[...] = cm.chunk_output(S_ref[...], q, U_ref[...].astype(acc), it, m).astype(o_ref.dtype)
 
 
-def _dstates_kernel(*refs, scale, C, N, delta, acc):
-    if delta:
-        q_ref, k_ref, W_ref, do_ref, G_ref, c_ref, dhT_ref, dstates_ref, dh0_ref = refs
-    else:
-        q_ref, k_ref, do_ref, G_ref, c_ref, dhT_ref, dstates_ref, dh0_ref = refs
-
-    def body(i, dS1):
-        n = N - 1 - i
-        q, k, m = _chunk(q_ref, k_ref, G_ref, c_ref, scale, acc, n, C)
-        P = cm.intra(q, k, None, m, SOLVER, False).P
-        W = plc.rows(W_ref, n, C) if delta else None
-        dstates_ref[n, :, :] = dS1
-        return cm.state_cotangent(q, k, W, dS1, plc.rows(do_ref, n, C).astype(acc), m, P)
-
-    dh0_ref[...] = lax.fori_loop(0, N, body, dhT_ref[...].astype(acc))
+def _dstates_step(xs, carry, *, scale, delta, acc):
+    """One chunk of the reverse pass: store the outgoing state's cotangent, carry the incoming one's."""
+    (dS1,) = carry
+    q, k, W, dO, G, c = xs if delta else (xs[0], xs[1], None, *xs[2:])
+    q, k, m = _chunk(q, k, G, c, scale, acc)
+    P = cm.intra(q, k, None, m, SOLVER, False).P
+    return (cm.state_cotangent(q, k, W, dS1, dO.astype(acc), m, P),), [dS1]
 
 
 def _grads_kernel(*refs, scale, delta, acc):
@@ -105,7 +88,7 @@ def _grads_kernel(*refs, scale, delta, acc):
     else:
         q_ref, k_ref, v_ref, G_ref, c_ref, S0_ref, dS1_ref, do_ref = refs[:8]
         dq_ref, dk_ref, dv_ref, dG_ref = refs[8:]
-    q, k, m = _chunk(q_ref, k_ref, G_ref, c_ref, scale, acc)
+    q, k, m = _chunk(q_ref[...], k_ref[...], G_ref[...], c_ref[...], scale, acc)
     v = v_ref[...].astype(acc)
     beta = plc.column(beta_ref[...]).astype(acc) if delta else None
     it = cm.intra(q, k, beta, m, SOLVER, delta, need_output=False)
@@ -147,20 +130,18 @@ def _states(k, v, wy, G, c, h0, *, C, how):
     """(incoming state of every chunk, U or None for Hebbian, final state)."""
     B, H, Tp, K = k.shape
     V, acc, N = v.shape[-1], acc_dtype(k.dtype), Tp // C
-    BV, delta = how.block_v, wy is not None
-    ins = [k, *(wy if delta else [v]), G, c, h0]
-    col = plc.seq_rows(Tp, 1)
-    in_specs = [plc.seq_rows(Tp, K)] + ([plc.seq_rows(Tp, K)] if delta else []) + [plc.seq_rows(Tp, BV, True)]
-    in_specs += [col, col, plc.state_tile(K, BV)]
-    outs = [((B, H, N, K, V), acc)] + ([((B, H, Tp, V), acc)] if delta else []) + [((B, H, K, V), acc)]
-    out_specs = [plc.seq_states(N, K, BV)] + ([plc.seq_rows(Tp, BV, True)] if delta else []) + [plc.state_tile(K, BV)]
-    res = plc.call(
-        partial(_states_kernel, C=C, N=N, delta=delta, acc=acc),
-        ins,
-        in_specs,
+    delta = wy is not None
+    tile = plc.Rows(V, True)
+    ins = [(k, plc.Rows(K))] + ([(wy[0], plc.Rows(K)), (wy[1], tile)] if delta else [(v, tile)])
+    outs = [((B, H, N, K, V), acc, plc.Stack(K, V, True))] + ([((B, H, Tp, V), acc, tile)] if delta else [])
+    res = plc.sequential(
+        partial(_states_step, delta=delta, acc=acc),
+        ins + [(G, plc.Rows(1)), (c, plc.Rows(1))],
+        [h0],
         outs,
-        out_specs,
-        grid=(B, H, V // BV),
+        C=C,
+        tiled_carry=True,
+        reverse=False,
         how=how,
         name="delta_rule_states",
     )
@@ -187,16 +168,17 @@ def _output(q, k, U, G, c, states, *, scale, C, how):
 def _dstates(q, k, W, do, G, c, dhT, *, scale, C, how):
     """(cotangent of every chunk's outgoing state, cotangent of the initial state)."""
     B, H, Tp, K = q.shape
-    V, acc, N, BV = do.shape[-1], acc_dtype(q.dtype), Tp // C, how.block_v
+    V, acc, N = do.shape[-1], acc_dtype(q.dtype), Tp // C
     delta = W is not None
-    col = plc.seq_rows(Tp, 1)
-    return plc.call(
-        partial(_dstates_kernel, scale=scale, C=C, N=N, delta=delta, acc=acc),
-        [q, k, *([W] if delta else []), do, G, c, dhT],
-        [plc.seq_rows(Tp, K)] * (3 if delta else 2) + [plc.seq_rows(Tp, BV, True), col, col, plc.state_tile(K, BV)],
-        [((B, H, N, K, V), acc), ((B, H, K, V), acc)],
-        [plc.seq_states(N, K, BV), plc.state_tile(K, BV)],
-        grid=(B, H, V // BV),
+    ins = [(q, plc.Rows(K)), (k, plc.Rows(K))] + ([(W, plc.Rows(K))] if delta else [])
+    return plc.sequential(
+        partial(_dstates_step, scale=scale, delta=delta, acc=acc),
+        ins + [(do, plc.Rows(V, True)), (G, plc.Rows(1)), (c, plc.Rows(1))],
+        [dhT],
+        [((B, H, N, K, V), acc, plc.Stack(K, V, True))],
+        C=C,
+        tiled_carry=True,
+        reverse=True,
         how=how,
         name="delta_rule_dstates",
     )

@@ -1,15 +1,15 @@
 """Chunk-parallel Pallas kernels for the mLSTM.
 
-Forward: ``states``, grid (B, H), the one sequential pass, carries the stabilised state (C, n, m) through the
-chunks and stores each chunk's incoming state; ``output``, grid (B, H, chunk), forms every chunk's h at once
-(``chunk_math.chunk_output``). Backward: ``states`` again (nothing per token is kept between forward and
-backward); ``dstates``, grid (B, H), carries the state cotangent backwards through the chunks and stores each
-chunk's outgoing one; ``grads``, grid (B, H, chunk), applies ``chunk_math.chunk_backward`` to every chunk at
-once. The sequential passes are not tiled over the value dim (n and m are shared by all columns); the
-backward's sequential pass evaluates ``chunk_backward`` for the state cotangent alone, and the compilers drop
-the per-token cotangents it does not store.
+Forward: ``states``, the one sequential pass (``_common/pallas.py: sequential``), carries the stabilised state
+(C, n, m) through the chunks and stores each chunk's incoming state; ``output``, grid (B, H, chunk), forms every
+chunk's h at once (``chunk_math.chunk_output``). Backward: ``states`` again (nothing per token is kept between
+forward and backward); ``dstates``, sequential in reverse, carries the state cotangent backwards through the
+chunks and stores each chunk's outgoing one; ``grads``, grid (B, H, chunk), applies ``chunk_math.chunk_backward``
+to every chunk at once. The sequential passes are one program per (batch, head), not tiled over the value dim
+(n and m are shared by all its columns); the reverse pass evaluates ``chunk_backward`` for the state cotangent
+alone, and the compilers drop the per-token cotangents it does not store.
 
-The normaliser n travels as a [1, K] row and the stabiliser m as a [1, 1] block (rank-2 blocks, as Mosaic
+The normaliser n travels as a [1, K] block and the stabiliser m as a [1, 1] block (rank-2 blocks, as Mosaic
 wants). Each kernel lowers as the platform wants (``_common/pallas.py``).
 """
 
@@ -19,7 +19,6 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 from jax.experimental import pallas as pl
 
 from .._common import pallas as plc
@@ -28,76 +27,52 @@ from .._common.vjp import recompute_vjp
 from . import chunk_math as mm
 
 
-def _chunk(q_ref, k_ref, v_ref, i_ref, G_ref, c_ref, scale, acc, n=None, C=None):
-    """q (times ``scale``), k, v, input gates, G and c of one chunk: the whole block, or chunk ``n`` of a
-    whole-sequence block."""
-    load = (lambda ref: ref[...]) if n is None else (lambda ref: plc.rows(ref, n, C))
-    q = load(q_ref).astype(acc) * jnp.asarray(scale, acc)
-    cols = (plc.column(load(r)) for r in (i_ref, G_ref, c_ref))
-    ig, G, c = next(cols).astype(acc), next(cols).astype(acc), next(cols)
-    return q, load(k_ref).astype(acc), load(v_ref).astype(acc), ig, G, c
+def _chunk(q, k, v, ig, G, c, scale, acc):
+    """q (times ``scale``), k, v, input gates, G and c of one chunk from its blocks."""
+    q = q.astype(acc) * jnp.asarray(scale, acc)
+    cols = (plc.column(x) for x in (ig, G, c))
+    return q, k.astype(acc), v.astype(acc), next(cols).astype(acc), next(cols).astype(acc), next(cols)
 
 
 def _read(C, n, m, acc) -> mm.State:
-    """A state from its [K, V], [1, K] and [1, 1] blocks (or values)."""
+    """A state from its [K, V], [1, K] and [1, 1] blocks."""
     return mm.State(C.astype(acc), n[0].astype(acc), jnp.reshape(m, ()).astype(acc))
 
 
-def _write(refs, s: mm.State, index=...) -> None:
-    C_ref, n_ref, m_ref = refs
-    C_ref[index] = s.C
-    n_ref[index] = s.n[None, :]
-    m_ref[index] = jnp.reshape(s.m, (1, 1))
-
-
-def _stacked(refs, index) -> mm.State:
-    C_ref, n_ref, m_ref = refs
-    return _read(C_ref[index], n_ref[index], m_ref[index], C_ref.dtype)
+def _blocks(s: mm.State) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """A state as its [K, V], [1, K] and [1, 1] blocks."""
+    return s.C, s.n[None, :], jnp.reshape(s.m, (1, 1))
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Kernels.
+# Kernels and per-chunk steps.
 
 
-def _states_kernel(q_ref, k_ref, v_ref, i_ref, G_ref, c_ref, C0_ref, n0_ref, m0_ref, *outs, scale, C, N, acc):
-    per_chunk, final = outs[:3], outs[3:]
-
-    def body(j, s):
-        s = mm.State(*s)
-        _, k, v, ig, G, c = _chunk(q_ref, k_ref, v_ref, i_ref, G_ref, c_ref, scale, acc, j, C)
-        _write(per_chunk, s, j)
-        return tuple(mm.chunk_state(k, v, ig, G, c, s))
-
-    s0 = _read(C0_ref[...], n0_ref[...], m0_ref[...], acc)
-    _write(final, mm.State(*lax.fori_loop(0, N, body, tuple(s0))))
+def _states_step(xs, carry, *, scale, acc):
+    """One chunk of the state pass: store the incoming state, carry the outgoing one."""
+    _, k, v, ig, G, c = _chunk(*xs, scale, acc)
+    return _blocks(mm.chunk_state(k, v, ig, G, c, _read(*carry, acc))), list(carry)
 
 
 def _output_kernel(q_ref, k_ref, v_ref, i_ref, G_ref, c_ref, C_ref, n_ref, m_ref, h_ref, *, scale, eps, acc):
-    q, k, v, ig, G, c = _chunk(q_ref, k_ref, v_ref, i_ref, G_ref, c_ref, scale, acc)
+    q, k, v, ig, G, c = _chunk(*(r[...] for r in (q_ref, k_ref, v_ref, i_ref, G_ref, c_ref)), scale, acc)
     s = _read(C_ref[...], n_ref[...], m_ref[...], acc)
     h_ref[...] = mm.chunk_output(q, k, v, ig, G, c, s, eps).astype(h_ref.dtype)
 
 
-def _dstates_kernel(q_ref, k_ref, v_ref, i_ref, G_ref, c_ref, *refs, scale, C, N, eps, acc):
-    states, dh_ref, dsT = refs[:3], refs[3], refs[4:7]
-    per_chunk, first = refs[7:10], refs[10:]
-
-    def body(r, ds):
-        j = N - 1 - r
-        q, k, v, ig, G, c = _chunk(q_ref, k_ref, v_ref, i_ref, G_ref, c_ref, scale, acc, j, C)
-        ds = mm.State(*ds)
-        _write(per_chunk, ds, j)
-        dh = plc.rows(dh_ref, j, C).astype(acc)
-        return tuple(mm.chunk_backward(q, k, v, ig, G, c, _stacked(states, j), dh, ds, eps)[-1])
-
-    dsT = _read(*(ref[...] for ref in dsT), acc)
-    _write(first, mm.State(*lax.fori_loop(0, N, body, tuple(dsT))))
+def _dstates_step(xs, carry, *, scale, eps, acc):
+    """One chunk of the reverse pass: store the outgoing state's cotangent, carry the incoming one's."""
+    q, k, v, ig, G, c = _chunk(*xs[:6], scale, acc)
+    s = _read(*xs[6:9], acc)
+    dh = xs[9].astype(acc)
+    ds0 = mm.chunk_backward(q, k, v, ig, G, c, s, dh, _read(*carry, acc), eps)[-1]
+    return _blocks(ds0), list(carry)
 
 
 def _grads_kernel(q_ref, k_ref, v_ref, i_ref, G_ref, c_ref, *refs, scale, eps, acc):
     s_refs, dh_ref, ds_refs = refs[:3], refs[3], refs[4:7]
     dq_ref, dk_ref, dv_ref, di_ref, dG_ref = refs[7:]
-    q, k, v, ig, G, c = _chunk(q_ref, k_ref, v_ref, i_ref, G_ref, c_ref, scale, acc)
+    q, k, v, ig, G, c = _chunk(*(r[...] for r in (q_ref, k_ref, v_ref, i_ref, G_ref, c_ref)), scale, acc)
     s = _read(*(ref[...] for ref in s_refs), acc)
     ds = _read(*(ref[...] for ref in ds_refs), acc)
     dq, dk, dv, dig, dG, _ = mm.chunk_backward(q, k, v, ig, G, c, s, dh_ref[...].astype(acc), ds, eps)
@@ -113,41 +88,39 @@ def _grads_kernel(q_ref, k_ref, v_ref, i_ref, G_ref, c_ref, *refs, scale, eps, a
 # a stack of per-chunk states the same with an N axis after H.
 
 
-def _state_blocks(K, V, N=None, per_chunk=False):
-    """BlockSpecs of a state (grid (b, h)), a stack of N states (grid (b, h)) or one chunk's state of a stack
-    (grid (b, h, n))."""
-    if per_chunk:
-        return [pl.BlockSpec((None, None, None, *s), lambda b, h, n: (b, h, n, 0, 0)) for s in ((K, V), (1, K), (1, 1))]
-    if N is not None:
-        return [pl.BlockSpec((None, None, N, *s), lambda b, h: (b, h, 0, 0, 0)) for s in ((K, V), (1, K), (1, 1))]
-    return [pl.BlockSpec((None, None, *s), lambda b, h: (b, h, 0, 0)) for s in ((K, V), (1, K), (1, 1))]
+def _state_blocks(K, V):
+    """BlockSpecs of one chunk's state of a per-chunk stack (grid (b, h, n))."""
+    return [pl.BlockSpec((None, None, None, *s), lambda b, h, n: (b, h, n, 0, 0)) for s in ((K, V), (1, K), (1, 1))]
 
 
-def _state_shapes(B, H, K, V, acc, N=None):
-    lead = (B, H) if N is None else (B, H, N)
-    return [((*lead, K, V), acc), ((*lead, 1, K), acc), ((*lead, 1, 1), acc)]
+def _stacks(B, H, N, K, V, acc):
+    """The per-chunk stacks of a state as outputs of a sequential pass."""
+    return [((B, H, N, r, d), acc, plc.Stack(r, d)) for r, d in ((K, V), (1, K), (1, 1))]
 
 
-def _blocks(rows, K, V, grid_rank):
-    """BlockSpecs of q, k, v, i, G, c: whole sequences (grid (b, h)) or one chunk (grid (b, h, n))."""
-    if grid_rank == 2:
-        tok = lambda D: pl.BlockSpec((None, None, rows, D), lambda b, h: (b, h, 0, 0))
-    else:
-        tok = lambda D: plc.chunk_rows(rows, D)
-    return [tok(K), tok(K), tok(V), tok(1), tok(1), tok(1)]
+def _token_blocks(C, K, V):
+    """BlockSpecs of one chunk of q, k, v, i, G, c (grid (b, h, n))."""
+    return [plc.chunk_rows(C, D) for D in (K, K, V, 1, 1, 1)]
+
+
+def _tokens(q, k, v, ig, G, c):
+    """q, k, v, i, G, c as inputs of a sequential pass."""
+    K, V = q.shape[-1], v.shape[-1]
+    return [(x, plc.Rows(D)) for x, D in zip((q, k, v, ig, G, c), (K, K, V, 1, 1, 1), strict=True)]
 
 
 def _states(q, k, v, ig, G, c, s0, *, scale, C, how):
     """(per-chunk incoming states, final state), each an ``mm.State`` of head-major blocks."""
     B, H, Tp, K = q.shape
-    V, acc, N = v.shape[-1], acc_dtype(q.dtype), Tp // C
-    res = plc.call(
-        partial(_states_kernel, scale=scale, C=C, N=N, acc=acc),
-        [q, k, v, ig, G, c, *s0],
-        _blocks(Tp, K, V, 2) + _state_blocks(K, V),
-        _state_shapes(B, H, K, V, acc, N) + _state_shapes(B, H, K, V, acc),
-        _state_blocks(K, V, N) + _state_blocks(K, V),
-        grid=(B, H),
+    V, acc = v.shape[-1], acc_dtype(q.dtype)
+    res = plc.sequential(
+        partial(_states_step, scale=scale, acc=acc),
+        _tokens(q, k, v, ig, G, c),
+        list(s0),
+        _stacks(B, H, Tp // C, K, V, acc),
+        C=C,
+        tiled_carry=False,
+        reverse=False,
         how=how,
         name="mlstm_states",
     )
@@ -160,7 +133,7 @@ def _output(q, k, v, ig, G, c, states, *, scale, C, eps, how):
     (h,) = plc.call(
         partial(_output_kernel, scale=scale, eps=eps, acc=acc_dtype(q.dtype)),
         [q, k, v, ig, G, c, *states],
-        _blocks(C, K, V, 3) + _state_blocks(K, V, per_chunk=True),
+        _token_blocks(C, K, V) + _state_blocks(K, V),
         [((B, H, Tp, V), q.dtype)],
         [plc.chunk_rows(C, V)],
         grid=(B, H, Tp // C),
@@ -173,14 +146,16 @@ def _output(q, k, v, ig, G, c, states, *, scale, C, eps, how):
 def _dstates(q, k, v, ig, G, c, states, dh, dsT, *, scale, C, eps, how):
     """(cotangent of every chunk's outgoing state, cotangent of the initial state)."""
     B, H, Tp, K = q.shape
-    V, acc, N = v.shape[-1], acc_dtype(q.dtype), Tp // C
-    res = plc.call(
-        partial(_dstates_kernel, scale=scale, C=C, N=N, eps=eps, acc=acc),
-        [q, k, v, ig, G, c, *states, dh, *dsT],
-        _blocks(Tp, K, V, 2) + _state_blocks(K, V, N) + [_blocks(Tp, K, V, 2)[2]] + _state_blocks(K, V),
-        _state_shapes(B, H, K, V, acc, N) + _state_shapes(B, H, K, V, acc),
-        _state_blocks(K, V, N) + _state_blocks(K, V),
-        grid=(B, H),
+    V, acc = v.shape[-1], acc_dtype(q.dtype)
+    per_chunk = [(x, plc.Stack(*x.shape[-2:])) for x in states]
+    res = plc.sequential(
+        partial(_dstates_step, scale=scale, eps=eps, acc=acc),
+        _tokens(q, k, v, ig, G, c) + per_chunk + [(dh, plc.Rows(V))],
+        list(dsT),
+        _stacks(B, H, Tp // C, K, V, acc),
+        C=C,
+        tiled_carry=False,
+        reverse=True,
         how=how,
         name="mlstm_dstates",
     )
@@ -190,8 +165,8 @@ def _dstates(q, k, v, ig, G, c, states, dh, dsT, *, scale, C, eps, how):
 def _grads(q, k, v, ig, G, c, states, dh, dstates, *, scale, C, eps, how):
     B, H, Tp, K = q.shape
     V = v.shape[-1]
-    per_chunk = _state_blocks(K, V, per_chunk=True)
-    blocks = _blocks(C, K, V, 3)
+    per_chunk = _state_blocks(K, V)
+    blocks = _token_blocks(C, K, V)
     return plc.call(
         partial(_grads_kernel, scale=scale, eps=eps, acc=acc_dtype(q.dtype)),
         [q, k, v, ig, G, c, *states, dh, *dstates],

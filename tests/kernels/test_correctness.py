@@ -103,11 +103,13 @@ def test_reference_matches_numpy_loop():
         np.testing.assert_allclose(s_j, S, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("sequential", ["grid", "loop"])
 @pytest.mark.parametrize("op", list(OPS))
-def test_pallas_value_tiles_x64(x64, op):
-    """The sequential state passes split the value dim into tiles, one program each; tiles must not interact."""
+def test_pallas_value_tiles_x64(x64, op, sequential):
+    """The sequential state passes split the value dim into tiles, one program each; tiles must not interact.
+    Both drivers of the passes: chunks as a sequential grid axis (TPU) and as a loop in the kernel (GPU)."""
     d = make_inputs(B=1, T=21, H=2, K=4, V=8, dtype=jnp.float64, gated=True, h0=True, segments=True)
-    with pallas_kernels.tuning(block_v=2):
+    with pallas_kernels.tuning(block_v=2, sequential=sequential):
         compare(op, d, "pallas", 8, rtol=1e-9, atol=1e-11)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from test_correctness import assert_close
 
+import pallas_kernels
 from pallas_kernels import dispatch, mlstm
 from tests.helpers import make_inputs
 
@@ -80,14 +81,16 @@ def compare(d, backend, chunk, rtol, atol, ref=None):
 _REF: dict = {}
 
 
-@pytest.mark.parametrize("backend", ["chunked", "pallas"])
+@pytest.mark.parametrize("backend", ["chunked", "pallas", "pallas-loop"])
 def test_matches_reference_x64_with_state_and_segments(x64, backend):
     """T = 13 with chunk 4 (ragged last chunk) and packed segments; sequence 0 starts from the empty state
-    (0, 0, -inf), sequence 1 from a random one."""
+    (0, 0, -inf), sequence 1 from a random one. "pallas-loop" drives the sequential passes as the GPU does (a
+    loop over chunks in the kernel), "pallas" as the TPU does (a sequential grid axis)."""
     d = make_mlstm(dtype=jnp.float64, h0=True, segments=True)
     C, n, m = d["initial_state"]
     d["initial_state"] = (C.at[0].set(0.0), n.at[0].set(0.0), m.at[0].set(-jnp.inf))
-    _REF["x64"] = compare(d, backend, 4, rtol=1e-9, atol=1e-11, ref=_REF.get("x64"))
+    with pallas_kernels.tuning(sequential="loop" if backend == "pallas-loop" else None):
+        _REF["x64"] = compare(d, backend.split("-")[0], 4, rtol=1e-9, atol=1e-11, ref=_REF.get("x64"))
 
 
 @pytest.mark.parametrize("backend", ["chunked", "pallas"])
