@@ -146,6 +146,12 @@ def launch(kind: str, V: int) -> Launch:
     return Launch(kind, bv, t.num_warps, t.num_stages, sequential)
 
 
+def kernel_dims(kind: str, T: int, K: int, V: int, chunk_size: int) -> tuple[int, int, int, Launch]:
+    """(chunk, K and V as the kernels of ``kind`` see them, launch) of a call on a [T, K] / [T, V] sequence."""
+    Kp, Vp = feature_dim(kind, K), feature_dim(kind, V)
+    return chunk_length(kind, T, chunk_size), Kp, Vp, launch(kind, Vp)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Layout.
 
@@ -157,6 +163,11 @@ def head_major(x: jax.Array | None) -> jax.Array | None:
     if x.ndim == 3:
         return jnp.swapaxes(x, 1, 2)[..., None]
     return jnp.swapaxes(x, 1, 2)
+
+
+def to_kernel(x: jax.Array | None, D: int | None = None) -> jax.Array | None:
+    """``x`` head-major, its last dim zero-padded to ``D`` (None: as it is)."""
+    return head_major(x if D is None else pad_features(x, D))
 
 
 def time_major(x: jax.Array, like: jax.Array) -> jax.Array:

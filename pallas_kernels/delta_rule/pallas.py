@@ -249,19 +249,16 @@ def pallas_chunked(
 ) -> tuple[jax.Array, jax.Array]:
     """Pallas backend entry point; same contract as :func:`.reference.recurrent_reference`. ``interpret``: None
     picks the lowering per platform (interpreter on CPU), True forces the interpreter."""
-    B, T, H, K = q.shape
-    V = v.shape[-1]
+    T, K, V = q.shape[1], q.shape[3], v.shape[-1]
 
     def build(kind):
         def run(q, k, v, beta, g, h0, segment_ids):
-            C = plc.chunk_length(kind, T, chunk_size)
-            Kp, Vp = plc.feature_dim(kind, K), plc.feature_dim(kind, V)
-            how = plc.launch(kind, Vp)
+            C, Kp, Vp, how = plc.kernel_dims(kind, T, K, V, chunk_size)
             p = cm.prepare(q, k, v, beta if delta else None, g, h0, segment_ids, C)
-            hm = lambda x, D=None: plc.head_major(x if D is None else plc.pad_features(x, D))
             h0 = plc.pad_features(plc.pad_features(p.h0, Vp), Kp, axis=-2)
-            qkv = hm(p.q, Kp), hm(p.k, Kp), hm(p.v, Vp)
-            o, hT = _core(*qkv, hm(p.beta), hm(p.G), hm(p.c), h0, scale=float(scale), C=C, how=how)
+            qkv = plc.to_kernel(p.q, Kp), plc.to_kernel(p.k, Kp), plc.to_kernel(p.v, Vp)
+            gates = map(plc.to_kernel, (p.beta, p.G, p.c))
+            o, hT = _core(*qkv, *gates, h0, scale=float(scale), C=C, how=how)
             return plc.time_major(o, p.q)[:, :T, :, :V], hT[..., :K, :V]
 
         return run

@@ -93,38 +93,29 @@ def _state_blocks(K, V):
     return [pl.BlockSpec((None, None, None, *s), lambda b, h, n: (b, h, n, 0, 0)) for s in ((K, V), (1, K), (1, 1))]
 
 
-def _stacks(B, H, N, K, V, acc):
-    """The per-chunk stacks of a state as outputs of a sequential pass."""
-    return [((B, H, N, r, d), acc, plc.Stack(r, d)) for r, d in ((K, V), (1, K), (1, 1))]
-
-
 def _token_blocks(C, K, V):
     """BlockSpecs of one chunk of q, k, v, i, G, c (grid (b, h, n))."""
     return [plc.chunk_rows(C, D) for D in (K, K, V, 1, 1, 1)]
 
 
-def _tokens(q, k, v, ig, G, c):
-    """q, k, v, i, G, c as inputs of a sequential pass."""
-    K, V = q.shape[-1], v.shape[-1]
-    return [(x, plc.Rows(D)) for x, D in zip((q, k, v, ig, G, c), (K, K, V, 1, 1, 1), strict=True)]
+def _pass(step, tokens, extra, init, *, C, reverse, how, name):
+    """A sequential pass over q, k, v, i, G, c (``tokens``) and ``extra`` inputs carrying a state from ``init``:
+    (the state at every chunk as the step stores it, the final carry), each an ``mm.State`` of blocks."""
+    q, v = tokens[0], tokens[2]
+    B, H, Tp, K = q.shape
+    acc = acc_dtype(q.dtype)
+    stacks = [((B, H, Tp // C, r, d), acc, plc.Stack(r, d)) for r, d in ((K, v.shape[-1]), (1, K), (1, 1))]
+    rows = [(x, plc.Rows(x.shape[-1])) for x in tokens]
+    res = plc.sequential(
+        step, rows + extra, list(init), stacks, C=C, tiled_carry=False, reverse=reverse, how=how, name=name
+    )
+    return mm.State(*res[:3]), mm.State(*res[3:])
 
 
 def _states(q, k, v, ig, G, c, s0, *, scale, C, how):
-    """(per-chunk incoming states, final state), each an ``mm.State`` of head-major blocks."""
-    B, H, Tp, K = q.shape
-    V, acc = v.shape[-1], acc_dtype(q.dtype)
-    res = plc.sequential(
-        partial(_states_step, scale=scale, acc=acc),
-        _tokens(q, k, v, ig, G, c),
-        list(s0),
-        _stacks(B, H, Tp // C, K, V, acc),
-        C=C,
-        tiled_carry=False,
-        reverse=False,
-        how=how,
-        name="mlstm_states",
-    )
-    return mm.State(*res[:3]), mm.State(*res[3:])
+    """(per-chunk incoming states, final state)."""
+    step = partial(_states_step, scale=scale, acc=acc_dtype(q.dtype))
+    return _pass(step, (q, k, v, ig, G, c), [], s0, C=C, reverse=False, how=how, name="mlstm_states")
 
 
 def _output(q, k, v, ig, G, c, states, *, scale, C, eps, how):
@@ -145,21 +136,9 @@ def _output(q, k, v, ig, G, c, states, *, scale, C, eps, how):
 
 def _dstates(q, k, v, ig, G, c, states, dh, dsT, *, scale, C, eps, how):
     """(cotangent of every chunk's outgoing state, cotangent of the initial state)."""
-    B, H, Tp, K = q.shape
-    V, acc = v.shape[-1], acc_dtype(q.dtype)
-    per_chunk = [(x, plc.Stack(*x.shape[-2:])) for x in states]
-    res = plc.sequential(
-        partial(_dstates_step, scale=scale, eps=eps, acc=acc),
-        _tokens(q, k, v, ig, G, c) + per_chunk + [(dh, plc.Rows(V))],
-        list(dsT),
-        _stacks(B, H, Tp // C, K, V, acc),
-        C=C,
-        tiled_carry=False,
-        reverse=True,
-        how=how,
-        name="mlstm_dstates",
-    )
-    return mm.State(*res[:3]), mm.State(*res[3:])
+    step = partial(_dstates_step, scale=scale, eps=eps, acc=acc_dtype(q.dtype))
+    extra = [(x, plc.Stack(*x.shape[-2:])) for x in states] + [(dh, plc.Rows(dh.shape[-1]))]
+    return _pass(step, (q, k, v, ig, G, c), extra, dsT, C=C, reverse=True, how=how, name="mlstm_dstates")
 
 
 def _grads(q, k, v, ig, G, c, states, dh, dstates, *, scale, C, eps, how):
@@ -222,28 +201,16 @@ def mlstm_pallas(
 ) -> tuple[jax.Array, mm.State]:
     """Pallas backend entry point; same contract as :func:`.reference.mlstm_reference`. ``interpret``: None
     picks the lowering per platform (interpreter on CPU), True forces the interpreter."""
-    B, T, H, K = q.shape
-    V = v.shape[-1]
+    T, K, V = q.shape[1], q.shape[3], v.shape[-1]
 
     def build(kind):
         def run(q, k, v, i, f, initial_state, segment_ids):
-            C = plc.chunk_length(kind, T, chunk_size)
-            Kp, Vp = plc.feature_dim(kind, K), plc.feature_dim(kind, V)
+            C, Kp, Vp, how = plc.kernel_dims(kind, T, K, V, chunk_size)
             p = mm.prepare(q, k, v, i, f, initial_state, segment_ids, C)
-            hm = lambda x, D=None: plc.head_major(x if D is None else plc.pad_features(x, D))
-            h, sT = _core(
-                hm(p.q, Kp),
-                hm(p.k, Kp),
-                hm(p.v, Vp),
-                hm(p.ig),
-                hm(p.G),
-                hm(p.c),
-                _blocked_state(p.s0, Kp, Vp),
-                scale=K**-0.5,
-                C=C,
-                eps=float(eps),
-                how=plc.launch(kind, Vp),
-            )
+            qkv = plc.to_kernel(p.q, Kp), plc.to_kernel(p.k, Kp), plc.to_kernel(p.v, Vp)
+            gates = map(plc.to_kernel, (p.ig, p.G, p.c))
+            s0 = _blocked_state(p.s0, Kp, Vp)
+            h, sT = _core(*qkv, *gates, s0, scale=K**-0.5, C=C, eps=float(eps), how=how)
             return plc.time_major(h, p.q)[:, :T, :, :V], mm.State(sT.C[..., :K, :V], sT.n[..., 0, :K], sT.m[..., 0, 0])
 
         return run
