@@ -18,8 +18,8 @@ of the bfloat16 peak is capped by the TF32/bf16 ratio (1/2 on an H100 or H200).
 
 Points that would take unreasonably long are skipped and listed as such in the table and the JSON: the
 token-serial reference when its per-token states (B*T*H*K*V*4 bytes, which its autodiff backward keeps; its
-compiled temp memory is a multiple of that, see BENCHMARKS.md) exceed ``--max-reference-state-gb``, and, off
-GPU, Pallas in interpret mode beyond ``--max-interpret-tokens`` (B*T).
+compiled temp memory is a multiple of that, see BENCHMARKS.md) exceed ``--max-reference-state-gb``, and, on a
+CPU (where the Pallas kernels are interpreted), Pallas beyond ``--max-interpret-tokens`` (B*T).
 
 ``--fla`` (GPU only) also times flash-linear-attention's Triton ``chunk_gated_delta_rule`` (PyTorch) at
 B=4, T=4096, H=16, K=V=128, bf16, next to this package's backends at the same point (``--fla-backends``, default
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         "--max-interpret-tokens",
         default=512,
         type=int,
-        help="skip Pallas in interpret mode (non-GPU) when B*T exceeds this",
+        help="on a CPU, skip Pallas (interpreted there) when B*T exceeds this",
     )
     p.add_argument(
         "--fla",
@@ -347,7 +347,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                             f"reference per-token states {state_gb:.1f} GB > "
                             f"--max-reference-state-gb={args.max_reference_state_gb}"
                         )
-                    elif concrete == "pallas" and not on_gpu and B * T > args.max_interpret_tokens:
+                    elif concrete == "pallas" and platform_name == "cpu" and B * T > args.max_interpret_tokens:
                         r["skipped"] = f"pallas interpret mode with B*T={B * T} > --max-interpret-tokens"
                     else:
                         r.update(

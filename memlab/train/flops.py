@@ -144,7 +144,8 @@ class _LoopCorrection:
         body, length = params["jaxpr"], params["length"]
         unroll = max(1, min(params["unroll"], length))
         counted, steps = unroll + length % unroll, length // unroll
-        inner = [(t, flops * length / counted) for _ in range(counted) for t, flops in self.of(body.jaxpr)]
+        body_terms = self.of(body.jaxpr)
+        inner = [(t, flops * length / counted) for _ in range(counted) for t, flops in body_terms]
         if steps < 2:  # XLA drops a loop of one iteration (and a scan of none has nothing to add)
             return inner
         return [(steps, (length - counted) * self.flops(body)), *inner]

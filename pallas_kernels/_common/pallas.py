@@ -170,16 +170,13 @@ def to_kernel(x: jax.Array | None, D: int | None = None) -> jax.Array | None:
     return head_major(x if D is None else pad_features(x, D))
 
 
-def time_major(x: jax.Array, like: jax.Array) -> jax.Array:
-    """Inverse of :func:`head_major`, back to the rank of ``like``."""
-    if like.ndim == 3:
-        x = x[..., 0]
+def time_major(x: jax.Array) -> jax.Array:
+    """[B, H, T, D] -> [B, T, H, D], the inverse of :func:`head_major` for per-token tensors."""
     return jnp.swapaxes(x, 1, 2)
 
 
 # ----------------------------------------------------------------------------------------------------------
-# BlockSpecs. ``chunk_*`` blocks hold one chunk of a (b, h, n, ...) grid; ``seq_*`` blocks a whole sequence of
-# a (b, h, j) grid whose j tiles the value dim; ``state*`` blocks the [K, V] states.
+# BlockSpecs of the chunk-parallel kernels: one chunk of a (b, h, n[, j]) grid, j the value tile.
 
 
 def chunk_rows(C: int, D: int, tiled: bool = False) -> pl.BlockSpec:
@@ -347,7 +344,7 @@ def sequential(
     arrays = [x for x, _ in ins]
     B, H, Tp = arrays[0].shape[:3]
     N, BV = Tp // C, how.block_v
-    V = next(x.shape[-1] for x, op in ins if op.tiled) if any(op.tiled for _, op in ins) else BV
+    tiles = init[0].shape[-1] // BV if tiled_carry else 1
     acc = [jnp.promote_types(x.dtype, jnp.float32) for x in init]
     carry_shapes = [x.shape for x in init]
     finals = [(shape, dt) for shape, dt in zip(carry_shapes, acc, strict=True)]
@@ -356,7 +353,7 @@ def sequential(
     block = lambda shape: (shape[-2], BV if tiled_carry else shape[-1])
 
     if how.sequential == "loop":
-        grid = (B, H, V // BV)
+        grid = (B, H, tiles)
         in_specs = [_loop_spec(op, Tp, N, BV) for _, op in ins]
         out_specs = [_loop_spec(op, Tp, N, BV) for *_, op in outs]
 
@@ -377,7 +374,7 @@ def sequential(
 
         scratch = ()
     else:
-        grid = (B, H, V // BV, N)
+        grid = (B, H, tiles, N)
         in_specs = [_grid_spec(op, C, order, BV) for _, op in ins]
         out_specs = [_grid_spec(op, C, order, BV) for *_, op in outs]
         scratch = [(block(shape), a) for shape, a in zip(carry_shapes, acc, strict=True)]

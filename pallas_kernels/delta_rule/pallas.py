@@ -259,7 +259,7 @@ def pallas_chunked(
             qkv = plc.to_kernel(p.q, Kp), plc.to_kernel(p.k, Kp), plc.to_kernel(p.v, Vp)
             gates = map(plc.to_kernel, (p.beta, p.G, p.c))
             o, hT = _core(*qkv, *gates, h0, scale=float(scale), C=C, how=how)
-            return plc.time_major(o, p.q)[:, :T, :, :V], hT[..., :K, :V]
+            return plc.time_major(o)[:, :T, :, :V], hT[..., :K, :V]
 
         return run
 

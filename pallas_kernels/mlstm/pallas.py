@@ -19,7 +19,6 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-from jax.experimental import pallas as pl
 
 from .._common import pallas as plc
 from .._common.checks import acc_dtype
@@ -30,8 +29,8 @@ from . import chunk_math as mm
 def _chunk(q, k, v, ig, G, c, scale, acc):
     """q (times ``scale``), k, v, input gates, G and c of one chunk from its blocks."""
     q = q.astype(acc) * jnp.asarray(scale, acc)
-    cols = (plc.column(x) for x in (ig, G, c))
-    return q, k.astype(acc), v.astype(acc), next(cols).astype(acc), next(cols).astype(acc), next(cols)
+    ig, G = (plc.column(x).astype(acc) for x in (ig, G))
+    return q, k.astype(acc), v.astype(acc), ig, G, plc.column(c)
 
 
 def _read(C, n, m, acc) -> mm.State:
@@ -90,7 +89,7 @@ def _grads_kernel(q_ref, k_ref, v_ref, i_ref, G_ref, c_ref, *refs, scale, eps, a
 
 def _state_blocks(K, V):
     """BlockSpecs of one chunk's state of a per-chunk stack (grid (b, h, n))."""
-    return [pl.BlockSpec((None, None, None, *s), lambda b, h, n: (b, h, n, 0, 0)) for s in ((K, V), (1, K), (1, 1))]
+    return [plc.chunk_state(r, d) for r, d in ((K, V), (1, K), (1, 1))]
 
 
 def _token_blocks(C, K, V):
@@ -211,7 +210,7 @@ def mlstm_pallas(
             gates = map(plc.to_kernel, (p.ig, p.G, p.c))
             s0 = _blocked_state(p.s0, Kp, Vp)
             h, sT = _core(*qkv, *gates, s0, scale=K**-0.5, C=C, eps=float(eps), how=how)
-            return plc.time_major(h, p.q)[:, :T, :, :V], mm.State(sT.C[..., :K, :V], sT.n[..., 0, :K], sT.m[..., 0, 0])
+            return plc.time_major(h)[:, :T, :, :V], mm.State(sT.C[..., :K, :V], sT.n[..., 0, :K], sT.m[..., 0, 0])
 
         return run
 
