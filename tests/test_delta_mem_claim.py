@@ -28,6 +28,7 @@ TINY = protocol.Scale(
     seeds=(0, 1),
     eval_examples=16,
     fact_counts=(1, 2),
+    lr_extensions=0,  # the search's extensions are tested on fabricated runs (tests/test_evidence.py)
 )  # 8-token windows hold 2 facts
 
 
@@ -45,12 +46,17 @@ def test_delta_mem_claim_end_to_end(tmp_path, monkeypatch):
     assert 0 < means["tsw"]["params_trainable"] < 0.2 * means["tsw"]["params"]
     assert means["msw"]["state_per_layer"] > means["tsw"]["state_per_layer"] > means["backbone"]["state_per_layer"]
     assert means["oracle"]["state_per_layer"] == TINY.windows * means["backbone"]["state_per_layer"]
-    assert set(result.details["parts"]) == {
-        "tsw_closes_gap",
-        "no_harm",
-        "state_not_adapters",
-        "msw_beats_tsw_at_many_facts",
-    }
+    assert [p.name for p in result.parts] == [
+        "TSW closes the gap",
+        "general skills kept",
+        "the state, not the adapters",
+        "MSW above TSW at many facts",
+    ]
+    share = next(c for c in result.parts[0].conditions if c.name == "trains <= 2%")
+    assert share.decided_by == "configuration"  # the adapter's size, not its training
+    zeroed = next(c for c in result.parts[2].conditions if c.name.startswith("zeroed"))
+    assert zeroed.decided_by == "construction"  # a zero read reproduces the backbone bit for bit
+    assert not any(c.passed for c in result.parts[1].all_checks if c.name.startswith("threshold"))  # memlab's 1%
     assert "beyond-window EM" in result.table and (tmp_path / "results" / "delta-mem.md").exists()
 
     runs = tmp_path / "runs" / "delta-mem"

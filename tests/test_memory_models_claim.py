@@ -10,7 +10,7 @@ import pytest
 
 from memlab.reproduce.run import reproduce
 from memlab.studies.memory_models import protocol
-from memlab.studies.memory_models.protocol import COPY, chosen_lrs, condition_of
+from memlab.studies.memory_models.protocol import COPY, condition_of
 from tests.test_memory_model import params_of
 
 TINY = protocol.Scale(
@@ -31,6 +31,7 @@ TINY = protocol.Scale(
     probe_steps=6,
     eval_every=4,
     eval_examples=16,
+    lr_extensions=0,  # the search's extensions are tested on fabricated runs (tests/test_evidence.py)
 )
 
 
@@ -38,11 +39,12 @@ TINY = protocol.Scale(
 def test_memory_models_claim_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setitem(protocol.SCALES, "cpu", TINY)
     result = reproduce("memory-models", out=tmp_path / "results", workdir=tmp_path / "runs", parallel=2)
-    assert set(result.details["parts"]) == {
-        "autoencoder_rich_lm_poor",
-        "combined_memories_rich",
-        "curriculum_saves_compute",
-    }
+    assert [p.name for p in result.parts] == [
+        "autoencoder rich, causal LM poor",
+        "combined memories rich",
+        "curriculum saves compute",
+    ]
+    assert all(p.verdict == "inconclusive" for p in result.parts[1:])  # a 2-value grid never ends interior
     info = result.details["information"]
     kinds = [r["encoder"] for r in info]
     assert kinds[:4] == ["constant", "autoencoder", "causal LM", "untrained"]
@@ -57,7 +59,7 @@ def test_memory_models_claim_end_to_end(tmp_path, monkeypatch):
     )
     assert all(0 <= r["copy_hamming"] <= 1 and r["later_chunks_loss"] > 0 for r in memory)
     runs = tmp_path / "runs" / "memory-models"
-    lrs = chosen_lrs(protocol.load_stage(runs, *protocol.LR_STAGES))
+    lrs = {r["group"]: r["chosen"] for r in result.details["searches"]}
     assert all(r["lr"] == lrs[r["condition"]] for r in memory)  # every seed at its condition's chosen rate
     assert {r["condition"] for r in result.details["curriculum"]} == {"curriculum", "combined"}
     table = (tmp_path / "results" / "memory-models.md").read_text()
@@ -84,6 +86,10 @@ def _flat(config: dict) -> dict:
     }
 
 
+def _grid(scale) -> list[dict]:
+    return [{"@condition": c, "train.lr": lr} for c in protocol.CONDITIONS for lr in scale.lrs]
+
+
 def test_protocol_stages_expand_with_matched_sizes(text_corpus, tmp_path):
     from memlab.sweep.spec import expand
 
@@ -91,7 +97,7 @@ def test_protocol_stages_expand_with_matched_sizes(text_corpus, tmp_path):
     stages = [
         protocol.autoencoder_sweep(scale, text),
         protocol.lm_sweep(scale, text),
-        *protocol.memory_sweeps("lr", scale, text, tmp_path, protocol.lr_rows(scale)),
+        *protocol.memory_sweeps("lr", scale, text, tmp_path, _grid(scale)),
     ]
     assert [s.name for s in stages] == ["autoencoder", "lm", "lr", "lr-curriculum"]
     configs = [p.config for s in stages for p in expand(s)]

@@ -1,20 +1,22 @@
-"""`memlab reproduce`: results and their validation, the claims registry, the README's generated table, one claim
-run end to end through the sweep launchers (and skipped the second time), failing runs, and Epoch's refit."""
+"""`memlab reproduce`: results and their validation, the claims registry, the README's generated table (regenerated
+only for the repository's own results/), one claim run end to end through the engine (and skipped the second
+time), failing runs, plans, and Epoch's refit."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from memlab import cli
 from memlab.errors import ConfigError, RunFailedError
 from memlab.registry import CLAIMS
-from memlab.reproduce import Claim, Result
+from memlab.reproduce import Claim, Result, checks, readme
 from memlab.reproduce.claim import load_result
+from memlab.reproduce.parts import Part
+from memlab.reproduce.protocol import Stage
 from memlab.reproduce.readme import END, START, claims_table, update_readme
-from memlab.reproduce.run import claim_names, get_claim, reproduce
+from memlab.reproduce.run import claim_names, get_claim, reproduce, study_of
 from memlab.sweep import Sweep, grid
 from memlab.sweep import launch as sweep_launch
 from tests.helpers import ROOT, TINY
@@ -42,8 +44,11 @@ def _result(**changes) -> Result:
 
 
 def test_result_rejects_unknown_verdict_and_scale():
-    with pytest.raises(ConfigError, match="reproduced, partly, not reproduced"):
+    with pytest.raises(ConfigError, match="reproduced, partly, not reproduced, inconclusive"):
         _result(verdict="mostly")
+    part = Part("p", "c", "s", "m", (checks.measured("holds", True, ""),))
+    with pytest.raises(ConfigError, match="its parts give 'reproduced'"):
+        _result(verdict="partly", parts=[part])
     with pytest.raises(ConfigError, match="scale"):
         _result(scale="laptop")
     with pytest.raises(TypeError):
@@ -51,13 +56,23 @@ def test_result_rejects_unknown_verdict_and_scale():
 
 
 def test_result_round_trips_and_renders(tmp_path):
-    result = _result()
+    part = Part("the part", "c", "s", "0.31", (checks.measured("holds", False, ""),),
+                (checks.Check("a check", "evidence", True, "fine"),))  # fmt: skip
+    result = _result(parts=[part])
     path = tmp_path / "c.json"
     path.write_text(json.dumps(result.to_json()))
-    assert load_result(path) == result
+    back = load_result(path)
+    assert back.to_json() == result.to_json() and back.parts[0]["verdict"] == "not reproduced"
+    assert back.decided() == (1, 1)
     text = result.to_markdown()
-    for part in ("about 0.6", "0.31 [0.28, 0.35]", "**Verdict: not reproduced**", "within 0.15", "![c.png](c.png)"):
-        assert part in text
+    for piece in ("about 0.6", "0.31 [0.28, 0.35]", "**Verdict: not reproduced**", "within 0.15", "![c.png](c.png)",
+                  "### the part: **not reproduced**", "| a check | evidence | yes | fine |"):  # fmt: skip
+        assert piece in text
+    old = dict(result.to_json())
+    for key in ("parts", "ladder", "protocol"):
+        old.pop(key)
+    assert Result.from_json(old).protocol == 1  # a file from before the engine
+    assert "predates the protocol engine" in Result.from_json(old).to_markdown()
 
 
 def test_registry_lists_the_claims_and_names_them_on_a_typo(capsys):
@@ -80,6 +95,7 @@ def test_claims_table_and_readme_update(tmp_path):
     lines = table.splitlines()
     assert len(lines) == 4 and "`a-claim`" in lines[2] and "`b-claim`" in lines[3]  # sorted by claim
     assert "**partly**" in lines[3] and "[b-claim.md](results/b-claim.md)" in lines[3] and "about 0.6" in lines[3]
+    assert "predates the evidence checks" in lines[3]  # protocol 1 files say so in the parts column
 
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{START}\nold table\n{END}\n\nafter\n")
@@ -113,16 +129,16 @@ class _TinyClaim(Claim):
     title = "Tiny MQAR learns something"
     source = "this test"
 
-    def sweeps(self, scale, runs):
+    def stages(self, scale):
         base = {**BASE, "train.steps": 10, "train.eval_every": 10, "train.checkpoint_every": 10}
-        return [Sweep(name="tiny", experiment=str(ROOT / "experiments" / "mqar.py"), base=base, points=grid({}))]
+        sweep = Sweep(name="tiny", experiment=str(ROOT / "experiments" / "mqar.py"), base=base, points=grid({}))
+        return [Stage("tiny", lambda study: [sweep])]
 
-    def evaluate(self, runs, scale, out):
-        from memlab.analysis import load_runs
-
-        frame = load_runs(runs / "tiny")
+    def evaluate(self, study, out):
+        frame = study.frame("tiny")
         accuracy = float(frame["eval/accuracy"].iloc[0])
         (out / "test-tiny.png").write_bytes(b"png")
+        part = Part("learns", "accuracy > 0", "above 0", f"{accuracy:.3f}", (checks.measured("> 0", accuracy > 0, ""),))
         return Result(
             claim=self.name,
             title=self.title,
@@ -131,10 +147,11 @@ class _TinyClaim(Claim):
             measured=f"{accuracy:.3f}",
             criterion="accuracy > 0",
             verdict="reproduced" if accuracy > 0 else "not reproduced",
-            scale=scale,
-            command=self.command(scale),
+            scale=study.scale,
+            command="",
             details={"accuracy": accuracy, "runs": len(frame)},
             figures=["test-tiny.png"],
+            parts=[part],
         )
 
 
@@ -150,9 +167,10 @@ def test_reproduce_end_to_end_skips_completed_runs(tiny_claim, tmp_path, capsys)
     result = reproduce(tiny_claim, out=out, workdir=workdir)
     printed = capsys.readouterr().out
     assert "1 to run, 0 already completed" in printed and f"{tiny_claim}: {result.verdict}" in printed
+    assert "plan of test-tiny at cpu scale" in printed  # validated before the first step
     run_dir = workdir / tiny_claim / "tiny" / "tiny"
     assert sweep_launch.run_status(run_dir) == "completed"
-    assert load_result(out / f"{tiny_claim}.json") == result
+    assert load_result(out / f"{tiny_claim}.json").to_json() == result.to_json()
     assert result.measured in (out / f"{tiny_claim}.md").read_text()
     assert result.command == "memlab reproduce test-tiny --scale cpu" and result.details["runs"] == 1
 
@@ -160,7 +178,7 @@ def test_reproduce_end_to_end_skips_completed_runs(tiny_claim, tmp_path, capsys)
     again = reproduce(tiny_claim, out=out, workdir=workdir)
     assert "0 to run, 1 already completed" in capsys.readouterr().out
     assert (run_dir / "summary.json").read_text() == summary  # not trained again
-    assert again == result
+    assert again.to_json() == result.to_json()
 
 
 def test_failed_runs_are_named_with_their_directories(tiny_claim, tmp_path, monkeypatch):
@@ -176,8 +194,11 @@ def test_epoch_chinchilla_claim_is_reproduced(tmp_path, monkeypatch):
 
     # ~14 s on 2 cores (not marked slow): 20 resamples, since the verdict rests on the point estimates
     monkeypatch.setitem(epoch_chinchilla.BOOTSTRAP, "cpu", 20)
-    result = get_claim("epoch-chinchilla").evaluate(tmp_path, "cpu", tmp_path)
+    claim = get_claim("epoch-chinchilla")
+    result = claim.evaluate(study_of(claim, "cpu", tmp_path), tmp_path)
     assert result.verdict == "reproduced", result.table
+    assert [p.name for p in result.parts] == ["A", "B", "E", "alpha", "beta"]
+    assert all(p.verdict == "reproduced" and p.all_checks[0].passed for p in result.parts)
     assert all(gap < 0.5 for gap in result.details["gap_in_epoch_se"].values()), result.details
     assert "477.8 ± 124.5" in result.table and "20 resamples" in result.notes
     json.dumps(result.to_json())
@@ -212,7 +233,9 @@ def test_mqar_criterion_both_halves():
     assert judge(frame({**widening, ("attn", 32): 0.1}))[4] == "not reproduced"
 
 
-def test_reproduce_all_runs_every_claim_in_order_and_updates_the_readme(tmp_path, monkeypatch, capsys):
+def test_reproduce_all_runs_every_claim_and_updates_only_the_repository_readme(tmp_path, monkeypatch, capsys):
+    """`--out` elsewhere (even from the repository root) leaves README.md alone; `--out` the repository's results/
+    regenerates its table from every results file there, so claims not rerun keep their rows."""
     import memlab.reproduce.run as run_module
 
     done = []
@@ -224,10 +247,71 @@ def test_reproduce_all_runs_every_claim_in_order_and_updates_the_readme(tmp_path
         (out / f"{name}.json").write_text(json.dumps(result.to_json()))
         return result
 
+    repo = tmp_path / "repo"
+    (repo / "results").mkdir(parents=True)
+    (repo / "results" / "kept-claim.json").write_text(json.dumps(_result(claim="kept-claim").to_json()))
+    original = f"# r\n{START}\nthe table\n{END}\n"
+    (repo / "README.md").write_text(original)
     monkeypatch.setattr(run_module, "reproduce", fake)
-    monkeypatch.chdir(tmp_path)
-    Path("README.md").write_text(f"# r\n{START}\n{END}\n")
-    assert cli.main(["reproduce", "all", "--out", "res", "--scale", "paper"]) == 0
+    monkeypatch.setattr(readme, "REPOSITORY", repo)
+    monkeypatch.chdir(repo)
+    assert cli.main(["reproduce", "all", "--out", str(tmp_path / "elsewhere"), "--scale", "paper"]) == 0
     assert done == [(name, "paper") for name in claim_names()]
+    assert (repo / "README.md").read_text() == original and "updated the claims table" not in capsys.readouterr().out
+
+    assert cli.main(["reproduce", "mqar-mixers", "--out", "results"]) == 0
     assert "updated the claims table" in capsys.readouterr().out
-    assert "[mqar-mixers.md](res/mqar-mixers.md)" in Path("README.md").read_text()
+    text = (repo / "README.md").read_text()
+    assert "[mqar-mixers.md](results/mqar-mixers.md)" in text and "`kept-claim`" in text
+
+
+def test_dry_run_validates_every_stage_over_every_candidate_before_training(tmp_path, monkeypatch, capsys):
+    """A config that only a later choice produces fails the plan, naming the stage, before any run; a real run
+    validates the same plan before its first step."""
+    import memlab.reproduce.run as run_module
+    from memlab.reproduce.protocol import Search
+
+    def sweep(name, rows):
+        return Sweep(name=name, experiment=str(ROOT / "experiments" / "mqar.py"), base={**BASE, "train.steps": 5},
+                     points=rows)  # fmt: skip
+
+    class Later(_TinyClaim):
+        name = "test-later"
+
+        def stages(self, scale):
+            search = Search("lr", "train.lr", (1e-3, 3e-3, 1e-2), "@g", ("a",), lambda st, rows: [sweep("lr", rows)],
+                            lambda row: "a", lambda row: (0,), "none")  # fmt: skip
+            # a rate two extensions up (0.1) makes a negative warmup: only some choices are invalid
+            warmup = lambda st: [{"train.warmup_steps": 1 - int(20 * st.choice("lr")["a"])}]  # noqa: E731
+            later = Stage("later", lambda st: [sweep("later", warmup(st))], after=("lr",))
+            return [search, later]
+
+    CLAIMS.register("test-later")(Later)
+    try:
+        launched = []
+        monkeypatch.setattr(run_module, "run_sweep", lambda *a, **k: launched.append(a))
+        with pytest.raises(ConfigError, match=r"stage 'later'.*warmup_steps"):
+            reproduce("test-later", out=tmp_path / "out", workdir=tmp_path / "runs")
+        assert launched == []  # nothing trained
+        assert cli.main(["reproduce", "test-later", "--dry-run"]) == 2
+        assert "stage 'later'" in capsys.readouterr().err
+    finally:
+        CLAIMS.unregister("test-later")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_dry_run_of_every_claim_plans_and_validates(scale, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a plan writes nothing: not here, not under runs/
+    assert cli.main(["reproduce", "all", "--scale", scale, "--dry-run", "--device", "h100", "--mfu", "0.3"]) == 0
+    printed = capsys.readouterr().out
+    assert all(f"plan of {name} at {scale} scale" in printed for name in claim_names())
+    assert f"all {len(claim_names())} claims at {scale} scale" in printed and "h100-hours at MFU 0.3" in printed
+    assert list(tmp_path.iterdir()) == []
+    if scale == "paper":  # the slot grid's k = 64 needs 64 distinct key ids: the paper vocabulary has them
+        from memlab.studies.slot_memory.protocol import SCALES, grid_sweep
+        from memlab.sweep import expand
+
+        lrs = dict.fromkeys(["slot_memory", "encdec-noenc"], 1e-3)
+        configs = [p.config for p in expand(grid_sweep(SCALES["paper"], lrs))]
+        assert max(c.model.num_slots for c in configs if c.model.name == "slot_memory") == 64

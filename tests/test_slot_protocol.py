@@ -13,11 +13,10 @@ from flax import nnx
 from memlab.config import load_config
 from memlab.data.pipeline import example_shapes
 from memlab.data.tasks.context_qa import ContextQA
-from memlab.errors import MemlabError
 from memlab.models import build_model
 from memlab.models.seq2seq import Attention
-from memlab.reproduce.claims.slot_efficiency import SlotEfficiency
-from memlab.studies.slot_memory.protocol import FAMILIES, SCALES, chosen_lrs, grid_sweep, lr_sweep
+from memlab.reproduce.run import read_study
+from memlab.studies.slot_memory.protocol import FAMILIES, SCALES, grid_sweep, lr_sweep, score
 from memlab.studies.slot_memory.protocol_report import ProtocolReport, bootstrap_ratio, frontier
 from memlab.sweep.estimate import estimate
 from memlab.sweep.spec import expand
@@ -28,7 +27,7 @@ from tests.helpers import ROOT
 
 def test_budgeted_runs_end_at_the_budget_with_matched_parameters():
     scale = SCALES["cpu"]
-    points = expand(lr_sweep(scale))
+    points = expand(lr_sweep(scale, [{"@family": f, "train.lr": 1e-3} for f in FAMILIES]))
     assert {p.values["@family"] for p in points} == set(FAMILIES)
     params = []
     for point in points:
@@ -55,20 +54,12 @@ def test_grid_places_slots_at_every_k_and_ratio_and_the_baseline_at_every_length
     assert all(c.model.encoder_layers == 0 and c.model.num_layers == 4 for c in bases)
 
 
-def test_the_learning_rate_is_the_best_final_exact_match_then_the_lowest_loss():
-    frame = pd.DataFrame(
-        {
-            "family": ["slot_memory"] * 3 + ["encdec"] * 2 + ["encdec-noenc", "lm"],
-            "train.lr": [1e-3, 3e-3, 1e-2, 1e-3, 3e-3, 1e-3, 1e-2],
-            "eval/exact_match": [0.2, 0.7, 0.5, 0.0, 0.0, 0.1, 0.1],
-            "eval/loss": [1.0, 0.9, 0.8, 3.0, 2.5, 1.0, 1.0],
-        }
-    )
-    lrs = chosen_lrs(frame)
-    assert lrs["slot_memory"] == 3e-3 and lrs["lm"] == 1e-2
-    assert lrs["encdec"] == 3e-3  # no exact match at any rate: the lower loss decides
-    with pytest.raises(MemlabError, match="lm"):
-        chosen_lrs(frame[frame["family"] != "lm"])
+def test_the_learning_rate_score_is_the_final_exact_match_then_the_lowest_loss():
+    row = lambda em, loss: pd.Series({"eval/exact_match": em, "eval/loss": loss})  # noqa: E731
+    assert score(row(0.7, 0.9)) > score(row(0.5, 0.8))
+    assert score(row(0.0, 2.5)) > score(row(0.0, 3.0))  # no exact match at any rate: the lower loss decides
+    assert score(row(0.70001, 2.0)) < score(row(0.7, 1.0))  # near-ties (4 decimals) fall to the loss
+    assert score(row(float("nan"), 1.0)) < score(row(0.0, 9.0))  # a run with no evaluation loses
 
 
 def test_frontier_is_the_upper_envelope():
@@ -94,8 +85,9 @@ def _fake_run(root, stage, name, family, *, lr, seed=0, d=64, length=128, slots=
     fam = {k.split(".")[1]: v for k, v in FAMILIES[family].items()}
     config = {
         "model": {**fam, "d_model": d, "num_slots": slots},
-        "data": {"context_len": length, "num_facts": facts},
+        "data": {"context_len": length, "num_facts": facts, "vocab_size": 128, "value_len": 2},
         "train": {"lr": lr, "seed": seed, "steps": 40, "batch_size": 1},
+        "eval": {"num_examples": 256},
         "logging": {"run_name": name},
     }
     (run / "config.json").write_text(json.dumps(config))
@@ -112,7 +104,7 @@ def _fake_run(root, stage, name, family, *, lr, seed=0, d=64, length=128, slots=
 def _fake_protocol(root, cross):
     """A run tree of the four stages where each family's exact match jumps to 1 at FLOPs `cross[family]`."""
     for family in FAMILIES:
-        for lr in (1e-3, 3e-3):  # the wrong rate never learns
+        for lr in (1e-3, 3e-3, 1e-2):  # the wrong rates never learn: the search ends inside its grid
             good = lr == 3e-3  # also the lower loss, which picks the LM's rate (it never learns)
             crossings, loss = (cross[family], 0.5) if good else (None, 1.0)
             _fake_run(root, "lr", f"{family}-lr={lr}", family, lr=lr, crossings=crossings, loss=loss)
@@ -129,8 +121,11 @@ def test_report_reads_ratios_from_frontiers_and_seeds(tmp_path):
     the LM never. Exact match jumps 0 -> 1 at a crossing, so the target 0.5 is read half-way (in log-FLOPs)
     between the evaluations around it; the LM's ratio is bounded below by its last evaluation."""
     at = lambda c: math.sqrt((c - 1e11) * c)  # evaluations every 1e11
-    _fake_protocol(tmp_path, {"slot_memory": 1e12, "encdec": 2e12, "encdec-noenc": 4e12, "lm": None})
-    report = ProtocolReport(tmp_path, SCALES["cpu"])
+    _fake_protocol(
+        tmp_path / "slot-efficiency", {"slot_memory": 1e12, "encdec": 2e12, "encdec-noenc": 4e12, "lm": None}
+    )
+    _, study = read_study("slot-efficiency", "cpu", tmp_path)
+    report = ProtocolReport(study, SCALES["cpu"])
     assert report.lrs == {f: 3e-3 for f in FAMILIES}
     ratios = report.ratios().set_index("baseline")
     assert ratios.loc["encdec-noenc", "frontier_ratio"] == pytest.approx(at(4e12) / at(1e12))
@@ -179,17 +174,27 @@ def test_xla_confirms_context_keys_and_values_are_projected_once_per_context():
 
 
 @pytest.mark.parametrize(
-    "cross, verdict",
+    "cross, verdicts, verdict",
     [
-        ({"slot_memory": 1e11 * 3, "encdec": 2e12, "encdec-noenc": 3.9e12, "lm": None}, "reproduced"),
-        ({"slot_memory": 1e12, "encdec": 2e12, "encdec-noenc": 4e12, "lm": None}, "partly"),
-        ({"slot_memory": None, "encdec": None, "encdec-noenc": 1e12, "lm": None}, "not reproduced"),
+        # the LM never learns: its part is inconclusive (before the engine it counted as a baseline beaten)
+        ({"slot_memory": 3e11, "encdec": 2e12, "encdec-noenc": 3.9e12, "lm": None},
+         ["reproduced", "reproduced", "inconclusive"], "reproduced"),
+        # slots 2x and 4x cheaper: short of 5.5x, decided (before the engine: "partly", cheaper against all)
+        ({"slot_memory": 1e12, "encdec": 2e12, "encdec-noenc": 4e12, "lm": None},
+         ["not reproduced", "not reproduced", "inconclusive"], "not reproduced"),
+        # slots never learn: nothing decided (before the engine: "not reproduced")
+        ({"slot_memory": None, "encdec": None, "encdec-noenc": 1e12, "lm": None}, ["inconclusive"] * 3, "inconclusive"),
     ],
-)
-def test_slot_efficiency_verdict_follows_its_criterion(tmp_path, cross, verdict):
-    _fake_protocol(tmp_path / "runs", cross)
+)  # fmt: skip
+def test_slot_efficiency_parts_follow_their_criterion_and_checks(tmp_path, cross, verdicts, verdict):
+    _fake_protocol(tmp_path / "runs" / "slot-efficiency", cross)
     (tmp_path / "out").mkdir()
-    result = SlotEfficiency().evaluate(tmp_path / "runs", "cpu", tmp_path / "out")
-    assert result.verdict == verdict, result.measured
+    claim, study = read_study("slot-efficiency", "cpu", tmp_path / "runs")
+    result = claim.evaluate(study, tmp_path / "out")
+    by_name = {p.name: p.verdict for p in result.parts}
+    assert [by_name[f"against {b}"] for b in ("encdec", "encdec-noenc", "lm")] == verdicts, result.measured
+    assert result.verdict == verdict
+    names = {c.name for p in result.parts for c in p.all_checks}
+    assert {"threshold from the source (ratio)", "train.lr interior (slot_memory)", "across scale"} <= names
     assert all((tmp_path / "out" / name).is_file() for name in result.figures)
     json.dumps(result.to_json())

@@ -1,8 +1,9 @@
 """A claim of a source (a seed paper, a blog post, Epoch AI) and what memlab measured of it.
 
-A `Claim` names the runs it needs (`sweeps`) and turns their run directories into a `Result`: the source's
-number beside memlab's, the rule that compares them and the verdict. The rule is written down with every result
-so that a reader can disagree with it, not only with the numbers.
+A `Claim` declares its stages (memlab.reproduce.protocol) and turns their runs into a `Result`: parts, each with
+the source's number beside memlab's, the criterion, its evidence checks and a verdict, and the claim's verdict
+from its parts. The rule is written down with every result so that a reader can disagree with it, not only with
+the numbers. Results written before the evidence checks existed carry `protocol: 1` and no parts.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memlab.errors import ConfigError
+from memlab.reproduce.parts import VERDICTS, Part, claim_verdict
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from memlab.reproduce.protocol import Study
 
-    from memlab.sweep import Sweep
-
-VERDICTS = ("reproduced", "partly", "not reproduced")
 SCALES = ("cpu", "paper")
+PROTOCOL = 2  # results from the protocol engine with evidence checks; 1: written before them
 
 
 @dataclasses.dataclass
@@ -40,23 +40,42 @@ class Result:
     notes: str = ""  # markdown: caveats (fewer seeds, fewer resamples, what the scale leaves out)
     details: dict = dataclasses.field(default_factory=dict)  # every figure, JSON-able
     figures: list[str] = dataclasses.field(default_factory=list)  # file names next to the .md
+    parts: list = dataclasses.field(default_factory=list)  # Part (from a claim) or its JSON (read back)
+    ladder: dict | None = None  # memlab.reproduce.ladder.Ladder.to_json()
+    protocol: int = PROTOCOL
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
             raise ConfigError(f"claim {self.claim!r}: verdict {self.verdict!r} is not one of {', '.join(VERDICTS)}")
         if self.scale not in SCALES:
             raise ConfigError(f"claim {self.claim!r}: scale {self.scale!r} is not one of {', '.join(SCALES)}")
+        if self.protocol >= PROTOCOL and self.parts and self.verdict != (v := self.verdict_of(self.parts)):
+            raise ConfigError(f"claim {self.claim!r}: verdict {self.verdict!r}, but its parts give {v!r}")
         json.dumps(self.details)  # fail here, not halfway through writing the results
 
+    @staticmethod
+    def verdict_of(parts: list) -> str:
+        return claim_verdict([p.verdict if isinstance(p, Part) else p["verdict"] for p in parts])
+
+    def part_json(self) -> list[dict]:
+        return [p.to_json() if isinstance(p, Part) else p for p in self.parts]
+
+    def decided(self) -> tuple[int, int]:
+        """(parts decided, parts)."""
+        parts = self.part_json()
+        return sum(p["verdict"] != "inconclusive" for p in parts), len(parts)
+
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "parts": self.part_json()}
 
     @classmethod
     def from_json(cls, data: dict) -> Result:
-        return cls(**data)
+        return cls(**{"protocol": 1, **data})  # a file without the field predates the protocol engine
 
     def verdict_line(self) -> str:
-        return f"{self.claim}: {self.verdict} (source: {self.source_number}; memlab: {self.measured})"
+        decided, total = self.decided()
+        parts = f", {decided} of {total} parts decided" if total else ""
+        return f"{self.claim}: {self.verdict}{parts} (source: {self.source_number}; memlab: {self.measured})"
 
     def to_markdown(self) -> str:
         lines = [
@@ -72,39 +91,63 @@ class Result:
             f"- command: `{self.command}`",
             "",
         ]
+        if self.protocol < PROTOCOL:
+            lines += ["This verdict predates the protocol engine's evidence checks (protocol 1).", ""]
+        lines += _parts_markdown(self.part_json())
         if self.table:
             lines += [self.table.strip(), ""]
+        if self.ladder:
+            from memlab.reproduce.ladder import ladder_markdown
+
+            lines += [ladder_markdown(self.ladder), ""]
         lines += [f"![{name}]({name})\n" for name in self.figures]
         if self.notes:
             lines += ["## Notes", "", self.notes.strip(), ""]
         return "\n".join(lines)
 
 
+def _parts_markdown(parts: list[dict]) -> list[str]:
+    if not parts:
+        return []
+    lines = ["## Parts", ""]
+    for p in parts:
+        lines += [
+            f"### {p['name']}: **{p['verdict']}**",
+            "",
+            f"- the source says: {p['source_number']}",
+            f"- memlab measured: {p['measured']}",
+            f"- criterion: {p['criterion']}",
+            "",
+            "| check | kind | passed | detail |",
+            "|---|---|---|---|",
+            *(
+                f"| {c['name']} | {c['kind']} | {'yes' if c['passed'] else '**no**'} | {c['detail']} |"
+                for c in p["checks"]
+            ),
+            "",
+        ]
+    return lines
+
+
 class Claim:
-    """One registered claim (see memlab.registry.CLAIMS). Subclasses set the three class attributes and
-    implement `evaluate`; those that need training runs also return their sweeps."""
+    """One registered claim (see memlab.registry.CLAIMS). Subclasses set the class attributes, declare their stages
+    (none for claims that need no training) and implement `evaluate`."""
 
     name: str = ""
     title: str = ""
     source: str = ""
+    evaluation_work: str = ""  # compute `evaluate` spends outside training runs, for the plan (not counted in it)
 
-    def sweeps(self, scale: str, runs: Path) -> Iterable[Sweep]:
-        """The sweeps whose runs `evaluate` reads, in order; none for claims that need no training. Consumed
-        lazily: each sweep finishes before the next is asked for, so a later stage can read an earlier one's runs
-        (under runs/<sweep.name>/), as a learning-rate sweep that picks the rate of the seeds after it."""
+    def stages(self, scale: str) -> list:
+        """The stages, in order (memlab.reproduce.protocol.Stage / Search)."""
         return []
 
-    def evaluate(self, runs: Path, scale: str, out: Path) -> Result:
-        """Read the runs (each sweep's under runs/<sweep.name>/), write any figures into `out`, return the result."""
+    def evaluate(self, study: Study, out: Path) -> Result:
+        """Read the study's runs, write any figures into `out`, return the result with its parts."""
         raise NotImplementedError
 
     def command(self, scale: str) -> str:
         return f"memlab reproduce {self.name} --scale {scale}"
-
-
-def verdict_of(parts: list[bool]) -> str:
-    """A claim made of several parts: reproduced when all hold, partly when some do, else not reproduced."""
-    return VERDICTS[0] if all(parts) else VERDICTS[1] if any(parts) else VERDICTS[2]
 
 
 def load_result(path: Path) -> Result:

@@ -9,7 +9,8 @@ from memlab.errors import ConfigError
 from memlab.reproduce.claim import load_result
 
 START, END = "<!-- claims:start -->", "<!-- claims:end -->"
-HEADER = ["claim", "source", "the source says", "memlab measured", "verdict", "scale", "details"]
+HEADER = ["claim", "source", "the source says", "memlab measured", "verdict", "parts decided", "scale", "details"]
+REPOSITORY = Path(__file__).resolve().parents[2]  # the checkout whose README.md and results/ go together
 
 
 def claims_table(results_dir: str | Path, link_prefix: str | None = None) -> str:
@@ -22,7 +23,9 @@ def claims_table(results_dir: str | Path, link_prefix: str | None = None) -> str
     for path in sorted(results_dir.glob("*.json")):
         r = load_result(path)
         link = f"[{r.claim}.md]({link_prefix}/{r.claim}.md)"
-        rows.append([f"`{r.claim}`", r.source, r.source_number, r.measured, f"**{r.verdict}**", r.scale, link])
+        decided, total = r.decided()
+        parts = f"{decided} of {total}" if total else "predates the evidence checks (protocol 1)"
+        rows.append([f"`{r.claim}`", r.source, r.source_number, r.measured, f"**{r.verdict}**", parts, r.scale, link])
     return markdown_table(HEADER, rows)
 
 
@@ -40,6 +43,16 @@ def update_readme(readme_path: str | Path, results_dir: str | Path, link_prefix:
         tmp.write_text(new)
         tmp.replace(path)
     return new != text
+
+
+def update_repository_readme(out: str | Path) -> bool:
+    """Regenerate the repository's README table, only when `out` is the repository's own results/ (a run with any
+    other --out changes nothing outside it); the table is built from every results file there, so no claim whose
+    results exist is dropped. True when README.md changed."""
+    readme, results = REPOSITORY / "README.md", REPOSITORY / "results"
+    if Path(out).resolve() != results.resolve() or not has_markers(readme):
+        return False
+    return update_readme(readme, results, link_prefix="results")
 
 
 def has_markers(readme_path: str | Path) -> bool:

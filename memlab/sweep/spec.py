@@ -36,6 +36,7 @@ class Sweep:
     base: dict = dataclasses.field(default_factory=dict)
     derive: Callable[[dict], dict] | None = None
     source: Path | None = None  # set by load_sweep
+    named: tuple[str, ...] = ()  # keys that name every run even where they do not vary (a search's knob)
 
 
 @dataclasses.dataclass
@@ -81,11 +82,12 @@ def sweep_id(sweep: Sweep) -> str:
 
 
 def varied_keys(sweep: Sweep) -> list[str]:
-    """Keys whose value differs between points, in order of first appearance: these name the runs."""
+    """Keys whose value differs between points (and the sweep's `named` ones), in order of first appearance: these
+    name the runs."""
     keys: list[str] = []
     for p in sweep.points:
         keys.extend(k for k in p if k not in keys)
-    return [k for k in keys if len({json.dumps(p.get(k), default=str) for p in sweep.points}) > 1]
+    return [k for k in keys if k in sweep.named or len({json.dumps(p.get(k), default=str) for p in sweep.points}) > 1]
 
 
 def run_name(values: dict, varied: list[str]) -> str:

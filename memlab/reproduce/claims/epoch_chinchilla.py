@@ -19,7 +19,9 @@ from memlab.analysis.fits import fit_chinchilla
 from memlab.analysis.tables import markdown_table
 from memlab.errors import DataError
 from memlab.registry import CLAIMS
-from memlab.reproduce.claim import Claim, Result, verdict_of
+from memlab.reproduce import checks
+from memlab.reproduce.claim import Claim, Result
+from memlab.reproduce.parts import Part, claim_verdict
 
 DATA = Path(__file__).resolve().parents[3] / "reference_data" / "chinchilla_svg_extracted.csv"
 # Epoch's published estimates and bootstrap standard errors (4,000 resamples), their Table 1.
@@ -46,7 +48,23 @@ def compare(values: dict) -> tuple[dict, dict, str]:
     """(gap in Epoch SEs, within tolerance, verdict) of fitted `values` against Epoch's estimates."""
     z = {k: abs(values[k] - EPOCH[k]) / EPOCH_SE[k] for k in ORDER}
     held = {k: bool(z[k] <= TOLERANCE_SE) for k in ORDER}
-    return z, held, verdict_of(list(held.values()))
+    return z, held, claim_verdict(["reproduced" if h else "not reproduced" for h in held.values()])
+
+
+def parts(values: dict, z: dict, held: dict) -> list[Part]:
+    """One part per parameter: memlab's estimate within TOLERANCE_SE of Epoch's standard errors of Epoch's."""
+    band = checks.Threshold.from_source(TOLERANCE_SE * 1.0, "Epoch AI 2024, Table 1: bootstrap standard errors")
+    return [
+        Part(
+            name=k,
+            criterion=f"|memlab - Epoch| <= {TOLERANCE_SE:g} of Epoch's standard errors",
+            source_number=f"{_fmt(EPOCH[k])} ± {_fmt(EPOCH_SE[k])}",
+            measured=_fmt(values[k]),
+            conditions=(checks.measured(f"within {TOLERANCE_SE:g} SE", held[k], f"{z[k]:.2f} SE from Epoch's"),),
+            checks=(band.check("in Epoch's standard errors"),),
+        )
+        for k in ORDER
+    ]
 
 
 def _fmt(value: float) -> str:
@@ -59,14 +77,16 @@ class EpochChinchilla(Claim):
     title = "Chinchilla Approach 3 on Epoch AI's 240 points: memlab's fit against Epoch's estimates"
     source = "Epoch AI 2024 (Besiroglu et al.)"
 
-    def evaluate(self, runs: Path, scale: str, out: Path) -> Result:
+    def evaluate(self, study, out: Path) -> Result:
+        scale = study.scale
         n, d, loss = epoch_points()
         n_boot = BOOTSTRAP[scale]
         start = time.perf_counter()
         fit = fit_chinchilla(n, d, loss, bootstrap=n_boot, seed=0)
         seconds = time.perf_counter() - start
         values = fit.params()
-        z, held, verdict = compare(values)
+        z, held, _ = compare(values)
+        claim_parts = parts(values, z, held)
         rows = [
             [
                 k,
@@ -100,9 +120,8 @@ class EpochChinchilla(Claim):
             source_number=", ".join(f"{k} {_fmt(EPOCH[k])} ± {_fmt(EPOCH_SE[k])}" for k in ORDER),
             measured=", ".join(f"{k} {_fmt(values[k])}" for k in ORDER)
             + f" (largest gap {max(z.values()):.2f} Epoch SE, on {max(z, key=z.get)})",
-            criterion=f"every parameter within {TOLERANCE_SE:g} of Epoch's standard errors of Epoch's value "
-            "(reproduced: all five; partly: some; not reproduced: none)",
-            verdict=verdict,
+            criterion=f"one part per parameter: within {TOLERANCE_SE:g} of Epoch's standard errors of Epoch's value",
+            verdict=Result.verdict_of(claim_parts),
             scale=scale,
             command=self.command(scale),
             table=table,
@@ -116,4 +135,5 @@ class EpochChinchilla(Claim):
                 "bootstrap": n_boot,
                 "fit_seconds": seconds,
             },
+            parts=claim_parts,
         )

@@ -12,27 +12,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from memlab.analysis.tables import frame_markdown
 from memlab.registry import CLAIMS
-from memlab.reproduce.claim import Claim, Result, details_value, verdict_of
-from memlab.studies.memory_models.protocol import SCALES, autoencoder_dir, sweeps
+from memlab.reproduce import checks
+from memlab.reproduce.claim import Claim, Result, details_value
+from memlab.reproduce.intervals import Interval, difference
+from memlab.reproduce.ladder import no_ladder
+from memlab.reproduce.parts import Part
+from memlab.reproduce.protocol import Study
+from memlab.studies.memory_models.protocol import SCALES, autoencoder_dir, memory_runs, stages
 from memlab.studies.memory_models.report import (
     TARGET,
     curriculum_table,
     draw_copy_curves,
     information,
-    memory_runs,
     memory_table,
 )
 from memlab.train.run_dir import read_json
 
-AE_HAMMING, AE_INFO, LM_INFO = 0.9, 0.8, 0.3  # the autoencoder's probe at least, the causal LM's at most
-INFO_RATIO = 2.0  # combined memories: at least this times the clm-only model's calibrated information
-COPY_RICH, COPY_POOR = 0.8, 0.3  # copy Hamming: combined at least, clm-only at most
-LOSS_SLACK = 0.05  # nats: the combined model's loss on later chunks within this of clm-only's
+AE_INFO = checks.Threshold.from_source(0.97, "Badger: autoencoder embeddings hold I_e ~0.97 of a 512-token window")
+SHARE = 0.5  # relative thresholds: half the way between the two measured controls (memlab's share)
 FIGURE = "memory-models-copy.png"
+SCALE_AXIS = "chunk length L (one point)"
 
 
 @CLAIMS.register("memory-models")
@@ -40,13 +44,15 @@ class MemoryModels(Claim):
     name = "memory-models"
     title = "Memory models: what embeddings hold, what retention objectives add, what a frozen encoder saves"
     source = "Badger, arXiv 2602.13466 (blbadger/memorymodels)"
+    evaluation_work = "a memory probe (a fresh decoder trained on frozen embeddings) per encoder and seed"
 
-    def sweeps(self, scale: str, runs: Path):
-        return sweeps(SCALES[scale], runs)
+    def stages(self, scale: str) -> list:
+        return stages(SCALES[scale])
 
-    def evaluate(self, runs: Path, scale: str, out: Path) -> Result:
-        setting = SCALES[scale]
-        memory = memory_runs(runs, setting)
+    def evaluate(self, study: Study, out: Path) -> Result:
+        setting = SCALES[study.scale]
+        runs = study.runs
+        memory = memory_runs(study)
         info = information(runs, setting, memory)
         table = memory_table(memory, setting)
         ae_flops = float(read_json(autoencoder_dir(runs) / "summary.json")["flops"])
@@ -59,25 +65,7 @@ class MemoryModels(Claim):
         ae, lm, untrained = (by_kind.loc[k] for k in ("autoencoder", "causal LM", "untrained"))
         clm, combined, none = (by_condition.loc[c] for c in ("clm", "combined", "none"))
         to_target = curriculum.groupby("condition")["flops_to_target"].mean()  # NaN if a seed never got there
-        curriculum_flops, scratch_flops = (to_target.get(c, float("nan")) for c in ("curriculum", "combined"))
-        parts = {
-            "autoencoder_rich_lm_poor": bool(
-                ae["hamming"] >= AE_HAMMING
-                and ae["I_e_calibrated"] >= AE_INFO
-                and lm["I_e_calibrated"] <= LM_INFO
-                and untrained["I_e_calibrated"] <= lm["I_e_calibrated"]
-            ),
-            "combined_memories_rich": bool(
-                probe_of["combined"] >= INFO_RATIO * max(probe_of["clm"], 0.0)
-                and combined["copy_hamming"] >= COPY_RICH
-                and clm["copy_hamming"] <= COPY_POOR
-                and abs(combined["later_chunks_loss"] - clm["later_chunks_loss"]) <= LOSS_SLACK
-                and combined["later_chunks_loss"] < none["later_chunks_loss"]
-            ),
-            "curriculum_saves_compute": bool(
-                pd.notna(curriculum_flops) and (pd.isna(scratch_flops) or curriculum_flops < scratch_flops)
-            ),
-        }
+        parts = _parts(study, setting, info, table, curriculum, memory)
         return Result(
             claim=self.name,
             title=self.title,
@@ -90,20 +78,18 @@ class MemoryModels(Claim):
             ),
             measured=_measured(ae, lm, untrained, probe_of, clm, combined, none, to_target),
             criterion=(
-                f"reproduced when all three hold, partly when some do: (1) autoencoder probe Hamming >= {AE_HAMMING} "
-                f"and I_e' >= {AE_INFO}, causal LM I_e' <= {LM_INFO}, untrained <= causal LM; (2) combined memories' "
-                f"I_e' >= {INFO_RATIO}x clm-only's, copy Hamming >= {COPY_RICH} where clm-only <= {COPY_POOR}, loss "
-                f"on chunks after the first within {LOSS_SLACK} nats of clm-only and below the no-memory decoder; "
-                f"(3) the curriculum reaches copy Hamming {TARGET} in fewer training FLOPs than the combined model "
-                "from scratch (mean over seeds; its own run's FLOPs, the autoencoder's shown beside)"
+                f"three parts: (1) the autoencoder's I_e >= the source's 0.97 and the causal LM's I_e' below "
+                f"{SHARE:.0%} of the way from an untrained encoder to the autoencoder; (2) combined memories' I_e' and "
+                f"copy Hamming past {SHARE:.0%} of the way from clm-only to the autoencoder, their loss on later "
+                f"chunks no more than {SHARE:.0%} of the way from clm-only's to the no-memory decoder's; (3) the "
+                f"curriculum reaches copy Hamming {TARGET} in fewer training FLOPs than the combined model from scratch"
             ),
-            verdict=verdict_of(list(parts.values())),
-            scale=scale,
+            verdict=Result.verdict_of(parts),
+            scale=study.scale,
             command="",
             table=_tables(info, table, curriculum),
             notes=_notes(setting),
             details={
-                "parts": parts,
                 "information": _records(info),
                 "memory": _records(table.drop(columns=["run_dir"])),
                 "curriculum": _records(curriculum),
@@ -111,7 +97,119 @@ class MemoryModels(Claim):
                 "runs": list(table["run_dir"]),
             },
             figures=[FIGURE],
+            parts=parts,
         )
+
+
+def _parts(study: Study, setting, info, table: pd.DataFrame, curriculum: pd.DataFrame, memory) -> list[Part]:
+    n = setting.eval_examples
+
+    def probe(kind: str, column: str = "I_e_calibrated") -> np.ndarray:
+        return info.loc[info["encoder"] == kind, column].to_numpy(float)
+
+    def run(condition: str, column: str) -> np.ndarray:
+        return table.loc[table["condition"] == condition, column].to_numpy(float)
+
+    ae, lm, untrained = (float(probe(k).mean()) for k in ("autoencoder", "causal LM", "untrained"))
+    lm_poor = checks.Threshold.relative(SHARE, ("untrained encoder", untrained), ("autoencoder", ae))
+    hamming = {k: probe(k, "hamming") for k in ("autoencoder", "causal LM")}
+    common = (no_ladder(SCALE_AXIS),)
+    encoders = Part(
+        name="autoencoder rich, causal LM poor",
+        criterion=f"autoencoder I_e >= {AE_INFO.value:g}; causal LM I_e' < {lm_poor.cite}",
+        source_number="autoencoder I_e ~0.97; causal-LM embeddings poor at any scale",
+        measured=f"autoencoder I_e {probe('autoencoder', 'I_e').mean():.3f}, causal LM I_e' {lm:.3f} "
+        f"(untrained {untrained:.3f})",
+        conditions=(
+            checks.measured(
+                "autoencoder nearly lossless",
+                probe("autoencoder", "I_e").mean() >= AE_INFO.value,
+                f"I_e {probe('autoencoder', 'I_e').mean():.3f}",
+            ),  # fmt: skip
+            checks.measured("causal LM poor", lm < lm_poor.value, f"I_e' {lm:.3f} against {lm_poor.value:.3f}"),
+        ),
+        checks=(
+            AE_INFO.check("autoencoder"),
+            lm_poor.check("causal LM"),
+            checks.real_difference(
+                "autoencoder - causal LM probe Hamming", difference(hamming["autoencoder"], hamming["causal LM"], n, n)
+            ),  # fmt: skip
+            *common,
+        ),
+    )
+    clm_info, comb_info = float(probe("memory model, clm").mean()), float(probe("memory model, combined").mean())
+    clm_copy, comb_copy = run("clm", "copy_hamming"), run("combined", "copy_hamming")
+    clm_loss, comb_loss, none_loss = (run(c, "later_chunks_loss") for c in ("clm", "combined", "none"))
+    rich_info = checks.Threshold.relative(SHARE, ("clm-only memories", clm_info), ("autoencoder", ae))
+    rich_copy = checks.Threshold.relative(SHARE, ("clm-only", float(clm_copy.mean())),
+                                          ("autoencoder probe", float(hamming["autoencoder"].mean())))  # fmt: skip
+    loss_cap = checks.Threshold.relative(
+        SHARE, ("clm-only", float(clm_loss.mean())), ("no memory", float(none_loss.mean()))
+    )
+    retention = Part(
+        name="combined memories rich",
+        criterion=f"combined memories' I_e' >= {rich_info.cite}; copy Hamming >= {rich_copy.cite}; loss on later "
+        f"chunks <= {loss_cap.cite}",
+        source_number="combined objectives give information-rich memories that clm-only training does not",
+        measured=f"I_e' {clm_info:.3f} -> {comb_info:.3f}, copy Hamming {clm_copy.mean():.3f} -> "
+        f"{comb_copy.mean():.3f}, later-chunk loss {clm_loss.mean():.3f} -> {comb_loss.mean():.3f} "
+        f"(no memory {none_loss.mean():.3f})",
+        conditions=(
+            checks.measured("memories hold information", comb_info >= rich_info.value, f"I_e' {comb_info:.3f}"),
+            checks.measured(
+                "memories decoded", comb_copy.mean() >= rich_copy.value, f"copy Hamming {comb_copy.mean():.3f}"
+            ),
+            checks.measured("next-token loss kept", comb_loss.mean() <= loss_cap.value, f"{comb_loss.mean():.3f} nats"),
+        ),
+        checks=(
+            rich_info.check("I_e'"),
+            rich_copy.check("copy Hamming"),
+            loss_cap.check("loss"),
+            checks.real_difference("combined - clm-only copy Hamming", difference(comb_copy, clm_copy, n, n)),
+            checks.real_difference("no memory - combined later-chunk loss", difference(none_loss, comb_loss)),
+            *study.interior("lr", "clm", "combined", "none"),
+            *(
+                checks.converged(
+                    f"{c} later-chunk loss", _curve(memory, c, "eval/later_chunks_loss"), higher_is_better=False
+                )
+                for c in ("clm", "combined")
+            ),  # fmt: skip
+            *common,
+        ),
+    )
+    means = curriculum.groupby("condition")[["flops_to_target", "bracket_low", "bracket_high"]].mean()
+    reached = all(c in means.index and np.isfinite(means.loc[c, "flops_to_target"]) for c in ("curriculum", "combined"))
+    if reached:
+        cur, comb = means.loc["curriculum"], means.loc["combined"]
+        saving = Interval(
+            float(comb["flops_to_target"] - cur["flops_to_target"]),
+            float(comb["bracket_low"] - cur["bracket_high"]),
+            float(comb["bracket_high"] - cur["bracket_low"]),
+            "the evaluations around each crossing",
+        )
+    else:
+        saving = Interval(float("nan"), -np.inf, np.inf, "a condition never reached the target")
+    saves = Part(
+        name="curriculum saves compute",
+        criterion=f"the curriculum reaches copy Hamming {TARGET} in fewer training FLOPs than the combined model",
+        source_number="the frozen-encoder curriculum streamlines training",
+        measured=f"FLOPs to target: curriculum {means['flops_to_target'].get('curriculum', float('nan')):.3g}, "
+        f"from scratch {means['flops_to_target'].get('combined', float('nan')):.3g}",
+        conditions=(checks.measured("curriculum cheaper", reached and saving.value > 0, f"saving {saving.text()}"),),
+        checks=(
+            checks.real_difference("combined - curriculum FLOPs to target", saving),
+            checks.fixed_budget("FLOPs to target", "reads compute to a target on each curve"),
+            *study.interior("lr", "curriculum", "combined"),
+            *common,
+        ),
+    )
+    return [encoders, retention, saves]
+
+
+def _curve(memory: pd.DataFrame, condition: str, metric: str) -> list[float]:
+    """The metric's evaluations of the condition's first run at its chosen rate."""
+    row = memory[memory["condition"] == condition].iloc[0]
+    return row["curve"][metric].dropna().tolist()
 
 
 def _measured(ae, lm, untrained, probe_of, clm, combined, none, to_target) -> str:

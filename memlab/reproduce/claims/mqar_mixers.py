@@ -18,12 +18,15 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from memlab.analysis import load_runs
 from memlab.analysis.tables import markdown_table
 from memlab.config import load_module
-from memlab.errors import RunFailedError
 from memlab.registry import CLAIMS
-from memlab.reproduce.claim import Claim, Result, verdict_of
+from memlab.reproduce import checks
+from memlab.reproduce.claim import Claim, Result
+from memlab.reproduce.intervals import Interval, difference, difference_of, rate
+from memlab.reproduce.ladder import no_ladder
+from memlab.reproduce.parts import Part, claim_verdict
+from memlab.reproduce.protocol import Stage, Study
 from memlab.sweep import Sweep
 
 SWEEP_FILE = Path(__file__).resolve().parents[3] / "sweeps" / "mqar_mixers.py"
@@ -66,7 +69,8 @@ def judge(frame: pd.DataFrame) -> tuple[list[str], dict, bool, bool, str]:
     first, last = gaps[int(widths[0])], gaps[int(widths[-1])]
     order = not beaten
     closing = bool(last["gap"] < first["gap"] or last["gap"] <= last["noise"])
-    return beaten, gaps, order, closing, verdict_of([order, closing])
+    verdicts = ["reproduced" if held else "not reproduced" for held in (order, closing)]
+    return beaten, gaps, order, closing, claim_verdict(verdicts)
 
 
 def _module():
@@ -79,30 +83,32 @@ class MQARMixers(Claim):
     title = "MQAR recall at matched width: softmax attention vs sub-quadratic mixers"
     source = "Zoology, Arora et al. 2023"
 
-    def sweeps(self, scale: str, runs: Path | None = None) -> list[Sweep]:
+    def sweep(self, scale: str) -> Sweep:
         module = _module()
         if scale == "cpu":
             sweep = module.mqar_sweep()
         else:
             sweep = module.mqar_sweep(PAPER["d_models"], PAPER["name"], **{k: v for k, v in PAPER.items() if "." in k})
         sweep.source = SWEEP_FILE  # experiments/mqar.py is found next to the sweep file, from any directory
-        return [sweep]
+        return sweep
 
-    def evaluate(self, runs: Path, scale: str, out: Path) -> Result:
-        sweep = self.sweeps(scale)[0]
-        frame = load_runs(runs / sweep.name)
-        if frame.empty or (frame["status"] != "completed").any():
-            bad = frame.loc[frame["status"] != "completed", "run"].tolist() if not frame.empty else ["all"]
-            raise RunFailedError(f"claim {self.name}: runs not completed under {runs / sweep.name}: {', '.join(bad)}")
+    def stages(self, scale: str) -> list:
+        return [Stage("mixers", lambda study: [self.sweep(scale)])]
+
+    def evaluate(self, study: Study, out: Path) -> Result:
+        scale = study.scale
+        sweep = self.sweep(scale)
+        frame = study.frame(sweep.name, curves=True)
         frame = frame.assign(mixer=frame["model.mixers"].astype(str), d_model=frame["model.d_model"].astype(int))
         answers = frame["eval.num_examples"] * frame["data.num_kv_pairs"]
         acc = frame["eval/accuracy"].astype(float)
-        frame = frame.assign(accuracy=acc, se=np.sqrt(acc * (1 - acc) / answers))
+        frame = frame.assign(accuracy=acc, se=np.sqrt(acc * (1 - acc) / answers), answers=answers)
         widths = [int(d) for d in sorted(frame["d_model"].unique())]
         mixers = list(dict.fromkeys([ATTENTION, *frame["mixer"]]))
         cell = {(r.mixer, r.d_model): r for r in frame.itertuples()}
 
-        beaten, gaps, half_order, half_closing, verdict = judge(frame)
+        beaten, gaps, half_order, half_closing, _ = judge(frame)
+        parts = _parts(frame, gaps, widths, half_order, half_closing)
         first, last = gaps[widths[0]], gaps[widths[-1]]
         rows = []
         for m in mixers:
@@ -168,8 +174,8 @@ class MQARMixers(Claim):
             measured=measured,
             criterion=f"order: no sub-quadratic mixer above attention by more than {Z:g} SE at any width; closing: "
             "the gap attention − best other is smaller at the largest width than at the smallest, or within "
-            f"{Z:g} SE there (reproduced: both; partly: one)",
-            verdict=verdict,
+            f"{Z:g} SE there (one part each)",
+            verdict=Result.verdict_of(parts),
             scale=scale,
             command=self.command(scale),
             table=table,
@@ -193,7 +199,62 @@ class MQARMixers(Claim):
                 "closing_holds": bool(half_closing),
             },
             figures=[figure],
+            parts=parts,
         )
+
+
+def _parts(frame: pd.DataFrame, gaps: dict, widths: list[int], order: bool, closing: bool) -> list[Part]:
+    """The order half and the closing half, each with the checks it owes: every run converged, attention (the
+    positive control) above chance, the gaps' intervals (binomial over the scored answers, one seed)."""
+    cell = {(r.mixer, r.d_model): r for r in frame.itertuples()}
+    chance = 1.0 / int(frame["data.vocab_size"].iloc[0])
+    converged = [
+        checks.converged(
+            f"{r.mixer} at d_model={r.d_model}", r.curve["eval/accuracy"].dropna().tolist(), higher_is_better=True
+        )
+        for r in frame.itertuples()
+    ]
+    rates = sorted(frame["train.lr"].unique())
+    shared = checks.Check(
+        "learning rate tuned per mixer",
+        "sanity",
+        len(rates) > 1,
+        f"rates {', '.join(f'{r:g}' for r in rates)} over every mixer (Zoology tuned the rate per mixer)",
+    )
+    attention = [checks.above_chance(f"attention at d_model={d}", _rate(cell[(ATTENTION, d)]), chance) for d in widths]
+
+    def gap(d: int) -> Interval:
+        att, best = cell[(ATTENTION, d)], cell[(gaps[d]["best"], d)]
+        return difference([att.accuracy], [best.accuracy], int(att.answers), int(best.answers))
+
+    first, last = widths[0], widths[-1]
+    order_part = Part(
+        name="attention at least every mixer",
+        criterion=f"no sub-quadratic mixer above attention by more than {Z:g} SE at any width",
+        source_number="attention >= every sub-quadratic mixer at matched width",
+        measured=", ".join(f"d_model={d}: gap {gaps[d]['gap']:+.3f} ({gaps[d]['best']})" for d in widths),
+        conditions=(checks.measured("no mixer above attention", order, "at every width"),),
+        checks=(*attention, *converged, shared, no_ladder("d_model (two widths)")),
+    )
+    closing_part = Part(
+        name="the best others close the gap",
+        criterion="the gap attention - best other smaller at the largest width than at the smallest",
+        source_number="the best state-efficient mixers close the gap as d_model grows",
+        measured=f"gap {gaps[first]['gap']:+.3f} at d_model={first}, {gaps[last]['gap']:+.3f} at d_model={last}",
+        conditions=(checks.measured("gap closes", closing, "smallest against largest width"),),
+        checks=(
+            checks.real_difference(f"gap at {first} - gap at {last}", difference_of(gap(first), gap(last))),
+            *attention,
+            *converged,
+            shared,
+            no_ladder("d_model (two widths)"),
+        ),
+    )
+    return [order_part, closing_part]
+
+
+def _rate(row) -> Interval:
+    return rate([row.accuracy], int(row.answers))
 
 
 def _plot(path: Path, frame: pd.DataFrame, mixers: list[str]) -> None:

@@ -14,9 +14,9 @@ with answer cross-entropy (+ 0.01 (mean beta - 0.05)^2 for δ-mem, the anchor's 
 backbone of the same size trained with attention over the whole episode. Each adapter kind gets its own learning
 rate (best final exact match of the first seed), then more seeds at it.
 
-Stages, each a sweep whose runs live under `<runs>/<sweep name>/`:
+Stages (memlab.reproduce.protocol), each a sweep whose runs live under `<runs>/<sweep name>/`:
   backbones  the windowed backbone and the whole-episode oracle
-  lr         every adapter kind at every learning rate, first seed
+  lr         a search: every adapter kind at every learning rate, first seed, extended past an edge
   seeds      the other seeds at each kind's rate
 """
 
@@ -24,15 +24,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 
-from memlab.analysis.runs import load_runs
 from memlab.data.prepare import prepare
-from memlab.errors import MemlabError
-from memlab.sweep import Sweep, grid, points
+from memlab.reproduce.protocol import Search, Stage, Study
+from memlab.reproduce.search import MAX_EXTENSIONS
+from memlab.sweep import Sweep, points
 
 EXPERIMENT = str(Path(__file__).resolve().parents[3] / "experiments" / "window_recall.py")
 ADAPTERS = {
@@ -67,6 +66,7 @@ class Scale:
     text_fraction: float = 0.5  # share of plain text examples in the backbone's training data
     eval_examples: int = 512
     fact_counts: tuple[int, ...] = (1, 2, 4, 8, 16)
+    lr_extensions: int = MAX_EXTENSIONS  # how far a learning-rate search may go past its grid
 
 
 SCALES = {
@@ -179,8 +179,7 @@ def _adapter_sweep(name: str, scale: Scale, text: Path, runs: Path, rows: list[d
     )
 
 
-def lr_sweep(scale: Scale, text: Path, runs: Path) -> Sweep:
-    rows = grid({"@adapter": list(ADAPTERS), "train.lr": list(scale.lrs)})
+def lr_sweep(scale: Scale, text: Path, runs: Path, rows: list[dict]) -> Sweep:
     return _adapter_sweep("lr", scale, text, runs, rows)
 
 
@@ -189,39 +188,45 @@ def seed_sweep(scale: Scale, text: Path, runs: Path, lrs: dict[str, float]) -> S
     return _adapter_sweep("seeds", scale, text, runs, rows)
 
 
-def load_stage(runs: Path, stage: str) -> pd.DataFrame:
-    """The completed runs of one stage; an error naming any that are not."""
-    frame = load_runs(runs / stage)
-    if frame.empty:
-        raise MemlabError(f"no runs under {runs / stage}: run the stage '{stage}' first")
-    bad = frame[frame["status"] != "completed"]
-    if len(bad):
-        raise MemlabError(f"stage '{stage}': runs not completed: {', '.join(bad['run'])} (under {runs / stage})")
-    return frame
-
-
 def adapter_of(row: pd.Series) -> str:
     return "lora" if row.get("model.lora_rank", 0) else str(row.get("model.delta_mem"))
 
 
-def chosen_lrs(frame: pd.DataFrame) -> dict[str, float]:
-    """Each adapter kind's learning rate: best final exact match, ties broken by the lowest final eval loss."""
-    out = {}
-    for kind, group in frame.assign(adapter=[adapter_of(r) for _, r in frame.iterrows()]).groupby("adapter"):
-        score = group["eval/exact_match"].fillna(-1.0).round(4)
-        loss = group["eval/loss"].fillna(math.inf)
-        out[str(kind)] = float(group.assign(_s=-score, _l=loss).sort_values(["_s", "_l"]).iloc[0]["train.lr"])
-    missing = sorted(set(ADAPTERS) - set(out))
-    if missing:
-        raise MemlabError(f"the lr stage has no completed runs of {', '.join(missing)}")
-    return out
+def score(row: pd.Series) -> tuple:
+    """A learning rate's score: final exact match (rounded, so near-ties fall to the loss), then lower eval loss."""
+    em, loss = row.get("eval/exact_match"), row.get("eval/loss")
+    return (-1.0 if pd.isna(em) else round(float(em), 4), -(math.inf if pd.isna(loss) else float(loss)))
 
 
-def sweeps(scale: Scale, runs: Path) -> Iterator[Sweep]:
-    """The stages in order, consumed lazily: the adapters start from the finished backbone, the seeds from the
-    learning rates the lr stage chose."""
-    text = corpus(runs)
-    yield backbone_sweep(scale, text)
-    first = lr_sweep(scale, text, runs)
-    yield first
-    yield seed_sweep(scale, text, runs, chosen_lrs(load_stage(runs, first.name)))
+def stages(scale: Scale) -> list:
+    """The stages in order: the adapters start from the finished backbone, the seeds from each kind's rate."""
+    return [
+        Stage("backbones", lambda study: [backbone_sweep(scale, corpus(study.runs))]),
+        Search(
+            name="lr",
+            knob="train.lr",
+            grid=scale.lrs,
+            group_key="@adapter",
+            groups=tuple(ADAPTERS),
+            sweeps=lambda study, rows: [lr_sweep(scale, corpus(study.runs), study.runs, rows)],
+            group_of=adapter_of,
+            score=score,
+            max_extensions=scale.lr_extensions,
+            rule="best final exact match, ties to the lower final eval loss",
+        ),
+    ] + [
+        Stage(
+            "seeds",
+            lambda study: [seed_sweep(scale, corpus(study.runs), study.runs, study.choice("lr"))],
+            after=("lr",),
+        )
+        for _ in scale.seeds[1:2]  # only where there are seeds beyond the first
+    ]
+
+
+def chosen_runs(study: Study) -> pd.DataFrame:
+    """The lr stage's runs at each kind's chosen rate (its first seed), then the seeds stage's runs."""
+    lr_stage, lrs = study.frame("lr"), study.choice("lr")
+    keep = [math.isclose(run["train.lr"], lrs[adapter_of(run)]) for _, run in lr_stage.iterrows()]
+    more = [study.frame("seeds")] if any(stage.name == "seeds" for stage in study.stages) else []
+    return pd.concat([lr_stage[keep], *more])

@@ -20,15 +20,8 @@ from flax import nnx
 from memlab.data.tasks.window_recall import retrieve_batch
 from memlab.models import build_model
 from memlab.models.adapters import STATE_HEADS
-from memlab.studies.delta_mem.protocol import (
-    Scale,
-    adapter_of,
-    backbone_dir,
-    chosen_lrs,
-    corpus,
-    episode,
-    load_stage,
-)
+from memlab.reproduce.protocol import Study
+from memlab.studies.delta_mem.protocol import Scale, adapter_of, backbone_dir, chosen_runs, corpus, episode
 from memlab.train.checkpoint import load_model
 from memlab.train.evaluate import evaluate_changed
 from memlab.train.run_dir import RunDir
@@ -99,8 +92,9 @@ def _row(model: str, run_dir: Path, seed: int, scale: Scale, text: Path, transfo
     return row
 
 
-def measure(runs: Path, scale: Scale) -> pd.DataFrame:
+def measure(study: Study, scale: Scale) -> pd.DataFrame:
     """One row per (model, seed): every condition's score and the model's size, trainable share and cost."""
+    runs = study.runs
     text = corpus(runs)
     backbone = backbone_dir(runs)
     retrieve = partial(_retrieved, window=scale.window)
@@ -109,20 +103,13 @@ def measure(runs: Path, scale: Scale) -> pd.DataFrame:
         {**_row("retrieval", backbone, 0, scale, text, transform=retrieve), "params_trainable": 0},
         _row("oracle", runs / "backbones" / "model=oracle", 0, scale, text),
     ]
-    for _, run in _chosen_runs(load_stage(runs, "lr"), load_stage(runs, "seeds")).iterrows():
+    for _, run in chosen_runs(study).iterrows():
         kind, seed = adapter_of(run), int(run["train.seed"])
         rows.append(_row(kind, Path(run["run_dir"]), seed, scale, text))
         if kind != "lora":
             zeroed = ("model.delta_mem_read=zero",)
             rows.append(_row(f"{kind} zeroed", Path(run["run_dir"]), seed, scale, text, extra=zeroed))
     return pd.DataFrame(rows)
-
-
-def _chosen_runs(lr_stage: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
-    """The lr stage's runs at each kind's chosen rate (its first seed), then the seeds stage's runs."""
-    lrs = chosen_lrs(lr_stage)
-    keep = [bool(np.isclose(run["train.lr"], lrs[adapter_of(run)])) for _, run in lr_stage.iterrows()]
-    return pd.concat([lr_stage[keep], seeds])
 
 
 def _retrieved(batch: dict, window: int) -> dict:

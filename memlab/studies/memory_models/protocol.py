@@ -2,13 +2,13 @@
 embedding holds, by encoder kind; what the retention objective does to a memory model's memories; and whether a
 frozen autoencoder encoder with a copy-first curriculum gets to faithful recall in less compute.
 
-Stages, each a sweep whose runs live under `<runs>/<sweep name>/`:
+Stages (memlab.reproduce.protocol), each a sweep whose runs live under `<runs>/<sweep name>/`:
   encoders  the unrolled autoencoder (mode autoencoder) and a causal LM of the encoder's architecture on the same
             text, the encoders the probe compares (with an untrained one and a constant control, memory_info.py)
-  lr        the memory models on their first seed at every learning rate: clm (next-token only), combined
-            (next-token + copy_weight x blank copy, Badger's 1 : 0.5 per-token weighting), none (no-memory
-            decoder, the floor) and curriculum (the frozen autoencoder encoder, blank copy for the first
-            curriculum_steps, then combined)
+  lr        a search: the memory models on their first seed at every learning rate, extended past an edge:
+            clm (next-token only), combined (next-token + copy_weight x blank copy, Badger's 1 : 0.5 per-token
+            weighting), none (no-memory decoder, the floor) and curriculum (the frozen autoencoder encoder, blank
+            copy for the first curriculum_steps, then combined)
   seeds     the other seeds, each condition at its own learning rate (the lowest final eval loss of its objective;
             the no-memory floor and clm-only by their loss on chunks after the first, which is what they train)
 
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from memlab.analysis.runs import load_runs
 from memlab.data.prepare import prepare
-from memlab.errors import MemlabError
-from memlab.sweep import Sweep, grid, points
+from memlab.reproduce.protocol import Search, Stage, Study
+from memlab.reproduce.search import MAX_EXTENSIONS
+from memlab.sweep import Sweep, points
 
 EXPERIMENTS = Path(__file__).resolve().parents[3] / "experiments"
 COPY = "next_token@blank_copy"
@@ -70,6 +70,7 @@ class Scale:
     encoder_lr: float = 2e-3  # the autoencoder's and the LM's
     eval_every: int = 100
     eval_examples: int = 256
+    lr_extensions: int = MAX_EXTENSIONS  # how far a learning-rate search may go past its grid
 
 
 SCALES = {
@@ -208,26 +209,8 @@ def memory_sweeps(stage: str, scale: Scale, text: Path, runs: Path, rows: list[d
             yield _memory_sweep(stage + SWEEP_SUFFIX[experiment], experiment, scale, text, runs, mine)
 
 
-def lr_rows(scale: Scale) -> list[dict]:
-    return grid({"@condition": list(CONDITIONS), "train.lr": list(scale.lrs)})
-
-
 def seed_rows(scale: Scale, lrs: dict[str, float]) -> list[dict]:
     return [{"@condition": c, "train.lr": lrs[c], "train.seed": s} for c in CONDITIONS for s in scale.seeds[1:]]
-
-
-def load_stage(runs: Path, *stages: str) -> pd.DataFrame:
-    """The completed runs of the named stages (curves loaded); an error naming any that are not."""
-    frames = []
-    for stage in stages:
-        frame = load_runs(runs / stage, curves=True)
-        if frame.empty:
-            raise MemlabError(f"no runs under {runs / stage}: run the stage '{stage}' first")
-        bad = frame[frame["status"] != "completed"]
-        if len(bad):
-            raise MemlabError(f"stage '{stage}': runs not completed: {', '.join(bad['run'])} (under {runs / stage})")
-        frames.append(frame.assign(stage=stage))
-    return pd.concat(frames, ignore_index=True)
 
 
 def condition_of(row: pd.Series) -> str:
@@ -239,30 +222,54 @@ def condition_of(row: pd.Series) -> str:
     return "combined" if row.get(f"objective.{COPY}", 0.0) > 0 else "clm"
 
 
-def chosen_lrs(frame: pd.DataFrame) -> dict[str, float]:
-    """Each condition's learning rate: the lowest final value of its LR_METRIC."""
-    frame = frame.assign(condition=[condition_of(r) for _, r in frame.iterrows()])
-    out = {}
-    for condition, group in frame.groupby("condition"):
-        score = group[LR_METRIC[str(condition)]].fillna(math.inf)
-        out[str(condition)] = float(group.assign(_s=score).sort_values("_s").iloc[0]["train.lr"])
-    missing = sorted(set(CONDITIONS) - set(out))
-    if missing:
-        raise MemlabError(f"the lr stage has no completed runs of {', '.join(missing)}")
-    return out
+def score(row: pd.Series) -> tuple:
+    """A learning rate's score: the lower final value of its condition's LR_METRIC."""
+    value = row.get(LR_METRIC[condition_of(row)])
+    return (-(math.inf if pd.isna(value) else float(value)),)
 
 
 LR_STAGES = tuple("lr" + suffix for suffix in SWEEP_SUFFIX.values())
 SEED_STAGES = tuple("seeds" + suffix for suffix in SWEEP_SUFFIX.values())
 
 
-def sweeps(scale: Scale, runs: Path) -> Iterator[Sweep]:
-    """The stages in order, consumed lazily: the curriculum starts from the finished autoencoder, the seeds from
-    the learning rates the lr stage chose."""
-    text = corpus(runs)
-    yield autoencoder_sweep(scale, text)
-    yield lm_sweep(scale, text)
-    yield from memory_sweeps("lr", scale, text, runs, lr_rows(scale))
-    lrs = chosen_lrs(load_stage(runs, *LR_STAGES))
-    if len(scale.seeds) > 1:
-        yield from memory_sweeps("seeds", scale, text, runs, seed_rows(scale, lrs))
+def stages(scale: Scale) -> list:
+    """The stages in order: the curriculum starts from the finished autoencoder, the seeds from the rates the
+    lr search chose."""
+    return [
+        Stage("autoencoder", lambda study: [autoencoder_sweep(scale, corpus(study.runs))]),
+        Stage("lm", lambda study: [lm_sweep(scale, corpus(study.runs))]),
+        Search(
+            name="lr",
+            knob="train.lr",
+            grid=scale.lrs,
+            group_key="@condition",
+            groups=tuple(CONDITIONS),
+            sweeps=lambda study, rows: list(memory_sweeps("lr", scale, corpus(study.runs), study.runs, rows)),
+            group_of=condition_of,
+            score=score,
+            max_extensions=scale.lr_extensions,
+            rule="the lowest final loss of what the condition trains ("
+            + ", ".join(f"{c}: {m}" for c, m in LR_METRIC.items())
+            + ")",
+        ),
+    ] + [
+        Stage(
+            "seeds",
+            lambda study: list(
+                memory_sweeps("seeds", scale, corpus(study.runs), study.runs, seed_rows(scale, study.choice("lr")))
+            ),
+            after=("lr",),
+        )
+        for _ in scale.seeds[1:2]  # only where there are seeds beyond the first
+    ]
+
+
+def memory_runs(study: Study) -> pd.DataFrame:
+    """Every memory-model run at its condition's chosen learning rate: the first seed's (lr stage) and the
+    others' (seed stage), with its `condition` (curves loaded)."""
+    lrs = study.choice("lr")
+    names = [*LR_STAGES, *(SEED_STAGES if any(s.name == "seeds" for s in study.stages) else ())]
+    out = study.frame(*names, curves=True)
+    out = out.assign(condition=[condition_of(r) for _, r in out.iterrows()])
+    chosen = [math.isclose(lrs[c], lr) for c, lr in zip(out["condition"], out["train.lr"], strict=True)]
+    return out[chosen].sort_values(["condition", "train.seed"]).reset_index(drop=True)

@@ -21,34 +21,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from memlab.probes.memory_info import probe_memory
-from memlab.studies.memory_models.protocol import (
-    COPY,
-    LR_STAGES,
-    SEED_STAGES,
-    Scale,
-    autoencoder_dir,
-    chosen_lrs,
-    condition_of,
-    lm_dir,
-    load_stage,
-)
+from memlab.studies.memory_models.protocol import COPY, Scale, autoencoder_dir, lm_dir
 from memlab.studies.slot_memory.efficiency import eval_points, target_bracket
 from memlab.train.evaluate import evaluate_run
 
 COPY_METRIC = f"eval/accuracy/{COPY}"
 TARGET = 0.9  # copy Hamming whose compute the curriculum comparison reads
-
-
-def memory_runs(runs: Path, scale: Scale) -> pd.DataFrame:
-    """Every memory-model run at its condition's chosen learning rate: the first seed's (lr stage) and the
-    others' (seed stage), with its `condition`."""
-    first = load_stage(runs, *LR_STAGES)
-    lrs = chosen_lrs(first)
-    frames = [first, load_stage(runs, *SEED_STAGES)] if len(scale.seeds) > 1 else [first]
-    out = pd.concat(frames, ignore_index=True)
-    out = out.assign(condition=[condition_of(r) for _, r in out.iterrows()])
-    chosen = [lrs[c] == lr for c, lr in zip(out["condition"], out["train.lr"], strict=True)]
-    return out[chosen].sort_values(["condition", "train.seed"]).reset_index(drop=True)
 
 
 def probe(runs: Path, scale: Scale, run_dir: Path, label: str, encoder: str = "run", ce_null=None) -> dict:

@@ -10,9 +10,9 @@ The task is built to need compression: hard negatives (distractors drawn from th
 span looks like a fact), facts >= k, a quarter of the questions composed of two facts, questions drawn without
 replacement, exact match of whole answers as the metric.
 
-Stages, each a sweep whose runs live under `<runs>/<sweep name>/`:
-  lr     every family at the base size, one seed, each learning rate; the family's rate is its best final
-         exact match (ties: lowest final eval loss)
+Stages (memlab.reproduce.protocol), each a sweep whose runs live under `<runs>/<sweep name>/`:
+  lr     a search: every family at the base size, one seed, each learning rate, extended past an edge; the
+         family's rate is its best final exact match (ties: lowest final eval loss)
   seeds  the other seeds at the chosen rate
   sizes  the other model widths at the chosen rate, first seed
   grid   k x L/k for the slot memory, the encoder-free baseline at each L (the "gain ~ L/k" intuition)
@@ -24,15 +24,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 
-from memlab.analysis.runs import load_runs
 from memlab.config import load_module
-from memlab.errors import MemlabError
-from memlab.sweep import Sweep, grid
+from memlab.reproduce.protocol import Search, Stage, Study
+from memlab.reproduce.search import MAX_EXTENSIONS
+from memlab.sweep import Sweep
 
 EXPERIMENT = str(Path(__file__).resolve().parents[3] / "experiments" / "context_qa.py")
 DEPTH = load_module(Path(EXPERIMENT)).DEPTH  # decoder layers that match parameters at equal width
@@ -65,6 +64,8 @@ class Scale:
     compose_fraction: float = 0.25
     evals: int = 20  # evaluations over each schedule
     eval_examples: int = 256
+    vocab_size: int = 128  # a third of it are key ids: enough for the largest k of the grid (facts = k)
+    lr_extensions: int = MAX_EXTENSIONS  # how far a learning-rate search may go past its grid
 
 
 SCALES = {
@@ -96,6 +97,7 @@ SCALES = {
         grid_ratios=(4, 8, 16, 32),
         grid_steps=5000,
         eval_examples=1024,
+        vocab_size=256,  # 84 key ids: the grid's k = 64 (64 facts) needs 64; 128 gives 41
     ),
 }
 
@@ -110,6 +112,7 @@ def family_of(row: pd.Series) -> str:
 
 def _task(scale: Scale, context_len: int, slots: int, facts: int) -> dict:
     return {
+        "data.vocab_size": scale.vocab_size,
         "data.context_len": context_len,
         "data.num_facts": facts,
         "data.questions_per_context": min(scale.questions, facts),
@@ -140,12 +143,8 @@ def _budgeted(name: str, scale: Scale, points: list[dict]) -> Sweep:
     return Sweep(name=name, experiment=EXPERIMENT, base=_base(scale), points=points, derive=_derive)
 
 
-def lr_sweep(scale: Scale) -> Sweep:
-    return _budgeted(
-        "lr",
-        scale,
-        grid({"@family": list(FAMILIES), "train.lr": list(scale.lrs), "model.d_model": [scale.widths[0]]}),
-    )
+def lr_sweep(scale: Scale, rows: list[dict]) -> Sweep:
+    return _budgeted("lr", scale, [{**row, "model.d_model": scale.widths[0]} for row in rows])
 
 
 def seed_sweep(scale: Scale, lrs: dict[str, float]) -> Sweep:
@@ -196,39 +195,38 @@ def grid_sweep(scale: Scale, lrs: dict[str, float]) -> Sweep:
     )
 
 
-def load_stage(runs: Path, stage: str) -> pd.DataFrame:
-    """The completed runs of one stage, with their protocol family; an error naming the others."""
-    frame = load_runs(runs / stage, curves=True)  # the report reads each curve several times
-    if frame.empty:
-        raise MemlabError(f"no runs under {runs / stage}: run the stage '{stage}' first")
-    bad = frame[frame["status"] != "completed"]
-    if len(bad):
-        raise MemlabError(f"stage '{stage}': runs not completed: {', '.join(bad['run'])} (under {runs / stage})")
-    frame = frame.copy()
-    frame["family"] = [family_of(row) for _, row in frame.iterrows()]
-    return frame
+def with_family(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(family=[family_of(row) for _, row in frame.iterrows()])
 
 
-def chosen_lrs(frame: pd.DataFrame) -> dict[str, float]:
-    """Each family's learning rate: best final exact match, ties broken by the lowest final eval loss."""
-    out = {}
-    for family, group in frame.groupby("family"):
-        score = group["eval/exact_match"].fillna(-1.0).round(4)
-        loss = group["eval/loss"].fillna(math.inf)
-        best = group.assign(_s=-score, _l=loss).sort_values(["_s", "_l"]).iloc[0]
-        out[str(family)] = float(best["train.lr"])
-    missing = sorted(set(FAMILIES) - set(out))
-    if missing:
-        raise MemlabError(f"the lr stage has no completed runs of {', '.join(missing)}")
-    return out
+def score(row: pd.Series) -> tuple:
+    """A learning rate's score: final exact match (rounded, so near-ties fall to the loss), then lower eval loss."""
+    em, loss = row.get("eval/exact_match"), row.get("eval/loss")
+    return (-1.0 if pd.isna(em) else round(float(em), 4), -(math.inf if pd.isna(loss) else float(loss)))
 
 
-def sweeps(scale: Scale, runs: Path) -> Iterator[Sweep]:
-    """The stages in order; later stages read the learning rates the first one chose, so this is consumed lazily:
-    each sweep is launched (and finished) before the next is asked for."""
-    first = lr_sweep(scale)
-    yield first
-    lrs = chosen_lrs(load_stage(runs, first.name))
-    yield seed_sweep(scale, lrs)
-    yield size_sweep(scale, lrs)
-    yield grid_sweep(scale, lrs)
+def stages(scale: Scale) -> list:
+    """The stages in order; the seeds, sizes and grid run at each family's searched learning rate."""
+    return [
+        Search(
+            name="lr",
+            knob="train.lr",
+            grid=scale.lrs,
+            group_key="@family",
+            groups=tuple(FAMILIES),
+            sweeps=lambda study, rows: [lr_sweep(scale, rows)],
+            group_of=family_of,
+            score=score,
+            max_extensions=scale.lr_extensions,
+            rule="best final exact match, ties to the lower final eval loss",
+        ),
+        Stage("seeds", lambda study: [seed_sweep(scale, study.choice("lr"))], after=("lr",)),
+        Stage("sizes", lambda study: [size_sweep(scale, study.choice("lr"))], after=("lr",)),
+        Stage("grid", lambda study: [grid_sweep(scale, study.choice("lr"))], after=("lr",)),
+    ]
+
+
+def stage_runs(study: Study, stage: str) -> pd.DataFrame:
+    """The completed runs of one stage, with their protocol family (curves loaded: the report reads each several
+    times)."""
+    return with_family(study.frame(stage, curves=True))

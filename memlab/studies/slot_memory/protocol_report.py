@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 from memlab.analysis.plots import family_colors, save_png
+from memlab.reproduce.protocol import Study
 from memlab.studies.slot_memory.efficiency import METRIC, eval_points, target_bracket
-from memlab.studies.slot_memory.protocol import FAIR_BASELINE, FAMILIES, SLOT, Scale, chosen_lrs, load_stage
+from memlab.studies.slot_memory.protocol import FAIR_BASELINE, FAMILIES, SLOT, Scale, stage_runs
 
 BASELINES = [f for f in FAMILIES if f != SLOT]
 RESAMPLES = 2000
@@ -68,13 +69,13 @@ def bootstrap_ratio(base: np.ndarray, slot: np.ndarray, *, seed: int = 0) -> tup
 
 
 class ProtocolReport:
-    """The protocol's numbers from its run directory (`runs`, holding the lr, seeds, sizes and grid stages)."""
+    """The protocol's numbers from its study (the lr search's choices and the lr, seeds, sizes and grid stages)."""
 
-    def __init__(self, runs: Path, scale: Scale, metric: str = METRIC):
+    def __init__(self, study: Study, scale: Scale, metric: str = METRIC):
         self.scale, self.metric = scale, metric
-        stages = {name: load_stage(runs, name) for name in ("lr", "seeds", "sizes", "grid")}
+        stages = {name: stage_runs(study, name) for name in ("lr", "seeds", "sizes", "grid")}
         self.lr_runs, self.grid_runs = stages["lr"], stages["grid"]
-        self.lrs = chosen_lrs(self.lr_runs)
+        self.lrs = study.choice("lr")
         chosen_lr = self.lr_runs[self.lr_runs["train.lr"] == self.lr_runs["family"].map(self.lrs)]
         self.chosen = pd.concat([chosen_lr, stages["seeds"], stages["sizes"]], ignore_index=True)
         self.points = evaluations(self.chosen, metric)

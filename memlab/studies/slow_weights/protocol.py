@@ -3,18 +3,20 @@ block is written at inference by a few hundred gradient steps holds 20 fabricate
 reload, keeps most of a first document when a second is written after it, keeps two documents apart, and is made
 writable by meta-test-time training.
 
-Stage `backbones` trains the two backbones on stdlib bytes (experiments/slow_weights.py), each on the same text
-and budget: `meta` (next-token loss plus meta-TTT episodes of fabricated facts from the train pool) and `plain`
-(next-token loss only: the episodes' weight is 0, so they cost nothing). Everything after is evaluation on facts
-from the disjoint eval pool (memlab.studies.slow_weights.report), with learning rates chosen on a train-pool set.
+Stage `backbones` (memlab.reproduce.protocol) trains the two backbones on stdlib bytes (experiments/slow_weights.py),
+each on the same text and budget: `meta` (next-token loss plus meta-TTT episodes of fabricated facts from the train
+pool) and `plain` (next-token loss only: the episodes' weight is 0, so they cost nothing). Everything after is
+evaluation on facts from the disjoint eval pool (memlab.studies.slow_weights.report), with learning rates searched on
+a train-pool set.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 
+from memlab.reproduce.protocol import Stage
+from memlab.reproduce.search import MAX_EXTENSIONS
 from memlab.studies.memory_models.protocol import corpus
 from memlab.sweep import Sweep, grid
 
@@ -38,6 +40,7 @@ class Scale:
     finetune_lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3)  # Adam on every weight (the interference control)
     lr_facts_seed: int = 1000  # the train-pool facts the learning rates are chosen on
     eval_every: int = 250
+    lr_extensions: int = MAX_EXTENSIONS  # how far a learning-rate search may go past its grid
 
 
 SCALES = {
@@ -74,8 +77,8 @@ def backbone_sweep(scale: Scale, text: Path) -> Sweep:
     )
 
 
-def sweeps(scale: Scale, runs: Path) -> Iterator[Sweep]:
-    yield backbone_sweep(scale, corpus(runs))
+def stages(scale: Scale) -> list:
+    return [Stage("backbones", lambda study: [backbone_sweep(scale, corpus(study.runs))])]
 
 
 def backbone_dirs(runs: Path) -> dict[tuple[str, int], Path]:

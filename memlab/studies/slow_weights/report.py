@@ -13,7 +13,8 @@ Per backbone and fact set (`Scale.facts` facts; the sequential documents A and B
   sequential  A written, then B from A's memory: A's share right before and after B; contamination = the mass A's
               prompts put on B's answers, after the joint write and after the sequential one
 
-Learning rates (the block's write, full fine-tuning) are chosen per backbone on a train-pool fact set.
+Learning rates (the memory's write, the block's write, full fine-tuning) are searched per backbone on a train-pool
+fact set, past whichever edge of their grid the best lies at (memlab.reproduce.search).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from matplotlib.figure import Figure
 
 from memlab.data.facts import document_text, make_facts, probe_rows, write_facts
 from memlab.models.params import flat_params
+from memlab.reproduce.search import SearchRecord, search
 from memlab.slow_weights.score import contamination, score, summary
 from memlab.slow_weights.write import adam_write, delta_write, memory_names, row_length
 from memlab.studies.slow_weights.protocol import Scale
@@ -45,15 +47,17 @@ def _rank(s: dict) -> tuple:
     return (s["tf_exact"], s["ar_exact"], s["median_p_answer"])
 
 
-def choose_lr(model, scale: Scale, lrs, names=None) -> tuple[float, list[dict]]:
+def choose_lr(model, scale: Scale, knob: str, group: str, lrs, names=None) -> SearchRecord:
     """The learning rate whose write of the train-pool facts recalls most (teacher-forced, then autoregressive,
-    then median p of the answer), training the parameters `names` (default: the slow memories)."""
+    then median p of the answer, then the lower final write loss), training the parameters `names` (default: the
+    slow memories); searched past an edge of `lrs`."""
     facts = make_facts(scale.facts, "train", scale.lr_facts_seed)
-    tried = []
-    for lr in lrs:
+
+    def rank(lr: float) -> tuple:
         written, losses = adam_write(model, facts, steps=scale.write_steps, lr=lr, names=names)
-        tried.append({"lr": lr, "final_loss": float(losses[-1]), **summary(score(written, facts))})
-    return max(tried, key=_rank)["lr"], tried
+        return (*_rank(summary(score(written, facts))), -float(losses[-1]))
+
+    return search(knob, group, lrs, rank, max_extensions=scale.lr_extensions)
 
 
 def _cli(*args: str) -> str:
@@ -94,9 +98,13 @@ def evaluate_backbone(kind: str, seed: int, run_dir: Path, scale: Scale, work: P
     model, _, _ = load_model(run_dir)
     everything = frozenset(flat_params(nnx.state(model, nnx.Param)))
     block_names = memory_names(model, "block")
-    lr, lr_tried = choose_lr(model, scale, scale.write_lrs)
-    block_lr, block_tried = choose_lr(model, scale, scale.write_lrs, block_names)
-    ft_lr, ft_tried = choose_lr(model, scale, scale.finetune_lrs, everything)
+    group = f"{kind} backbone, seed {seed}"
+    searched = {
+        "write": choose_lr(model, scale, "write lr", group, scale.write_lrs),
+        "block": choose_lr(model, scale, "block write lr", group, scale.write_lrs, block_names),
+        "finetune": choose_lr(model, scale, "fine-tune lr", group, scale.finetune_lrs, everything),
+    }
+    lr, block_lr, ft_lr = (searched[k].chosen for k in ("write", "block", "finetune"))
     rows, sequential = [], []
     for fs in scale.fact_seeds:
         facts = make_facts(scale.facts, "eval", fs)
@@ -139,9 +147,7 @@ def evaluate_backbone(kind: str, seed: int, run_dir: Path, scale: Scale, work: P
             "contamination_joint": contamination(written, first, second),
             "contamination_sequential": contamination(after_b, first, second),
         })  # fmt: skip
-    lrs = {"write_lr": lr, "write_lrs": lr_tried, "block_lr": block_lr, "block_lrs": block_tried, "finetune_lr": ft_lr,
-           "finetune_lrs": ft_tried}  # fmt: skip
-    return rows, sequential, lrs
+    return rows, sequential, {k: r.to_json() for k, r in searched.items()}
 
 
 def address_cosine(model, facts) -> float:
@@ -159,7 +165,7 @@ def measure(backbones: dict, scale: Scale, work: Path) -> tuple[pd.DataFrame, pd
     """Every backbone's rows, cached in `work/measurements.json` keyed by the backbones' run directories (the
     evaluation is deterministic: a rerun reads them back)."""
     cache = work / "measurements.json"
-    key = {f"{k}/{s}": str(d) for (k, s), d in sorted(backbones.items())} | {"conditions": list(CONDITIONS)}
+    key = {f"{k}/{s}": str(d) for (k, s), d in sorted(backbones.items())} | {"conditions": list(CONDITIONS), "lrs": 2}
     if cache.exists():
         saved = json.loads(cache.read_text())
         if saved.get("key") == key:
