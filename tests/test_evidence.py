@@ -16,9 +16,9 @@ from memlab.reproduce.claim import Claim, Result
 from memlab.reproduce.intervals import difference, rate, wilson
 from memlab.reproduce.ladder import Ladder, LadderPoint, no_ladder
 from memlab.reproduce.parts import Part, claim_verdict
-from memlab.reproduce.protocol import Search, Stage, Study
-from memlab.reproduce.search import candidates, next_value, search
 from memlab.sweep import Sweep, expand
+from memlab.sweep.search import candidates, next_value, search
+from memlab.sweep.stages import Search, Stage, Study
 from tests.helpers import ROOT
 from tests.test_reproduce import BASE
 

@@ -14,11 +14,11 @@ from memlab.registry import CLAIMS
 from memlab.reproduce import Claim, Result, checks, readme
 from memlab.reproduce.claim import load_result
 from memlab.reproduce.parts import Part
-from memlab.reproduce.protocol import Stage
 from memlab.reproduce.readme import END, START, claims_table, update_readme
 from memlab.reproduce.run import claim_names, get_claim, reproduce, study_of
 from memlab.sweep import Sweep, grid
 from memlab.sweep import launch as sweep_launch
+from memlab.sweep.stages import Stage
 from tests.helpers import ROOT, TINY
 
 CLAIMS_IN_REPO = ["delta-mem", "epoch-chinchilla", "matrix-utilisation", "memory-models", "mqar-mixers"]
@@ -269,7 +269,7 @@ def test_dry_run_validates_every_stage_over_every_candidate_before_training(tmp_
     """A config that only a later choice produces fails the plan, naming the stage, before any run; a real run
     validates the same plan before its first step."""
     import memlab.reproduce.run as run_module
-    from memlab.reproduce.protocol import Search
+    from memlab.sweep.stages import Search
 
     def sweep(name, rows):
         return Sweep(name=name, experiment=str(ROOT / "experiments" / "mqar.py"), base={**BASE, "train.steps": 5},

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from memlab.reproduce.intervals import Interval
-from memlab.reproduce.search import SearchRecord
+from memlab.sweep.search import SearchRecord
 
 KINDS = ("evidence", "sanity")
 # Convergence: the best of the last CONVERGED_WINDOW of the evaluations improves on the best before them by at most
@@ -53,6 +53,12 @@ def interior(record: SearchRecord) -> Check:
         return Check(f"{record.knob} interior ({record.group})", "evidence", True, where)
     why = f"the bound of {record.max_extensions} extension(s) was reached" if record.bound_reached else "edge"
     return Check(f"{record.knob} interior ({record.group})", "evidence", False, f"{where}: at an edge ({why})")
+
+
+def interiors(study, name: str, *groups: str) -> list[Check]:
+    """The interior checks of `study`'s search `name` for `groups` (all of its groups by default)."""
+    chosen = study.searches.get(name, {})
+    return [interior(chosen[g]) for g in (groups or chosen) if g in chosen]
 
 
 def converged(name: str, values: Sequence[float], *, higher_is_better: bool) -> Check:

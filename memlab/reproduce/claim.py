@@ -1,6 +1,6 @@
 """A claim of a source (a seed paper, a blog post, Epoch AI) and what memlab measured of it.
 
-A `Claim` declares its stages (memlab.reproduce.protocol) and turns their runs into a `Result`: parts, each with
+A `Claim` declares its stages (memlab.sweep.stages) and turns their runs into a `Result`: parts, each with
 the source's number beside memlab's, the criterion, its evidence checks and a verdict, and the claim's verdict
 from its parts. The rule is written down with every result so that a reader can disagree with it, not only with
 the numbers. Results written before the evidence checks existed carry `protocol: 1` and no parts.
@@ -17,7 +17,7 @@ from memlab.errors import ConfigError
 from memlab.reproduce.parts import VERDICTS, Part, claim_verdict
 
 if TYPE_CHECKING:
-    from memlab.reproduce.protocol import Study
+    from memlab.sweep.stages import Study
 
 SCALES = ("cpu", "paper")
 PROTOCOL = 2  # results from the protocol engine with evidence checks; 1: written before them
@@ -139,7 +139,7 @@ class Claim:
     evaluation_work: str = ""  # compute `evaluate` spends outside training runs, for the plan (not counted in it)
 
     def stages(self, scale: str) -> list:
-        """The stages, in order (memlab.reproduce.protocol.Stage / Search)."""
+        """The stages, in order (memlab.sweep.stages.Stage / Search)."""
         return []
 
     def evaluate(self, study: Study, out: Path) -> Result:

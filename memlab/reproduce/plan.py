@@ -13,9 +13,9 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from memlab.errors import ConfigError
-from memlab.reproduce.protocol import Search, Study
 from memlab.sweep import expand
 from memlab.sweep.estimate import estimate
+from memlab.sweep.stages import Search, Study
 from memlab.train.hardware import PEAKS, peak_flops
 
 if TYPE_CHECKING:

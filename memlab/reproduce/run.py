@@ -9,12 +9,12 @@ from pathlib import Path
 
 from memlab.errors import ConfigError, RunFailedError
 from memlab.registry import CLAIMS
-from memlab.reproduce import search as searching
 from memlab.reproduce.checks import interior
 from memlab.reproduce.claim import SCALES, Claim, Result
 from memlab.reproduce.plan import make_plan, print_plan
-from memlab.reproduce.protocol import Search, Study
 from memlab.sweep import Sweep, launch
+from memlab.sweep import search as searching
+from memlab.sweep.stages import Search, Study
 from memlab.train.run_dir import read_json, write_json
 
 

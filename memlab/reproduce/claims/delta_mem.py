@@ -24,10 +24,10 @@ from memlab.reproduce.claim import Claim, Result, details_value
 from memlab.reproduce.intervals import difference, rate
 from memlab.reproduce.ladder import no_ladder
 from memlab.reproduce.parts import Part
-from memlab.reproduce.protocol import Study
 from memlab.studies.delta_mem.protocol import SCALES, stages
 from memlab.studies.delta_mem.report import measure
 from memlab.sweep.estimate import estimate
+from memlab.sweep.stages import Study
 from memlab.train.checkpoint import run_config
 
 PAPER_RATIO = 1.31  # MemoryAgentBench, frozen Qwen3-4B -> + δ-mem
@@ -139,7 +139,7 @@ def _parts(study: Study, setting, rows: pd.DataFrame, means: pd.DataFrame, close
             checks.real_difference("TSW - backbone", difference(seeds("tsw"), seeds("backbone"), n, n)),
             checks.above_chance("oracle, the positive control", rate(seeds("oracle"), n), chance),
             learning,
-            *study.interior("lr", "tsw"),
+            *checks.interiors(study, "lr", "tsw"),
             *common,
         ),
     )
@@ -157,7 +157,7 @@ def _parts(study: Study, setting, rows: pd.DataFrame, means: pd.DataFrame, close
         source_number="general skills kept",
         measured=", ".join(c.detail for c in harm_conditions),
         conditions=tuple(harm_conditions),
-        checks=(*harm_checks, *study.interior("lr", "tsw"), *common),
+        checks=(*harm_checks, *checks.interiors(study, "lr", "tsw"), *common),
     )
     scores = [c for c in rows.columns if c.startswith(("beyond", "distance=", "facts=", "in-window", "text"))]
     zeroed = rows.loc[rows["model"] == "tsw zeroed", scores].to_numpy(float)
@@ -189,7 +189,7 @@ def _parts(study: Study, setting, rows: pd.DataFrame, means: pd.DataFrame, close
         checks=(
             gap_threshold.check("gap"),
             checks.real_difference("TSW - LoRA", difference(seeds("tsw"), seeds("lora"), n, n)),
-            *study.interior("lr", "tsw", "lora"),
+            *checks.interiors(study, "lr", "tsw", "lora"),
             *common,
         ),
     )
@@ -208,7 +208,7 @@ def _parts(study: Study, setting, rows: pd.DataFrame, means: pd.DataFrame, close
                 for c in many
             ),
             *(checks.above_chance(f"{m} at {c}", rate(seeds(m, c), n), chance) for m in ("msw", "tsw") for c in many),
-            *study.interior("lr", "tsw", "msw"),
+            *checks.interiors(study, "lr", "tsw", "msw"),
             *common,
         ),
     )

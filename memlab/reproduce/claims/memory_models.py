@@ -22,7 +22,6 @@ from memlab.reproduce.claim import Claim, Result, details_value
 from memlab.reproduce.intervals import Interval, difference
 from memlab.reproduce.ladder import no_ladder
 from memlab.reproduce.parts import Part
-from memlab.reproduce.protocol import Study
 from memlab.studies.memory_models.protocol import SCALES, autoencoder_dir, memory_runs, stages
 from memlab.studies.memory_models.report import (
     TARGET,
@@ -31,6 +30,7 @@ from memlab.studies.memory_models.report import (
     information,
     memory_table,
 )
+from memlab.sweep.stages import Study
 from memlab.train.run_dir import read_json
 
 AE_INFO = checks.Threshold.from_source(0.97, "Badger: autoencoder embeddings hold I_e ~0.97 of a 512-token window")
@@ -167,7 +167,7 @@ def _parts(study: Study, setting, info, table: pd.DataFrame, curriculum: pd.Data
             loss_cap.check("loss"),
             checks.real_difference("combined - clm-only copy Hamming", difference(comb_copy, clm_copy, n, n)),
             checks.real_difference("no memory - combined later-chunk loss", difference(none_loss, comb_loss)),
-            *study.interior("lr", "clm", "combined", "none"),
+            *checks.interiors(study, "lr", "clm", "combined", "none"),
             *(
                 checks.converged(
                     f"{c} later-chunk loss", _curve(memory, c, "eval/later_chunks_loss"), higher_is_better=False
@@ -199,7 +199,7 @@ def _parts(study: Study, setting, info, table: pd.DataFrame, curriculum: pd.Data
         checks=(
             checks.real_difference("combined - curriculum FLOPs to target", saving),
             checks.fixed_budget("FLOPs to target", "reads compute to a target on each curve"),
-            *study.interior("lr", "curriculum", "combined"),
+            *checks.interiors(study, "lr", "curriculum", "combined"),
             *common,
         ),
     )

@@ -26,8 +26,8 @@ from memlab.reproduce.claim import Claim, Result
 from memlab.reproduce.intervals import Interval, difference, difference_of, rate
 from memlab.reproduce.ladder import no_ladder
 from memlab.reproduce.parts import Part, claim_verdict
-from memlab.reproduce.protocol import Stage, Study
 from memlab.sweep import Sweep
+from memlab.sweep.stages import Stage, Study
 
 SWEEP_FILE = Path(__file__).resolve().parents[3] / "sweeps" / "mqar_mixers.py"
 ATTENTION = "attn"

@@ -12,16 +12,15 @@ from pathlib import Path
 import pandas as pd
 
 from memlab.analysis.tables import frame_markdown
-from memlab.data.tasks.context_qa import token_ranges
 from memlab.registry import CLAIMS
 from memlab.reproduce import checks
 from memlab.reproduce.claim import Claim, Result, details_value
 from memlab.reproduce.intervals import Interval, rate
 from memlab.reproduce.ladder import no_ladder
 from memlab.reproduce.parts import Part
-from memlab.reproduce.protocol import Study
-from memlab.studies.slot_memory.protocol import FAIR_BASELINE, SCALES, SLOT, stages
+from memlab.studies.slot_memory.protocol import FAIR_BASELINE, SCALES, SLOT, chance_exact_match, stages
 from memlab.studies.slot_memory.protocol_report import ProtocolReport
+from memlab.sweep.stages import Study
 
 CLAIMED = 5.5  # seed 000: the ratio against the full encoder-decoder (6.7) and the LM (> 5.5)
 THRESHOLD = checks.Threshold.from_source(CLAIMED, "seed 000: 6.7x against the encoder-decoder, > 5.5x against the LM")
@@ -82,12 +81,6 @@ class SlotEfficiency(Claim):
         )
 
 
-def chance_exact_match(row: pd.Series) -> float:
-    """Exact match of a guess: every answer token drawn from the value range (single-fact questions)."""
-    low, high = token_ranges(int(row["data.vocab_size"]))["value"]
-    return float((high - low) ** -int(row["data.value_len"]))
-
-
 def _part(study: Study, report: ProtocolReport, row: pd.Series) -> Part:
     """Slots against one baseline: the ratio's interval against the seed's 5.5x, with the checks it owes."""
     baseline = row["baseline"]
@@ -118,7 +111,7 @@ def _part(study: Study, report: ProtocolReport, row: pd.Series) -> Part:
             ),
             *learned,
             checks.fixed_budget("compute to target", "every schedule ends at one compute budget; read on the frontier"),
-            *study.interior("lr", SLOT, baseline),
+            *checks.interiors(study, "lr", SLOT, baseline),
             checks.compute_ratio(baseline, float(estimate), per_example, CLAIMED),
             no_ladder("context length L (one L/k = 16 point scored)"),
         ),

@@ -22,10 +22,10 @@ from memlab.reproduce.claim import Claim, Result, details_value
 from memlab.reproduce.intervals import difference, rate
 from memlab.reproduce.ladder import no_ladder
 from memlab.reproduce.parts import Part
-from memlab.reproduce.protocol import Study
-from memlab.reproduce.search import SearchRecord
 from memlab.studies.slow_weights.protocol import SCALES, backbone_dirs, stages
 from memlab.studies.slow_weights.report import CONDITIONS, draw, measure
+from memlab.sweep.search import SearchRecord
+from memlab.sweep.stages import Study
 
 RECALL = checks.Threshold.from_source(1.0, "R. Thomas: 20/20 facts recalled after the cold reload")
 CHANCE = 0.0  # exact match of a multi-byte answer by guessing: ~0

@@ -14,7 +14,7 @@ with answer cross-entropy (+ 0.01 (mean beta - 0.05)^2 for δ-mem, the anchor's 
 backbone of the same size trained with attention over the whole episode. Each adapter kind gets its own learning
 rate (best final exact match of the first seed), then more seeds at it.
 
-Stages (memlab.reproduce.protocol), each a sweep whose runs live under `<runs>/<sweep name>/`:
+Stages (memlab.sweep.stages), each a sweep whose runs live under `<runs>/<sweep name>/`:
   backbones  the windowed backbone and the whole-episode oracle
   lr         a search: every adapter kind at every learning rate, first seed, extended past an edge
   seeds      the other seeds at each kind's rate
@@ -29,9 +29,9 @@ from pathlib import Path
 import pandas as pd
 
 from memlab.data.prepare import prepare
-from memlab.reproduce.protocol import Search, Stage, Study
-from memlab.reproduce.search import MAX_EXTENSIONS
 from memlab.sweep import Sweep, points
+from memlab.sweep.search import MAX_EXTENSIONS
+from memlab.sweep.stages import Search, Stage, Study
 
 EXPERIMENT = str(Path(__file__).resolve().parents[3] / "experiments" / "window_recall.py")
 ADAPTERS = {

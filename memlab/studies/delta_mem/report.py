@@ -20,8 +20,8 @@ from flax import nnx
 from memlab.data.tasks.window_recall import retrieve_batch
 from memlab.models import build_model
 from memlab.models.adapters import STATE_HEADS
-from memlab.reproduce.protocol import Study
 from memlab.studies.delta_mem.protocol import Scale, adapter_of, backbone_dir, chosen_runs, corpus, episode
+from memlab.sweep.stages import Study
 from memlab.train.checkpoint import load_model
 from memlab.train.evaluate import evaluate_changed
 from memlab.train.run_dir import RunDir

@@ -2,7 +2,7 @@
 embedding holds, by encoder kind; what the retention objective does to a memory model's memories; and whether a
 frozen autoencoder encoder with a copy-first curriculum gets to faithful recall in less compute.
 
-Stages (memlab.reproduce.protocol), each a sweep whose runs live under `<runs>/<sweep name>/`:
+Stages (memlab.sweep.stages), each a sweep whose runs live under `<runs>/<sweep name>/`:
   encoders  the unrolled autoencoder (mode autoencoder) and a causal LM of the encoder's architecture on the same
             text, the encoders the probe compares (with an untrained one and a constant control, memory_info.py)
   lr        a search: the memory models on their first seed at every learning rate, extended past an edge:
@@ -26,9 +26,9 @@ from pathlib import Path
 import pandas as pd
 
 from memlab.data.prepare import prepare
-from memlab.reproduce.protocol import Search, Stage, Study
-from memlab.reproduce.search import MAX_EXTENSIONS
 from memlab.sweep import Sweep, points
+from memlab.sweep.search import MAX_EXTENSIONS
+from memlab.sweep.stages import Search, Stage, Study
 
 EXPERIMENTS = Path(__file__).resolve().parents[3] / "experiments"
 COPY = "next_token@blank_copy"

@@ -10,7 +10,7 @@ The task is built to need compression: hard negatives (distractors drawn from th
 span looks like a fact), facts >= k, a quarter of the questions composed of two facts, questions drawn without
 replacement, exact match of whole answers as the metric.
 
-Stages (memlab.reproduce.protocol), each a sweep whose runs live under `<runs>/<sweep name>/`:
+Stages (memlab.sweep.stages), each a sweep whose runs live under `<runs>/<sweep name>/`:
   lr     a search: every family at the base size, one seed, each learning rate, extended past an edge; the
          family's rate is its best final exact match (ties: lowest final eval loss)
   seeds  the other seeds at the chosen rate
@@ -29,9 +29,10 @@ from pathlib import Path
 import pandas as pd
 
 from memlab.config import load_module
-from memlab.reproduce.protocol import Search, Stage, Study
-from memlab.reproduce.search import MAX_EXTENSIONS
+from memlab.data.tasks.context_qa import token_ranges
 from memlab.sweep import Sweep
+from memlab.sweep.search import MAX_EXTENSIONS
+from memlab.sweep.stages import Search, Stage, Study
 
 EXPERIMENT = str(Path(__file__).resolve().parents[3] / "experiments" / "context_qa.py")
 DEPTH = load_module(Path(EXPERIMENT)).DEPTH  # decoder layers that match parameters at equal width
@@ -193,6 +194,12 @@ def grid_sweep(scale: Scale, lrs: dict[str, float]) -> Sweep:
         points=slot_points + base_points,
         derive=derive,
     )
+
+
+def chance_exact_match(row: pd.Series) -> float:
+    """Exact match of a guess: every answer token drawn from the value range (single-fact questions)."""
+    low, high = token_ranges(int(row["data.vocab_size"]))["value"]
+    return float((high - low) ** -int(row["data.value_len"]))
 
 
 def with_family(frame: pd.DataFrame) -> pd.DataFrame:

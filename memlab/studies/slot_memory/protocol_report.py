@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from memlab.analysis.plots import family_colors, save_png
-from memlab.reproduce.protocol import Study
 from memlab.studies.slot_memory.efficiency import METRIC, eval_points, target_bracket
 from memlab.studies.slot_memory.protocol import FAIR_BASELINE, FAMILIES, SLOT, Scale, stage_runs
+from memlab.sweep.stages import Study
 
 BASELINES = [f for f in FAMILIES if f != SLOT]
 RESAMPLES = 2000

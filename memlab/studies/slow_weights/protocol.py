@@ -3,7 +3,7 @@ block is written at inference by a few hundred gradient steps holds 20 fabricate
 reload, keeps most of a first document when a second is written after it, keeps two documents apart, and is made
 writable by meta-test-time training.
 
-Stage `backbones` (memlab.reproduce.protocol) trains the two backbones on stdlib bytes (experiments/slow_weights.py),
+Stage `backbones` (memlab.sweep.stages) trains the two backbones on stdlib bytes (experiments/slow_weights.py),
 each on the same text and budget: `meta` (next-token loss plus meta-TTT episodes of fabricated facts from the train
 pool) and `plain` (next-token loss only: the episodes' weight is 0, so they cost nothing). Everything after is
 evaluation on facts from the disjoint eval pool (memlab.studies.slow_weights.report), with learning rates searched on
@@ -15,10 +15,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from memlab.reproduce.protocol import Stage
-from memlab.reproduce.search import MAX_EXTENSIONS
 from memlab.studies.memory_models.protocol import corpus
 from memlab.sweep import Sweep, grid
+from memlab.sweep.search import MAX_EXTENSIONS
+from memlab.sweep.stages import Stage
 
 EXPERIMENT = Path(__file__).resolve().parents[3] / "experiments" / "slow_weights.py"
 BACKBONES = {  # kind -> overrides of the experiment

@@ -14,7 +14,7 @@ Per backbone and fact set (`Scale.facts` facts; the sequential documents A and B
               prompts put on B's answers, after the joint write and after the sequential one
 
 Learning rates (the memory's write, the block's write, full fine-tuning) are searched per backbone on a train-pool
-fact set, past whichever edge of their grid the best lies at (memlab.reproduce.search).
+fact set, past whichever edge of their grid the best lies at (memlab.sweep.search).
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from matplotlib.figure import Figure
 
 from memlab.data.facts import document_text, make_facts, probe_rows, write_facts
 from memlab.models.params import flat_params
-from memlab.reproduce.search import SearchRecord, search
 from memlab.slow_weights.score import contamination, score, summary
 from memlab.slow_weights.write import adam_write, delta_write, memory_names, row_length
 from memlab.studies.slow_weights.protocol import Scale
+from memlab.sweep.search import SearchRecord, search
 from memlab.train.checkpoint import load_model
 from memlab.train.param_blocks import apply_block, load_block
 

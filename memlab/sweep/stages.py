@@ -1,10 +1,11 @@
-"""What a claim declares: its stages, and the study they run in.
+"""Staged sweeps: what a study (a claim's protocol) declares, and the state its stages read.
 
-A claim is a list of stages run in order through the ordinary sweep launchers (finished runs skipped):
+A study is a list of stages run in order through the ordinary sweep launchers (finished runs skipped; the engine
+is memlab.reproduce.run):
   Stage   runs that depend on no choice (backbones, a ladder, a grid), or on the choices of earlier searches
           (`after`: seeds at the chosen rate, sizes, grids)
   Search  a tuned knob per group (a family's learning rate): its grid, then past whichever edge the best lies at,
-          up to a bound (memlab.reproduce.search); each group's record says what was tried and chosen
+          up to a bound (memlab.sweep.search); each group's record says what was tried and chosen
 The `Study` is what stages and the claim's evaluation read: the runs directory, the scale, the searches' records.
 A plan (memlab.reproduce.plan) builds every stage before anything runs, over every value a choice could take.
 """
@@ -20,9 +21,8 @@ import pandas as pd
 
 from memlab.analysis.runs import load_runs
 from memlab.errors import MemlabError
-from memlab.reproduce import checks
-from memlab.reproduce.search import MAX_EXTENSIONS, SearchRecord, candidates
-from memlab.sweep import Sweep
+from memlab.sweep.search import MAX_EXTENSIONS, SearchRecord, candidates
+from memlab.sweep.spec import Sweep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,11 +94,6 @@ class Study:
 
     def records(self) -> list[SearchRecord]:
         return [r for by_group in self.searches.values() for r in by_group.values()]
-
-    def interior(self, name: str, *groups: str) -> list[checks.Check]:
-        """The interior checks of search `name` for `groups` (all of them by default)."""
-        chosen = self.searches.get(name, {})
-        return [checks.interior(chosen[g]) for g in (groups or chosen) if g in chosen]
 
     def frame(self, *sweep_names: str, curves: bool = False) -> pd.DataFrame:
         """The completed runs of the named sweeps (under runs/<name>/, with a `sweep` column); an error naming any
