@@ -12,9 +12,10 @@ from memlab.models import build_model, count_params
 from memlab.train.flops import run_compute
 from memlab.train.partial import trainable_names
 
-# Keys that cannot change a model's shapes or its FLOPs: configs differing only in them share one estimate, so a plan
-# over many learning rates and seeds builds each abstract model once.
-_SHAPE_FREE = {"train": ("lr", "seed"), "logging": None}
+# Keys that cannot change a model's shapes or its FLOPs per step: configs differing only in them share one abstract
+# model, so a plan over many learning rates, seeds and budgets builds each model once.
+_SCHEDULE = ("lr", "seed", "steps", "eval_every", "checkpoint_every", "log_every", "warmup_steps", "warmup_fraction")
+_SHAPE_FREE = {"train": _SCHEDULE, "logging": None, "eval": None}
 _CACHE: dict[str, dict] = {}
 _CACHE_SIZE = 512
 
@@ -26,8 +27,10 @@ def estimate(config: ml_collections.ConfigDict) -> dict:
     if key not in _CACHE:
         if len(_CACHE) >= _CACHE_SIZE:
             _CACHE.clear()
-        _CACHE[key] = _estimate(config)
-    return _CACHE[key]
+        _CACHE[key] = _sizes(config)
+    sizes = _CACHE[key]
+    progress = sizes["compute"].progress(config.train.steps)
+    return {**sizes, "tokens": progress["tokens"], "flops": progress["flops"]}
 
 
 def _shape_key(config: ml_collections.ConfigDict) -> str:
@@ -41,15 +44,12 @@ def _shape_key(config: ml_collections.ConfigDict) -> str:
     return json.dumps(data, sort_keys=True, default=str)
 
 
-def _estimate(config: ml_collections.ConfigDict) -> dict:
+def _sizes(config: ml_collections.ConfigDict) -> dict:
     model = nnx.eval_shape(lambda: build_model(config.model, config.train.seed))
     trainable = trainable_names(nnx.state(model, nnx.Param), config.train.trainable)
     compute = run_compute(config, model, trainable)
-    progress = compute.progress(config.train.steps)
     return {
         **count_params(model, trainable),
-        "tokens": progress["tokens"],
         "flops_per_token": compute.flops_per_token,
-        "flops": progress["flops"],
         "compute": compute,  # memlab.train.run_dir.Compute: FLOPs after any number of steps, steps for a budget
     }
