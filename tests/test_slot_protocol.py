@@ -16,10 +16,11 @@ from memlab.data.tasks.context_qa import ContextQA
 from memlab.models import build_model
 from memlab.models.seq2seq import Attention
 from memlab.reproduce.run import read_study
-from memlab.studies.slot_memory.protocol import FAMILIES, SCALES, grid_sweep, lr_sweep, score
+from memlab.studies.slot_memory.protocol import FAMILIES, SCALES, grid_sweep, lr_sweep
 from memlab.studies.slot_memory.protocol_report import ProtocolReport, bootstrap_ratio, frontier
 from memlab.sweep.estimate import estimate
 from memlab.sweep.spec import expand
+from memlab.sweep.stages import exact_match_score as score
 from memlab.train.flops import xla_flops_per_token
 from memlab.train.step import make_loss_fn
 from tests.helpers import ROOT

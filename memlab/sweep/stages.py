@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +24,13 @@ from memlab.analysis.runs import load_runs
 from memlab.errors import MemlabError
 from memlab.sweep.search import MAX_EXTENSIONS, SearchRecord, candidates
 from memlab.sweep.spec import Sweep
+
+
+def exact_match_score(row: pd.Series) -> tuple:
+    """A run's score in a search: final exact match (rounded to 4 decimals, so near-ties fall to the loss), then the
+    lower final eval loss; a run without an evaluation loses."""
+    em, loss = row.get("eval/exact_match"), row.get("eval/loss")
+    return (-1.0 if pd.isna(em) else round(float(em), 4), -(math.inf if pd.isna(loss) else float(loss)))
 
 
 @dataclasses.dataclass(frozen=True)

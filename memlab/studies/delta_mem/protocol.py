@@ -31,7 +31,7 @@ import pandas as pd
 from memlab.data.prepare import prepare
 from memlab.sweep import Sweep, points
 from memlab.sweep.search import MAX_EXTENSIONS
-from memlab.sweep.stages import Search, Stage, Study
+from memlab.sweep.stages import Search, Stage, Study, exact_match_score
 
 EXPERIMENT = str(Path(__file__).resolve().parents[3] / "experiments" / "window_recall.py")
 ADAPTERS = {
@@ -192,12 +192,6 @@ def adapter_of(row: pd.Series) -> str:
     return "lora" if row.get("model.lora_rank", 0) else str(row.get("model.delta_mem"))
 
 
-def score(row: pd.Series) -> tuple:
-    """A learning rate's score: final exact match (rounded, so near-ties fall to the loss), then lower eval loss."""
-    em, loss = row.get("eval/exact_match"), row.get("eval/loss")
-    return (-1.0 if pd.isna(em) else round(float(em), 4), -(math.inf if pd.isna(loss) else float(loss)))
-
-
 def stages(scale: Scale) -> list:
     """The stages in order: the adapters start from the finished backbone, the seeds from each kind's rate."""
     return [
@@ -210,7 +204,7 @@ def stages(scale: Scale) -> list:
             groups=tuple(ADAPTERS),
             sweeps=lambda study, rows: [lr_sweep(scale, corpus(study.runs), study.runs, rows)],
             group_of=adapter_of,
-            score=score,
+            score=exact_match_score,
             max_extensions=scale.lr_extensions,
             rule="best final exact match, ties to the lower final eval loss",
         ),

@@ -23,7 +23,6 @@ so final accuracies compare at equal compute and every evaluation lies on its fa
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 
 import pandas as pd
@@ -32,7 +31,7 @@ from memlab.config import load_module
 from memlab.data.tasks.context_qa import token_ranges
 from memlab.sweep import Sweep
 from memlab.sweep.search import MAX_EXTENSIONS
-from memlab.sweep.stages import Search, Stage, Study
+from memlab.sweep.stages import Search, Stage, Study, exact_match_score
 
 EXPERIMENT = str(Path(__file__).resolve().parents[3] / "experiments" / "context_qa.py")
 DEPTH = load_module(Path(EXPERIMENT)).DEPTH  # decoder layers that match parameters at equal width
@@ -206,12 +205,6 @@ def with_family(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(family=[family_of(row) for _, row in frame.iterrows()])
 
 
-def score(row: pd.Series) -> tuple:
-    """A learning rate's score: final exact match (rounded, so near-ties fall to the loss), then lower eval loss."""
-    em, loss = row.get("eval/exact_match"), row.get("eval/loss")
-    return (-1.0 if pd.isna(em) else round(float(em), 4), -(math.inf if pd.isna(loss) else float(loss)))
-
-
 def stages(scale: Scale) -> list:
     """The stages in order; the seeds, sizes and grid run at each family's searched learning rate."""
     return [
@@ -223,7 +216,7 @@ def stages(scale: Scale) -> list:
             groups=tuple(FAMILIES),
             sweeps=lambda study, rows: [lr_sweep(scale, rows)],
             group_of=family_of,
-            score=score,
+            score=exact_match_score,
             max_extensions=scale.lr_extensions,
             rule="best final exact match, ties to the lower final eval loss",
         ),
