@@ -52,6 +52,7 @@ def test_next_values_and_candidates_on_the_one_three_ladder():
     assert next_value([1e-3, 3e-3, 1e-2], +1) == 0.03 and next_value([1e-3, 3e-3, 1e-2], -1) == 3e-4
     assert next_value([3e-2], +1) == 0.1 and next_value([2e-4, 6e-4], +1) == 1.8e-3  # off the ladder: its spacing
     assert candidates([1e-3, 3e-3, 1e-2], 2) == [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
+    assert next_value([-4.0, -1.5], -1) == -6.5 and next_value([-4.0, -1.5], +1) == 1.0  # a gate bias: linear
 
 
 def test_an_in_process_search_extends_past_the_edge_until_interior_or_its_bound():

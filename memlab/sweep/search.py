@@ -5,7 +5,8 @@ in that direction, again and again up to a bound; the record keeps every value t
 A search that reaches its bound still at an edge fails the `interior` evidence check (memlab.reproduce.checks).
 
 The next value: on the 1-3-10 ladder (1e-3, 3e-3, 1e-2, ...) when every grid value lies on it, else the grid's own
-spacing at that end (or `factor`, for a grid of one value).
+ratio at that end (or `factor`, for a grid of one value). A knob with a value <= 0 (a gate's bias initialisation,
+-1.5 or -4) lives on a linear scale: the grid's own difference at that end (or `factor` as the step).
 """
 
 from __future__ import annotations
@@ -79,7 +80,10 @@ def next_value(grid: Sequence[float], direction: int, factor: float | None = Non
     """The value beyond `grid`'s end in `direction` (+1 up, -1 down), to three significant digits."""
     grid = sorted(grid)
     end = grid[-1] if direction > 0 else grid[0]
-    if factor is None and all(v > 0 and _on_ladder(v) for v in grid):
+    if any(v <= 0 for v in grid):  # a linear knob
+        step = factor or (1.0 if len(grid) < 2 else (grid[-1] - grid[-2] if direction > 0 else grid[1] - grid[0]))
+        return float(f"{end + direction * step:.3g}")
+    if factor is None and all(_on_ladder(v) for v in grid):
         threes = math.isclose(_mantissa(end), 3.0, rel_tol=1e-6)
         step = (10 / 3 if threes else 3.0) if direction > 0 else (3.0 if threes else 10 / 3)
     elif factor is not None:
