@@ -315,3 +315,29 @@ def test_dry_run_of_every_claim_plans_and_validates(scale, capsys, tmp_path, mon
         lrs = dict.fromkeys(["slot_memory", "encdec-noenc"], 1e-3)
         configs = [p.config for p in expand(grid_sweep(SCALES["paper"], lrs))]
         assert max(c.model.num_slots for c in configs if c.model.name == "slot_memory") == 64
+
+
+def test_results_files_keep_the_contract():
+    """What the README table, the tests and outside tools read from results/<claim>.json."""
+    from memlab.reproduce.parts import PART_VERDICTS, VERDICTS, claim_verdict
+
+    for path in sorted((ROOT / "results").glob("*.json")):
+        data = json.loads(path.read_text())
+        assert data["verdict"] in VERDICTS, path.name
+        if data.get("protocol", 1) < 2:
+            assert not data.get("parts"), f"{path.name}: a protocol-1 result predates the parts"
+            continue
+        assert data["parts"], f"{path.name}: a protocol-2 result has parts"
+        for part in data["parts"]:
+            assert {"name", "criterion", "source_number", "measured", "verdict", "checks"} <= set(part)
+            assert part["verdict"] in PART_VERDICTS
+            for check in part["checks"]:
+                assert set(check) == {"name", "kind", "passed", "detail"} and check["kind"] in ("evidence", "sanity")
+            failed = [c for c in part["checks"] if c["kind"] == "evidence" and not c["passed"]]
+            assert not failed or part["verdict"] == "inconclusive", (path.name, part["name"])
+        assert data["verdict"] == claim_verdict([p["verdict"] for p in data["parts"]]), path.name
+        if data.get("ladder"):
+            ladder = data["ladder"]
+            assert {"axis", "points", "law", "forecast"} <= set(ladder)
+            assert all({"x", "effect", "lo", "hi"} <= set(p) for p in ladder["points"])
+            assert ladder["forecast"] is not None or ladder["reason"]
