@@ -109,6 +109,8 @@ def ladder_markdown(ladder: dict) -> str:
     return "\n".join(lines)
 
 
-def no_ladder(axis: str) -> Check:
-    """Sanity, failed: the claim measured one scale, so nothing says how the effect moves with scale."""
-    return Check("across scale", "sanity", False, f"one point along {axis}: how the effect moves with scale is unknown")
+def no_ladder(axis: str, points: int = 1) -> Check:
+    """Sanity, failed: the claim measured fewer than MIN_POINTS scales, so nothing says how the effect moves with
+    scale."""
+    detail = f"{points} point{'s' if points > 1 else ''} along {axis} (a law needs {MIN_POINTS}): how the effect moves "
+    return Check("across scale", "sanity", False, detail + "with scale is unknown")

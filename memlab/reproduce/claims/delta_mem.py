@@ -35,7 +35,7 @@ GAP_SHARE = 0.5  # share of the backbone -> oracle gap TSW must close (a thresho
 MAX_TRAINABLE = 0.02  # share of the parameters trained
 NO_HARM = 0.01  # relative change allowed in in-window recall and bits per byte: memlab's, not the source's
 ORDER = ["backbone", "retrieval", "lora", "tsw", "ssw", "msw", "tsw zeroed", "ssw zeroed", "msw zeroed", "oracle"]
-SCALE_AXIS = "backbone width d_model (one point)"
+SCALE_AXIS = "backbone width d_model"
 
 
 @CLAIMS.register("delta-mem")

@@ -36,7 +36,7 @@ from memlab.train.run_dir import read_json
 AE_INFO = checks.Threshold.from_source(0.97, "Badger: autoencoder embeddings hold I_e ~0.97 of a 512-token window")
 SHARE = 0.5  # relative thresholds: half the way between the two measured controls (memlab's share)
 FIGURE = "memory-models-copy.png"
-SCALE_AXIS = "chunk length L (one point)"
+SCALE_AXIS = "chunk length L"
 
 
 @CLAIMS.register("memory-models")

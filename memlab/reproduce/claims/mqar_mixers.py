@@ -234,7 +234,7 @@ def _parts(frame: pd.DataFrame, gaps: dict, widths: list[int], order: bool, clos
         source_number="attention >= every sub-quadratic mixer at matched width",
         measured=", ".join(f"d_model={d}: gap {gaps[d]['gap']:+.3f} ({gaps[d]['best']})" for d in widths),
         conditions=(checks.measured("no mixer above attention", order, "at every width"),),
-        checks=(*attention, *converged, shared, no_ladder("d_model (two widths)")),
+        checks=(*attention, *converged, shared, no_ladder("d_model", len(widths))),
     )
     closing_part = Part(
         name="the best others close the gap",
@@ -247,7 +247,7 @@ def _parts(frame: pd.DataFrame, gaps: dict, widths: list[int], order: bool, clos
             *attention,
             *converged,
             shared,
-            no_ladder("d_model (two widths)"),
+            no_ladder("d_model", len(widths)),
         ),
     )
     return [order_part, closing_part]

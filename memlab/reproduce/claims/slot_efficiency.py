@@ -113,7 +113,7 @@ def _part(study: Study, report: ProtocolReport, row: pd.Series) -> Part:
             checks.fixed_budget("compute to target", "every schedule ends at one compute budget; read on the frontier"),
             *checks.interiors(study, "lr", SLOT, baseline),
             checks.compute_ratio(baseline, float(estimate), per_example, CLAIMED),
-            no_ladder("context length L (one L/k = 16 point scored)"),
+            no_ladder("context length L at L/k = 16"),
         ),
     )
 

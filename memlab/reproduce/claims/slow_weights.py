@@ -31,7 +31,7 @@ RECALL = checks.Threshold.from_source(1.0, "R. Thomas: 20/20 facts recalled afte
 CHANCE = 0.0  # exact match of a multi-byte answer by guessing: ~0
 SCORER_GAP = 0.05  # teacher-forced and autoregressive exact match within this share of facts (a scorer sanity check)
 FIGURE = "slow-weights.png"
-SCALE_AXIS = "backbone size (one point)"
+SCALE_AXIS = "backbone size"
 
 
 @CLAIMS.register("slow-weights")
