@@ -122,7 +122,11 @@ def finish(result: Result, claim: Claim, study: Study) -> Result:
     named = {c.name for p in parts for c in p.checks}
     missing = [c for r in study.records() if (c := interior(r)).name not in named]
     parts = [dataclasses.replace(p, checks=(*p.checks, *missing)) for p in parts]
-    details = {**result.details, "searches": [r.to_json() for r in study.records()]}
+    rules = {s.name: s.rule for s in study.stages if isinstance(s, Search)}
+    searches = [
+        {"stage": name, "rule": rules[name], **r.to_json()} for name, by in study.searches.items() for r in by.values()
+    ]
+    details = {**result.details, "searches": searches}
     return dataclasses.replace(
         result, parts=parts, details=details, command=claim.command(study.scale), verdict=Result.verdict_of(parts)
     )
