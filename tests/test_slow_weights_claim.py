@@ -17,7 +17,7 @@ TINY = protocol.Scale(
     fact_seeds=(0,),
     facts=4,
     write_steps=4,
-    write_lrs=(1e-2, 1e-1),
+    write_lrs=(1e-1,),
     finetune_lrs=(1e-3,),
     eval_every=3,
     lr_extensions=0,  # the search's extensions are tested on in-process scores (tests/test_evidence.py)
@@ -40,7 +40,7 @@ def test_slow_weights_claim_end_to_end(tmp_path, monkeypatch):
     reload = next(c for c in result.parts[0].conditions if c.name == "reload bitwise identical")
     assert reload.decided_by == "construction" and reload.holds
     searched = result.details["learning_rates"]["meta/0"]
-    assert searched["write"]["tried"] == [1e-2, 1e-1] and not searched["write"]["interior"]
+    assert searched["write"]["tried"] == [1e-1] and not searched["write"]["interior"]
     assert (tmp_path / "results" / "slow-weights.png").stat().st_size > 0
     again = reproduce("slow-weights", out=tmp_path / "results", workdir=tmp_path / "runs")
     assert again.details == result.details
