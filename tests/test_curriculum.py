@@ -31,7 +31,7 @@ def train_rows(run_dir) -> dict[int, dict]:
 @pytest.fixture(scope="module")
 def curriculum_run(text_corpus, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("curriculum") / "run"
-    cfg = config(text_corpus, *CURRICULUM, "train.checkpoint_every=2")
+    cfg = config(text_corpus, *CURRICULUM, "train.checkpoint_every=2", "train.xla_flops=True")  # per phase
     return cfg, run_dir, train(cfg, run_dir)
 
 

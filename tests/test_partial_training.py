@@ -80,14 +80,15 @@ def test_fine_tuning_continues_the_curve_and_frozen_parameters_stay(source, tiny
     before = params_of(source)
     last_eval = [r for r in rows(source) if "eval/loss" in r][-1]
 
-    everything = train(tiny_config(f"train.init_from={source}", "train.steps=10"), tmp_path / "all")
+    xla = "train.xla_flops=True"  # the summaries' XLA counts, compared at the end
+    everything = train(tiny_config(f"train.init_from={source}", "train.steps=10", xla), tmp_path / "all")
     first = rows(tmp_path / "all")[0]
     assert first["step"] == 0 and first["flops"] == 0
     assert first["eval/loss"] == last_eval["eval/loss"] and first["eval/accuracy"] == last_eval["eval/accuracy"]
     assert everything["params_trainable"] == everything["params"]
 
     summary = train(
-        tiny_config(f"train.init_from={source}", "train.steps=10", "train.trainable=blocks/1/,final_norm,unembed"),
+        tiny_config(f"train.init_from={source}", "train.steps=10", "train.trainable=blocks/1/,final_norm,unembed", xla),
         tmp_path / "part",
     )
     assert rows(tmp_path / "part")[0]["eval/loss"] == last_eval["eval/loss"]
