@@ -74,6 +74,7 @@ def numpy_bdh(model, tokens):
     return np.stack(out)
 
 
+@pytest.mark.slow
 def test_masked_forward_matches_a_token_serial_reading_of_the_equations(text_corpus):
     model = build_model(bdh_config(text_corpus).model, seed=0)
     open_gates(model, 0.7)
@@ -104,6 +105,7 @@ def test_anchor_sized_bdh_has_the_anchors_parameter_count(text_corpus):
     assert counts["params"] == 3 * 4 * 256 * 8192 + 2 * 256 * 256 == 25_296_896  # 3 x 8,388,608 + 2 x 65,536
 
 
+@pytest.mark.slow
 def test_flops_match_xla(text_corpus):
     analytic, xla = analytic_and_xla_flops(
         bdh_config(text_corpus, "model.slow_hebbian=True", "objective={'next_token': 1.0}")
@@ -111,6 +113,7 @@ def test_flops_match_xla(text_corpus):
     assert abs(analytic / xla - 1) < 0.1, (analytic, xla)
 
 
+@pytest.mark.slow
 def test_slow_memory_is_per_example_and_the_fast_state_resets_per_segment(text_corpus):
     model = build_model(bdh_config(text_corpus, "model.slow_hebbian=True", "model.slow_hebbian_lr=0.5").model, 0)
     open_gates(model)
@@ -129,6 +132,7 @@ def test_slow_memory_is_per_example_and_the_fast_state_resets_per_segment(text_c
     np.testing.assert_allclose(packed[:, 5:], alone, atol=1e-5)  # the second document starts from a fresh state
 
 
+@pytest.mark.slow
 def test_episode_writes_each_examples_memory_from_its_own_document(text_corpus):
     cfg = bdh_config(text_corpus, "model.meta_inner_steps=2", "model.meta_inner_lr=50.0")
     model = build_model(cfg.model, 0)
@@ -156,6 +160,7 @@ def test_bad_bdh_knobs_are_config_errors(text_corpus):
         bdh_config(text_corpus, "model.slow_layers=''")
 
 
+@pytest.mark.slow
 def test_without_text_gradient_the_slow_block_learns_from_episodes_only(text_corpus):
     from memlab.models.params import flat_params
 

@@ -76,6 +76,7 @@ def source(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow
 def test_fine_tuning_continues_the_curve_and_frozen_parameters_stay(source, tiny_config, tmp_path):
     before = params_of(source)
     last_eval = [r for r in rows(source) if "eval/loss" in r][-1]
@@ -104,6 +105,7 @@ def test_fine_tuning_continues_the_curve_and_frozen_parameters_stay(source, tiny
     assert summary["flops_per_token_xla"] < everything["flops_per_token_xla"]
 
 
+@pytest.mark.slow
 def test_init_map_places_a_block_elsewhere(source, tiny_config, tmp_path):
     kept = "embed,blocks/0/,blocks/1/,final_norm,unembed"  # all but the new third block train
     train(
@@ -155,6 +157,7 @@ def test_copy_pass_repeats_the_first_half():
     np.testing.assert_array_equal(view["targets"][0, scored], view["inputs"][0, scored + 1])  # teacher-forced
 
 
+@pytest.mark.slow
 def test_a_pass_at_weight_zero_is_the_pass_absent(tiny_config):
     cfg = tiny_config()
     graphdef, params = nnx.split(build_model(cfg.model, seed=0), nnx.Param)
