@@ -5,7 +5,7 @@ tests/drivers/sharding.py processes they start) compile exactly the same computa
 compilation cache per test session, shared by the xdist workers and every subprocess through the environment,
 compiles each of them once: a hit returns the executable XLA built for the identical program, options and
 devices (XLA_FLAGS are part of the key), so no test sees different code. The directory is fresh for each session
-(nothing carries over between runs) and removed at the end; a JAX_COMPILATION_CACHE_DIR you set is used instead.
+and removed at the end, unless JAX_COMPILATION_CACHE_DIR names one: scripts/test.sh keeps one across runs.
 """
 
 from __future__ import annotations
