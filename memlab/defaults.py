@@ -7,6 +7,8 @@ set (configs are locked).
 
 from __future__ import annotations
 
+import os
+
 import ml_collections
 
 from memlab.parallel import DEFAULT_RULES
@@ -60,6 +62,9 @@ def base_config(task: str = "mqar", model: str = "lm") -> ml_collections.ConfigD
     c.train.keep_checkpoints = 3
     c.train.eval_every = 100
     c.train.log_every = 10
+    # XLA's FLOP count beside the analytic one in summary.json: a cross-check that compiles the gradient and each
+    # loop body once more (seconds per run on a CPU); MEMLAB_XLA_FLOPS=0 makes off the default (the tests do)
+    c.train.xla_flops = os.environ.get("MEMLAB_XLA_FLOPS", "1") != "0"
     c.model.dtype = c.train.get_ref("precision")  # the model computes in the training precision
 
     c.eval = ml_collections.ConfigDict()

@@ -5,7 +5,7 @@ tests/drivers/sharding.py processes they start) compile exactly the same computa
 compilation cache per test session, shared by the xdist workers and every subprocess through the environment,
 compiles each of them once: a hit returns the executable XLA built for the identical program, options and
 devices (XLA_FLAGS are part of the key), so no test sees different code. The directory is fresh for each session
-(nothing carries over between runs) and removed at the end; a JAX_COMPILATION_CACHE_DIR you set is used instead.
+and removed at the end, unless JAX_COMPILATION_CACHE_DIR names one: scripts/test.sh keeps one across runs.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ from tests.helpers import ROOT, TINY, drive
 os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
 os.environ.pop("WANDB_API_KEY", None)
+# Training runs skip the XLA FLOP cross-check (it compiles the step again, seconds a run): the tests of each model
+# family's count compare it with the analytic one directly, and the summary tests that read it turn it on.
+os.environ["MEMLAB_XLA_FLOPS"] = "0"
 
 _OWN_JAX_CACHE = None
 

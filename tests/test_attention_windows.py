@@ -27,6 +27,7 @@ def mixer_inputs():
     return x, jnp.broadcast_to(jnp.arange(T), (2, T))
 
 
+@pytest.mark.slow
 def test_block_windows_equal_full_attention_on_each_block(tiny_config):
     x, positions = mixer_inputs()
     windowed = attention_mixer(tiny_config, W, "block")(x, positions=positions)

@@ -2,6 +2,7 @@
 numpy reading of the anchor's equations, decoding through the Hebbian state, causality, the anchor's parameter
 count, FLOPs against XLA's, and the slow block's per-example, per-segment state (the anchor's bugs 2 and 3)."""
 
+import functools
 import math
 
 import jax
@@ -16,6 +17,7 @@ from memlab.models import build_model, count_params
 from tests.helpers import ROOT, analytic_and_xla_flops, assert_causal, decoded_logits, logits_of
 
 EXPERIMENT = ROOT / "experiments" / "slow_weights.py"
+LOGITS = nnx.jit(lambda model, *args, **kwargs: model.logits(*args, **kwargs))  # one program, not op by op
 
 
 def bdh_config(text_corpus, *overrides):
@@ -72,6 +74,7 @@ def numpy_bdh(model, tokens):
     return np.stack(out)
 
 
+@pytest.mark.slow
 def test_masked_forward_matches_a_token_serial_reading_of_the_equations(text_corpus):
     model = build_model(bdh_config(text_corpus).model, seed=0)
     open_gates(model, 0.7)
@@ -102,6 +105,7 @@ def test_anchor_sized_bdh_has_the_anchors_parameter_count(text_corpus):
     assert counts["params"] == 3 * 4 * 256 * 8192 + 2 * 256 * 256 == 25_296_896  # 3 x 8,388,608 + 2 x 65,536
 
 
+@pytest.mark.slow
 def test_flops_match_xla(text_corpus):
     analytic, xla = analytic_and_xla_flops(
         bdh_config(text_corpus, "model.slow_hebbian=True", "objective={'next_token': 1.0}")
@@ -109,23 +113,26 @@ def test_flops_match_xla(text_corpus):
     assert abs(analytic / xla - 1) < 0.1, (analytic, xla)
 
 
+@pytest.mark.slow
 def test_slow_memory_is_per_example_and_the_fast_state_resets_per_segment(text_corpus):
     model = build_model(bdh_config(text_corpus, "model.slow_hebbian=True", "model.slow_hebbian_lr=0.5").model, 0)
     open_gates(model)
+    logits = functools.partial(LOGITS, model)
     tokens = jax.random.randint(jax.random.key(2), (2, 12), 0, 64)
     memory = model.slow["1"].memory[...]
-    base = model.logits(tokens, slow={1: jnp.stack([memory, memory])})
+    base = logits(tokens, slow={1: jnp.stack([memory, memory])})
     shifted = memory + jax.random.normal(jax.random.key(4), memory.shape)  # (a constant shift LN would remove)
-    other = model.logits(tokens, slow={1: jnp.stack([memory, shifted])})
+    other = logits(tokens, slow={1: jnp.stack([memory, shifted])})
     np.testing.assert_array_equal(base[0], other[0])  # example 1's memory never reaches example 0
     assert not np.allclose(base[1], other[1])
     segments = jnp.asarray([[0] * 5 + [1] * 7] * 2)
     positions = jnp.asarray([list(range(5)) + list(range(7))] * 2)
-    packed = model.logits(tokens, positions, segments)
-    alone = model.logits(tokens[:, 5:])
+    packed = logits(tokens, positions, segments)
+    alone = logits(tokens[:, 5:])
     np.testing.assert_allclose(packed[:, 5:], alone, atol=1e-5)  # the second document starts from a fresh state
 
 
+@pytest.mark.slow
 def test_episode_writes_each_examples_memory_from_its_own_document(text_corpus):
     cfg = bdh_config(text_corpus, "model.meta_inner_steps=2", "model.meta_inner_lr=50.0")
     model = build_model(cfg.model, 0)
@@ -134,13 +141,13 @@ def test_episode_writes_each_examples_memory_from_its_own_document(text_corpus):
     batch = {"doc_inputs": jax.random.randint(k[0], (2, 3, 10), 0, 64),
              "doc_targets": jax.random.randint(k[1], (2, 3, 10), 0, 64),
              "doc_mask": jnp.ones((2, 3, 10)), "inputs": jax.random.randint(k[2], (2, 3, 8), 0, 64)}  # fmt: skip
-    logits = model(batch)["logits"]
+    logits = logits_of(model, batch)
     assert logits.shape == (2, 3, 8, cfg.model.vocab_size)
     changed = {**batch, "doc_targets": batch["doc_targets"].at[1].set(0)}
-    after = model(changed)["logits"]
+    after = logits_of(model, changed)
     np.testing.assert_array_equal(logits[0], after[0])
     assert not np.allclose(logits[1], after[1])  # the write took: example 1's probes read its new document
-    unwritten = model.logits(batch["inputs"].reshape(6, 8)).reshape(logits.shape)
+    unwritten = LOGITS(model, batch["inputs"].reshape(6, 8)).reshape(logits.shape)
     assert not np.allclose(logits, unwritten)
 
 
@@ -153,6 +160,7 @@ def test_bad_bdh_knobs_are_config_errors(text_corpus):
         bdh_config(text_corpus, "model.slow_layers=''")
 
 
+@pytest.mark.slow
 def test_without_text_gradient_the_slow_block_learns_from_episodes_only(text_corpus):
     from memlab.models.params import flat_params
 
@@ -161,9 +169,10 @@ def test_without_text_gradient_the_slow_block_learns_from_episodes_only(text_cor
     open_gates(model)
     graphdef, params = nnx.split(model, nnx.Param)
     tokens = jax.random.randint(jax.random.key(5), (2, 10), 0, 64)
-    text = flat_params(jax.grad(lambda p: nnx.merge(graphdef, p)({"inputs": tokens})["logits"].std())(params))
+    grad = jax.jit(jax.grad(lambda p, batch: nnx.merge(graphdef, p)(batch)["logits"].std()))  # one program each
+    text = flat_params(grad(params, {"inputs": tokens}))
     assert all(not np.any(text[n]) for n in text if n.startswith("slow/")) and np.any(text["encoder"])
     episode = {"doc_inputs": tokens[:, None], "doc_targets": tokens[:, None], "doc_mask": jnp.ones((2, 1, 10)),
                "inputs": tokens[:, None]}  # fmt: skip
-    grads = flat_params(jax.grad(lambda p: nnx.merge(graphdef, p)(episode)["logits"].std())(params))
+    grads = flat_params(grad(params, episode))
     assert np.any(grads["slow/1/memory"]) and np.any(grads["slow/1/address/kernel"])

@@ -31,10 +31,11 @@ def train_rows(run_dir) -> dict[int, dict]:
 @pytest.fixture(scope="module")
 def curriculum_run(text_corpus, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("curriculum") / "run"
-    cfg = config(text_corpus, *CURRICULUM, "train.checkpoint_every=2")
+    cfg = config(text_corpus, *CURRICULUM, "train.checkpoint_every=2", "train.xla_flops=True")  # per phase
     return cfg, run_dir, train(cfg, run_dir)
 
 
+@pytest.mark.slow
 def test_the_curriculum_trains_its_mix_then_the_objective(curriculum_run, text_corpus, tmp_path):
     cfg, run_dir, summary = curriculum_run
     rows = train_rows(run_dir)
@@ -66,6 +67,7 @@ def test_the_curriculum_trains_its_mix_then_the_objective(curriculum_run, text_c
     assert all(f"eval/accuracy/{COPY}" in r and "eval/accuracy/next_token" in r for r in evals)
 
 
+@pytest.mark.slow
 def test_a_run_killed_in_the_curriculum_resumes_to_the_same_numbers(curriculum_run, tmp_path):
     cfg, run_dir, summary = curriculum_run
     shutil.copytree(run_dir, tmp_path / "killed")

@@ -114,6 +114,7 @@ def test_a_zero_state_leaves_the_backbone_exact(tiny_config):
     np.testing.assert_array_equal(np.asarray(logits_of(model, {"inputs": tokens})), want)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("init", ["base_slice", "zero"])
 def test_base_slice_init_gives_the_controller_gradients_after_one_write(tiny_config, init):
     cfg = tiny_config("model.delta_mem=tsw", f"model.delta_mem_init={init}")
@@ -191,6 +192,7 @@ def backbone(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow
 def test_init_from_a_backbone_starts_from_its_base_slice_and_keeps_it_frozen(backbone, tiny_config, tmp_path):
     model, _, _ = load_model(backbone)
     before = {k: np.asarray(v) for k, v in flat_params(nnx.state(model, nnx.Param)).items()}
@@ -220,6 +222,7 @@ def test_init_from_a_backbone_starts_from_its_base_slice_and_keeps_it_frozen(bac
             np.testing.assert_array_equal(value, before[name], err_msg=name)
 
 
+@pytest.mark.slow
 def test_init_from_refuses_a_frozen_parameter_the_source_lacks(backbone, tiny_config, tmp_path):
     cfg = tiny_config("model.delta_mem=tsw", f"train.init_from={backbone}", "train.trainable=.*mq/")
     with pytest.raises(ConfigError, match=r"has no parameter\(s\) \['blocks/0/mixer/delta_mem/beta/bias'"):

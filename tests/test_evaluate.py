@@ -11,6 +11,8 @@ from memlab.errors import ConfigError
 from memlab.train.evaluate import evaluate_run
 from memlab.train.loop import train
 
+pytestmark = pytest.mark.slow  # every test scores the checkpoint of a trained gdn run (a fixture of ~25 s)
+
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):

@@ -30,6 +30,7 @@ def _diagnose(x, y):
     return fit, diagnose_power_law(x, y, fit, bootstrap=200, seed=0)
 
 
+@pytest.mark.slow
 def test_clean_power_law_with_noise_is_identified():
     rng = np.random.default_rng(0)
     x = np.geomspace(1e9, 1e15, 8)  # FLOP-like x: A at x = 1 is far outside the data
@@ -80,6 +81,7 @@ def test_no_floor_is_a_finding_not_an_unidentified_e():
     assert fit.E < 1e-3 and d.identified, d.reasons
 
 
+@pytest.mark.slow
 def test_accuracy_columns_are_not_fitted_by_default(tmp_path):
     assert all(map(is_accuracy, ["eval/accuracy", "eval/exact_match", "probe/recall_accuracy"]))
     assert not any(map(is_accuracy, ["eval/loss", "train/loss"]))
@@ -94,6 +96,7 @@ def test_accuracy_columns_are_not_fitted_by_default(tmp_path):
     assert all(json.loads((tmp_path / "laws.json").read_text())[i]["y"] == "eval/loss" for i in range(2))
 
 
+@pytest.mark.slow
 def test_size_defaults_to_non_embedding_parameters(tmp_path):
     runs = load_runs(write_sweep(tmp_path, mixers=("attn",), noise=0.002))
     (law,) = fit_laws(runs, bootstrap=0, kinds=("params",))
@@ -114,6 +117,7 @@ def _step_sweep(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_report_lists_an_unidentified_law_with_its_reason_and_draws_no_frontier(tmp_path):
     root = _step_sweep(tmp_path)
     report = write_report(root, bootstrap=50, chinchilla_bootstrap=0)

@@ -46,6 +46,7 @@ def test_epoch_replication_estimates_and_bootstrap():
     json.dumps(fit.to_dict())
 
 
+@pytest.mark.slow
 def test_chinchilla_recovers_synthetic_law_and_compute_optimum():
     rng = np.random.default_rng(1)
     n = np.exp(rng.uniform(np.log(1e7), np.log(1e11), 150))

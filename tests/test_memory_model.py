@@ -366,6 +366,7 @@ def test_objective_mix_sweep_expands(text_corpus):
     assert shapes == {(16, 64), (16, 128), (32, 64), (32, 128)}
 
 
+@pytest.mark.slow
 def test_a_bpe_corpus_reserves_the_ids_after_its_tokeniser(text_corpus, tmp_path):
     src = tmp_path / "docs"
     src.mkdir()

@@ -24,6 +24,8 @@ from memlab.train.checkpoint import load_model
 from memlab.train.loop import train
 from tests.helpers import ROOT
 
+pytestmark = pytest.mark.slow  # every test reads a trained run (fixtures of 15-45 s)
+
 PERIOD = "abcdefghijklm"
 SOURCE = [
     "model.d_model=16",
@@ -79,7 +81,6 @@ def params_of(run_dir) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in flat_params(nnx.state(model, nnx.Param)).items()}
 
 
-@pytest.mark.slow
 def test_an_exact_encoding_is_regenerated_and_the_constant_control_holds_nothing(memory_run, tmp_path):
     info = probe_memory(memory_run, steps=200, workdir=tmp_path, overrides=PROBE)
     assert set(info) == FIELDS

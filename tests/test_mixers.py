@@ -80,6 +80,7 @@ def test_matrix_read_is_checked(tiny_config, mixers, read, match):
         tiny_config(f"model.mixers={mixers}", f"model.matrix_read={read}", "model.num_layers=2")
 
 
+@pytest.mark.slow
 def test_matrix_read_before_shifts_the_reads(tiny_config):
     """Reading before the write: the first token of the sequence and of each packed document reads an empty memory,
     so the mixer's output there is its output on a zero kernel read; afterwards the reads differ from "after"."""

@@ -76,18 +76,20 @@ def source(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow
 def test_fine_tuning_continues_the_curve_and_frozen_parameters_stay(source, tiny_config, tmp_path):
     before = params_of(source)
     last_eval = [r for r in rows(source) if "eval/loss" in r][-1]
 
-    everything = train(tiny_config(f"train.init_from={source}", "train.steps=10"), tmp_path / "all")
+    xla = "train.xla_flops=True"  # the summaries' XLA counts, compared at the end
+    everything = train(tiny_config(f"train.init_from={source}", "train.steps=10", xla), tmp_path / "all")
     first = rows(tmp_path / "all")[0]
     assert first["step"] == 0 and first["flops"] == 0
     assert first["eval/loss"] == last_eval["eval/loss"] and first["eval/accuracy"] == last_eval["eval/accuracy"]
     assert everything["params_trainable"] == everything["params"]
 
     summary = train(
-        tiny_config(f"train.init_from={source}", "train.steps=10", "train.trainable=blocks/1/,final_norm,unembed"),
+        tiny_config(f"train.init_from={source}", "train.steps=10", "train.trainable=blocks/1/,final_norm,unembed", xla),
         tmp_path / "part",
     )
     assert rows(tmp_path / "part")[0]["eval/loss"] == last_eval["eval/loss"]
@@ -103,6 +105,7 @@ def test_fine_tuning_continues_the_curve_and_frozen_parameters_stay(source, tiny
     assert summary["flops_per_token_xla"] < everything["flops_per_token_xla"]
 
 
+@pytest.mark.slow
 def test_init_map_places_a_block_elsewhere(source, tiny_config, tmp_path):
     kept = "embed,blocks/0/,blocks/1/,final_norm,unembed"  # all but the new third block train
     train(
@@ -154,6 +157,7 @@ def test_copy_pass_repeats_the_first_half():
     np.testing.assert_array_equal(view["targets"][0, scored], view["inputs"][0, scored + 1])  # teacher-forced
 
 
+@pytest.mark.slow
 def test_a_pass_at_weight_zero_is_the_pass_absent(tiny_config):
     cfg = tiny_config()
     graphdef, params = nnx.split(build_model(cfg.model, seed=0), nnx.Param)

@@ -48,6 +48,7 @@ def batch_of(cfg, n=4, split="train"):
     return {k: jnp.asarray(np.stack([e[k] for e in examples])) for k in examples[0]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["slot_memory", "encdec"])
 def test_all_questions_at_once_equal_each_answered_from_one_encoding(family):
     """The batched call (every question of a context against one encoding, as training runs it) gives what

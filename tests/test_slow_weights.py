@@ -80,6 +80,7 @@ def document_loss(model, facts):
     return float(masked_cross_entropy(model.logits(rows["inputs"]), rows["targets"], rows["mask"])[0])
 
 
+@pytest.mark.slow
 def test_delta_write_stores_reads_that_lower_the_document_loss(slow_model):
     model = nnx.clone(slow_model)
     before = document_loss(model, FACTS[:2])

@@ -130,6 +130,7 @@ def test_titans_momentum_scan_equals_the_direct_scan():
     np.testing.assert_allclose(np.asarray(got), want, atol=2e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, read_before", [("ttt_linear", False), ("titans", True)])
 def test_gradient_to_the_learned_initial_state_flows_through_the_kernel(name, read_before):
     """d loss / d W0 through chunked (initial_state; and the packed-document form) equals the reference scan's."""

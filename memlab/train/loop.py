@@ -72,9 +72,10 @@ class Interrupted(StoppedEarly):
     status = "interrupted"
 
 
-# Keys a resume may change: provenance and display (a relaunched sweep has a new launch id), and the mesh (a
-# checkpoint restores onto any mesh; the numbers do not depend on it beyond float reduction order).
-RESUME_MAY_DIFFER = ("logging.launch_id", "logging.progress", "mesh.")
+# Keys a resume may change: provenance and display (a relaunched sweep has a new launch id), the mesh (a checkpoint
+# restores onto any mesh; the numbers do not depend on it beyond float reduction order) and whether XLA's FLOP count
+# is measured beside the analytic one (a measurement, not the run).
+RESUME_MAY_DIFFER = ("logging.launch_id", "logging.progress", "mesh.", "train.xla_flops")
 
 
 def _saved_chunk_len(saved: dict) -> int:
@@ -375,10 +376,11 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
             step_fn(start + 1)
             measured = {"compile_seconds": time.perf_counter() - t0}
             for phase, weights in mixes.items():
-                prefix = "" if phase == curriculum.MAIN else "curriculum_"
-                measured[f"{prefix}flops_per_token_xla"] = xla_flops_per_token(
-                    make_grad_fn(graphdef, weights, trainable), state["params"], batch, per_example, tc.grad_accum
-                )
+                if tc.xla_flops:  # off: the summary keeps what an earlier session measured, if any
+                    prefix = "" if phase == curriculum.MAIN else "curriculum_"
+                    measured[f"{prefix}flops_per_token_xla"] = xla_flops_per_token(
+                        make_grad_fn(graphdef, weights, trainable), state["params"], batch, per_example, tc.grad_accum
+                    )
             run.write_summary(previous, {**fields, **measured}, status="running", progress=reached)
 
             host = HostMetrics(tc, compute, checkpointer, jax.device_count(), fields["peak_flops_per_s_per_device"])

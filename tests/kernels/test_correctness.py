@@ -122,6 +122,7 @@ def test_tuning_rejects_bad_knobs():
             delta_rule(d["q"], d["k"], d["v"], d["beta"], backend="pallas")
 
 
+@pytest.mark.slow
 def test_zero_padded_heads_change_nothing(x64):
     """The Triton kernels run heads zero-padded to a power of two (>= 16): a zero key/query component neither
     writes nor reads and a zero value column stays zero, so padding must be exact, gradients included. Checked

@@ -81,6 +81,7 @@ def compare(d, backend, chunk, rtol, atol, ref=None):
 _REF: dict = {}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["chunked", "pallas", "pallas-loop"])
 def test_matches_reference_x64_with_state_and_segments(x64, backend):
     """T = 13 with chunk 4 (ragged last chunk) and packed segments; sequence 0 starts from the empty state

@@ -210,6 +210,7 @@ def test_value_errors_name_argument_and_shapes():
 # --------------------------------------------------------------------------------------- transforms
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["chunked", "pallas"])
 def test_jit_and_vmap(backend):
     n = 2
