@@ -40,7 +40,7 @@ from flax import nnx
 
 import pallas_kernels
 from memlab.models.layers import dense, torch_linear_init
-from memlab.models.mixers.matrix_block import _l2norm, kernel_flops_per_token, map_head_blocks
+from memlab.models.mixers.matrix_block import kernel_flops_per_token, l2norm, map_head_blocks
 
 STATE_HEADS = {"tsw": 1, "ssw": 1, "msw": 4}  # model.delta_mem -> n_s ("" = off)
 UPDATES = ("standard", "lambda_outside")
@@ -183,11 +183,11 @@ class DeltaMem(nnx.Module):
         return y.astype(jnp.float32).reshape(*y.shape[:-1], self.heads, self.rank)
 
     def _query(self, h):
-        return _l2norm(jnp.tanh(self._split(self.mq(h))))
+        return l2norm(jnp.tanh(self._split(self.mq(h))))
 
     def _writes(self, h):
         """k~, v~, z [..., n_s, r] in fp32 of the hidden state(s) that write."""
-        return _l2norm(jnp.tanh(self._split(self.mk(h)))), self._split(self.mv(h)), self._split(self.beta(h))
+        return l2norm(jnp.tanh(self._split(self.mk(h)))), self._split(self.mv(h)), self._split(self.beta(h))
 
     def reads(self, h: jax.Array, *, positions: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
         """r_t [B, T, n_s r] (fp32) of every token of h [B, T, d]; the state starts at zero in every document."""
