@@ -116,25 +116,28 @@ class Memory:
         return jnp.mean(err) if self.mean_loss else 0.5 * jnp.sum(err)
 
 
-def _token(memory, read_after, params, base, mom, init, q, k, v, theta, keep, eta, reset, refresh):
-    """One token of one head: reset to (M_0, 0) at a segment start, the gradient at `base` (the weights of the update
-    batch's start), the momentum step, the read of M(q) before or after it; `base` follows at a batch end."""
-    restart = lambda tree: jax.tree.map(lambda p, p0: jnp.where(reset, p0, p), tree, init)
-    params, base = restart(params), restart(base)
-    mom = jax.tree.map(lambda m: jnp.where(reset, 0.0, m), mom)
+def _token(memory, read_after, grad_at, params, base, mom, init, q, k, v, theta, keep, eta, reset, refresh):
+    """One token of one head: reset to (M_0, 0) at a segment start (reset None: no packing), the gradient at
+    `grad_at` ("init": M_0; "params": the memory before this token; "base": the memory at the update batch's start,
+    which moves on where `refresh`), the momentum step, the read of M(q) before or after it."""
+    if reset is not None:
+        restart = lambda tree: jax.tree.map(lambda p, p0: jnp.where(reset, p0, p), tree, init)
+        params, base = restart(params), restart(base)
+        mom = jax.tree.map(lambda m: jnp.where(reset, 0.0, m), mom)
     if not read_after:
         out = memory(params, q)
-    grad = jax.grad(memory.loss)(base, k, v)
+    grad = jax.grad(memory.loss)({"init": init, "params": params, "base": base}[grad_at], k, v)
     mom = jax.tree.map(lambda m, d: eta * m - theta * d, mom, grad)
     params = jax.tree.map(lambda p, m: keep * p + m, params, mom)
     if read_after:
         out = memory(params, q)
-    base = jax.tree.map(lambda b, p: jnp.where(refresh, p, b), base, params)
+    if refresh is not None:
+        base = jax.tree.map(lambda b, p: jnp.where(refresh, p, b), base, params)
     return params, base, mom, out
 
 
-def _batched_token(memory, read_after):
-    heads = jax.vmap(functools.partial(_token, memory, read_after), in_axes=(0,) * 10 + (None, None))
+def _batched_token(memory, read_after, grad_at):
+    heads = jax.vmap(functools.partial(_token, memory, read_after, grad_at), in_axes=(0,) * 10 + (None, None))
     return jax.vmap(heads, in_axes=(0, 0, 0, None) + (0,) * 8)
 
 
@@ -264,32 +267,39 @@ class Titans(FastWeightMixer):
         return v * jnp.exp(g)[..., None].astype(v.dtype)
 
     # the token-serial scan
+    def _grad_at(self) -> str:
+        return {0: "init", 1: "params"}.get(self.grad_batch, "base")
+
     def _refresh(self, position):
-        """Whether token `position` ends an update batch (the gradients' weights move to the memory after it)."""
-        if self.grad_batch == 0:
-            return jnp.zeros(jnp.shape(position), bool)
-        return (position + 1) % self.grad_batch == 0
+        """Whether token `position` ends an update batch (the gradients' weights move to the memory after it);
+        None unless the gradients are taken at a batch start that moves (titans_grad_batch > 1)."""
+        return (position + 1) % self.grad_batch == 0 if self._grad_at() == "base" else None
 
     def _scan_memory(self, x, q, k, v, segment_ids):
         theta, log_keep, eta = self._titans_gates(x)
         B, T = q.shape[:2]
-        resets = jnp.zeros((B, T), bool) if segment_ids is None else segment_starts(segment_ids)
-        positions = jnp.arange(T) - jax.lax.cummax(jnp.where(resets, jnp.arange(T), 0), axis=1)  # in the document
-        refresh = self._refresh(positions)
+        resets = positions = None
+        if segment_ids is not None:
+            resets = segment_starts(segment_ids)
+            positions = jnp.arange(T) - jax.lax.cummax(jnp.where(resets, jnp.arange(T), 0), axis=1)  # in the document
+        refresh = self._refresh(jnp.broadcast_to(jnp.arange(T), (B, T)) if positions is None else positions)
         names = sorted(self._shapes())
-        token = _batched_token(self.memory, not self.read_before)
+        token = _batched_token(self.memory, not self.read_before, self._grad_at())
 
         def kernel(q, k, v, theta, log_keep, eta, resets, refresh, *init):
             init = {n: p[0, 0] for n, p in zip(names, init, strict=True)}
             params = jax.tree.map(lambda p: jnp.broadcast_to(p, (q.shape[0], *p.shape)), init)
+            base = params if refresh is not None else {}
 
             def serial(carry, xs):
                 params, base, mom, out = token(*carry, init, *xs)
                 return (params, base, mom), out
 
             xs = (q, k, v, theta, jnp.exp(log_keep), eta, resets, refresh)
-            xs = tuple(jnp.moveaxis(a.astype(jnp.float32) if a.dtype != bool else a, 1, 0) for a in xs)
-            _, out = jax.lax.scan(serial, (params, params, jax.tree.map(jnp.zeros_like, params)), xs)
+            xs = tuple(
+                None if a is None else jnp.moveaxis(a if a.dtype == bool else a.astype(jnp.float32), 1, 0) for a in xs
+            )
+            _, out = jax.lax.scan(serial, (params, base, jax.tree.map(jnp.zeros_like, params)), xs)
             return jnp.moveaxis(out, 0, 1)
 
         init = head_params(*(self._init_params()[n] for n in names))
@@ -297,16 +307,16 @@ class Titans(FastWeightMixer):
 
     def _scan_cache(self, batch_size):
         params = jax.tree.map(lambda p: jnp.broadcast_to(p, (batch_size, *p.shape)), self._init_params())
-        return {"params": params, "base": params, "momentum": jax.tree.map(jnp.zeros_like, params)}
+        base = params if self._grad_at() == "base" else {}
+        return {"params": params, "base": base, "momentum": jax.tree.map(jnp.zeros_like, params)}
 
     def _scan_step(self, x, q, k, v, state, position):
         theta, log_keep, eta = self._titans_gates(x)
-        batch = theta.shape[:1]
-        no, refresh = jnp.zeros(batch, bool), jnp.broadcast_to(self._refresh(position), batch)
-        token = _batched_token(self.memory, not self.read_before)
+        refresh = self._refresh(jnp.broadcast_to(position, theta.shape[:1]))
+        token = _batched_token(self.memory, not self.read_before, self._grad_at())
         params, base, mom, out = token(
             state["params"], state["base"], state["momentum"], self._init_params(), q, k, v, theta,
-            jnp.exp(log_keep), eta, no, refresh,
+            jnp.exp(log_keep), eta, None, refresh,
         )  # fmt: skip
         return out, {"params": params, "base": base, "momentum": mom}
 
@@ -323,14 +333,17 @@ class Titans(FastWeightMixer):
     @classmethod
     def forward_flops_per_token(cls, cfg, seq_len: int) -> float:
         """The block, theta, alpha (and eta); the kernel, or the token-serial scan: per head the read M(q), the
-        forward of M(k) and its backward (twice the forward's MACs)."""
+        forward of M(k), its weight gradient (depth 2: and the gradient into the hidden layer) and the update of
+        every memory number (the momentum step, 3 FLOPs, and the decay, 2)."""
         d, (h, k, v) = cfg.d_model, head_dims(cfg)
         flops = super().forward_flops_per_token(cfg, seq_len) + 2.0 * d * h * (1 + bool(cfg.titans_momentum))
         if not uses_scan(cfg):
             return flops
         flops -= kernel_flops_per_token(h, k, v, min(cfg.matrix_chunk_size, seq_len), True)
         memory_macs = k * v if cfg.titans_depth == 1 else DEEP_EXPANSION * k * (k + v)
-        return flops + 2.0 * h * 4 * memory_macs
+        hidden_grad = 0 if cfg.titans_depth == 1 else DEEP_EXPANSION * k * v
+        numbers = memory_macs + (v if knob(cfg, "titans_residual") == "norm" else 0)
+        return flops + h * (2.0 * (3 * memory_macs + hidden_grad) + 5.0 * numbers)
 
     @staticmethod
     def state_size(cfg, seq_len: int) -> int:

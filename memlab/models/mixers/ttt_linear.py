@@ -84,8 +84,9 @@ def minibatch_ttt(q, k, v, eta, segment_ids, w0, b0, gamma, beta, size):
         S, b = carry
         q, k, v, eta, seg, fresh = xs
         fresh = jnp.cumsum(fresh, axis=1) > 0  # [B, n]: the token's document started inside this mini-batch
-        sel = lambda a0, a: jnp.where(fresh[:, :, None, None], a0, a)
-        base = lambda x: sel(jnp.einsum("bshk,hkv->bshv", x, w0) + b0, jnp.einsum("bshk,bhkv->bshv", x, S) + b[:, None])
+        now = lambda x: jnp.einsum("bshk,bhkv->bshv", x, S) + b[:, None]
+        start = lambda x: jnp.where(fresh[:, :, None, None], jnp.einsum("bshk,hkv->bshv", x, w0) + b0, now(x))
+        base = start if segment_ids is not None else now  # a packed row: tokens of a fresh document from W0, b0
         grads = _inner_grad(base(k), v - k, gamma, beta)  # [B, n, H, V]
         same = (seg[:, :, None] == seg[:, None, :]) & causal  # [B, t, s]
         weights = (jnp.einsum("bthk,bshk->bhts", q, k) + 1.0) * same[:, None] * jnp.moveaxis(eta, 2, 1)[:, :, None]
