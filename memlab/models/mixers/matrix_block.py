@@ -7,6 +7,11 @@ they differ only in the write rule: q/k/v projections -> short causal conv + SiL
 "after" its own write (o_t = S_t^T q_t, as Gated DeltaNet) or "before" it (o_t = S_{t-1}^T q_t, as delta-mem, BDH
 fast weights and Titans), in the parallel forward and in the one-token `step`, which runs on an O(1) cache
 (conv taps + state). `head_dims`, `map_head_blocks` and `kernel_flops_per_token` also serve the mlstm mixer.
+
+The block is fla-org/flash-linear-attention's `GatedDeltaNet` layer (read at bc3b101). Where memlab's differs, for
+every mixer built on it (their modules list these with their own):
+- The short convs have a (zero-initialised) bias; the anchor's `conv_bias=False`. Not yet a knob.
+- RMSNorm eps 1e-6 (the anchor: 1e-5); projections use memlab's initialisation (truncated normal, fan-in).
 """
 
 from __future__ import annotations
