@@ -122,7 +122,7 @@ def _token(memory, read_after, grad_at, params, base, mom, init, q, k, v, theta,
     which moves on where `refresh`), the momentum step, the read of M(q) before or after it."""
     if reset is not None:
         restart = lambda tree: jax.tree.map(lambda p, p0: jnp.where(reset, p0, p), tree, init)
-        params, base = restart(params), restart(base)
+        params, base = restart(params), restart(base) if refresh is not None else base
         mom = jax.tree.map(lambda m: jnp.where(reset, 0.0, m), mom)
     if not read_after:
         out = memory(params, q)
