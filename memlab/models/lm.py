@@ -2,7 +2,17 @@
 norm, logits.
 
 The sequence mixer of each layer comes from `model.mixers` through the mixer registry; decoding runs each
-layer's mixer one token at a time through its own `init_cache` / `step`.
+layer's mixer one token at a time through its own `init_cache` / `step`. The anchor: the Llama architecture,
+as meta-llama/llama3's model.py @ a0940f9 builds it (pre-RMSNorm blocks, SwiGLU, RoPE, no biases, untied output).
+
+Deviations from the anchor:
+- SwiGLU hidden width `model.mlp_ratio` * d_model rounded up to 16 (4 d: the width of a GELU MLP at ratio 4); the
+  anchor's is 2/3 of 4 d rounded up to 256 (the same parameters as a 4 d GELU MLP).
+- RMSNorm eps 1e-6 (the anchor's ModelArgs: 1e-5). `model.rope_theta` 1e4 (the anchor's 5e5, for long contexts).
+- No grouped key/value heads (the anchor's `n_kv_heads`); `model.tie_embeddings` False, as the anchor.
+- Initialisation: memlab's (token embedding N(0, 1), projections truncated normal fan-in); the anchor's code
+  leaves it to its checkpoints.
+- The token mixer is any registered mixer (`model.mixers`), attention being the anchor's (mixers/attn.py).
 """
 
 from __future__ import annotations
