@@ -3,7 +3,7 @@
     memlab sweep sweeps/mqar_mixers.py --workdir runs/mqar_mixers --report
 
 Every mixer in the same 2-layer LM (softmax attention with q/k/v convs, Hebbian linear attention, mLSTM, DeltaNet,
-Gated DeltaNet, TTT-Linear and Titans' linear memory, both on the delta-rule kernel) at d_model in {32, 64} (minutes
+Gated DeltaNet, TTT-Linear and Titans at their anchors' defaults) at d_model in {32, 64} (minutes
 on 2 CPU cores), on the same batches. The report plots answer accuracy against d_model and against `state_size`
 (numbers a sequence carries when decoding: the KV cache for attention, the H x K x V memory for the matrix mixers),
 the two axes of Zoology's figure. Parameter counts are matched at each d_model: the mLSTM block runs with

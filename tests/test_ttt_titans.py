@@ -15,6 +15,19 @@ from memlab.models.mixers.titans import Titans
 from memlab.models.mixers.ttt_linear import TTTLinear, minibatch_ttt
 
 B, T, H, K = 2, 11, 2, 4
+# memlab's earlier ttt_linear block
+TTT_MATRIX = ("model.ttt_inputs=matrix", "model.ttt_post_norm=rms_head", "model.ttt_lr_bias=False")
+# memlab's earlier titans: the linear memory on the delta-rule kernel, read before the write
+TITANS_LINEAR = (
+    "model.titans_depth=1",
+    "model.titans_momentum=False",
+    "model.titans_read=before",
+    "model.titans_loss=half_sum",
+    "model.titans_grad_batch=1",
+    "model.titans_residual=none",
+    "model.titans_block=matrix",
+    "model.titans_init=normal",
+)
 
 
 def _inputs(seed=0, V=K):
@@ -111,7 +124,7 @@ def _mixer(cls, *overrides):
 def test_titans_reparametrisation_equals_the_direct_scan():
     q, k, v, theta, alpha, w0 = _inputs(2)
     g = jnp.log1p(-alpha)
-    mixer = _mixer(Titans)
+    mixer = _mixer(Titans, *TITANS_LINEAR)
     init = jnp.broadcast_to(jnp.swapaxes(w0, 1, 2), (B, H, K, K))
     got, _ = mixer._op(q, k, v, theta / (1 - alpha), g, initial_state=init, backend="chunked", chunk_size=4)
     want = _titans_direct(*map(np.asarray, (q, k, v, theta, alpha, w0)))
@@ -122,7 +135,7 @@ def test_titans_momentum_scan_equals_the_direct_scan():
     """The token-serial scan with momentum (inputs given as the mixer's gates)."""
     q, k, v, theta, alpha, w0 = _inputs(3)
     eta = jax.nn.sigmoid(jax.random.normal(jax.random.key(9), (B, T, H)))
-    mixer = _mixer(Titans, "model.titans_momentum=True")
+    mixer = _mixer(Titans, *TITANS_LINEAR, "model.titans_momentum=True")
     mixer.w0[...] = jnp.swapaxes(w0, 1, 2)
     mixer._titans_gates = lambda x: (theta, jnp.log1p(-alpha), eta)
     got = mixer._scan_memory(None, q, k, v, None)
@@ -180,12 +193,14 @@ def test_packed_documents_start_from_the_learned_initial_state():
 @pytest.mark.parametrize(
     "overrides",
     [
-        ("model.mixers=ttt_linear", "model.ttt_variant=minibatch", "model.ttt_minibatch=4"),
-        ("model.mixers=titans", "model.titans_momentum=True"),
-        ("model.mixers=titans", "model.titans_depth=2"),
-        ("model.mixers=titans", "model.titans_depth=2", "model.titans_momentum=True"),
+        ("model.mixers=ttt_linear", "model.ttt_minibatch=4"),
+        ("model.mixers=ttt_linear", "model.ttt_minibatch=4", "model.ttt_inputs=matrix", "model.ttt_post_norm=rms_head"),
+        ("model.mixers=titans",),
+        ("model.mixers=titans", "model.titans_grad_batch=3", "model.num_heads=1"),
+        ("model.mixers=titans", *TITANS_LINEAR, "model.titans_momentum=True"),
+        ("model.mixers=titans", *TITANS_LINEAR, "model.titans_depth=2", "model.titans_residual=plain"),
     ],
-    ids=["ttt-minibatch", "titans-momentum", "titans-deep", "titans-deep-momentum"],
+    ids=["ttt-anchor", "ttt-matrix", "titans-anchor", "titans-batch3-1head", "titans-momentum", "titans-deep"],
 )
 def test_scan_variants_decode_like_the_parallel_forward_and_reset_per_document(tiny_config, overrides):
     from tests.helpers import decoded_logits, logits_of
@@ -212,6 +227,11 @@ def test_scan_variants_decode_like_the_parallel_forward_and_reset_per_document(t
         (("model.mixers=titans", "model.titans_depth=3"), "titans_depth"),
         (("model.mixers=titans", "model.titans_max_lr=-1.0"), "titans_max_lr"),
         (("model.mixers=titans", "model.titans_depth=2", "model.matrix_expand_v=2"), "matrix_expand_v"),
+        (("model.mixers=titans", "model.titans_read=later"), "titans_read"),
+        (("model.mixers=titans", "model.titans_grad_batch=-1"), "titans_grad_batch"),
+        (("model.mixers=titans", "model.titans_block=mlp"), "titans_block"),
+        (("model.mixers=ttt_linear", "model.ttt_inputs=qkv"), "ttt_inputs"),
+        (("model.mixers=ttt_linear", "model.ttt_post_norm=batch"), "ttt_post_norm"),
     ],
 )
 def test_bad_knobs_are_rejected(tiny_config, overrides, match):
@@ -224,15 +244,19 @@ def test_bad_knobs_are_rejected(tiny_config, overrides, match):
 @pytest.mark.parametrize(
     "overrides, extra, state",
     [
-        (("model.mixers=ttt_linear",), lambda d, h, k: h * k * k, lambda h, k: h * k * k),
-        (("model.mixers=titans",), lambda d, h, k: h * k * k + d * h + h, lambda h, k: h * k * k),
         (
-            ("model.mixers=titans", "model.titans_momentum=True", "model.titans_depth=2"),
+            ("model.mixers=ttt_linear", "model.ttt_variant=delta", *TTT_MATRIX),
+            lambda d, h, k: h * k * k,
+            lambda h, k: h * k * k,
+        ),
+        (("model.mixers=titans", *TITANS_LINEAR), lambda d, h, k: h * k * k + d * h + h, lambda h, k: h * k * k),
+        (
+            ("model.mixers=titans", *TITANS_LINEAR, "model.titans_momentum=True", "model.titans_depth=2"),
             lambda d, h, k: 8 * h * k * k + 2 * (d * h + h),
             lambda h, k: 2 * 8 * h * k * k,
         ),
     ],
-    ids=["ttt", "titans", "titans-deep-momentum"],
+    ids=["ttt-delta", "titans-linear", "titans-deep-momentum"],
 )
 def test_param_count_and_state_size(tiny_config, overrides, extra, state):
     """Parameters are deltanet's plus the learned initial memory (and titans' alpha, eta projections)."""
@@ -241,3 +265,22 @@ def test_param_count_and_state_size(tiny_config, overrides, extra, state):
     h, k = cfg.num_heads, cfg.d_model // cfg.num_heads
     assert count_params(build_model(cfg, seed=0))["params"] == base + cfg.num_layers * extra(cfg.d_model, h, k)
     assert MIXERS.get(cfg.mixers).state_size(cfg, 4096) == state(h, k)
+
+
+def test_anchor_param_counts(tiny_config):
+    """The anchors' layers, counted by hand: titans (two RMSNorms, q k v, lr / momentum / decay with bias, the
+    retrieve gate, the head projection, one shared M_0 = W1, W2, gamma) and ttt_linear (the shared q/k projection,
+    two convs with bias, v, lr with bias, W0, b0, the inner LN, the post LayerNorm, the gate, the output)."""
+    for name, layer in (
+        ("titans", lambda d, h, k: 2 * d + 3 * d * d + 3 * (d * h + h) + d * h + d * d + 8 * k * k + k),
+        (
+            "ttt_linear",
+            lambda d, h, k: 2 * d * d + 2 * (4 * d + d) + d * h + h + h * k * k + 3 * h * k + 2 * d + 2 * d * d,
+        ),
+    ):
+        cfg = tiny_config(f"model.mixers={name}").model
+        attn = count_params(build_model(tiny_config("model.mixers=attn").model, seed=0))["params"]
+        d, h = cfg.d_model, cfg.num_heads
+        attn_layer = 4 * d * d
+        got = count_params(build_model(cfg, seed=0))["params"]
+        assert got == attn + cfg.num_layers * (layer(d, h, d // h) - attn_layer), name

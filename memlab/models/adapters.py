@@ -30,6 +30,20 @@ zero state still reads 0 and leaves the backbone exact. The slice must come from
 
 **LoRA** (`model.lora_rank` > 0): Delta q = (alpha/r) x A_q B_q and Delta o = (alpha/r) y A_o B_o (y: the attention
 output the o projection takes), B zero-initialised so that it starts as the backbone; stateless.
+
+δ-mem's anchor: declare-lab/delta-Mem @ 5cd5d91, `DeltaMemAttention`.
+
+Deviations from the anchor:
+- `model.delta_mem="ssw"` writes once per block window of `model.attention_window` tokens; the anchor's SSW writes
+  once per chat message (`message_mean`), and a forward's tokens read the state from before its writes. memlab's
+  tasks have no messages: windows stand in for them.
+- The backbone is memlab's LM (RoPE, no q norm): Delta q enters before RoPE (the anchor's Qwen3 / SmolLM3: before
+  q_norm and RoPE).
+- Knobs at the anchor's settings: `delta_mem_rank` 8, `delta_mem_alpha` 16, `delta_mem_beta_bias` -1.5,
+  `delta_mem_update` "standard" ("lambda_outside" is the anchor's other mode), `delta_mem_init` "base_slice"
+  ("zero" is the anchor's `output_init=zero`). `delta_mem_read="zero"` and LoRA are memlab's controls.
+- Not built: the anchor's delta heads on k and v (zero and frozen in its released setting), its `no_lambda` mode, an
+  uncoupled lambda, a trainable delta scale, the RMSNorm on Delta o, memory partitions and global memories.
 """
 
 from __future__ import annotations
@@ -40,7 +54,7 @@ from flax import nnx
 
 import pallas_kernels
 from memlab.models.layers import dense, torch_linear_init
-from memlab.models.mixers.matrix_block import _l2norm, kernel_flops_per_token, map_head_blocks
+from memlab.models.mixers.matrix_block import kernel_flops_per_token, l2norm, map_head_blocks
 
 STATE_HEADS = {"tsw": 1, "ssw": 1, "msw": 4}  # model.delta_mem -> n_s ("" = off)
 UPDATES = ("standard", "lambda_outside")
@@ -183,11 +197,11 @@ class DeltaMem(nnx.Module):
         return y.astype(jnp.float32).reshape(*y.shape[:-1], self.heads, self.rank)
 
     def _query(self, h):
-        return _l2norm(jnp.tanh(self._split(self.mq(h))))
+        return l2norm(jnp.tanh(self._split(self.mq(h))))
 
     def _writes(self, h):
         """k~, v~, z [..., n_s, r] in fp32 of the hidden state(s) that write."""
-        return _l2norm(jnp.tanh(self._split(self.mk(h)))), self._split(self.mv(h)), self._split(self.beta(h))
+        return l2norm(jnp.tanh(self._split(self.mk(h)))), self._split(self.mv(h)), self._split(self.beta(h))
 
     def reads(self, h: jax.Array, *, positions: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
         """r_t [B, T, n_s r] (fp32) of every token of h [B, T, d]; the state starts at zero in every document."""

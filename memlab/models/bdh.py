@@ -16,11 +16,21 @@ N = `neuron_multiplier` * D / heads sparse, non-negative neurons, attends with t
 LN has no affine parameters; R is RoPE on the neuron vector (pairs (2i, 2i+1) at angle t * theta^(-2i/N)). The
 attention is linear attention with a Hebbian state S_t = sum_{s<=t} R(xs_s) x_s^T [N, D] read before its write, so
 training runs the masked quadratic form (cheaper for T <= N) and decoding runs `pallas_kernels.linear_attention`
-on that state, one token at a time. The anchor's dropout (0.1) is not implemented: memlab trains without dropout.
+on that state, one token at a time.
 
 With `model.slow_layers`, `logits` also takes slow memories from outside (`slow={layer: [B, m, D]}`), which is
 how a write (memlab.slow_weights) and meta-test-time training change them without touching the parameters; a
 batch with `doc_inputs` (the `episode` pass) is a meta-TTT episode, see `_episode`.
+
+Deviations from the anchor:
+- Dropout: the anchor's 0.1 on the sparse product is not built; memlab trains without dropout.
+- Sizes: the knobs' defaults are CPU-sized (d_model 64, 2 heads, neuron_multiplier 16, 4 layer passes); the
+  anchor's are 256, 4, 128, 6 (`model.d_model`, `model.num_heads`, `model.neuron_multiplier`, `model.num_layers`).
+- The token embedding starts N(0, 1) (memlab's, as every family's); the anchor's _init_weights draws N(0, 0.02).
+  The LN right after it makes the forward the same at the start; Adam's steps are relatively smaller. Not yet a knob.
+- Decoding runs the Hebbian state (`pallas_kernels.linear_attention`) where the anchor's `generate` reruns the
+  whole prefix: the same numbers, O(1) per token.
+- The slow block and meta-TTT (`model.slow_layers`, `model.meta_inner_steps`) are memlab's additions: off by default.
 """
 
 from __future__ import annotations

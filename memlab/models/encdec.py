@@ -6,6 +6,16 @@ causal self-attention over [question; answer] and cross-attends to all L encoded
 the context the slot model starts from: the baseline without the encoder's self-attention cost. Like the slot model it
 can encode a context once and answer many questions, so the two differ only in the memory: L token vectors here,
 k slots there. The token I/O, the decoder and the batched call come from `seq2seq.EncoderDecoder`.
+
+The anchor: the seed claim's (seed 000) full encoder-decoder baseline, described in words only (DESIGN.md's
+family table); there is no code to check against, so what is listed is memlab's reading of it.
+
+Deviations from the anchor:
+- Both families share memlab's context QA tricks, chosen by the runs in BENCHMARKS.md: `model.copy_init` True
+  (attention starts as a copying lookup, the context conv as a causal sum), a short causal conv on the context
+  embeddings (`model.conv_kernel`), the question leading the answer in the decoder.
+- `model.encoder_layers=0` is memlab's cheaper baseline (no encoder self-attention); the seed's has an encoder.
+- Sizes: CPU-sized defaults (d 64, 3 encoder and 2 decoder layers, 2 heads); the seed names none.
 """
 
 from __future__ import annotations

@@ -2,7 +2,17 @@
 norm, logits.
 
 The sequence mixer of each layer comes from `model.mixers` through the mixer registry; decoding runs each
-layer's mixer one token at a time through its own `init_cache` / `step`.
+layer's mixer one token at a time through its own `init_cache` / `step`. The anchor: the Llama architecture,
+as meta-llama/llama3's model.py @ a0940f9 builds it (pre-RMSNorm blocks, SwiGLU, RoPE, no biases, untied output).
+
+Deviations from the anchor:
+- SwiGLU hidden width `model.mlp_ratio` * d_model rounded up to 16 (4 d: the width of a GELU MLP at ratio 4); the
+  anchor's is 2/3 of 4 d rounded up to 256 (the same parameters as a 4 d GELU MLP).
+- RMSNorm eps 1e-6 (the anchor's ModelArgs: 1e-5). `model.rope_theta` 1e4 (the anchor's 5e5, for long contexts).
+- No grouped key/value heads (the anchor's `n_kv_heads`); `model.tie_embeddings` False, as the anchor.
+- Initialisation: memlab's (token embedding N(0, 1), projections truncated normal fan-in); the anchor's code
+  leaves it to its checkpoints.
+- The token mixer is any registered mixer (`model.mixers`), attention being the anchor's (mixers/attn.py).
 """
 
 from __future__ import annotations
@@ -80,14 +90,26 @@ class LM(StagedFlops, nnx.Module):
             "matrix_read": "after",
             "hebbian_decay": False,  # hebbian: learned data-dependent decay alpha (gated linear attention)
             "mlstm_proj_factor": 2.0,  # mlstm: up-projection width / d_model (xLSTM uses 2); head dim = width / heads
-            # test-time-training mixers (matrix_head_dim, matrix_chunk_size, matrix_backend apply; they fix their
-            # own read order: ttt_linear after each token's update, titans before it)
-            "ttt_variant": "delta",  # ttt_linear: delta (one GD step a token, no LN) | minibatch (LN, ttt_minibatch)
-            "ttt_base_lr": 1.0,  # ttt_linear: token learning rate eta = ttt_base_lr * sigmoid(w_lr . x)
+            # test-time-training mixers (matrix_head_dim, matrix_chunk_size, matrix_backend apply; matrix_read does
+            # not: they have their own read order). Defaults are the anchors' (ttt-lm-jax, titans-pytorch); the
+            # other settings are memlab's earlier variants (each mixer's docstring lists them)
+            "ttt_variant": "minibatch",  # ttt_linear: minibatch (LN, ttt_minibatch; the anchor) | delta (no LN)
+            "ttt_base_lr": 1.0,  # ttt_linear: token learning rate eta = ttt_base_lr * sigmoid(w_lr . x + b_lr)
             "ttt_minibatch": 16,  # ttt_linear minibatch: tokens per inner mini-batch
-            "titans_momentum": False,  # titans: momentum S = eta S - theta grad on the memory update (scan)
-            "titans_depth": 1,  # titans: 1 = linear memory (delta-rule kernel) | 2 = x + MLP(x) memory (scan)
-            "titans_max_lr": 1.0,  # titans: step theta = titans_max_lr * sigmoid(w . x)
+            "ttt_inputs": "shared_qk",  # ttt_linear: shared_qk (one q/k projection, two convs) | matrix (q/k/v convs)
+            "ttt_post_norm": "layer",  # ttt_linear: layer (LayerNorm over the width) | rms_head (per-head RMSNorm)
+            "ttt_lr_bias": True,  # ttt_linear: the learning-rate gate's projection has a bias
+            "titans_momentum": True,  # titans: momentum S = eta S - theta grad on the memory update
+            "titans_depth": 2,  # titans: 2 = MLP memory (hidden 4 K) | 1 = linear memory
+            "titans_max_lr": 1.0,  # titans: step theta = titans_max_lr * sigmoid(w . x + b)
+            "titans_read": "after",  # titans: token t reads M_t (after its write) | before: M_{t-1}
+            "titans_loss": "mean",  # titans: inner loss mean over features | half_sum: 1/2 ||M(k) - v||^2
+            "titans_grad_batch": 0,  # titans: 0 = every gradient at M_0 | b = at the memory after each b tokens
+            "titans_residual": "norm",  # titans: x + LN(MLP(x)) (gamma + 1) | plain: x + MLP(x) | none: MLP(x)
+            "titans_gelu": "exact",  # titans depth 2: exact | tanh GELU
+            "titans_block": "anchor",  # titans: anchor (pre-RMSNorm, retrieve gate) | matrix (MatrixMixer's block)
+            "titans_init": "xavier_shared",  # titans M_0: xavier_shared (one for all heads) | normal (per head)
+            "titans_forget_bias": 0.0,  # titans: alpha's bias at the start (alpha = sigmoid(.); earlier -4)
             # adapters on every attn layer (memlab.models.adapters), to train on a frozen backbone:
             # delta-mem online memory, "" = off | tsw (writes every token) | ssw (one write per block window of
             # attention_window tokens, from its mean hidden state; needs attention_window_kind=block) | msw (tsw

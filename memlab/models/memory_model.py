@@ -24,6 +24,22 @@ loads into a memory model under the same paths. Blocks are the LM's: their token
 a learned causal L x L token-mixing matrix per group of d / `model.mixer_heads` channels). A masked mixer is built
 for one row length, so the encoder's are built for `model.chunk_len` L (which follows the task's data.chunk_len)
 and the decoder's for its rows, n + L (memory) or L (autoencoder); inputs of another chunk length are an error.
+The anchor: blbadger/memorymodels @ b5bbc77 (`VariableMemoryTransformer` with `fixed_memory=True`,
+`UnrolledAutoencodingTransformer`).
+
+Deviations from the anchor:
+- Blocks are memlab's LM blocks (pre-RMSNorm, SwiGLU of width 4 d rounded to 16, RoPE), close to the anchor's HF
+  Llama blocks (intermediate size 4 d); memlab's initialisation, not HF's N(0, 0.02).
+- Sizes: CPU-sized defaults (d 64, 2 + 2 layers, 4 chunks of 64); the anchor's drivers run d 512, 16 decoder
+  layers, 4 heads, 4 chunks of 256 (`model.d_model`, `model.num_layers`, `model.chunk_len`, ...).
+- `model.summary`: "last" (the anchor's x[:, -1]) | "penultimate" (the anchor's probe of causal-LM encoders) |
+  "mean" (memlab's). `model.compression`: 1 (the anchor's default); c > 1 is the anchor's down/up, without their
+  biases.
+- `model.memory="none"`: the anchor's `no_memory` (every memory an all-ones vector).
+- `model.mixer`: "attn" (the anchor's) | "masked" (the anchor's mixer alternative, mixers/masked.py).
+- Not built: `fixed_memory=False` (variable token positions), the recurrent memory transformer, `decoder_proj`
+  (encoder and decoder of different widths). The objectives (copy, blank copy, combined) and the frozen-encoder
+  curriculum live in memlab.objectives and train.curriculum, not here.
 """
 
 from __future__ import annotations

@@ -13,6 +13,18 @@ Attention, TokenIO). BENCHMARKS.md has the context-QA runs that chose each of th
 Compute grows as L*k*d (plus L*d^2 for the context keys and values) instead of the
 L^2*d of self-attention over the context. Called on a context-QA batch (`context`, `question`,
 `answer_inputs`); returns answer logits [B, Q, A, V] with the matching `targets` and `loss_mask`.
+
+The anchor: the seed claim's (seed 000) slot memory, described in words only (DESIGN.md's family table: 512 tokens
+-> 32 slots, Perceiver / Q-Former style); there is no code to check against, so what is listed is memlab's reading.
+
+Deviations from the anchor:
+- `model.slot_window_std` 0.5: the locality prior is memlab's addition (0: slots place themselves by content
+  alone, as Perceiver / Q-Former queries do).
+- `model.slot_competition`: False (each slot's softmax over positions, as Perceiver / Q-Former) | True (slots
+  compete for positions, as Slot Attention).
+- The tricks shared with encdec (`model.copy_init`, the context conv, the question leading the answer) are
+  memlab's, chosen by the runs in BENCHMARKS.md.
+- `model.num_slots` 32 is the seed's k; the sizes of the layers are CPU-sized defaults.
 """
 
 from __future__ import annotations

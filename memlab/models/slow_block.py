@@ -16,6 +16,22 @@ so no memory could tell the facts apart. With
 eta q_t x_t^T (read before write: strictly causal), through `pallas_kernels.linear_attention`. A write changes
 M only; the memory to read can also be handed in per example ([B, m, D]), which is how writes and meta-TTT work
 on it without touching the parameters.
+
+The anchor: the paper's code is not public; the public fleeb83/bdh-fast-weights v0.3 @ ad05bdb holds the slow and
+fast memories on a transformer backbone, and its read is what this block follows.
+
+Deviations from the anchor:
+- The address reads [x_t; c_t]; the anchor's relu(W x_t) reads x_t alone (not a knob: from x_t alone the facts'
+  addresses were nearly equal, above).
+- `model.slow_address`: "relu" (the anchor: relu, divided by its sum where above 1) | "softmax" (memlab's).
+- The gate tanh(g) is per channel (g [D]); the anchor's is one scalar per layer. Not yet a knob.
+- The norm after the gated read is BDH's LN without affine parameters; the anchor's backbone uses LayerNorm with
+  scale and bias.
+- `model.slow_hebbian`: off; the anchor runs its fast state whenever hebb_lr > 0 (its default 1e-3). The slow-weights
+  claim studies the slow memory alone. `slow_hebbian_lr` 1e-3, `slow_hebbian_decay` 0.995, `slow_slots` 64 and
+  M ~ N(0, 0.02) are the anchor's.
+- Writes are gradient steps on M (memlab.slow_weights, the paper's test-time training); the anchor's consolidation
+  (adding the mean fast state into M) is not built.
 """
 
 from __future__ import annotations

@@ -18,6 +18,16 @@ slots would hold the same keys in less memory).
 `model.delta_mem` and `model.lora_rank` add adapters to the query and output projections (memlab.models.adapters):
 δ-mem's reads of its online state (carried in the decoding cache too) and a stateless LoRA control. Their
 parameters live under the mixer (`blocks/0/mixer/delta_mem/...`, `blocks/0/mixer/lora/...`).
+
+The anchor: meta-llama/llama3's `Attention` @ a0940f9 (bias-free q, k, v, o projections, RoPE, softmax over
+1 / sqrt(head dim) scores, a KV cache).
+
+Deviations from the anchor:
+- RoPE rotates the two halves of each head (x1, x2), the anchor rotates interleaved pairs (2i, 2i+1): the same
+  rotation on permuted features, which the learned projections absorb. `model.rope_theta` 1e4 (the anchor 5e5).
+- No grouped key/value heads (`n_kv_heads`).
+- `model.qkv_conv`, `model.copy_init`, `model.attention_window` and the adapters are memlab's additions, off by
+  default.
 """
 
 from __future__ import annotations

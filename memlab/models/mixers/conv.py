@@ -2,6 +2,15 @@
 
 Placed before an attention layer it supplies the previous-token features that associative recall needs, the
 architecture Zoology uses for its MQAR baselines ("conv,attn"). Decoding carries the conv's last inputs.
+Anchor: HazyResearch/zoology's `BaseConv` with a short kernel (read at d88d6f5): y = conv(u) * (W u + b) + u.
+
+Deviations from the anchor:
+- An output projection W_o after the product (the anchor has none); the gate projection has no bias (the anchor's
+  has one). Not yet knobs.
+- No `+ u` inside the mixer: memlab's LM block adds the one residual (the anchor's sits inside its own residual
+  block too, so its mixer passes the input twice).
+- `model.conv_kernel`: 4, shared with the other mixers' convs; the anchor's BaseConv default is 3.
+- Not built: the anchor's long (implicit) convolutions (kernel_size=-1) and its SiLU option (`use_act`, off).
 """
 
 from __future__ import annotations

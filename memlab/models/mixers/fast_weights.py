@@ -79,7 +79,14 @@ class FastWeightMixer(MatrixMixer):
     def __init__(self, cfg, *, rngs: nnx.Rngs, dtype=jnp.float32):
         super().__init__(cfg, rngs=rngs, dtype=dtype)
         self.read_before_write = self.read_before  # fixed by the method, whatever model.matrix_read says
+        self._init_memory(cfg, rngs)
+
+    def _init_memory(self, cfg, rngs: nnx.Rngs) -> None:
         self.w0 = learned_state((self.heads, self.dk, self.dv), rngs)
+
+    def initial_state(self) -> jax.Array:
+        """W0 [H, K, V], what every sequence and packed document starts from."""
+        return self.w0[...]
 
     def _target(self, q, k, v, g):
         return v
@@ -103,7 +110,7 @@ class FastWeightMixer(MatrixMixer):
             options = dict(segment_ids=segment_ids, chunk_size=self.chunk_size, backend=self.backend)
             return self._op(q, k, v, beta, g, initial_state=init, **options)[0]
 
-        return map_head_blocks(kernel, q, k, v, beta, g, segment_ids, *head_params(self.w0[...]))
+        return map_head_blocks(kernel, q, k, v, beta, g, segment_ids, *head_params(self.initial_state()))
 
     def __call__(self, x: jax.Array, *, positions: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
         if not self.scan:
@@ -116,7 +123,7 @@ class FastWeightMixer(MatrixMixer):
         cache = super().init_cache(batch_size, max_len)
         if self.scan:
             return {"conv": cache["conv"], "state": self._scan_cache(batch_size)}
-        return dict(cache, state=jnp.broadcast_to(self.w0[...], cache["state"].shape).astype(jnp.float32))
+        return dict(cache, state=jnp.broadcast_to(self.initial_state(), cache["state"].shape).astype(jnp.float32))
 
     def step(self, x: jax.Array, cache: dict, *, position: jax.Array) -> tuple[jax.Array, dict]:
         if not self.scan:

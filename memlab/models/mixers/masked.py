@@ -3,15 +3,21 @@
     y[i] = sum_{j <= i} W[i, j] x[j] + b[i]
 
 with one matrix W (and bias b) per group of d_model / `model.mixer_heads` channels. It is the anchor's
-`Conv1d(L, L, 1)` whose weight is made lower-triangular at every forward (blbadger/memorymodels
-mixer_autoencoder.py, `MixerBlock`; heads as in `MixerHead`, here plain channel groups without the anchor's per-head
-projections). The mask is applied in the forward, so the upper triangle gets exactly zero gradient and never acts;
-the blog reports that autoencoders train worse without it.
+`Conv1d(L, L, 1)` whose weight is made lower-triangular at every forward (blbadger/memorymodels @ b5bbc77,
+mixer_autoencoder.py, `MixerBlock`); the blog reports that autoencoders train worse without the mask.
 
 The matrix fixes the sequence length, so a mixer is built for one length L and accepts only rows of L positions.
 The mixer registry builds mixers from the config alone, so this one is not registered: memory_model builds it for
 each stack's row length and hands it to `lm.Block`. It has no one-token decoding step (the memory model decodes
 whole rows); `state_size` counts what such a step would carry.
+
+Deviations from the anchor:
+- The mask: memlab multiplies by it in the forward (the upper triangle gets zero gradient and never acts); the
+  anchor overwrites the weights with their lower triangle before each forward (the upper triangle still gets
+  gradients and optimizer moments, then is zeroed again). The same function of the used weights.
+- `model.mixer_heads` > 1: plain channel groups, each with its own L x L matrix; the anchor's `MixerHead` gives
+  each head its own projection d -> d / heads (with bias) before its matrix and a d -> d projection after them.
+  Not yet a knob. With one head (the anchor's `n_heads=0` default) the two agree.
 """
 
 from __future__ import annotations

@@ -7,6 +7,11 @@ they differ only in the write rule: q/k/v projections -> short causal conv + SiL
 "after" its own write (o_t = S_t^T q_t, as Gated DeltaNet) or "before" it (o_t = S_{t-1}^T q_t, as delta-mem, BDH
 fast weights and Titans), in the parallel forward and in the one-token `step`, which runs on an O(1) cache
 (conv taps + state). `head_dims`, `map_head_blocks` and `kernel_flops_per_token` also serve the mlstm mixer.
+
+The block is fla-org/flash-linear-attention's `GatedDeltaNet` layer (read at bc3b101). Where memlab's differs, for
+every mixer built on it (their modules list these with their own):
+- The short convs have a (zero-initialised) bias; the anchor's `conv_bias=False`. Not yet a knob.
+- RMSNorm eps 1e-6 (the anchor: 1e-5); projections use memlab's initialisation (truncated normal, fan-in).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ def head_dims(cfg) -> tuple[int, int, int]:
     return h, k, int(k * cfg.matrix_expand_v)
 
 
-def _l2norm(x: jax.Array) -> jax.Array:
+def l2norm(x: jax.Array) -> jax.Array:
     x32 = x.astype(jnp.float32)
     return (x32 * jax.lax.rsqrt(jnp.sum(x32 * x32, axis=-1, keepdims=True) + 1e-6)).astype(x.dtype)
 
@@ -75,6 +80,7 @@ class MatrixMixer(nnx.Module):
 
     delta = True
     decay = True
+    beta_bias = False  # whether beta's projection has a bias
 
     def __init__(self, cfg, *, rngs: nnx.Rngs, dtype=jnp.float32):
         d = cfg.d_model
@@ -82,14 +88,9 @@ class MatrixMixer(nnx.Module):
         self.heads, self.dk, self.dv, self.dtype = h, k, v, dtype
         self.backend, self.chunk_size = cfg.matrix_backend, cfg.matrix_chunk_size
         self.read_before_write = cfg.get("matrix_read", "after") == "before"  # older configs: "after"
-        self.q = dense(d, h * k, ("embed", "heads"), rngs=rngs, dtype=dtype)
-        self.k = dense(d, h * k, ("embed", "heads"), rngs=rngs, dtype=dtype)
-        self.v = dense(d, h * v, ("embed", "heads"), rngs=rngs, dtype=dtype)
-        self.q_conv = ShortConv(h * k, cfg.conv_kernel, rngs=rngs, dtype=dtype)
-        self.k_conv = ShortConv(h * k, cfg.conv_kernel, rngs=rngs, dtype=dtype)
-        self.v_conv = ShortConv(h * v, cfg.conv_kernel, rngs=rngs, dtype=dtype)
+        self._init_inputs(cfg, rngs, dtype)
         if self.delta:
-            self.b = dense(d, h, ("embed", "heads"), rngs=rngs, dtype=dtype)
+            self.b = dense(d, h, ("embed", "heads"), rngs=rngs, dtype=dtype, use_bias=self.beta_bias)
         if self.decay:  # Mamba-2 / Gated DeltaNet parametrisation and initialisation of alpha
             self.a = dense(d, h, ("embed", "heads"), rngs=rngs, dtype=dtype)
             A = jax.random.uniform(rngs.params(), (h,), minval=1.0, maxval=16.0)
@@ -97,6 +98,21 @@ class MatrixMixer(nnx.Module):
             log_dt = jax.random.uniform(rngs.params(), (h,), minval=math.log(1e-3), maxval=math.log(1e-1))
             dt = jnp.maximum(jnp.exp(log_dt), 1e-4)
             self.dt_bias = nnx.Param(_inv_softplus(dt), out_sharding=("heads",))
+        self._init_output(cfg, rngs, dtype)
+
+    def _init_inputs(self, cfg, rngs, dtype) -> None:
+        """q, k, v projections, each with its short causal conv."""
+        d, h, k, v = cfg.d_model, self.heads, self.dk, self.dv
+        self.q = dense(d, h * k, ("embed", "heads"), rngs=rngs, dtype=dtype)
+        self.k = dense(d, h * k, ("embed", "heads"), rngs=rngs, dtype=dtype)
+        self.v = dense(d, h * v, ("embed", "heads"), rngs=rngs, dtype=dtype)
+        self.q_conv = ShortConv(h * k, cfg.conv_kernel, rngs=rngs, dtype=dtype)
+        self.k_conv = ShortConv(h * k, cfg.conv_kernel, rngs=rngs, dtype=dtype)
+        self.v_conv = ShortConv(h * v, cfg.conv_kernel, rngs=rngs, dtype=dtype)
+
+    def _init_output(self, cfg, rngs, dtype) -> None:
+        """Per-head RMSNorm, the SiLU output gate and the output projection."""
+        d, h, v = cfg.d_model, self.heads, self.dv
         self.o_norm = rms_norm(v, rngs=rngs, dtype=dtype, axis_name=None)
         self.g = dense(d, h * v, ("embed", "heads"), rngs=rngs, dtype=dtype)
         self.o = dense(h * v, d, ("heads", "embed"), rngs=rngs, dtype=dtype)
@@ -113,7 +129,7 @@ class MatrixMixer(nnx.Module):
     def _qkv(self, q, k, v):
         split = lambda y, n: y.reshape(*y.shape[:-1], self.heads, n)
         q, k, v = (jax.nn.silu(y) for y in (q, k, v))
-        return _l2norm(split(q, self.dk)), _l2norm(split(k, self.dk)), split(v, self.dv)
+        return l2norm(split(q, self.dk)), l2norm(split(k, self.dk)), split(v, self.dv)
 
     def _out(self, x, o):
         o = self.o_norm(o) * jax.nn.silu(self.g(x)).reshape(o.shape)
@@ -133,6 +149,9 @@ class MatrixMixer(nnx.Module):
 
     def _convs(self):
         return (self.q, self.q_conv), (self.k, self.k_conv), (self.v, self.v_conv)
+
+    def _conv_cache(self, batch_size: int) -> dict:
+        return {n: c.init_cache(batch_size) for n, (_, c) in zip("qkv", self._convs(), strict=True)}
 
     def __call__(self, x: jax.Array, *, positions: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
         q, k, v = self._qkv_parallel(x, segment_ids)
@@ -158,8 +177,10 @@ class MatrixMixer(nnx.Module):
 
     def init_cache(self, batch_size: int, max_len: int) -> dict:
         """O(1) decoding state: the last conv_kernel-1 inputs of each conv and the [B, H, K, V] fp32 memory."""
-        convs = {n: c.init_cache(batch_size) for n, (_, c) in zip("qkv", self._convs(), strict=True)}
-        return {"conv": convs, "state": jnp.zeros((batch_size, self.heads, self.dk, self.dv), jnp.float32)}
+        return {
+            "conv": self._conv_cache(batch_size),
+            "state": jnp.zeros((batch_size, self.heads, self.dk, self.dv), jnp.float32),
+        }
 
     def step(self, x: jax.Array, cache: dict, *, position: jax.Array) -> tuple[jax.Array, dict]:
         """One token x [B, d] -> (y [B, d], cache): the op itself on a length-1 sequence from the cached state, in
@@ -172,13 +193,18 @@ class MatrixMixer(nnx.Module):
 
     @classmethod
     def forward_flops_per_token(cls, cfg, seq_len: int) -> float:
-        d = cfg.d_model
+        """The block around the memory, the beta and alpha projections and the chunked kernel."""
         h, k, v = head_dims(cfg)
-        proj_out = 2 * h * k + 2 * h * v + h * (cls.delta + cls.decay)  # q, k, v, output gate, beta, alpha
-        flops = 2.0 * d * proj_out + 2.0 * h * v * d
-        flops += ShortConv.forward_flops_per_token(2 * h * k + h * v, cfg.conv_kernel)
         chunk = min(cfg.matrix_chunk_size, seq_len)
-        return flops + kernel_flops_per_token(h, k, v, chunk, cls.delta)
+        gates = 2.0 * cfg.d_model * h * (cls.delta + cls.decay)
+        return cls.block_flops_per_token(cfg) + gates + kernel_flops_per_token(h, k, v, chunk, cls.delta)
+
+    @staticmethod
+    def block_flops_per_token(cfg) -> float:
+        """q, k, v projections and convs, the output gate and the output projection."""
+        d, (h, k, v) = cfg.d_model, head_dims(cfg)
+        flops = 2.0 * d * (2 * h * k + 2 * h * v) + 2.0 * h * v * d
+        return flops + ShortConv.forward_flops_per_token(2 * h * k + h * v, cfg.conv_kernel)
 
     @staticmethod
     def state_size(cfg, seq_len: int) -> int:

@@ -5,7 +5,18 @@ head-wise q, k from the conv branch and v from x_m -> input and forget gate pre-
 pallas_kernels.mlstm (exponential input gate, stabilised) -> per-head RMSNorm -> + learnable skip * conv branch
 -> * SiLU(z) -> down-projection. Gate initialisation follows xLSTM: zero weights, input-gate bias ~ N(0, 0.1),
 forget-gate bias linspace(3, 6) over heads (long memories at the start of training). Decoding carries the conv
-taps and the (C, n, m) state, O(1) per token.
+taps and the (C, n, m) state, O(1) per token. Anchor: NX-AI/xlstm's `mLSTMLayer` (read at 032a6fb).
+
+Deviations from the anchor:
+- The q, k, v projections are block-diagonal with one block per head (head dim squared per head); the anchor's
+  `qkv_proj_blocksize=4` uses blocks of 4 features (inner / 4 blocks), far fewer parameters. Not yet a knob.
+- The output norm is a per-head RMSNorm (eps 1e-6); the anchor's MultiHeadLayerNorm is a per-head LayerNorm (mean
+  removed, scale, no bias, eps 1e-5). Not yet a knob.
+- Initialisation of the up, q/k/v and down projections: memlab's (truncated normal, fan-in) where the anchor uses
+  small_init and wang_init; the gates' initialisation is the anchor's.
+- `model.mlstm_proj_factor`: 2 (the anchor); the MQAR comparison runs 1 to match parameter counts.
+- The block around it (the anchor's xLSTM block: pre-LayerNorm, residual) is memlab's LM block (pre-RMSNorm).
+  The anchor's dropout (0 by default) is not built.
 """
 
 from __future__ import annotations
