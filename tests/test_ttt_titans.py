@@ -193,9 +193,9 @@ def test_packed_documents_start_from_the_learned_initial_state():
     "overrides",
     [
         ("model.mixers=ttt_linear", "model.ttt_minibatch=4"),
-        ("model.mixers=ttt_linear", "model.ttt_minibatch=4", "model.ttt_inputs=matrix", "model.ttt_post_norm=rms_head"),
+        pytest.param(("model.mixers=ttt_linear", "model.ttt_minibatch=4", *TTT_MATRIX), marks=pytest.mark.slow),
         ("model.mixers=titans",),
-        ("model.mixers=titans", "model.titans_grad_batch=3", "model.num_heads=1"),
+        pytest.param(("model.mixers=titans", "model.titans_grad_batch=3", "model.num_heads=1"), marks=pytest.mark.slow),
         ("model.mixers=titans", *TITANS_LINEAR, "model.titans_momentum=True"),
         ("model.mixers=titans", *TITANS_LINEAR, "model.titans_depth=2", "model.titans_residual=plain"),
         ("model.mixers=titans", *TITANS_LINEAR[:2], "model.titans_grad_batch=1", "model.titans_residual=none"),
