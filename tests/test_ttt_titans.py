@@ -194,13 +194,22 @@ def test_packed_documents_start_from_the_learned_initial_state():
     "overrides",
     [
         ("model.mixers=ttt_linear", "model.ttt_minibatch=4"),
-        ("model.mixers=ttt_linear", "model.ttt_minibatch=4", "model.ttt_inputs=matrix", "model.ttt_post_norm=rms_head"),
+        pytest.param(("model.mixers=ttt_linear", "model.ttt_minibatch=4", *TTT_MATRIX), marks=pytest.mark.slow),
         ("model.mixers=titans",),
-        ("model.mixers=titans", "model.titans_grad_batch=3", "model.num_heads=1"),
+        pytest.param(("model.mixers=titans", "model.titans_grad_batch=3", "model.num_heads=1"), marks=pytest.mark.slow),
         ("model.mixers=titans", *TITANS_LINEAR, "model.titans_momentum=True"),
         ("model.mixers=titans", *TITANS_LINEAR, "model.titans_depth=2", "model.titans_residual=plain"),
+        ("model.mixers=titans", *TITANS_LINEAR[:2], "model.titans_grad_batch=1", "model.titans_residual=none"),
     ],
-    ids=["ttt-anchor", "ttt-matrix", "titans-anchor", "titans-batch3-1head", "titans-momentum", "titans-deep"],
+    ids=[
+        "ttt-anchor",
+        "ttt-matrix",
+        "titans-anchor",
+        "titans-batch3-1head",
+        "titans-momentum",
+        "titans-deep",
+        "titans-kernel-anchor-block",
+    ],  # fmt: skip
 )
 def test_scan_variants_decode_like_the_parallel_forward_and_reset_per_document(tiny_config, overrides):
     from tests.helpers import decoded_logits, logits_of
@@ -284,3 +293,14 @@ def test_anchor_param_counts(tiny_config):
         attn_layer = 4 * d * d
         got = count_params(build_model(cfg, seed=0))["params"]
         assert got == attn + cfg.num_layers * (layer(d, h, d // h) - attn_layer), name
+
+
+def test_titans_kernel_form_equals_its_scan():
+    """The linear memory on the delta-rule kernel (mean loss: beta' = 2 theta / V) equals the token-serial scan."""
+    mixer = _mixer(Titans, *TITANS_LINEAR[:2], "model.titans_grad_batch=1", "model.titans_residual=none")
+    assert not mixer.scan
+    x = jax.random.normal(jax.random.key(5), (B, T, H * K))
+    positions = jnp.broadcast_to(jnp.arange(T), (B, T))
+    kernel = mixer(x, positions=positions)
+    mixer.scan = True
+    np.testing.assert_allclose(mixer(x, positions=positions), kernel, atol=2e-5)
