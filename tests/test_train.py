@@ -290,3 +290,21 @@ def test_wandb_offline_files_and_no_secret_written(tmp_path):
     for f in tmp_path.rglob("*"):
         if f.is_file():
             assert secret.encode() not in f.read_bytes(), f"API key leaked into {f}"
+
+
+def test_knobs_of_a_mixer_a_run_does_not_use_never_block_its_resume(tmp_path):
+    """Every LM config carries every mixer's knobs: titans' changed defaults must not stop an attention run from
+    resuming, while a titans run trained with another titans_depth is refused, naming the key."""
+    from memlab.errors import ConfigError
+    from memlab.train.loop import check_resumable
+    from memlab.train.run_dir import RunDir
+
+    def run_with(mixers: str) -> RunDir:
+        path = tmp_path / mixers
+        path.mkdir()
+        (path / "config.json").write_text(json.dumps({"model": {"mixers": mixers, "titans_depth": 1}}))
+        return RunDir(path, writer=False)
+
+    check_resumable(run_with("attn"), {"model": {"mixers": "attn", "titans_depth": 2}})
+    with pytest.raises(ConfigError, match="model.titans_depth"):
+        check_resumable(run_with("titans"), {"model": {"mixers": "titans", "titans_depth": 2}})

@@ -122,6 +122,20 @@ ADDED_KEYS = {
     ("model", "titans_momentum"): False,
     ("model", "titans_depth"): 1,
     ("model", "titans_max_lr"): 1.0,
+    # issue 30: titans and ttt_linear became their anchors; a run saved before ran memlab's earlier variants
+    ("model", "ttt_inputs"): "matrix",
+    ("model", "ttt_post_norm"): "rms_head",
+    ("model", "ttt_lr_bias"): False,
+    ("model", "titans_read"): "before",
+    ("model", "titans_loss"): "half_sum",
+    ("model", "titans_grad_batch"): 1,
+    ("model", "titans_residual"): lambda saved: (
+        "plain" if saved.get("model", {}).get("titans_depth", 1) > 1 else "none"
+    ),
+    ("model", "titans_gelu"): "tanh",
+    ("model", "titans_block"): "matrix",
+    ("model", "titans_init"): "normal",
+    ("model", "titans_forget_bias"): -4.0,
 }
 
 
@@ -129,6 +143,16 @@ def added_value(group: str, key: str, saved: dict):
     """What ADDED_KEYS[(group, key)] stands for in the saved config dict `saved` (one that lacks the key)."""
     value = ADDED_KEYS[(group, key)]
     return value(saved) if callable(value) else value
+
+
+# Knobs only one mixer reads: a run whose layers use neither saved nor new value of that mixer resumes whatever they
+# are (every LM config carries every mixer's knobs, so a changed titans default must not stop an attention run).
+MIXER_KNOBS = {"titans": "model.titans_", "ttt_linear": "model.ttt_"}
+
+
+def _unused_knob(key: str, existing: dict, config: dict) -> bool:
+    used = {str(c.get("model", {}).get("mixers", "")) for c in (existing, config)}
+    return any(key.startswith(prefix) and not any(m in u for u in used) for m, prefix in MIXER_KNOBS.items())
 
 
 def check_resumable(run: RunDir, config: dict) -> None:
@@ -141,7 +165,11 @@ def check_resumable(run: RunDir, config: dict) -> None:
         saved = existing.get(group, {})
         if key in config.get(group, {}) and key not in saved:  # only where this config has it (model keys: families)
             saved[key] = added_value(group, key, existing)
-    changed = [k for k in diff(existing, config) if not k.startswith(RESUME_MAY_DIFFER)]
+    changed = [
+        k
+        for k in diff(existing, config)
+        if not k.startswith(RESUME_MAY_DIFFER) and not _unused_knob(k, existing, config)
+    ]
     if changed:
         raise ConfigError(
             f"{run.path} holds a run with a different config (differs in {', '.join(changed[:8])}); "
