@@ -148,9 +148,6 @@ class Threshold:
             f"{self.value:.3g} is neither the source's nor relative to measured controls ({self.cite})",
         )
 
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
-
 
 DECIDED_BY = ("measurement", "configuration", "construction")
 

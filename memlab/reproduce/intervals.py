@@ -36,9 +36,6 @@ class Interval:
     def text(self, digits: int = 3) -> str:
         return f"{self.value:.{digits}g} [{self.lo:.{digits}g}, {self.hi:.{digits}g}]"
 
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
-
 
 def wilson(rate: float, n: int) -> tuple[float, float]:
     """Wilson's 95% score interval of a rate measured on n independent examples."""
@@ -51,12 +48,19 @@ def wilson(rate: float, n: int) -> tuple[float, float]:
     return lo, hi
 
 
+def _resampled_means(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """RESAMPLES means of `values` drawn with replacement."""
+    return values[rng.integers(0, len(values), (RESAMPLES, len(values)))].mean(axis=1)
+
+
+def _percentiles(samples: np.ndarray) -> tuple[float, float]:
+    lo, hi = np.percentile(samples, [50 * (1 - LEVEL), 50 * (1 + LEVEL)])
+    return float(lo), float(hi)
+
+
 def bootstrap_mean(values, *, seed: int = 0) -> tuple[float, float]:
     """Percentile interval of the mean of `values`, resampled with replacement."""
-    values = np.asarray(values, float)
-    draws = np.random.default_rng(seed).integers(0, len(values), (RESAMPLES, len(values)))
-    means = values[draws].mean(axis=1)
-    return tuple(float(q) for q in np.percentile(means, [50 * (1 - LEVEL), 50 * (1 + LEVEL)]))
+    return _percentiles(_resampled_means(np.asarray(values, float), np.random.default_rng(seed)))
 
 
 def rate(values, examples: int | None) -> Interval:
@@ -81,10 +85,8 @@ def difference(a, b, examples_a: int | None = None, examples_b: int | None = Non
     value = float(a.mean() - b.mean())
     if len(a) >= MIN_SEEDS and len(b) >= MIN_SEEDS:
         rng = np.random.default_rng(0)
-        da = a[rng.integers(0, len(a), (RESAMPLES, len(a)))].mean(axis=1)
-        db = b[rng.integers(0, len(b), (RESAMPLES, len(b)))].mean(axis=1)
-        lo, hi = np.percentile(da - db, [50 * (1 - LEVEL), 50 * (1 + LEVEL)])
-        return Interval(value, float(lo), float(hi), f"bootstrap over {len(a)} and {len(b)} seeds")
+        lo, hi = _percentiles(_resampled_means(a, rng) - _resampled_means(b, rng))
+        return Interval(value, lo, hi, f"bootstrap over {len(a)} and {len(b)} seeds")
     if examples_a is None or examples_b is None:
         return Interval(value, -math.inf, math.inf, "fewer than 3 seeds and no example counts: no interval")
     pa, pb = (min(max(float(x.mean()), 0.0), 1.0) for x in (a, b))

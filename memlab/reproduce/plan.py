@@ -60,17 +60,6 @@ class Plan:
     def at_most(self) -> Cost:
         return sum((s.at_most for s in self.stages), Cost())
 
-    def to_json(self) -> dict:
-        return {
-            "claim": self.claim,
-            "scale": self.scale,
-            "device": self.device,
-            "mfu": self.mfu,
-            "stages": [dataclasses.asdict(s) for s in self.stages],
-            "expected": dataclasses.asdict(self.expected),
-            "at_most": dataclasses.asdict(self.at_most),
-        }
-
 
 def check_device(device: str, mfu: float) -> None:
     if peak_flops(device) is None:

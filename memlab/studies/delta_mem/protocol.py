@@ -194,7 +194,7 @@ def adapter_of(row: pd.Series) -> str:
 
 def stages(scale: Scale) -> list:
     """The stages in order: the adapters start from the finished backbone, the seeds from each kind's rate."""
-    return [
+    stages = [
         Stage("backbones", lambda study: [backbone_sweep(scale, corpus(study.runs))]),
         Search(
             name="lr",
@@ -208,14 +208,11 @@ def stages(scale: Scale) -> list:
             max_extensions=scale.lr_extensions,
             rule="best final exact match, ties to the lower final eval loss",
         ),
-    ] + [
-        Stage(
-            "seeds",
-            lambda study: [seed_sweep(scale, corpus(study.runs), study.runs, study.choice("lr"))],
-            after=("lr",),
-        )
-        for _ in scale.seeds[1:2]  # only where there are seeds beyond the first
     ]
+    seeds = Stage(
+        "seeds", lambda study: [seed_sweep(scale, corpus(study.runs), study.runs, study.choice("lr"))], after=("lr",)
+    )
+    return stages + ([seeds] if len(scale.seeds) > 1 else [])  # only where there are seeds beyond the first
 
 
 def chosen_runs(study: Study) -> pd.DataFrame:

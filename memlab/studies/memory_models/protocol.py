@@ -235,7 +235,7 @@ SEED_STAGES = tuple("seeds" + suffix for suffix in SWEEP_SUFFIX.values())
 def stages(scale: Scale) -> list:
     """The stages in order: the curriculum starts from the finished autoencoder, the seeds from the rates the
     lr search chose."""
-    return [
+    stages = [
         Stage("autoencoder", lambda study: [autoencoder_sweep(scale, corpus(study.runs))]),
         Stage("lm", lambda study: [lm_sweep(scale, corpus(study.runs))]),
         Search(
@@ -252,16 +252,15 @@ def stages(scale: Scale) -> list:
             + ", ".join(f"{c}: {m}" for c, m in LR_METRIC.items())
             + ")",
         ),
-    ] + [
-        Stage(
-            "seeds",
-            lambda study: list(
-                memory_sweeps("seeds", scale, corpus(study.runs), study.runs, seed_rows(scale, study.choice("lr")))
-            ),
-            after=("lr",),
-        )
-        for _ in scale.seeds[1:2]  # only where there are seeds beyond the first
     ]
+    seeds = Stage(
+        "seeds",
+        lambda study: list(
+            memory_sweeps("seeds", scale, corpus(study.runs), study.runs, seed_rows(scale, study.choice("lr")))
+        ),
+        after=("lr",),
+    )
+    return stages + ([seeds] if len(scale.seeds) > 1 else [])  # only where there are seeds beyond the first
 
 
 def memory_runs(study: Study) -> pd.DataFrame:
